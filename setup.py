@@ -1,0 +1,21 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="segmenter",
+    version="0.1.0",
+    description="Segmenter (Strudel et al., ICCV 2021) as a PaddleSeg plugin, with a PyTorch twin and weight converters",
+    packages=find_packages(include=["segmenter", "segmenter.*"]),
+    python_requires=">=3.9",
+    install_requires=[
+        "paddlepaddle>=3.3,<3.4",
+        "paddleseg==2.8.0",
+        "numpy<2",
+        "pandas>=2.2,<2.3",
+        "visualdl==2.5.3",
+        "safetensors>=0.4",
+        "pyyaml>=6",
+        "tqdm>=4.60",
+        "matplotlib>=3.7",
+    ],
+    extras_require={"torch": ["torch==2.13.0"], "test": ["torch==2.13.0", "pytest>=7"]},
+)
