@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Installs everything (pinned CPU stack) and runs the whole test suite: the README's test command.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python -m pip install -q -r requirements.txt
+python -m pip install -q --no-deps -e .
+python -m pytest -q tests parity_tests "$@"
