@@ -1,0 +1,123 @@
+"""Shapes, gradients, determinism and padding behaviour of the Paddle Segmenter."""
+import numpy as np
+import paddle
+import pytest
+
+from segmenter.models import VIT_PRESETS, Segmenter
+from segmenter.models.pos_embed import resample_pos_embed
+from tests.helpers import decoder_cfg, tiny_segmenter, tiny_vit
+
+paddle.seed(0)
+SIZES = [(32, 32), (37, 50), (5, 7), (64, 40)]
+
+
+@pytest.mark.parametrize("preset", list(VIT_PRESETS))
+@pytest.mark.parametrize("decoder", ["linear", "mask_transformer"])
+def test_logits_shape_every_preset(preset, decoder):
+    model = tiny_segmenter(decoder, num_classes=7, preset=preset)
+    model.eval()
+    with paddle.no_grad():
+        for h, w in SIZES:
+            out = model(paddle.randn([2, 3, h, w]))
+            assert isinstance(out, list) and len(out) == 1, f"expected [logits], got {type(out)} of {len(out)}"
+            assert list(out[0].shape) == [2, 7, h, w], f"{preset}/{decoder} at {h}x{w}: got {list(out[0].shape)}"
+
+
+@pytest.mark.parametrize("patch_size", [8, 16, 32])
+@pytest.mark.parametrize("distilled", [False, True])
+def test_backbone_tokens(patch_size, distilled):
+    vit = tiny_vit("tiny", patch_size=patch_size, img_size=64, distilled=distilled)
+    vit.eval()
+    h, w = 70, 45  # padded to multiples of the patch
+    gh, gw = -(-h // patch_size), -(-w // patch_size)
+    with paddle.no_grad():
+        tokens = vit(paddle.randn([1, 3, h, w]))
+    prefix = 2 if distilled else 1
+    assert list(tokens.shape) == [1, prefix + gh * gw, 192], f"got {list(tokens.shape)}"
+    # forward_features ends with the final LayerNorm: every token has ~zero mean and ~unit variance
+    t = tokens.numpy()
+    assert np.abs(t.mean(-1)).max() < 1e-4, f"max |token mean| = {np.abs(t.mean(-1)).max():.2e}"
+
+
+def test_padding_matches_explicit_zero_padding():
+    """An input that is not a multiple of the patch is zero-padded, run, and the logits cropped."""
+    model = tiny_segmenter("mask_transformer", img_size=32)
+    model.eval()
+    x = paddle.randn([1, 3, 27, 21])
+    padded = paddle.zeros([1, 3, 32, 32])
+    padded[:, :, :27, :21] = x
+    with paddle.no_grad():
+        a = model(x)[0].numpy()
+        b = model(padded)[0].numpy()[:, :, :27, :21]
+    diff = np.abs(a - b).max()
+    assert diff < 1e-5, f"max|diff| between implicit and explicit padding = {diff:.2e}"
+
+
+def test_pos_embed_resampled_for_larger_input():
+    vit = tiny_vit("tiny", img_size=32)  # 2x2 grid
+    vit.eval()
+    with paddle.no_grad():
+        tokens = vit(paddle.randn([1, 3, 64, 96]))
+    assert list(tokens.shape) == [1, 1 + 4 * 6, 192], f"got {list(tokens.shape)}"
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
+def test_resample_pos_embed_identity_and_constant(mode):
+    pe = paddle.randn([1, 1 + 9, 8])
+    same = resample_pos_embed(pe, (3, 3), (3, 3), 1, mode)
+    assert np.array_equal(same.numpy(), pe.numpy())
+    const = paddle.concat([paddle.randn([1, 1, 8]), paddle.ones([1, 9, 8]) * 2.5], axis=1)
+    out = resample_pos_embed(const, (3, 3), (5, 4), 1, mode).numpy()
+    assert out.shape == (1, 21, 8), f"got {out.shape}"
+    assert np.array_equal(out[:, 0], const.numpy()[:, 0]), "the class token's embedding must not change"
+    dev = np.abs(out[:, 1:] - 2.5).max()
+    assert dev < 1e-5, f"a constant grid must stay constant under {mode}: max dev {dev:.2e}"
+
+
+@pytest.mark.parametrize("decoder", ["linear", "mask_transformer"])
+def test_gradients_reach_every_parameter(decoder):
+    paddle.seed(1)
+    model = tiny_segmenter(decoder, num_classes=4, depth=2, distilled=True)
+    model.train()
+    logits = model(paddle.randn([2, 3, 40, 24]))[0]
+    label = paddle.randint(0, 4, [2, 40, 24])
+    loss = paddle.nn.functional.cross_entropy(logits.transpose([0, 2, 3, 1]), label.unsqueeze(-1))
+    loss.backward()
+    no_grad = [p.name for p in model.parameters() if p.trainable and (p.grad is None or not p.grad.abs().sum() > 0)]
+    # the distillation token only feeds the head of the classifier; in segmentation it still reaches the patch
+    # tokens through attention, so it must get a gradient like every other parameter
+    assert not no_grad, f"parameters without gradient: {no_grad}"
+
+
+@pytest.mark.parametrize("decoder", ["linear", "mask_transformer"])
+def test_eval_mode_is_deterministic(decoder):
+    vit = tiny_vit("tiny", depth=2, drop_rate=0.3, attn_drop_rate=0.3, drop_path_rate=0.3)
+    model = Segmenter(3, vit, decoder_cfg(decoder, 192, dropout=0.3, drop_path_rate=0.3))
+    x = paddle.randn([1, 3, 32, 48])
+    model.eval()
+    with paddle.no_grad():
+        a, b = model(x)[0].numpy(), model(x)[0].numpy()
+    assert np.array_equal(a, b), f"eval outputs differ: max|diff|={np.abs(a - b).max():.2e}"
+    model.train()
+    c = model(x)[0].numpy()
+    assert np.abs(c - a).max() > 1e-4, "train mode with dropout 0.3 should differ from eval mode"
+
+
+def test_attention_maps_flag():
+    vit = tiny_vit("tiny", depth=2)
+    vit.eval()
+    with paddle.no_grad():
+        plain = vit(paddle.ones([1, 3, 32, 48]))
+        tokens, attns = vit(paddle.ones([1, 3, 32, 48]), return_attn=True)
+    assert np.array_equal(plain.numpy(), tokens.numpy()), "return_attn must not change the tokens"
+    assert len(attns) == 2 and list(attns[0].shape) == [1, 3, 7, 7], f"got {[list(a.shape) for a in attns]}"
+    rowsum = attns[0].sum(-1).numpy()
+    assert np.abs(rowsum - 1).max() < 1e-5, f"attention rows must sum to 1: max dev {np.abs(rowsum - 1).max():.2e}"
+
+
+def test_qkv_bias_switch():
+    with_bias = tiny_segmenter("mask_transformer")
+    no_bias = Segmenter(5, tiny_vit("tiny", qkv_bias=False), decoder_cfg("mask_transformer", 192, qkv_bias=False))
+    keys_with = {k for k in with_bias.state_dict() if k.endswith("attn.qkv.bias")}
+    keys_without = {k for k in no_bias.state_dict() if k.endswith("attn.qkv.bias")}
+    assert len(keys_with) == 3 and not keys_without, f"with: {sorted(keys_with)}, without: {sorted(keys_without)}"
