@@ -57,11 +57,11 @@ def is_linear_weight(key: str) -> bool:
     return any(re.fullmatch(p, key) for p in LINEAR_WEIGHTS)
 
 
-def to_layout(state: Mapping[str, np.ndarray], layout: str) -> Dict[str, np.ndarray]:
-    """Canonical (Paddle) layout <-> PyTorch layout: transpose exactly the LINEAR_WEIGHTS keys."""
-    if layout not in ("paddle", "torch"):
-        raise ValueError(f"layout must be 'paddle' or 'torch', got {layout!r}")
-    if layout == "paddle":
+def to_layout(state: Mapping[str, np.ndarray], layout: str, source_layout: str = "paddle") -> Dict[str, np.ndarray]:
+    """Paddle layout <-> PyTorch layout of canonical keys: transpose exactly the LINEAR_WEIGHTS keys."""
+    if layout not in ("paddle", "torch") or source_layout not in ("paddle", "torch"):
+        raise ValueError(f"layouts are 'paddle' or 'torch', got {layout!r} from {source_layout!r}")
+    if layout == source_layout:
         return dict(state)
     return {k: (np.ascontiguousarray(v.T) if is_linear_weight(k) else v) for k, v in state.items()}
 
@@ -239,7 +239,7 @@ def load_weights(path: str, fmt: Optional[str] = None, overrides: Optional[Dict[
         state, dropped = apply_table(raw, renames, drops, path, fmt)
         state = {k: np.asarray(v) for k, v in state.items()}
         if fmt in TORCH_LAYOUT:
-            state = {k: (np.ascontiguousarray(v.T) if is_linear_weight(k) else v) for k, v in state.items()}
+            state = to_layout(state, "paddle", "torch")
         if fmt == "official":
             o = {**_official_overrides(path, extra), **{k: v for k, v in o.items() if v is not None}}
     if fmt in ("safetensors",) and meta.get("arch"):

@@ -46,7 +46,7 @@ def paddle_state(model) -> Dict[str, np.ndarray]:
 
 def torch_state(model) -> Dict[str, np.ndarray]:
     """Canonical (Paddle-layout) weights of a twin module."""
-    return to_layout({k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}, "torch")
+    return to_layout({k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}, "paddle", "torch")
 
 
 def load_into_torch(model, canonical: Mapping[str, np.ndarray]) -> None:
