@@ -3,9 +3,10 @@
 With Paddle and PaddleSeg installed (the normal case) the Paddle models are imported, which registers them.
 A PyTorch-only install can still use `segmenter.pytorch` and `segmenter.convert`, which never import Paddle.
 """
-import importlib.util
-
-if importlib.util.find_spec("paddle") is not None and importlib.util.find_spec("paddleseg") is not None:
+try:
     from segmenter import models  # noqa: F401  (registers SegmenterViT, Segmenter)
+except ModuleNotFoundError as e:  # only a missing Paddle/PaddleSeg is tolerated; any other failure surfaces
+    if (e.name or "").split(".")[0] not in ("paddle", "paddleseg"):
+        raise
 
 __version__ = "0.1.0"

@@ -3,7 +3,7 @@ PaddleSeg's released models, timm ViT and Google .npz. The destination format fo
 import argparse
 import sys
 
-from segmenter.convert import FORMATS, convert
+from segmenter.convert import FORMATS, UnsafeFileError, convert
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -33,7 +33,7 @@ def main(args: argparse.Namespace) -> int:
                  "norm_eps": args.norm_eps, "pos_embed_interp": args.pos_embed_interp}
     try:
         conv = convert(args.src, args.dst, args.fmt, overrides, args.save_config, args.base_config, args.num_classes)
-    except (ValueError, FileNotFoundError, OSError) as e:
+    except (ValueError, UnsafeFileError, OSError) as e:
         print(f"convert: {e}\nNothing was written.", file=sys.stderr)
         return 1
     a = conv.arch

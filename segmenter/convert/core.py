@@ -277,8 +277,20 @@ def default_base_config() -> str:
                         "configs", "_base_", "ade20k.yml")
 
 
-def write_config(path: str, conv: Converted, weights: str, base_config: Optional[str] = None,
-                 num_classes: Optional[int] = None) -> None:
+# NUM_CLASSES of the PaddleSeg datasets our shipped bases use (PaddleSeg checks model.num_classes against it).
+DATASET_CLASSES = {"ADE20K": 150, "Cityscapes": 19, "PascalContext": 60}
+
+
+def _dataset_classes(base: str) -> Optional[int]:
+    """Class count of a dataset config's train_dataset, when it says or its type is a known dataset."""
+    import yaml
+    with open(base) as f:
+        data = (yaml.safe_load(f) or {}).get("train_dataset") or {}
+    return data.get("num_classes", DATASET_CLASSES.get(data.get("type")))
+
+
+def config_text(conv: Converted, weights: str, base_config: Optional[str] = None,
+                num_classes: Optional[int] = None) -> str:
     """A complete PaddleSeg config: a shipped dataset base (via an absolute `_base_`) + the exact model."""
     import yaml
     base = os.path.abspath(base_config or default_base_config())
@@ -286,16 +298,28 @@ def write_config(path: str, conv: Converted, weights: str, base_config: Optional
         raise FileNotFoundError(f"base config '{base}' does not exist; pass --base-config with a dataset config "
                                 f"such as configs/_base_/ade20k.yml.")
     arch = conv.arch
+    base_classes = _dataset_classes(base)
     if arch.num_classes is None:
-        arch = Arch(**{**arch.to_json(), "num_classes": num_classes or 150})
+        arch = Arch(**{**arch.to_json(), "num_classes": num_classes or base_classes or 150})
     elif num_classes is not None and num_classes != arch.num_classes:
         raise ConversionError(f"--num-classes {num_classes} disagrees with the weights' {arch.num_classes} classes.")
+    if base_classes is not None and base_classes != arch.num_classes:
+        raise ConversionError(f"the weights have {arch.num_classes} classes but the base config '{base}' trains on "
+                              f"{base_classes}; PaddleSeg refuses that pair. Pass --base-config with a dataset of "
+                              f"{arch.num_classes} classes (e.g. a `type: Dataset` config with num_classes).")
     cfg = {"_base_": base, "model": model_config(arch, os.path.abspath(weights))}
     header = (f"# Written by tools/convert.py from {os.path.abspath(conv.source)} ({conv.fmt}).\n"
               f"# The model section is the exact architecture of the weights; the rest comes from _base_.\n")
+    return header + yaml.safe_dump(cfg, sort_keys=False)
+
+
+def write_config(path: str, conv: Converted, weights: str, base_config: Optional[str] = None,
+                 num_classes: Optional[int] = None) -> None:
+    """Write `config_text` to `path`."""
+    text = config_text(conv, weights, base_config, num_classes)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
-        f.write(header + yaml.safe_dump(cfg, sort_keys=False))
+        f.write(text)
 
 
 def convert(src: str, dst: str, fmt: Optional[str] = None, overrides: Optional[Dict[str, Any]] = None,
@@ -308,11 +332,10 @@ def convert(src: str, dst: str, fmt: Optional[str] = None, overrides: Optional[D
                               f"of '{src}'; drop the flag or pass the right file.")
     if files.extension(dst) not in DEST_FORMATS:
         raise ConversionError(f"'{dst}': destination extension is not one of {sorted(DEST_FORMATS)}.")
-    if save_config:  # validate the base before writing anything
-        base = os.path.abspath(base_config or default_base_config())
-        if not os.path.isfile(base):
-            raise FileNotFoundError(f"base config '{base}' does not exist; pass --base-config.")
+    text = config_text(conv, dst, base_config, num_classes) if save_config else None  # checked before writing
     save_weights(conv, dst)
-    if save_config:
-        write_config(save_config, conv, dst, base_config, num_classes)
+    if text is not None:
+        os.makedirs(os.path.dirname(os.path.abspath(save_config)), exist_ok=True)
+        with open(save_config, "w") as f:
+            f.write(text)
     return conv

@@ -6,12 +6,11 @@ from typing import Any, Dict, Union
 
 import yaml
 
+from segmenter.convert.core import DATASET_CLASSES
 from segmenter.pytorch.segmenter import Segmenter
 from segmenter.pytorch.vit import SegmenterViT
 
 COMPONENTS = {"Segmenter": Segmenter, "SegmenterViT": SegmenterViT}
-# NUM_CLASSES of the PaddleSeg datasets our configs use: PaddleSeg fills model.num_classes from them.
-DATASET_CLASSES = {"ADE20K": 150, "Cityscapes": 19, "PascalContext": 60}
 
 
 def _merge(base: Dict[str, Any], child: Dict[str, Any]) -> Dict[str, Any]:
