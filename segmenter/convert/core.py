@@ -145,9 +145,10 @@ def _has(keys, *prefixes: str) -> bool:
     return any(k.startswith(prefixes) for k in keys)
 
 
-def detect_format(path: str, keys: Sequence[str], wrapped: Dict[str, Any], meta: Dict[str, str]) -> str:
+def detect_format(path: str, keys: Sequence[str], meta: Optional[Dict[str, str]] = None) -> str:
     """Recognise a file's family from its extension and its keys."""
     ext = files.extension(path)
+    meta = meta or {}
     bare = _has(keys, "cls_token", "blocks.", "patch_embed.")
     if ext in files.NPZ_EXTS:
         return "npz"
@@ -189,7 +190,7 @@ def read_raw(path: str) -> Tuple[Dict[str, Any], Dict[str, Any], Dict[str, str]]
                           f"{files.PADDLE_EXTS + files.TORCH_EXTS + files.SAFETENSORS_EXTS + files.NPZ_EXTS}.")
 
 
-def _official_overrides(path: str, extra: Dict[str, Any]) -> Dict[str, Any]:
+def _official_overrides(path: str) -> Dict[str, Any]:
     """Architecture facts from the official `variant.yml` beside the checkpoint, when present."""
     variant = os.path.join(os.path.dirname(os.path.abspath(path)), "variant.yml")
     if not os.path.isfile(variant):
@@ -226,8 +227,8 @@ def check_complete(state: Mapping[str, np.ndarray], arch: Arch, source: str) -> 
 def load_weights(path: str, fmt: Optional[str] = None, overrides: Optional[Dict[str, Any]] = None) -> Converted:
     """Read any supported weights file into canonical arrays, strictly, with the architecture it encodes."""
     files.check_file(path)
-    raw, extra, meta = read_raw(path)
-    fmt = fmt or detect_format(path, list(raw), extra, meta)
+    raw, _, meta = read_raw(path)
+    fmt = fmt or detect_format(path, list(raw), meta)
     if fmt not in FORMATS:
         raise ConversionError(f"unknown format {fmt!r}; use one of {FORMATS}.")
     o = dict(overrides or {})
@@ -241,7 +242,7 @@ def load_weights(path: str, fmt: Optional[str] = None, overrides: Optional[Dict[
         if fmt in TORCH_LAYOUT:
             state = to_layout(state, "paddle", "torch")
         if fmt == "official":
-            o = {**_official_overrides(path, extra), **{k: v for k, v in o.items() if v is not None}}
+            o = {**_official_overrides(path), **{k: v for k, v in o.items() if v is not None}}
     if fmt in ("safetensors",) and meta.get("arch"):
         saved = json.loads(meta["arch"])
         o = {**{k: saved[k] for k in ("img_size", "num_heads", "norm_eps", "pos_embed_interp")},
