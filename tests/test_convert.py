@@ -146,6 +146,21 @@ def test_backbone_weights_config_builds_from_another_directory(tmp_path, monkeyp
     assert twin.num_classes == 150 and twin.decoder_cfg["name"] == "linear", twin.decoder_cfg
 
 
+def test_bare_paddle_vit_with_imagenet_head_loads_as_backbone(tmp_path):
+    """PaddleSeg's ImageNet backbone files: a bare ViT state dict, classifier included."""
+    paddle.seed(0)
+    vit = pm.SegmenterViT(img_size=32, embed_dim=64, depth=1, num_heads=1)
+    state = dict(vit.state_dict())
+    state["head.weight"], state["head.bias"] = paddle.randn([64, 1000]), paddle.zeros([1000])
+    path = str(tmp_path / "vit_imagenet.pdparams")
+    paddle.save(state, path)
+    conv = load_weights(path)
+    assert conv.fmt == "paddle" and sorted(conv.dropped) == ["head.bias", "head.weight"], (conv.fmt, conv.dropped)
+    other = pm.SegmenterViT(img_size=48, embed_dim=64, depth=1, num_heads=1, pretrained=path)  # pos_embed resampled
+    got, want = other.state_dict()["blocks.0.attn.qkv.weight"].numpy(), vit.state_dict()["blocks.0.attn.qkv.weight"].numpy()
+    assert np.array_equal(got, want), f"max|diff|={np.abs(got - want).max():.3e}"
+
+
 def test_twin_and_converters_work_without_paddle(tmp_path):
     path, _ = _tiny_paddle_file(tmp_path)
     code = f"""

@@ -18,6 +18,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="random input of this size (default 512 512)")
     p.add_argument("--tolerance", type=float, nargs=2, default=[parity.MAX_ABS_TOL, parity.REL_L2_TOL],
                    metavar=("MAX_ABS", "REL_L2"), help="pass bounds (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights (no --weights) and input")
     p.add_argument("--sweep", action="store_true", help="measure Ti/S/B x linear/mask on random weights")
     return p.parse_args(argv)
 
@@ -33,7 +34,7 @@ def main(args: argparse.Namespace) -> int:
     if not args.config:
         print("parity: pass --config (or --sweep)", file=sys.stderr)
         return 2
-    import paddle  # noqa: F401
+    import paddle
     from paddleseg.cvlibs import Config
     import segmenter  # noqa: F401  (registers the components)
     from segmenter.pytorch import load_config
@@ -45,6 +46,7 @@ def main(args: argparse.Namespace) -> int:
     model_cfg["pretrained"] = None
     model_cfg["backbone"] = {**model_cfg["backbone"], "pretrained": None}
     Config(args.config)  # fail here, in PaddleSeg's words, on a config PaddleSeg itself would refuse
+    paddle.seed(args.seed)
     pmodel, tmodel = parity.build_pair(model_cfg)
     if args.weights:  # each framework reads the file through its own loader
         from segmenter.models.weights import load_pretrained as load_paddle
@@ -53,7 +55,7 @@ def main(args: argparse.Namespace) -> int:
         load_torch(tmodel, args.weights)
     else:
         parity.load_into_torch(tmodel, parity.paddle_state(pmodel))
-    x = parity.image_input(args.image, args.size)
+    x = parity.image_input(args.image, args.size, args.seed)
     g = parity.compare(pmodel, tmodel, x)
     ok = g.ok(*args.tolerance, allow_ties=True)
     print(f"input {list(x.shape)}: {g} -> {'PASS' if ok else 'FAIL'} (max abs <= {args.tolerance[0]:g}, "

@@ -153,7 +153,7 @@ def detect_format(path: str, keys: Sequence[str], meta: Optional[Dict[str, str]]
     if ext in files.NPZ_EXTS:
         return "npz"
     if ext in files.PADDLE_EXTS:
-        if _has(keys, "head."):
+        if _has(keys, "head.") and _has(keys, "backbone."):
             return "paddleseg"
         if _has(keys, "backbone.", "decoder.") or bare:
             return "paddle"

@@ -39,7 +39,8 @@ OURS: List[Rename] = [
     (r"(decoder\.(proj_dec|decoder_norm|mask_norm)\.(weight|bias))", r"\1"),
     (r"(decoder\." + _BLOCK + ")", r"\1"),
 ] + _BARE_VIT
-OURS_DROP: Tuple[str, ...] = ()
+# A bare ViT file (ours, or PaddleSeg's ImageNet backbones) may still carry its ImageNet classifier.
+OURS_DROP: Tuple[str, ...] = (r"head\.(weight|bias)",)
 
 # The official Segmenter checkpoint.pth ["model"] (rstrudel/segmenter, PyTorch layout).
 OFFICIAL: List[Rename] = [
