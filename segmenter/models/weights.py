@@ -1,6 +1,5 @@
 """Strict loading of local weight files into our Paddle layers; pos_embed is the one key that may be resampled."""
 import math
-import os
 from typing import Dict, Mapping
 
 import numpy as np
@@ -15,11 +14,15 @@ class WeightsMismatchError(ValueError):
 
 
 def read_state_dict(path: str) -> Dict[str, np.ndarray]:
-    """Read a weights file into {key: array}; our own Paddle `.pdparams` layout."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"weights file '{path}' does not exist; pass a local path (nothing is downloaded).")
-    state = paddle.load(path)
-    return {k: np.asarray(v) for k, v in state.items()}
+    """Read any supported weights file into {key: array} in our Paddle layout (`backbone.*`, `decoder.*`).
+
+    Accepted: ours (.pdparams, .pth, .safetensors), the official Segmenter checkpoint.pth, PaddleSeg's
+    Segmenter .pdparams, timm ViT (.pth/.bin/.safetensors) and Google .npz; the family is recognised from
+    the keys (see segmenter.convert). No file runs code: .pdparams goes through a restricted unpickler and
+    PyTorch files load with weights_only=True.
+    """
+    from segmenter.convert import load_weights
+    return load_weights(path).state
 
 
 def _resample(layer: nn.Layer, key: str, value: np.ndarray, target_shape) -> np.ndarray:

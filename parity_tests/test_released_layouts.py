@@ -1,0 +1,157 @@
+"""Checkpoints in the layouts people hold, faked from the PyTorch twin by renaming keys the way each family
+stores them: the official Segmenter checkpoint.pth (+ variant.yml), timm ViT (.pth/.bin/.safetensors) and
+Google's .npz. Converted (or given directly as `pretrained`), our Paddle model must reproduce the twin.
+
+timm itself is not installed here (its torchvision dependency has no CPU build on PyPI for torch 2.13),
+so the timm layout is written by hand from timm's documented key names.
+"""
+import numpy as np
+import paddle
+import pytest
+import torch
+import yaml
+from paddleseg.cvlibs import Config, SegBuilder
+from safetensors.torch import save_file
+
+import segmenter.models as pm
+import segmenter.pytorch as tm
+from segmenter.convert import convert
+from segmenter.convert.parity import gap, run_paddle, run_torch
+
+SIZES = ((1, 32, 32), (1, 40, 57), (2, 64, 48))
+
+
+def _assert_close(ref: np.ndarray, got: np.ndarray, what: str) -> None:
+    g = gap(ref, got)
+    assert g.max_abs <= 1e-4 and g.rel_l2 <= 1e-5 and g.argmax_agree == 1.0, f"{what}: {g}"
+
+
+def _perturb(module: torch.nn.Module, seed: int) -> None:
+    """Move every parameter off its init value, so that LayerNorm and biases are exercised."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(0.02 * torch.randn(p.shape, generator=g))
+
+
+def _twin(decoder: str, distilled: bool = False) -> tm.Segmenter:
+    """D=128 with 4 heads (not 128 // 64): only variant.yml can tell the converter the head count."""
+    torch.manual_seed(0)
+    bb = tm.SegmenterViT(img_size=32, patch_size=16, embed_dim=128, depth=2, num_heads=4, distilled=distilled)
+    dec = {"name": "linear"} if decoder == "linear" else {
+        "name": "mask_transformer", "n_layers": 2, "d_model": 128, "n_heads": 2, "qkv_bias": True}
+    model = tm.Segmenter(num_classes=150, backbone=bb, decoder=dec)
+    _perturb(model, 1)
+    return model.eval()
+
+
+@pytest.mark.parametrize("decoder,distilled", [("linear", False), ("mask_transformer", False),
+                                               ("mask_transformer", True)])
+def test_official_checkpoint(tmp_path, decoder, distilled):
+    twin = _twin(decoder, distilled)
+    state = {("encoder." + k[len("backbone."):] if k.startswith("backbone.") else k): v
+             for k, v in twin.state_dict().items()}
+    state["encoder.head.weight"] = torch.randn(1000, 128)  # the ImageNet classifier, unused for segmentation
+    state["encoder.head.bias"] = torch.randn(1000)
+    if distilled:
+        state["encoder.head_dist.weight"] = torch.randn(1000, 128)
+        state["encoder.head_dist.bias"] = torch.randn(1000)
+    ckpt_dir = tmp_path / "seg_tiny_mask"
+    ckpt_dir.mkdir()
+    torch.save({"model": state, "n_cls": 150, "epoch": 63,
+                "optimizer": {"state": {}, "param_groups": [{"lr": 1e-5, "momentum": 0.9, "params": [0]}]},
+                "lr_scheduler": {"last_epoch": 63}}, str(ckpt_dir / "checkpoint.pth"))
+    net = {"backbone": "vit_tiny_patch16_384", "d_model": 128, "n_heads": 4, "n_layers": 2, "image_size": [32, 32],
+           "patch_size": 16, "distilled": distilled, "dropout": 0.0, "drop_path_rate": 0.1, "n_cls": 150,
+           "normalization": "vit", "decoder": {"name": decoder, "n_layers": 2, "drop_path_rate": 0.0, "dropout": 0.1}}
+    (ckpt_dir / "variant.yml").write_text(yaml.safe_dump({"net_kwargs": net}))
+
+    conv = convert(str(ckpt_dir / "checkpoint.pth"), str(tmp_path / "ours.pdparams"),
+                   save_config=str(tmp_path / "ours.yml"))
+    assert conv.fmt == "official", f"detected {conv.fmt}"
+    assert sorted(conv.dropped) == sorted(k for k in state if ".head" in k and k.startswith("encoder.")), conv.dropped
+    model = SegBuilder(Config(str(tmp_path / "ours.yml"))).model
+    model.eval()
+    for b, h, w in SIZES:
+        x = np.random.default_rng(w).standard_normal((b, 3, h, w)).astype(np.float32)
+        _assert_close(run_torch(twin, x), run_paddle(model, x), f"official {decoder} distilled={distilled} {b}x{h}x{w}")
+
+
+def _timm_state(twin_bb: tm.SegmenterViT) -> dict:
+    state = {k: v.clone() for k, v in twin_bb.state_dict().items()}  # timm uses the very same names
+    state["head.weight"], state["head.bias"] = torch.randn(1000, 128), torch.randn(1000)
+    return state
+
+
+def _backbone_pair(path: str, twin_bb: tm.SegmenterViT):
+    """Our Paddle backbone given `path` directly as `pretrained`, as a config's backbone.pretrained would."""
+    p = pm.SegmenterViT(img_size=32, patch_size=16, embed_dim=128, depth=2, num_heads=4, norm_eps=1e-6,
+                        pos_embed_interp="bicubic", pretrained=path)
+    p.eval()
+    for b, h, w in SIZES:
+        x = np.random.default_rng(h).standard_normal((b, 3, h, w)).astype(np.float32)
+        with torch.no_grad():
+            ref = twin_bb(torch.from_numpy(x)).numpy()
+        with paddle.no_grad():
+            got = p(paddle.to_tensor(x)).numpy()
+        g = gap(ref, got)
+        assert g.max_abs <= 1e-4 and g.rel_l2 <= 1e-5, f"{path} tokens {b}x{h}x{w}: {g}"
+
+
+def _timm_backbone() -> tm.SegmenterViT:
+    torch.manual_seed(2)
+    bb = tm.SegmenterViT(img_size=32, patch_size=16, embed_dim=128, depth=2, num_heads=4, norm_eps=1e-6,
+                         pos_embed_interp="bicubic")
+    _perturb(bb, 3)
+    return bb.eval()
+
+
+@pytest.mark.parametrize("ext", [".pth", ".bin", ".safetensors"])
+def test_timm_weights_as_backbone_pretrained(tmp_path, ext):
+    bb = _timm_backbone()
+    path = str(tmp_path / f"vit{ext}")
+    state = _timm_state(bb)
+    if ext == ".safetensors":
+        save_file({k: v.contiguous() for k, v in state.items()}, path)
+    else:
+        torch.save(state, path)
+    _backbone_pair(path, bb)  # num_heads 4 comes from the config here; the file cannot say it
+    conv = convert(path, str(tmp_path / "vit.pdparams"))
+    assert conv.fmt == "timm" and conv.arch.norm_eps == 1e-6 and conv.arch.decoder is None, conv.arch
+
+
+def _flax_npz(bb: tm.SegmenterViT, path: str) -> None:
+    """Google's ViT .npz layout: Dense kernels [in, out], q/k/v kernels [D, heads, hd], out kernel [heads, hd, D]."""
+    s = {k: v.numpy() for k, v in bb.state_dict().items()}
+    D, H = 128, 4
+    hd = D // H
+    out = {"embedding/kernel": s["patch_embed.proj.weight"].transpose(2, 3, 1, 0),  # [D, C, p, p] -> [p, p, C, D]
+           "embedding/bias": s["patch_embed.proj.bias"], "cls": s["cls_token"],
+           "Transformer/posembed_input/pos_embedding": s["pos_embed"],
+           "Transformer/encoder_norm/scale": s["norm.weight"], "Transformer/encoder_norm/bias": s["norm.bias"],
+           "head/kernel": np.zeros((D, 1000), np.float32), "head/bias": np.zeros(1000, np.float32)}
+    for i in range(2):
+        b, f = f"blocks.{i}.", f"Transformer/encoderblock_{i}/"
+        out[f + "LayerNorm_0/scale"], out[f + "LayerNorm_0/bias"] = s[b + "norm1.weight"], s[b + "norm1.bias"]
+        out[f + "LayerNorm_2/scale"], out[f + "LayerNorm_2/bias"] = s[b + "norm2.weight"], s[b + "norm2.bias"]
+        for j in (0, 1):
+            out[f + f"MlpBlock_3/Dense_{j}/kernel"] = s[b + f"mlp.fc{j + 1}.weight"].T
+            out[f + f"MlpBlock_3/Dense_{j}/bias"] = s[b + f"mlp.fc{j + 1}.bias"]
+        w, bias = s[b + "attn.qkv.weight"], s[b + "attn.qkv.bias"]  # [3D, D], [3D]
+        for n, name in enumerate(("query", "key", "value")):
+            out[f + f"MultiHeadDotProductAttention_1/{name}/kernel"] = w[n * D:(n + 1) * D].T.reshape(D, H, hd)
+            out[f + f"MultiHeadDotProductAttention_1/{name}/bias"] = bias[n * D:(n + 1) * D].reshape(H, hd)
+        out[f + "MultiHeadDotProductAttention_1/out/kernel"] = s[b + "attn.proj.weight"].T.reshape(H, hd, D)
+        out[f + "MultiHeadDotProductAttention_1/out/bias"] = s[b + "attn.proj.bias"]
+    np.savez(path, **out)
+
+
+def test_google_npz_as_backbone_pretrained_and_converted(tmp_path):
+    bb = _timm_backbone()
+    path = str(tmp_path / "augreg.npz")
+    _flax_npz(bb, path)
+    _backbone_pair(path, bb)
+    conv = convert(path, str(tmp_path / "vit.safetensors"))
+    assert conv.fmt == "npz" and conv.arch.num_heads == 4, f"{conv.fmt}, heads {conv.arch.num_heads}"
+    assert sorted(conv.dropped) == ["head/bias", "head/kernel"], conv.dropped
+    _backbone_pair(str(tmp_path / "vit.safetensors"), bb)

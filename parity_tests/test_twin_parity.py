@@ -1,0 +1,66 @@
+"""Paddle model vs its PyTorch twin, weights exported in both directions, Ti/S/B widths (depth 2) x decoders x sizes."""
+import functools
+
+import numpy as np
+import paddle
+import pytest
+import torch
+
+from segmenter.convert.parity import (MAX_ABS_TOL, REL_L2_TOL, SWEEP_SIZES, build_pair, compare, gap,
+                                      load_into_paddle, load_into_torch, paddle_state, tiny_model_cfg, torch_state)
+
+PRESETS = ("tiny", "small", "base")
+DECODERS = ("linear", "mask_transformer")
+
+
+@functools.lru_cache(maxsize=None)
+def pair(preset: str, decoder: str, direction: str, interp: str = "bilinear"):
+    """A (Paddle, PyTorch) pair with the same random weights, exported from one side to the other."""
+    paddle.seed(7)
+    torch.manual_seed(7)
+    p, t = build_pair(tiny_model_cfg(preset, decoder, pos_embed_interp=interp))
+    if direction == "paddle->torch":
+        load_into_torch(t, paddle_state(p))
+    else:
+        load_into_paddle(p, torch_state(t))
+    return p, t
+
+
+def _check(g, what: str) -> None:
+    assert g.max_abs <= MAX_ABS_TOL, f"{what}: max|diff|={g.max_abs:.3e} > {MAX_ABS_TOL}"
+    assert g.rel_l2 <= REL_L2_TOL, f"{what}: relL2={g.rel_l2:.3e} > {REL_L2_TOL}"
+    assert g.argmax_agree == 1.0, f"{what}: argmax agreement {100 * g.argmax_agree:.3f} %"
+
+
+@pytest.mark.parametrize("direction", ["paddle->torch", "torch->paddle"])
+@pytest.mark.parametrize("decoder", DECODERS)
+@pytest.mark.parametrize("preset", PRESETS)
+def test_logits_match(preset, decoder, direction):
+    p, t = pair(preset, decoder, direction)
+    for b, h, w in SWEEP_SIZES:  # square, non-square, not a multiple of 16, larger than img_size with batch 2
+        x = np.random.default_rng(h * w).standard_normal((b, 3, h, w)).astype(np.float32)
+        _check(compare(p, t, x), f"{preset}/{decoder}/{direction} input {b}x{h}x{w}")
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_bicubic_pos_embed_resampling_matches(decoder):
+    p, t = pair("small", decoder, "paddle->torch", "bicubic")
+    x = np.random.default_rng(3).standard_normal((2, 3, 72, 50)).astype(np.float32)
+    _check(compare(p, t, x), f"small/{decoder} bicubic 72x50")
+
+
+def test_distilled_and_attention_maps_match():
+    paddle.seed(1)
+    cfg = tiny_model_cfg("tiny", "mask_transformer")
+    cfg["backbone"]["distilled"] = True
+    p, t = build_pair(cfg)
+    load_into_torch(t, paddle_state(p))
+    x = np.random.default_rng(0).standard_normal((1, 3, 40, 40)).astype(np.float32)
+    _check(compare(p, t, x), "distilled tiny/mask")
+    with paddle.no_grad():
+        _, pa = p.backbone(paddle.to_tensor(x), return_attn=True)
+    with torch.no_grad():
+        _, ta = t.backbone(torch.from_numpy(x), return_attn=True)
+    for i, (a, b) in enumerate(zip(pa, ta)):
+        g = gap(a.numpy(), b.numpy())
+        assert g.max_abs <= 1e-5, f"block {i} attention max|diff|={g.max_abs:.3e}"

@@ -1,0 +1,145 @@
+"""The architecture a canonical state dict encodes, the shapes it implies, and its YAML model section."""
+import math
+import re
+from dataclasses import asdict, dataclass
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+import numpy as np
+
+
+@dataclass
+class Arch:
+    """Everything needed to build the model a set of weights belongs to (names as in the YAML)."""
+    img_size: List[int]
+    patch_size: int
+    in_channels: int
+    embed_dim: int
+    depth: int
+    num_heads: int
+    mlp_ratio: float
+    qkv_bias: bool
+    distilled: bool
+    norm_eps: float
+    pos_embed_interp: str
+    num_classes: Optional[int] = None          # None for backbone-only weights
+    decoder: Optional[Dict[str, Any]] = None   # {name: linear} or {name: mask_transformer, ...}
+
+    def backbone_config(self) -> Dict[str, Any]:
+        """The `model.backbone` section of a config (without dropout and pretrained)."""
+        d = asdict(self)
+        d.pop("num_classes")
+        d.pop("decoder")
+        return {"type": "SegmenterViT", **d}
+
+    def to_json(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+def _count(state: Mapping[str, np.ndarray], prefix: str) -> int:
+    idx = {int(m.group(1)) for k in state for m in [re.match(re.escape(prefix) + r"(\d+)\.", k)] if m}
+    if idx and idx != set(range(len(idx))):
+        raise ValueError(f"block indices under '{prefix}' are not 0..{len(idx) - 1}: {sorted(idx)}")
+    return len(idx)
+
+
+def _need(state: Mapping[str, np.ndarray], key: str, source: str) -> np.ndarray:
+    if key not in state:
+        raise ValueError(f"'{source}': converted weights lack '{key}', so the architecture cannot be read from "
+                         f"them; keys present: {sorted(state)[:12]}...")
+    return state[key]
+
+
+def infer_arch(state: Mapping[str, np.ndarray], source: str, norm_eps: float, pos_embed_interp: str,
+               overrides: Optional[Dict[str, Any]] = None) -> Arch:
+    """Read the architecture from canonical weights; what weights cannot tell comes from `overrides`.
+
+    Attention heads are not visible in weights: `num_heads` / `decoder_heads` default to width // 64, which
+    holds for ViT Ti/S/B/L and for every released Segmenter decoder.
+    """
+    o = dict(overrides or {})
+    cls = _need(state, "backbone.cls_token", source)
+    D = int(cls.shape[-1])
+    conv = _need(state, "backbone.patch_embed.proj.weight", source)  # [D, C, p, p]
+    patch, C = int(conv.shape[-1]), int(conv.shape[1])
+    distilled = "backbone.dist_token" in state
+    n_grid = int(_need(state, "backbone.pos_embed", source).shape[1]) - (2 if distilled else 1)
+    side = int(round(math.sqrt(n_grid)))
+    if o.get("img_size") is not None:
+        img = list(o["img_size"])
+    elif side * side == n_grid:
+        img = [side * patch, side * patch]
+    else:
+        raise ValueError(f"'{source}': pos_embed holds {n_grid} grid tokens, not a square grid; "
+                         f"pass the training size (--img-size H W).")
+    fc1 = _need(state, "backbone.blocks.0.mlp.fc1.weight", source)  # [D, hidden] (canonical = Paddle layout)
+    arch = Arch(img_size=img, patch_size=patch, in_channels=C, embed_dim=D,
+                depth=_count(state, "backbone.blocks."), num_heads=int(o.get("num_heads") or D // 64),
+                mlp_ratio=float(fc1.shape[1]) / D, qkv_bias="backbone.blocks.0.attn.qkv.bias" in state,
+                distilled=distilled, norm_eps=float(o.get("norm_eps") or norm_eps),
+                pos_embed_interp=str(o.get("pos_embed_interp") or pos_embed_interp))
+    if "decoder.head.weight" in state:
+        arch.num_classes = int(state["decoder.head.weight"].shape[1])
+        arch.decoder = {"name": "linear"}
+    elif "decoder.cls_emb" in state:
+        _, K, d = state["decoder.cls_emb"].shape
+        dfc1 = _need(state, "decoder.blocks.0.mlp.fc1.weight", source)
+        arch.num_classes = int(K)
+        arch.decoder = {"name": "mask_transformer", "n_layers": _count(state, "decoder.blocks."),
+                        "d_model": int(d), "n_heads": int(o.get("decoder_heads") or d // 64),
+                        "mlp_ratio": float(dfc1.shape[1]) / d,
+                        "qkv_bias": "decoder.blocks.0.attn.qkv.bias" in state,
+                        "norm_eps": float(o.get("decoder_norm_eps") or o.get("norm_eps") or norm_eps)}
+    return arch
+
+
+def _block_shapes(prefix: str, D: int, hidden: int, qkv_bias: bool) -> Dict[str, Tuple[int, ...]]:
+    s = {f"{prefix}.norm1.weight": (D,), f"{prefix}.norm1.bias": (D,),
+         f"{prefix}.attn.qkv.weight": (D, 3 * D),
+         f"{prefix}.attn.proj.weight": (D, D), f"{prefix}.attn.proj.bias": (D,),
+         f"{prefix}.norm2.weight": (D,), f"{prefix}.norm2.bias": (D,),
+         f"{prefix}.mlp.fc1.weight": (D, hidden), f"{prefix}.mlp.fc1.bias": (hidden,),
+         f"{prefix}.mlp.fc2.weight": (hidden, D), f"{prefix}.mlp.fc2.bias": (D,)}
+    if qkv_bias:
+        s[f"{prefix}.attn.qkv.bias"] = (3 * D,)
+    return s
+
+
+def expected_shapes(arch: Arch) -> Dict[str, Tuple[int, ...]]:
+    """Every canonical key the architecture has, with its shape in the canonical (Paddle) layout."""
+    D, p = arch.embed_dim, arch.patch_size
+    prefix = 2 if arch.distilled else 1
+    n = (arch.img_size[0] // p) * (arch.img_size[1] // p)
+    s: Dict[str, Tuple[int, ...]] = {
+        "backbone.cls_token": (1, 1, D), "backbone.pos_embed": (1, prefix + n, D),
+        "backbone.patch_embed.proj.weight": (D, arch.in_channels, p, p), "backbone.patch_embed.proj.bias": (D,),
+        "backbone.norm.weight": (D,), "backbone.norm.bias": (D,)}
+    if arch.distilled:
+        s["backbone.dist_token"] = (1, 1, D)
+    for i in range(arch.depth):
+        s.update(_block_shapes(f"backbone.blocks.{i}", D, int(D * arch.mlp_ratio), arch.qkv_bias))
+    dec, K = arch.decoder, arch.num_classes
+    if dec and dec["name"] == "linear":
+        s.update({"decoder.head.weight": (D, K), "decoder.head.bias": (K,)})
+    elif dec:
+        d = dec["d_model"]
+        for j in range(dec["n_layers"]):
+            s.update(_block_shapes(f"decoder.blocks.{j}", d, int(d * dec["mlp_ratio"]), dec["qkv_bias"]))
+        s.update({"decoder.cls_emb": (1, K, d), "decoder.proj_dec.weight": (D, d), "decoder.proj_dec.bias": (d,),
+                  "decoder.proj_patch": (d, d), "decoder.proj_classes": (d, d),
+                  "decoder.decoder_norm.weight": (d,), "decoder.decoder_norm.bias": (d,),
+                  "decoder.mask_norm.weight": (K,), "decoder.mask_norm.bias": (K,)})
+    return s
+
+
+def model_config(arch: Arch, pretrained: Optional[str]) -> Dict[str, Any]:
+    """The `model` section of a PaddleSeg config that builds exactly `arch` (and loads `pretrained`)."""
+    backbone = arch.backbone_config()
+    backbone.update({"drop_rate": 0.0, "attn_drop_rate": 0.0, "drop_path_rate": 0.1, "pretrained": None})
+    decoder = dict(arch.decoder) if arch.decoder else {"name": "linear"}
+    if decoder["name"] == "mask_transformer":
+        decoder.update({"dropout": 0.0, "drop_path_rate": 0.1})
+    model = {"type": "Segmenter", "num_classes": arch.num_classes, "backbone": backbone, "decoder": decoder,
+             "pretrained": pretrained}
+    if arch.decoder is None:  # backbone weights: the decoder is trained from scratch
+        backbone["pretrained"], model["pretrained"] = pretrained, None
+    return model

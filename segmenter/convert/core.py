@@ -1,0 +1,342 @@
+"""Strict application of the key-map tables: any supported file -> canonical weights -> any of our formats.
+
+Canonical = our Paddle Segmenter's state dict (`backbone.*`, `decoder.*`, Linear weights [in, out]).
+Every source key must be renamed or dropped on purpose, every key the architecture needs must be produced,
+and every shape must match; otherwise `ConversionError` lists the keys and nothing is written.
+"""
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from segmenter.convert import files
+from segmenter.convert.arch import Arch, expected_shapes, infer_arch, model_config
+from segmenter.convert.keymaps import (LINEAR_WEIGHTS, NPZ, NPZ_DROP, NPZ_OPTIMIZER_PREFIX, TABLES, Rename)
+
+FORMATS = ("paddle", "torch", "safetensors", "official", "paddleseg", "timm", "npz")
+# Which files store Linear weights [out, in] (PyTorch) rather than [in, out] (Paddle, Flax).
+TORCH_LAYOUT = {"torch", "safetensors", "official", "timm"}
+# (norm_eps, pos_embed_interp) each family trained with; weights cannot tell, so they are stated here.
+FAMILY_DEFAULTS: Dict[str, Tuple[float, str]] = {
+    "paddle": (1e-5, "bilinear"), "torch": (1e-5, "bilinear"), "safetensors": (1e-5, "bilinear"),
+    "official": (1e-5, "bilinear"), "paddleseg": (1e-5, "bicubic"), "timm": (1e-6, "bicubic"),
+    "npz": (1e-6, "bicubic"),
+}
+DEST_FORMATS = {**{e: "paddle" for e in files.PADDLE_EXTS}, ".pth": "torch", ".pt": "torch",
+                **{e: "safetensors" for e in files.SAFETENSORS_EXTS}}
+SAFETENSORS_LAYOUT = "segmenter-torch"  # metadata tag of our .safetensors (PyTorch layout)
+# Flax -> canonical reshapes named in keymaps.NPZ.
+NPZ_RESHAPES = {
+    "none": lambda v: v,
+    "hwio_to_oihw": lambda v: v.transpose(3, 2, 0, 1),      # [p, p, C, D] -> [D, C, p, p]
+    "heads_in": lambda v: v.reshape(v.shape[0], -1),        # [D, heads, hd] -> [D, D]  ([in, out])
+    "flatten": lambda v: v.reshape(-1),                     # [heads, hd] -> [D]
+    "heads_out": lambda v: v.reshape(-1, v.shape[-1]),      # [heads, hd, D] -> [D, D]  ([in, out])
+}
+
+
+class ConversionError(ValueError):
+    """Source keys left unused, target keys not produced, or shapes that do not match."""
+
+
+@dataclass
+class Converted:
+    """Canonical weights plus what is known about them."""
+    state: Dict[str, np.ndarray]
+    arch: Arch
+    fmt: str
+    source: str
+    dropped: List[str] = field(default_factory=list)
+
+
+def is_linear_weight(key: str) -> bool:
+    """True for canonical keys that transpose between Paddle and PyTorch (the explicit LINEAR_WEIGHTS table)."""
+    return any(re.fullmatch(p, key) for p in LINEAR_WEIGHTS)
+
+
+def to_layout(state: Mapping[str, np.ndarray], layout: str, source_layout: str = "paddle") -> Dict[str, np.ndarray]:
+    """Paddle layout <-> PyTorch layout of canonical keys: transpose exactly the LINEAR_WEIGHTS keys."""
+    if layout not in ("paddle", "torch") or source_layout not in ("paddle", "torch"):
+        raise ValueError(f"layouts are 'paddle' or 'torch', got {layout!r} from {source_layout!r}")
+    if layout == source_layout:
+        return dict(state)
+    return {k: (np.ascontiguousarray(v.T) if is_linear_weight(k) else v) for k, v in state.items()}
+
+
+def strip_prefix(state: Mapping[str, np.ndarray], prefix: str) -> Dict[str, np.ndarray]:
+    """Keys under `prefix`, with it removed (e.g. the backbone part of whole-model weights)."""
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def apply_table(raw: Mapping[str, Any], renames: Sequence[Rename], drops: Sequence[str], source: str,
+                fmt: str) -> Tuple[Dict[str, Any], List[str]]:
+    """Rename every key of `raw` by the first matching rule; keys matching `drops` are left out on purpose."""
+    out, dropped, unused, clashes = {}, [], [], []
+    for key, value in raw.items():
+        if any(re.fullmatch(d, key) for d in drops):
+            dropped.append(key)
+            continue
+        for pattern, template in renames:
+            m = re.fullmatch(pattern, key)
+            if m:
+                target = m.expand(template)
+                if target in out:
+                    clashes.append(f"{key} -> {target}")
+                out[target] = value
+                break
+        else:
+            unused.append(key)
+    if unused or clashes:
+        lines = [f"'{source}' ({fmt} layout) cannot be converted:"]
+        if unused:
+            lines.append(f"  keys no rule maps ({len(unused)}): {sorted(unused)[:20]}")
+        if clashes:
+            lines.append(f"  keys mapped twice: {clashes[:20]}")
+        lines.append(f"  If the file is another family, pass --from (one of {FORMATS}).")
+        raise ConversionError("\n".join(lines))
+    return out, dropped
+
+
+def _npz_to_canonical(raw: Mapping[str, np.ndarray], source: str) -> Tuple[Dict[str, np.ndarray], List[str],
+                                                                            Dict[str, Any]]:
+    dropped = []
+    if any(k.startswith(NPZ_OPTIMIZER_PREFIX) for k in raw):  # saved with optimizer state: keep the weights
+        dropped = [k for k in raw if not k.startswith(NPZ_OPTIMIZER_PREFIX)]
+        raw = {k[len(NPZ_OPTIMIZER_PREFIX):]: v for k, v in raw.items() if k.startswith(NPZ_OPTIMIZER_PREFIX)}
+    renames = [(p, t) for p, t, _ in NPZ]
+    mapped, dropped_here = apply_table(raw, renames, NPZ_DROP, source, "npz")
+    reshape_of = {}
+    for key in raw:
+        for p, t, how in NPZ:
+            m = re.fullmatch(p, key)
+            if m:
+                reshape_of[m.expand(t)] = how
+                break
+    state = {k: NPZ_RESHAPES[reshape_of[k]](np.asarray(v)) for k, v in mapped.items()}
+    heads = None
+    # Flax keeps query, key and value apart: concatenate them into the fused qkv ([in, 3 * out]).
+    for i in sorted({int(m.group(1)) for k in state for m in [re.match(r"backbone\.blocks\.(\d+)\.attn\.query", k)]
+                     if m}):
+        base = f"backbone.blocks.{i}.attn."
+        for suffix, axis in (("weight", 1), ("bias", 0)):
+            parts = [base + f"{n}.{suffix}" for n in ("query", "key", "value")]
+            missing = [p for p in parts if p not in state]
+            if missing:
+                raise ConversionError(f"'{source}': block {i} lacks {missing}; the .npz is incomplete.")
+            state[base + f"qkv.{suffix}"] = np.concatenate([state.pop(p) for p in parts], axis=axis)
+        heads = heads or int(raw[f"Transformer/encoderblock_{i}/MultiHeadDotProductAttention_1/query/kernel"].shape[1])
+    return state, dropped + dropped_here, {"num_heads": heads}
+
+
+def _unwrap(obj: Any, source: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """(state dict, other top-level entries) of a loaded PyTorch file."""
+    if not isinstance(obj, dict):
+        raise ConversionError(f"'{source}' holds a {type(obj).__name__}, not a state dict.")
+    for wrapper in ("model", "state_dict"):
+        if isinstance(obj.get(wrapper), dict):
+            return obj[wrapper], {k: v for k, v in obj.items() if k != wrapper}
+    return obj, {}
+
+
+def _has(keys, *prefixes: str) -> bool:
+    return any(k.startswith(prefixes) for k in keys)
+
+
+def detect_format(path: str, keys: Sequence[str], meta: Optional[Dict[str, str]] = None) -> str:
+    """Recognise a file's family from its extension and its keys."""
+    ext = files.extension(path)
+    meta = meta or {}
+    bare = _has(keys, "cls_token", "blocks.", "patch_embed.")
+    if ext in files.NPZ_EXTS:
+        return "npz"
+    if ext in files.PADDLE_EXTS:
+        if _has(keys, "head.") and _has(keys, "backbone."):
+            return "paddleseg"
+        if _has(keys, "backbone.", "decoder.") or bare:
+            return "paddle"
+    if ext in files.SAFETENSORS_EXTS:
+        if meta.get("layout") == SAFETENSORS_LAYOUT or _has(keys, "backbone.", "decoder."):
+            return "safetensors"
+        if bare:
+            return "timm"
+    if ext in files.TORCH_EXTS:
+        if _has(keys, "encoder."):
+            return "official"
+        if _has(keys, "backbone.", "decoder."):
+            return "torch"
+        if bare:
+            return "timm"
+    raise ConversionError(f"cannot recognise the format of '{path}' (extension '{ext}', first keys "
+                          f"{sorted(keys)[:8]}); pass --from with one of {FORMATS}.")
+
+
+def read_raw(path: str) -> Tuple[Dict[str, Any], Dict[str, Any], Dict[str, str]]:
+    """(state dict as stored, other top-level entries, safetensors metadata) of any supported file."""
+    ext = files.extension(path)
+    if ext in files.PADDLE_EXTS:
+        return files.read_pdparams(path), {}, {}
+    if ext in files.SAFETENSORS_EXTS:
+        state, meta = files.read_safetensors(path)
+        return state, {}, meta
+    if ext in files.NPZ_EXTS:
+        return files.read_npz(path), {}, {}
+    if ext in files.TORCH_EXTS:
+        state, extra = _unwrap(files.read_torch(path), path)
+        return state, extra, {}
+    raise ConversionError(f"'{path}': unknown extension '{ext}'; supported: "
+                          f"{files.PADDLE_EXTS + files.TORCH_EXTS + files.SAFETENSORS_EXTS + files.NPZ_EXTS}.")
+
+
+def _official_overrides(path: str) -> Dict[str, Any]:
+    """Architecture facts from the official `variant.yml` beside the checkpoint, when present."""
+    variant = os.path.join(os.path.dirname(os.path.abspath(path)), "variant.yml")
+    if not os.path.isfile(variant):
+        return {}
+    import yaml
+    with open(variant) as f:
+        net = (yaml.safe_load(f) or {}).get("net_kwargs", {})
+    o = {"num_heads": net.get("n_heads")}
+    if net.get("image_size") is not None:
+        size = net["image_size"]
+        o["img_size"] = [size, size] if isinstance(size, int) else list(size)
+    return o
+
+
+def check_complete(state: Mapping[str, np.ndarray], arch: Arch, source: str) -> None:
+    """Every key the architecture needs is present with its shape, and nothing else."""
+    want = expected_shapes(arch)
+    missing = sorted(set(want) - set(state))
+    extra = sorted(set(state) - set(want))
+    bad = [f"{k}: {list(np.shape(state[k]))} vs {list(s)}" for k, s in want.items()
+           if k in state and tuple(np.shape(state[k])) != s]
+    if missing or extra or bad:
+        lines = [f"'{source}' does not hold a complete {arch.depth}-block ViT-{arch.embed_dim}"
+                 f"{' + ' + arch.decoder['name'] if arch.decoder else ''}:"]
+        if missing:
+            lines.append(f"  not produced ({len(missing)}): {missing[:20]}")
+        if extra:
+            lines.append(f"  not part of the model ({len(extra)}): {extra[:20]}")
+        if bad:
+            lines.append(f"  shape mismatch ({len(bad)}): {bad[:20]}")
+        raise ConversionError("\n".join(lines))
+
+
+def load_weights(path: str, fmt: Optional[str] = None, overrides: Optional[Dict[str, Any]] = None) -> Converted:
+    """Read any supported weights file into canonical arrays, strictly, with the architecture it encodes."""
+    files.check_file(path)
+    raw, _, meta = read_raw(path)
+    fmt = fmt or detect_format(path, list(raw), meta)
+    if fmt not in FORMATS:
+        raise ConversionError(f"unknown format {fmt!r}; use one of {FORMATS}.")
+    o = dict(overrides or {})
+    if fmt == "npz":
+        state, dropped, found = _npz_to_canonical(raw, path)
+        o = {**found, **{k: v for k, v in o.items() if v is not None}}
+    else:
+        renames, drops = TABLES[fmt]
+        state, dropped = apply_table(raw, renames, drops, path, fmt)
+        state = {k: np.asarray(v) for k, v in state.items()}
+        if fmt in TORCH_LAYOUT:
+            state = to_layout(state, "paddle", "torch")
+        if fmt == "official":
+            o = {**_official_overrides(path), **{k: v for k, v in o.items() if v is not None}}
+    if fmt in ("safetensors",) and meta.get("arch"):
+        saved = json.loads(meta["arch"])
+        o = {**{k: saved[k] for k in ("img_size", "num_heads", "norm_eps", "pos_embed_interp")},
+             "decoder_heads": (saved.get("decoder") or {}).get("n_heads"),
+             "decoder_norm_eps": (saved.get("decoder") or {}).get("norm_eps"),
+             **{k: v for k, v in o.items() if v is not None}}
+    eps, interp = FAMILY_DEFAULTS[fmt]
+    state = {k: v.astype(np.float32) if v.dtype != np.float32 else v for k, v in state.items()}
+    arch = infer_arch(state, path, eps, interp, o)
+    check_complete(state, arch, path)
+    return Converted(state=state, arch=arch, fmt=fmt, source=path, dropped=dropped)
+
+
+def save_weights(conv: Converted, path: str) -> str:
+    """Write canonical weights as our Paddle (.pdparams), PyTorch (.pth) or .safetensors file; returns the format."""
+    ext = files.extension(path)
+    if ext not in DEST_FORMATS:
+        raise ConversionError(f"'{path}': destination extension '{ext}' is not one of {sorted(DEST_FORMATS)}.")
+    fmt = DEST_FORMATS[ext]
+    if fmt == "paddle":
+        files.atomic_write(files.write_pdparams, conv.state, path)
+    elif fmt == "torch":
+        files.atomic_write(files.write_torch, to_layout(conv.state, "torch"), path)
+    else:
+        meta = {"format": "pt", "layout": SAFETENSORS_LAYOUT, "arch": json.dumps(conv.arch.to_json())}
+        files.atomic_write(files.write_safetensors, to_layout(conv.state, "torch"), path, metadata=meta)
+    return fmt
+
+
+def default_base_config() -> str:
+    """The shipped ADE20K dataset base of this checkout."""
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                        "configs", "_base_", "ade20k.yml")
+
+
+# NUM_CLASSES of the PaddleSeg datasets our shipped bases use (PaddleSeg checks model.num_classes against it).
+DATASET_CLASSES = {"ADE20K": 150, "Cityscapes": 19, "PascalContext": 60}
+
+
+def _dataset_classes(base: str) -> Optional[int]:
+    """Class count of a dataset config's train_dataset, when it says or its type is a known dataset."""
+    import yaml
+    with open(base) as f:
+        data = (yaml.safe_load(f) or {}).get("train_dataset") or {}
+    return data.get("num_classes", DATASET_CLASSES.get(data.get("type")))
+
+
+def config_text(conv: Converted, weights: str, base_config: Optional[str] = None,
+                num_classes: Optional[int] = None) -> str:
+    """A complete PaddleSeg config: a shipped dataset base (via an absolute `_base_`) + the exact model."""
+    import yaml
+    base = os.path.abspath(base_config or default_base_config())
+    if not os.path.isfile(base):
+        raise FileNotFoundError(f"base config '{base}' does not exist; pass --base-config with a dataset config "
+                                f"such as configs/_base_/ade20k.yml.")
+    arch = conv.arch
+    base_classes = _dataset_classes(base)
+    if arch.num_classes is None:
+        arch = Arch(**{**arch.to_json(), "num_classes": num_classes or base_classes or 150})
+    elif num_classes is not None and num_classes != arch.num_classes:
+        raise ConversionError(f"--num-classes {num_classes} disagrees with the weights' {arch.num_classes} classes.")
+    if base_classes is not None and base_classes != arch.num_classes:
+        raise ConversionError(f"the weights have {arch.num_classes} classes but the base config '{base}' trains on "
+                              f"{base_classes}; PaddleSeg refuses that pair. Pass --base-config with a dataset of "
+                              f"{arch.num_classes} classes (e.g. a `type: Dataset` config with num_classes).")
+    cfg = {"_base_": base, "model": model_config(arch, os.path.abspath(weights))}
+    header = (f"# Written by tools/convert.py from {os.path.abspath(conv.source)} ({conv.fmt}).\n"
+              f"# The model section is the exact architecture of the weights; the rest comes from _base_.\n")
+    return header + yaml.safe_dump(cfg, sort_keys=False)
+
+
+def write_config(path: str, conv: Converted, weights: str, base_config: Optional[str] = None,
+                 num_classes: Optional[int] = None) -> None:
+    """Write `config_text` to `path`."""
+    text = config_text(conv, weights, base_config, num_classes)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def convert(src: str, dst: str, fmt: Optional[str] = None, overrides: Optional[Dict[str, Any]] = None,
+            save_config: Optional[str] = None, base_config: Optional[str] = None,
+            num_classes: Optional[int] = None) -> Converted:
+    """Convert `src` (any family) to `dst` (format from its extension); optionally write a config for it."""
+    conv = load_weights(src, fmt, overrides)
+    if num_classes is not None and conv.arch.num_classes not in (None, num_classes):
+        raise ConversionError(f"--num-classes {num_classes} disagrees with the {conv.arch.num_classes} classes "
+                              f"of '{src}'; drop the flag or pass the right file.")
+    if files.extension(dst) not in DEST_FORMATS:
+        raise ConversionError(f"'{dst}': destination extension is not one of {sorted(DEST_FORMATS)}.")
+    text = config_text(conv, dst, base_config, num_classes) if save_config else None  # checked before writing
+    save_weights(conv, dst)
+    if text is not None:
+        os.makedirs(os.path.dirname(os.path.abspath(save_config)), exist_ok=True)
+        with open(save_config, "w") as f:
+            f.write(text)
+    return conv

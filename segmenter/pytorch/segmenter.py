@@ -1,0 +1,74 @@
+"""The Segmenter model: pad -> ViT encoder -> drop prefix tokens -> decoder -> upsample -> crop (PyTorch)."""
+import inspect
+from typing import Any, Dict, List, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from segmenter.pytorch.linear_head import DecoderLinear
+from segmenter.pytorch.mask_transformer import MaskTransformer
+from segmenter.pytorch.vit import SegmenterViT, check_image_batch, pad_to_patch
+
+DECODERS = {"linear": DecoderLinear, "mask_transformer": MaskTransformer}
+
+
+def build_decoder(cfg: Dict[str, Any], num_classes: int, d_encoder: int, who: str = "Segmenter") -> nn.Module:
+    """Build a decoder from its config dict `{name: linear|mask_transformer, <its arguments>}`."""
+    cfg = dict(cfg or {})
+    name = cfg.pop("name", None)
+    if name not in DECODERS:
+        raise ValueError(f"{who}.decoder.name is {name!r}; set it to one of {sorted(DECODERS)}.")
+    cls = DECODERS[name]
+    allowed = [p for p in inspect.signature(cls).parameters if p not in ("num_classes", "d_encoder")]
+    unknown = sorted(set(cfg) - set(allowed))
+    if unknown:
+        raise TypeError(f"{who}.decoder ({name}) got unknown key(s) {unknown}; its keys are {allowed}.")
+    return cls(num_classes=num_classes, d_encoder=d_encoder, **cfg)
+
+
+class Segmenter(nn.Module):
+    """
+    Segmenter (Strudel et al., "Segmenter: Transformer for Semantic Segmentation", ICCV 2021).
+
+    The input is zero-padded to a multiple of the patch, encoded by the ViT, the class/distillation tokens
+    are dropped, the decoder predicts per-patch scores, which are bilinearly upsampled to the padded size and
+    cropped back to the input size. Returns `[logits]`, logits [B, num_classes, H, W], as PaddleSeg expects.
+
+    Args:
+        num_classes (int): Number of classes.
+        backbone (SegmenterViT): The encoder.
+        decoder (dict): `name: linear` or `name: mask_transformer` plus that decoder's arguments
+            (see DecoderLinear and MaskTransformer).
+        pretrained (str, optional): Local path of weights for the whole model, loaded strictly. Default: None.
+    """
+
+    def __init__(self,
+                 num_classes: int,
+                 backbone: SegmenterViT,
+                 decoder: Dict[str, Any],
+                 pretrained: Optional[str] = None):
+        super().__init__()
+        if not isinstance(backbone, SegmenterViT):
+            raise TypeError(f"Segmenter.backbone must be a SegmenterViT (type: SegmenterViT in the YAML); "
+                            f"got {type(backbone).__name__}.")
+        self.num_classes = num_classes
+        self.backbone = backbone
+        self.patch_size = backbone.patch_size
+        self.decoder_cfg = dict(decoder)
+        self.decoder = build_decoder(decoder, num_classes, backbone.embed_dim)
+        self.pretrained = pretrained
+        if pretrained is not None:
+            from segmenter.pytorch.weights import load_pretrained
+            load_pretrained(self, pretrained)
+
+    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+        check_image_batch(x, self.backbone.in_channels, type(self).__name__)
+        H, W = x.shape[2], x.shape[3]
+        x = pad_to_patch(x, self.patch_size)
+        Hp, Wp = x.shape[2], x.shape[3]
+        tokens = self.backbone(x)  # [B, prefix + N, D]
+        tokens = tokens[:, self.backbone.num_prefix_tokens:]  # [B, N, D]
+        masks = self.decoder(tokens, (Hp // self.patch_size, Wp // self.patch_size))  # [B, n_cls, gh, gw]
+        masks = F.interpolate(masks, size=[Hp, Wp], mode="bilinear", align_corners=False)
+        return [masks[:, :, :H, :W]]

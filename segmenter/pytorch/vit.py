@@ -1,0 +1,182 @@
+"""ViT encoder for Segmenter (PyTorch). Parameter names follow timm; the forward follows the official code."""
+import math
+from typing import Dict, List, Optional, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from segmenter.pytorch.layers import Block
+from segmenter.pytorch.pos_embed import POS_EMBED_INTERPOLATIONS, resample_pos_embed
+
+# name -> (embed_dim, depth, num_heads); mlp_ratio is 4 for all of them.
+VIT_PRESETS: Dict[str, Tuple[int, int, int]] = {
+    "tiny": (192, 12, 3),
+    "small": (384, 12, 6),
+    "base": (768, 12, 12),
+    "large": (1024, 24, 16),
+}
+PATCH_SIZES = (8, 16, 32)
+
+
+def _trunc_normal(t: torch.Tensor) -> None:
+    # Paddle's TruncatedNormal cuts at two standard deviations; torch's default cuts at +-2 absolute.
+    nn.init.trunc_normal_(t, std=0.02, a=-0.04, b=0.04)
+
+
+def init_weights(layer: nn.Module) -> None:
+    """Official Segmenter init: trunc-normal(0.02) Linear weights, zero biases, unit LayerNorm."""
+    if isinstance(layer, nn.Linear):
+        _trunc_normal(layer.weight)
+        if layer.bias is not None:
+            nn.init.zeros_(layer.bias)
+    elif isinstance(layer, nn.LayerNorm):
+        nn.init.ones_(layer.weight)
+        nn.init.zeros_(layer.bias)
+
+
+def check_image_batch(x: torch.Tensor, in_channels: int, who: str) -> None:
+    """Fail early, and in words, on anything that is not a float [B, C, H, W] batch."""
+    if x.ndim != 4 or x.shape[1] != in_channels:
+        raise ValueError(f"{who} expects a float tensor [B, {in_channels}, H, W]; got shape {list(x.shape)}. "
+                         f"Add a batch axis with x.unsqueeze(0) or move channels first with x.permute(0, 3, 1, 2).")
+    if not torch.is_floating_point(x):
+        raise TypeError(f"{who} expects a float tensor [B, {in_channels}, H, W]; got dtype {x.dtype}. "
+                        f"Normalise the image and cast it, e.g. x.float().")
+
+
+def pad_to_patch(x: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """Zero-pad bottom/right so H and W are multiples of `patch_size` (the official behaviour)."""
+    H, W = x.shape[2], x.shape[3]
+    pad_h, pad_w = -H % patch_size, -W % patch_size
+    if pad_h == 0 and pad_w == 0:
+        return x
+    return F.pad(x, [0, pad_w, 0, pad_h], value=0.0)  # [left, right, top, bottom]
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patch_size x patch_size convolution: [B, C, H, W] -> [B, H/p * W/p, D]."""
+
+    def __init__(self, patch_size: int, in_channels: int, embed_dim: int):
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Conv2d(in_channels, embed_dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.proj(x)  # [B, D, H/p, W/p]
+        return x.flatten(2).transpose(1, 2)  # [B, D, N] -> [B, N, D]
+
+
+class SegmenterViT(nn.Module):
+    """
+    The ViT encoder of Segmenter (Strudel et al., ICCV 2021): patch embedding, class token (plus a
+    distillation token for DeiT), learned position embeddings, pre-norm blocks and a final LayerNorm.
+
+    `forward(x)` returns the tokens after the final norm, [B, prefix + N, embed_dim], like timm's
+    forward_features. Any input size works: H and W are zero-padded to a multiple of the patch, and the
+    position embeddings are resampled when the patch grid differs from the one of `img_size`.
+
+    Args:
+        img_size (int|list, optional): The training size; fixes the grid `pos_embed` is stored at. Default: 512.
+        patch_size (int, optional): 8, 16 or 32. Default: 16.
+        in_channels (int, optional): Image channels. Default: 3.
+        embed_dim (int, optional): Token width (tiny 192, small 384, base 768, large 1024). Default: 384.
+        depth (int, optional): Number of blocks (12, or 24 for large). Default: 12.
+        num_heads (int, optional): Attention heads (3, 6, 12, 16). Default: 6.
+        mlp_ratio (float, optional): MLP hidden width over embed_dim. Default: 4.
+        qkv_bias (bool, optional): Bias on the fused qkv projection (official and timm: True). Default: True.
+        distilled (bool, optional): Add a DeiT distillation token after the class token. Default: False.
+        norm_eps (float, optional): LayerNorm epsilon: official and PaddleSeg 1e-5, timm 1e-6. Default: 1e-5.
+        pos_embed_interp (str, optional): `bilinear` (official) or `bicubic` (PaddleSeg, MMSeg). Default: bilinear.
+        drop_rate (float, optional): Dropout after the position embedding and inside blocks. Default: 0.0.
+        attn_drop_rate (float, optional): Dropout on attention weights. Default: 0.0.
+        drop_path_rate (float, optional): Stochastic depth, linearly increasing over blocks. Default: 0.0.
+        pretrained (str, optional): Local path of weights for this backbone; None trains from scratch. Default: None.
+    """
+
+    def __init__(self,
+                 img_size: Union[int, List[int]] = 512,
+                 patch_size: int = 16,
+                 in_channels: int = 3,
+                 embed_dim: int = 384,
+                 depth: int = 12,
+                 num_heads: int = 6,
+                 mlp_ratio: float = 4.0,
+                 qkv_bias: bool = True,
+                 distilled: bool = False,
+                 norm_eps: float = 1e-5,
+                 pos_embed_interp: str = "bilinear",
+                 drop_rate: float = 0.0,
+                 attn_drop_rate: float = 0.0,
+                 drop_path_rate: float = 0.0,
+                 pretrained: Optional[str] = None):
+        super().__init__()
+        img_size = [img_size, img_size] if isinstance(img_size, int) else list(img_size)
+        if patch_size not in PATCH_SIZES:
+            raise ValueError(f"SegmenterViT: patch_size={patch_size} is not supported; use one of {PATCH_SIZES}.")
+        if img_size[0] % patch_size or img_size[1] % patch_size:
+            raise ValueError(f"SegmenterViT: img_size={img_size} must be a multiple of patch_size={patch_size}.")
+        if pos_embed_interp not in POS_EMBED_INTERPOLATIONS:
+            raise ValueError(f"SegmenterViT: pos_embed_interp='{pos_embed_interp}' is not one of "
+                             f"{POS_EMBED_INTERPOLATIONS}.")
+        self.img_size = img_size
+        self.patch_size = patch_size
+        self.in_channels = in_channels
+        self.embed_dim = embed_dim
+        self.depth = depth
+        self.distilled = distilled
+        self.num_prefix_tokens = 2 if distilled else 1
+        self.pos_embed_interp = pos_embed_interp
+        self.grid_size = (img_size[0] // patch_size, img_size[1] // patch_size)
+        num_patches = self.grid_size[0] * self.grid_size[1]
+
+        self.patch_embed = PatchEmbed(patch_size, in_channels, embed_dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.dist_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if distilled else None
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.num_prefix_tokens + num_patches, embed_dim))
+        self.pos_drop = nn.Dropout(drop_rate)
+        dpr = np.linspace(0, drop_path_rate, depth).tolist()  # stochastic depth grows with depth
+        self.blocks = nn.ModuleList([
+            Block(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, dpr[i], norm_eps)
+            for i in range(depth)
+        ])
+        self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
+
+        self.apply(init_weights)
+        _trunc_normal(self.pos_embed)
+        _trunc_normal(self.cls_token)
+        if distilled:
+            _trunc_normal(self.dist_token)
+        self.pretrained = pretrained
+        if pretrained is not None:
+            from segmenter.pytorch.weights import load_pretrained
+            load_pretrained(self, pretrained)
+
+    def grid_for(self, h: int, w: int) -> Tuple[int, int]:
+        """Patch grid of an input of size h x w after padding."""
+        return math.ceil(h / self.patch_size), math.ceil(w / self.patch_size)
+
+    def forward(self, x: torch.Tensor, return_attn: bool = False
+                ) -> Union[torch.Tensor, Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """[B, C, H, W] -> [B, prefix + N, D]; with `return_attn` also each block's attention [B, heads, T, T]."""
+        check_image_batch(x, self.in_channels, type(self).__name__)
+        x = pad_to_patch(x, self.patch_size)
+        B, _, H, W = x.shape
+        x = self.patch_embed(x)  # [B, N, D]
+        prefix = [self.cls_token.expand(B, -1, -1)]
+        if self.distilled:
+            prefix.append(self.dist_token.expand(B, -1, -1))
+        x = torch.cat(prefix + [x], dim=1)  # [B, prefix + N, D]
+        pos_embed = resample_pos_embed(self.pos_embed, self.grid_size, (H // self.patch_size, W // self.patch_size),
+                                       self.num_prefix_tokens, self.pos_embed_interp)
+        x = self.pos_drop(x + pos_embed)
+        attns = []
+        for blk in self.blocks:
+            if return_attn:
+                x, attn = blk(x, return_attn=True)
+                attns.append(attn)
+            else:
+                x = blk(x)
+        x = self.norm(x)
+        return (x, attns) if return_attn else x

@@ -1,0 +1,50 @@
+"""Convert Segmenter weights between formats: ours (.pdparams / .pth / .safetensors), the official checkpoint,
+PaddleSeg's released models, timm ViT and Google .npz. The destination format follows DST's extension."""
+import argparse
+import sys
+
+from segmenter.convert import FORMATS, UnsafeFileError, convert
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("src", help="source weights file")
+    p.add_argument("dst", help="destination: .pdparams (Paddle), .pth (PyTorch) or .safetensors")
+    p.add_argument("--from", dest="fmt", choices=FORMATS, default=None,
+                   help="source family; recognised from the keys when omitted")
+    p.add_argument("--num-classes", type=int, default=None,
+                   help="classes of the model to build on backbone-only weights (checked against whole models)")
+    p.add_argument("--save-config", default=None, metavar="CFG.yml",
+                   help="also write a complete PaddleSeg config that builds exactly this model")
+    p.add_argument("--base-config", default=None,
+                   help="dataset config the written config inherits (default: configs/_base_/ade20k.yml)")
+    p.add_argument("--num-heads", type=int, default=None, help="encoder heads (default: embed_dim // 64)")
+    p.add_argument("--decoder-heads", type=int, default=None, help="mask decoder heads (default: d_model // 64)")
+    p.add_argument("--img-size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                   help="training size the pos_embed grid belongs to (default: from the weights)")
+    p.add_argument("--norm-eps", type=float, default=None, help="LayerNorm eps (default: the family's)")
+    p.add_argument("--pos-embed-interp", choices=("bilinear", "bicubic"), default=None,
+                   help="pos_embed resampling (default: the family's)")
+    return p.parse_args(argv)
+
+
+def main(args: argparse.Namespace) -> int:
+    overrides = {"num_heads": args.num_heads, "decoder_heads": args.decoder_heads, "img_size": args.img_size,
+                 "norm_eps": args.norm_eps, "pos_embed_interp": args.pos_embed_interp}
+    try:
+        conv = convert(args.src, args.dst, args.fmt, overrides, args.save_config, args.base_config, args.num_classes)
+    except (ValueError, UnsafeFileError, OSError) as e:
+        print(f"convert: {e}\nNothing was written.", file=sys.stderr)
+        return 1
+    a = conv.arch
+    what = f"{a.decoder['name']} decoder, {a.num_classes} classes" if a.decoder else "backbone only"
+    print(f"{args.src} ({conv.fmt}) -> {args.dst}: ViT D={a.embed_dim} depth={a.depth} heads={a.num_heads} "
+          f"patch={a.patch_size} img={a.img_size}, {what}; {len(conv.state)} tensors, "
+          f"{len(conv.dropped)} dropped on purpose {conv.dropped[:4]}")
+    if args.save_config:
+        print(f"config: {args.save_config}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(parse_args()))
