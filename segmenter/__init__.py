@@ -1,6 +1,7 @@
 """Segmenter as a PaddleSeg plugin: importing this package registers every component with PaddleSeg's managers.
 
-With Paddle and PaddleSeg installed (the normal case) the Paddle models are imported, which registers them.
+With Paddle and PaddleSeg installed (the normal case) the Paddle models are imported, which registers them, and
+Paddle's CPU runtime is tuned (threads, MKL's AVX2 path on AMD; see segmenter/runtime.py).
 A PyTorch-only install can still use `segmenter.pytorch` and `segmenter.convert`, which never import Paddle.
 """
 try:
@@ -8,5 +9,9 @@ try:
 except ModuleNotFoundError as e:  # only a missing Paddle/PaddleSeg is tolerated; any other failure surfaces
     if (e.name or "").split(".")[0] not in ("paddle", "paddleseg"):
         raise
+else:
+    from segmenter import runtime
+
+    runtime.configure_at_import()  # before any matmul runs: MKL reads its settings at the first call
 
 __version__ = "0.1.0"

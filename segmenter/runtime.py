@@ -1,0 +1,82 @@
+"""CPU runtime settings for Paddle: thread count and MKL's code path on AMD processors.
+
+Why this exists (measured on a 2-core AMD EPYC, paddlepaddle 3.3.1, see BENCHMARKS.md):
+
+1. Paddle's dense matmul on CPU calls `cblas_sgemm` from the MKLML library it ships (libmklml_intel.so).
+   That MKL picks its kernels by CPU vendor: on a non-Intel processor it takes a generic SSE path unless
+   `MKL_DEBUG_CPU_TYPE=5` asks for the AVX2 kernels. With it, a 2048^3 fp32 matmul goes from ~38 to
+   ~99 GFLOP/s on one thread. MKL reads the variable at its first call, so setting it after
+   `import paddle` but before the first matmul is enough. We set it only on AMD processors: on Intel the
+   same value would *disable* AVX-512.
+2. Paddle's eager mode starts with one math thread (`paddle.base.core.set_num_threads` is never called
+   unless OMP/MKL variables say otherwise), so it used one of the two cores: ~99 -> ~175 GFLOP/s with 2.
+   PyTorch defaults to one thread per physical core. We set Paddle's count to the cores this process may
+   run on, unless the user chose a count through `OMP_NUM_THREADS` or `configure_cpu(num_threads=...)`.
+
+`import segmenter` calls `configure_cpu()` once; set `SEGMENTER_CPU_TUNING=0` to leave Paddle's defaults.
+The deployment predictor takes its own thread count (`segmenter.deploy.create_predictor`).
+"""
+import os
+from typing import Dict, Optional, Union
+
+_STATE: Dict[str, Union[int, str, bool, None]] = {}
+
+
+def cpu_vendor() -> str:
+    """The `vendor_id` of /proc/cpuinfo (`AuthenticAMD`, `GenuineIntel`), or '' where it can't be read."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its affinity mask; cgroup quotas are not read)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def default_threads() -> int:
+    """`OMP_NUM_THREADS` when the user set it, else every available core."""
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    return available_cores()
+
+
+def configure_cpu(num_threads: Optional[int] = None, mkl_avx2_on_amd: bool = True) -> Dict[str, Union[int, str, bool, None]]:
+    """Set Paddle's CPU math threads and, on AMD, MKL's AVX2 code path; returns what was set.
+
+    Args:
+        num_threads (int, optional): Threads for Paddle's CPU kernels. Default: `default_threads()`.
+        mkl_avx2_on_amd (bool, optional): On AMD processors set `MKL_DEBUG_CPU_TYPE=5` if the user did not
+            set it. Has no effect once MKL ran its first kernel in this process. Default: True.
+    """
+    import paddle
+
+    n = default_threads() if num_threads is None else int(num_threads)
+    if n < 1:
+        raise ValueError(f"configure_cpu: num_threads={num_threads} must be >= 1.")
+    vendor = cpu_vendor()
+    if mkl_avx2_on_amd and vendor == "AuthenticAMD":
+        os.environ.setdefault("MKL_DEBUG_CPU_TYPE", "5")
+    paddle.base.core.set_num_threads(n)
+    _STATE.update(num_threads=n, vendor=vendor, mkl_debug_cpu_type=os.environ.get("MKL_DEBUG_CPU_TYPE"))
+    return dict(_STATE)
+
+
+def cpu_settings() -> Dict[str, Union[int, str, bool, None]]:
+    """What `configure_cpu` last set in this process (empty if it never ran)."""
+    return dict(_STATE)
+
+
+def configure_at_import() -> None:
+    """Called by `segmenter/__init__.py`; honours `SEGMENTER_CPU_TUNING=0`."""
+    if os.environ.get("SEGMENTER_CPU_TUNING", "1") != "0":
+        configure_cpu()

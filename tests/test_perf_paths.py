@@ -1,0 +1,40 @@
+"""Fast paths: runtime CPU settings and the exported deployment predictor match the eager model."""
+import numpy as np
+import paddle
+
+import segmenter
+from segmenter import deploy, runtime
+from segmenter.models import Segmenter, SegmenterViT
+
+
+def test_configure_cpu_sets_threads_and_amd_flag(monkeypatch):
+    monkeypatch.delenv("MKL_DEBUG_CPU_TYPE", raising=False)
+    monkeypatch.setattr(runtime, "cpu_vendor", lambda: "AuthenticAMD")
+    got = runtime.configure_cpu(num_threads=2)
+    assert got["num_threads"] == 2, f"num_threads={got['num_threads']}"
+    assert got["mkl_debug_cpu_type"] == "5", f"MKL_DEBUG_CPU_TYPE={got['mkl_debug_cpu_type']!r} on AMD"
+    monkeypatch.delenv("MKL_DEBUG_CPU_TYPE", raising=False)
+    monkeypatch.setattr(runtime, "cpu_vendor", lambda: "GenuineIntel")
+    got = runtime.configure_cpu(num_threads=1)
+    assert got["mkl_debug_cpu_type"] is None, f"MKL_DEBUG_CPU_TYPE={got['mkl_debug_cpu_type']!r} set on Intel"
+    runtime.configure_cpu()
+
+
+def test_import_configured_cpu():
+    assert segmenter.runtime.cpu_settings().get("num_threads") == runtime.default_threads(), \
+        f"settings after import: {segmenter.runtime.cpu_settings()}"
+
+
+def test_deploy_matches_dygraph(tmp_path):
+    paddle.seed(0)
+    for dec in ({"name": "linear"}, {"name": "mask_transformer", "n_layers": 1, "d_model": 64, "n_heads": 2}):
+        m = Segmenter(5, SegmenterViT(img_size=64, embed_dim=64, depth=2, num_heads=2), dec)
+        m.eval()
+        x = np.random.RandomState(0).rand(2, 3, 64, 64).astype("float32")
+        with paddle.no_grad():
+            ref = m(paddle.to_tensor(x))[0].numpy()
+        prefix = str(tmp_path / dec["name"] / "model")
+        deploy.export(m, prefix, (64, 64), batch_size=None)
+        out = deploy.create_predictor(prefix, num_threads=1)(x)[0]
+        diff = float(np.abs(out - ref).max())
+        assert out.shape == ref.shape and diff < 1e-5, f"{dec['name']}: shape {out.shape} max|diff|={diff:.2e}"
