@@ -48,9 +48,21 @@ def build_ours(name: str):
     import paddle
     from segmenter.models import Segmenter, SegmenterViT
     d, depth, heads, dec = MODELS[name]
-    cfg = {"name": dec} if dec == "linear" else {"name": dec, "n_layers": 2, "d_model": d, "n_heads": d // 64}
     paddle.seed(0)
-    return Segmenter(N_CLS, SegmenterViT(embed_dim=d, depth=depth, num_heads=heads), cfg)
+    return Segmenter(N_CLS, SegmenterViT(embed_dim=d, depth=depth, num_heads=heads), decoder_cfg(name))
+
+
+def build_twin(name: str):
+    import torch
+    from segmenter.pytorch import Segmenter, SegmenterViT
+    d, depth, heads, dec = MODELS[name]
+    torch.manual_seed(0)
+    return Segmenter(N_CLS, SegmenterViT(embed_dim=d, depth=depth, num_heads=heads), decoder_cfg(name))
+
+
+def decoder_cfg(name: str) -> dict:
+    d, _, _, dec = MODELS[name]
+    return {"name": dec} if dec == "linear" else {"name": dec, "n_layers": 2, "d_model": d, "n_heads": d // 64}
 
 
 def build_peer(name: str):
@@ -103,17 +115,26 @@ def child(path: str, name: str, repeats: int) -> dict:
         rt = 2 * n ** 3 / timed(lambda: ta @ ta, repeats) / 1e9
         return {"paddle_gflops": rp, "torch_gflops": rt, "seconds": None}
     x = np.random.rand(1, 3, SIZE, SIZE).astype("float32")
-    if path == "twin":
-        try:
-            import torch
-            from segmenter.pytorch import build_model  # ADAPTER: the PyTorch twin's entry point
-        except ImportError as e:
-            return {"seconds": None, "note": f"not available ({e})"}
-        d, depth, heads, dec = MODELS[name]
-        m = build_model({"num_classes": N_CLS, "embed_dim": d, "depth": depth, "num_heads": heads, "decoder": dec}).eval()
-        tx = torch.from_numpy(x)
-        with torch.no_grad():
-            return {"seconds": timed(lambda: m(tx), repeats)}
+    if path in ("twin", "twin_train"):
+        import torch
+        m = build_twin(name)
+        if path == "twin":
+            m.eval()
+            tx = torch.from_numpy(x)
+            with torch.no_grad():
+                return {"seconds": timed(lambda: m(tx), repeats)}
+        m.train()
+        opt = torch.optim.SGD(m.parameters(), lr=1e-3)
+        xb = torch.from_numpy(np.random.rand(2, 3, SIZE, SIZE).astype("float32"))
+        yb = torch.from_numpy(np.random.randint(0, N_CLS, (2, SIZE, SIZE)).astype("int64"))
+
+        def twin_step():
+            loss = torch.nn.functional.cross_entropy(m(xb)[0], yb)
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            float(loss)
+        return {"seconds": timed(twin_step, repeats)}
     import paddle
     if path == "peer_defaults":
         os.environ["SEGMENTER_CPU_TUNING"] = "0"
@@ -185,7 +206,7 @@ def main() -> None:
     jobs += [("slide_batched", a.models[0]), ("slide_single", a.models[0]), ("train", a.models[0]), ("twin_train", a.models[0])]
     rows = []
     for p, n in tqdm(jobs, desc="benchmark", file=sys.stderr):
-        r = {"seconds": None, "note": "not available (PyTorch twin not merged)"} if p == "twin_train" else run_child(p, n, a.repeats)
+        r = run_child(p, n, a.repeats)
         d, depth, _, dec = MODELS[n]
         flops = model_flops(d, depth, dec) * (2 * 3 if p in ("train", "twin_train") else 5 if p.startswith("slide") else 1)
         r.update(path=p, model=n, gflop=flops / 1e9, floor_s=flops / (best * 1e9))
@@ -202,7 +223,16 @@ def main() -> None:
         for peer in ("peer", "peer_defaults"):
             if sec.get((n, peer)) and sec.get((n, "deploy")):
                 ratios[f"{n} {peer}/deploy (target >= 3)"] = sec[(n, peer)] / sec[(n, "deploy")]
+    for n in a.models:
+        if sec.get((n, "twin")):
+            ratios[f"{n} twin/floor (target <= 1.3)"] = sec[(n, "twin")] / next(
+                r["floor_s"] for r in rows if r["model"] == n and r["path"] == "twin")
+        if sec.get((n, "deploy")):
+            ratios[f"{n} deploy/floor (target <= 1.5)"] = sec[(n, "deploy")] / next(
+                r["floor_s"] for r in rows if r["model"] == n and r["path"] == "deploy")
     n0 = a.models[0]
+    if sec.get((n0, "train")) and sec.get((n0, "twin_train")):
+        ratios[f"{n0} paddle train/twin train (target <= 1.3)"] = sec[(n0, "train")] / sec[(n0, "twin_train")]
     if sec.get((n0, "slide_single")) and sec.get((n0, "slide_batched")):
         ratios[f"{n0} slide single/batched (target >= 1.2)"] = sec[(n0, "slide_single")] / sec[(n0, "slide_batched")]
     for k, v in ratios.items():
