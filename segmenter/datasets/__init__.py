@@ -1,0 +1,2 @@
+"""Datasets PaddleSeg lacks: the procedurally generated quickstart shapes."""
+from segmenter.datasets.shapes import SegmenterShapes  # noqa: F401
