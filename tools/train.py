@@ -21,6 +21,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--num_workers", type=int, default=0, help="accepted for PaddleSeg compatibility; data is read in-process")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32")
+    p.add_argument("--save_all_ranks", action="store_true",
+                   help="every rank writes its final weights to save_dir/rank_R.pdparams (to compare replicas)")
     p.add_argument("--opts", nargs="+", default=None, help="YAML overrides key=value")
     return p.parse_args()
 
@@ -31,7 +33,8 @@ def main(args: argparse.Namespace) -> None:
     cfg = load_config(args.config, args.opts, args.iters, args.batch_size, args.learning_rate)
     run_train(cfg, args.save_dir, seed=args.seed, save_interval=args.save_interval,
               keep_k=args.keep_checkpoint_max, log_iters=args.log_iters, do_eval=args.do_eval,
-              use_vdl=args.use_vdl, resume_model=args.resume_model)
+              use_vdl=args.use_vdl, resume_model=args.resume_model,
+              save_all_ranks=args.save_all_ranks)
 
 
 if __name__ == "__main__":

@@ -15,8 +15,9 @@ def set_threads() -> None:
     """Use every CPU core this process may run on, split across ranks (paddle's default may use one)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     n = max(1, cores // max(1, int(os.environ.get("PADDLE_TRAINERS_NUM", "1"))))
-    paddle.set_num_threads(n) if hasattr(paddle, "set_num_threads") else None
+    # paddle 3 has no set_num_threads; its CPU kernels read these when they first start a thread pool
     os.environ.setdefault("OMP_NUM_THREADS", str(n))
+    os.environ.setdefault("MKL_NUM_THREADS", str(n))
 
 
 def load_config(path: str, opts: list = None, iters: int = None, batch_size: int = None,

@@ -26,7 +26,7 @@ def collate(dataset, idx: list[int]) -> tuple[paddle.Tensor, paddle.Tensor]:
 def train(model, train_dataset, optimizer, scheduler, loss_fn, iters: int, batch_size: int, save_dir: str,
           val_dataset=None, num_classes: int = None, seed: int = 0, save_interval: int = 1000, keep_k: int = 2,
           log_iters: int = 10, do_eval: bool = False, use_vdl: bool = False, resume_model: str = None,
-          eval_kwargs: dict = None) -> dict:
+          eval_kwargs: dict = None, save_all_ranks: bool = False) -> dict:
     """Train model for iters steps; returns the last evaluation metrics (or {})."""
     rank, world = dist.get_rank(), dist.get_world_size()
     net = paddle.DataParallel(model) if world > 1 else model
@@ -93,6 +93,9 @@ def train(model, train_dataset, optimizer, scheduler, loss_fn, iters: int, batch
                     save_checkpoint(save_dir, "best_model", model, optimizer, scheduler, it, {"mIoU": best})
     if writer:
         writer.close()
+    if save_all_ranks:  # lets a check compare the replicas of a data-parallel run
+        os.makedirs(save_dir, exist_ok=True)
+        paddle.save(model.state_dict(), os.path.join(save_dir, f"rank_{rank}.pdparams"))
     if rank == 0:
         plot_curves(history, os.path.join(save_dir, "curves.png"))
     return last_metrics
