@@ -8,6 +8,21 @@ import numpy as np
 import paddle
 
 
+def _rename_accumulators(opt_state: dict, names: dict) -> dict:
+    """Rename optimizer keys '<param name>_moment1_0' by the longest matching prefix in names (old -> new)."""
+    out = {}
+    by_length = sorted(names, key=len, reverse=True)
+    for key, value in opt_state.items():
+        src = next((n for n in by_length if key.startswith(n + "_")), None)
+        out[names[src] + key[len(src):] if src else key] = value
+    return out
+
+
+def _param_names(model) -> dict:
+    """Paddle's unique parameter name -> structured state-dict key (unique names change between builds)."""
+    return {p.name: k for k, p in model.named_parameters()}
+
+
 def save_checkpoint(save_dir: str, name: str, model, optimizer, scheduler, iteration: int, extra: dict = None) -> str:
     """Write save_dir/name/{model.pdparams, model.pdopt, state.pkl} atomically; returns the folder."""
     final = os.path.join(save_dir, name)
@@ -15,7 +30,8 @@ def save_checkpoint(save_dir: str, name: str, model, optimizer, scheduler, itera
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
     paddle.save(model.state_dict(), os.path.join(tmp, "model.pdparams"))
-    paddle.save(optimizer.state_dict(), os.path.join(tmp, "model.pdopt"))
+    # keyed by structured names so a model built in another process (other unique names) can resume
+    paddle.save(_rename_accumulators(optimizer.state_dict(), _param_names(model)), os.path.join(tmp, "model.pdopt"))
     state = {"iter": iteration, "scheduler": scheduler.state_dict() if scheduler is not None else None,
              "py_rng": random.getstate(), "np_rng": np.random.get_state(),
              "extra": extra or {}}
@@ -36,7 +52,8 @@ def load_checkpoint(path: str, model, optimizer, scheduler) -> int:
         if not os.path.isfile(os.path.join(path, f)):
             raise FileNotFoundError(f"resume: {os.path.join(path, f)} is missing; pass a save_dir/iter_N folder.")
     model.set_state_dict(paddle.load(os.path.join(path, "model.pdparams")))
-    optimizer.set_state_dict(paddle.load(os.path.join(path, "model.pdopt")))
+    inverse = {k: n for n, k in _param_names(model).items()}
+    optimizer.set_state_dict(_rename_accumulators(paddle.load(os.path.join(path, "model.pdopt")), inverse))
     with open(os.path.join(path, "state.pkl"), "rb") as f:
         state = pickle.load(f)
     if scheduler is not None and state["scheduler"] is not None:
