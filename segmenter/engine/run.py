@@ -15,7 +15,8 @@ def set_threads() -> None:
     """Use every CPU core this process may run on, split across ranks (paddle's default may use one)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     n = max(1, cores // max(1, int(os.environ.get("PADDLE_TRAINERS_NUM", "1"))))
-    # paddle 3 has no set_num_threads; its CPU kernels read these when they first start a thread pool
+    # paddle 3 has no set_num_threads and reads these at import, so here they only reach child processes;
+    # tools/quickstart.sh exports OMP_NUM_THREADS before python starts (measured: 1.23 s -> 1.08 s per 20 matmuls)
     os.environ.setdefault("OMP_NUM_THREADS", str(n))
     os.environ.setdefault("MKL_NUM_THREADS", str(n))
 
