@@ -6,6 +6,7 @@ A PyTorch-only install can still use `segmenter.pytorch` and `segmenter.convert`
 """
 try:
     from segmenter import models  # noqa: F401  (registers SegmenterViT, Segmenter)
+    from segmenter import datasets, engine  # noqa: F401  (registers SegmenterShapes, SegmenterCrossEntropyLoss)
 except ModuleNotFoundError as e:  # only a missing Paddle/PaddleSeg is tolerated; any other failure surfaces
     if (e.name or "").split(".")[0] not in ("paddle", "paddleseg"):
         raise

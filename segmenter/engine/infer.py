@@ -1,0 +1,53 @@
+"""Whole-image, sliding-window ("slice"), flip and multi-scale inference."""
+import math
+
+import paddle
+import paddle.nn.functional as F
+
+
+def window_starts(size: int, crop: int, stride: int) -> list[int]:
+    """Window origins along one axis: ceil((size - crop) / stride) + 1 windows, the last clamped to size - crop."""
+    n = max(math.ceil((size - crop) / stride), 0) + 1
+    return [min(i * stride, max(size - crop, 0)) for i in range(n)]
+
+
+def slide_logits(model: paddle.nn.Layer, x: paddle.Tensor, crop: tuple[int, int], stride: tuple[int, int],
+                 window_batch_size: int = 1) -> paddle.Tensor:
+    """Logits [B, C, H, W] averaged over overlapping windows (run window_batch_size at a time)."""
+    _, _, h, w = x.shape
+    boxes = [(y, xx) for y in window_starts(h, crop[0], stride[0]) for xx in window_starts(w, crop[1], stride[1])]
+    total, count = None, paddle.zeros([1, 1, h, w], x.dtype)
+    for i in range(0, len(boxes), window_batch_size):
+        chunk = boxes[i:i + window_batch_size]
+        crops = [x[:, :, y:y + crop[0], xx:xx + crop[1]] for y, xx in chunk]
+        out = model(paddle.concat(crops, axis=0))[0]  # [n * B, C, ch, cw]
+        outs = paddle.split(out, len(chunk), axis=0)
+        if total is None:
+            total = paddle.zeros([x.shape[0], out.shape[1], h, w], x.dtype)
+        for (y, xx), o in zip(chunk, outs):
+            ch, cw = o.shape[2], o.shape[3]
+            total[:, :, y:y + ch, xx:xx + cw] += o
+            count[:, :, y:y + ch, xx:xx + cw] += 1
+    return total / count
+
+
+def predict_probs(model: paddle.nn.Layer, x: paddle.Tensor, is_slide: bool = False, crop_size=None, stride=None,
+                  window_batch_size: int = 1, flip_horizontal: bool = False, scales=(1.0,)) -> paddle.Tensor:
+    """Softmax probabilities [B, C, H, W], averaged over scales and (optionally) horizontal flips."""
+    h, w = x.shape[2], x.shape[3]
+    acc = None
+    for s in scales:
+        xs = x if s == 1.0 else F.interpolate(x, size=[int(h * s + 0.5), int(w * s + 0.5)], mode="bilinear")
+        inputs = [xs, paddle.flip(xs, axis=[3])] if flip_horizontal else [xs]
+        for k, xi in enumerate(inputs):
+            if is_slide:
+                logits = slide_logits(model, xi, tuple(crop_size), tuple(stride), window_batch_size)
+            else:
+                logits = model(xi)[0]
+            if k == 1:
+                logits = paddle.flip(logits, axis=[3])
+            if logits.shape[2:] != [h, w]:
+                logits = F.interpolate(logits, size=[h, w], mode="bilinear")
+            p = F.softmax(logits, axis=1)
+            acc = p if acc is None else acc + p
+    return acc / (len(scales) * (2 if flip_horizontal else 1))
