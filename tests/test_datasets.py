@@ -17,21 +17,34 @@ def test_shapes_deterministic_by_seed():
 
 
 def test_colour_does_not_tell_class():
-    """Mean colours of the regions of one class spread over the whole range: a colour rule cannot separate them."""
-    ds = SegmenterShapes(60, 64, seed=0, mode="val")
-    means = {c: [] for c in range(1, 4)}
+    """A colour rule cannot name the class: nearest class-mean colour is near chance on held-out regions."""
+    ds = SegmenterShapes(120, 64, seed=0, mode="val")
+    colours, classes = [], []
     for i in range(len(ds)):
         img, label = ds.sample(i)
-        for c in means:
+        for c in range(1, 4):
             if (label == c).sum() > 20:
-                means[c].append(img[label == c].mean(0))
-    for c, m in means.items():
-        m = np.array(m)
-        assert len(m) >= 10, f"class {c} appears in only {len(m)} of 60 images"
-        spread = m.max(0) - m.min(0)
-        assert (spread > 150).all(), f"class {c} mean colour spread {spread} is narrow: colour would give it away"
-    counts = np.bincount(np.concatenate([ds.sample(i)[1].ravel() for i in range(20)]), minlength=4)
-    assert (counts[1:] > 0).all(), f"pixel counts per class {counts}"
+                colours.append(img[label == c].mean(0))
+                classes.append(c)
+    colours, classes = np.array(colours), np.array(classes)
+    assert (np.bincount(classes, minlength=4)[1:] >= 30).all(), f"regions per class {np.bincount(classes)}"
+    half = len(classes) // 2
+    centroids = np.stack([colours[:half][classes[:half] == c].mean(0) for c in range(1, 4)])
+    guess = 1 + np.argmin(((colours[half:, None, :] - centroids[None]) ** 2).sum(-1), axis=1)
+    accuracy = (guess == classes[half:]).mean()
+    assert accuracy < 0.5, f"nearest class-mean colour names the class of {accuracy:.0%} of regions (chance 33%)"
+    for c in range(1, 4):
+        spread = colours[classes == c].max(0) - colours[classes == c].min(0)
+        assert (spread > 100).all(), f"class {c} colour spread {spread} is narrow: colour would give it away"
+
+
+def test_shapes_stand_out_from_background():
+    """Every shape pixel is brighter on some channel than the dark background, so shape is visible."""
+    ds = SegmenterShapes(20, 64, seed=3)
+    for i in range(len(ds)):
+        img, label = ds.sample(i)
+        bg, fg = img[label == 0].astype(float).mean(0), img[label > 0].astype(float).mean(0)
+        assert bg.max() < 100 and (fg - bg).max() > 40, f"sample {i}: background {bg}, shapes {fg}"
 
 
 def write_pair(root, name, img_shape=(8, 8, 3), label=None):
@@ -84,3 +97,14 @@ def test_shapes_bad_arguments():
         SegmenterShapes(0)
     with pytest.raises(ValueError, match="mode='test'"):
         SegmenterShapes(4, mode="test")
+    with pytest.raises(ValueError, match=r"radius=\[10, 5\]"):
+        SegmenterShapes(4, radius=[10, 5])
+    with pytest.raises(ValueError, match=r"radius=\[40, 50\]"):
+        SegmenterShapes(4, img_size=64, radius=[40, 50])
+
+
+def test_shapes_radius_sets_scale():
+    small, large = SegmenterShapes(30, 96, radius=[4, 6]), SegmenterShapes(30, 96, radius=[16, 20])
+    area = lambda ds: np.mean([(ds.sample(i)[1] > 0).sum() / max(1, len(np.unique(ds.sample(i)[1])) - 1)
+                               for i in range(len(ds))])
+    assert area(large) > 4 * area(small), f"mean shape area {area(large):.0f} vs {area(small):.0f} px"

@@ -18,9 +18,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--do_eval", action="store_true")
     p.add_argument("--use_vdl", action="store_true")
     p.add_argument("--resume_model")
-    p.add_argument("--num_workers", type=int, default=0, help="accepted for PaddleSeg compatibility; data is read in-process")
+    p.add_argument("--num_workers", type=int, default=0,
+                   help="data-loading worker processes (0: read in the training process); never changes the batches")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32")
+    p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32",
+                   help="fp16: automatic mixed precision (O1) with loss scaling; needs a GPU")
     p.add_argument("--save_all_ranks", action="store_true",
                    help="every rank writes its final weights to save_dir/rank_R.pdparams (to compare replicas)")
     p.add_argument("--opts", nargs="+", default=None, help="YAML overrides key=value")
@@ -28,13 +30,11 @@ def parse_args() -> argparse.Namespace:
 
 
 def main(args: argparse.Namespace) -> None:
-    if args.precision == "fp16":
-        raise NotImplementedError("--precision fp16 is not implemented in this engine yet; use fp32.")
     cfg = load_config(args.config, args.opts, args.iters, args.batch_size, args.learning_rate)
     run_train(cfg, args.save_dir, seed=args.seed, save_interval=args.save_interval,
               keep_k=args.keep_checkpoint_max, log_iters=args.log_iters, do_eval=args.do_eval,
               use_vdl=args.use_vdl, resume_model=args.resume_model,
-              save_all_ranks=args.save_all_ranks)
+              save_all_ranks=args.save_all_ranks, num_workers=args.num_workers, precision=args.precision)
 
 
 if __name__ == "__main__":

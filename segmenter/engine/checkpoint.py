@@ -23,7 +23,8 @@ def _param_names(model) -> dict:
     return {p.name: k for k, p in model.named_parameters()}
 
 
-def save_checkpoint(save_dir: str, name: str, model, optimizer, scheduler, iteration: int, extra: dict = None) -> str:
+def save_checkpoint(save_dir: str, name: str, model, optimizer, scheduler, iteration: int, extra: dict = None,
+                    scaler=None) -> str:
     """Write save_dir/name/{model.pdparams, model.pdopt, state.pkl} atomically; returns the folder."""
     final = os.path.join(save_dir, name)
     tmp = final + ".tmp"
@@ -34,7 +35,7 @@ def save_checkpoint(save_dir: str, name: str, model, optimizer, scheduler, itera
     paddle.save(_rename_accumulators(optimizer.state_dict(), _param_names(model)), os.path.join(tmp, "model.pdopt"))
     state = {"iter": iteration, "scheduler": scheduler.state_dict() if scheduler is not None else None,
              "py_rng": random.getstate(), "np_rng": np.random.get_state(),
-             "extra": extra or {}}
+             "scaler": scaler.state_dict() if scaler is not None else None, "extra": extra or {}}
     with open(os.path.join(tmp, "state.pkl"), "wb") as f:
         pickle.dump(state, f)
     old = final + ".old"
@@ -46,7 +47,7 @@ def save_checkpoint(save_dir: str, name: str, model, optimizer, scheduler, itera
     return final
 
 
-def load_checkpoint(path: str, model, optimizer, scheduler) -> int:
+def load_checkpoint(path: str, model, optimizer, scheduler, scaler=None) -> int:
     """Restore model, optimizer, scheduler and RNG state from a folder written by save_checkpoint; returns iter."""
     for f in ("model.pdparams", "model.pdopt", "state.pkl"):
         if not os.path.isfile(os.path.join(path, f)):
@@ -58,6 +59,8 @@ def load_checkpoint(path: str, model, optimizer, scheduler) -> int:
         state = pickle.load(f)
     if scheduler is not None and state["scheduler"] is not None:
         scheduler.set_state_dict(state["scheduler"])
+    if scaler is not None and state.get("scaler") is not None:
+        scaler.load_state_dict(state["scaler"])
     random.setstate(state["py_rng"])
     np.random.set_state(state["np_rng"])
     return int(state["iter"])

@@ -42,8 +42,9 @@ def run_predict(cfg, model_path: str, image_path: str, save_dir: str, **override
     set_threads()
     model = load_model(cfg, model_path)
     kw = test_kwargs(cfg, overrides)
-    mean = np.asarray(overrides.get("mean", (0.5, 0.5, 0.5)), np.float32)[:, None, None]
-    std = np.asarray(overrides.get("std", (0.5, 0.5, 0.5)), np.float32)[:, None, None]
+    data = cfg.val_dataset_cfg or {}  # normalise as the model saw its validation images
+    mean = np.asarray(data.get("mean", (0.5, 0.5, 0.5)), np.float32)[:, None, None]
+    std = np.asarray(data.get("std", (0.5, 0.5, 0.5)), np.float32)[:, None, None]
     pal = palette(model.num_classes)
     out = []
     for d in ("pseudo_color", "added"):

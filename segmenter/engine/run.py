@@ -58,6 +58,7 @@ def run_train(cfg: Config, save_dir: str, seed: int = 0, **kw) -> dict:
     def loss_fn(logits, label):
         return sum(c * l(logits, label) for c, l in zip(coefs, losses["types"]))
 
+    kw.setdefault("eval_kwargs", test_kwargs(cfg, {}))  # evaluate during training as tools/val.py does
     return train(model, train_ds, b.optimizer, b.lr_scheduler, loss_fn, cfg.iters, cfg.batch_size, save_dir,
                  val_dataset=val_ds, num_classes=model.num_classes, seed=seed, **kw)
 

@@ -1,5 +1,6 @@
 """Train loop: seeded data order, poly LR, atomic checkpoints + exact resume, NaN stop, VisualDL, data parallel."""
 import os
+import shutil
 import time
 
 import numpy as np
@@ -16,21 +17,46 @@ def batches(n: int, batch_size: int, seed: int, epoch: int, rank: int, world: in
     return [order[i:i + batch_size].tolist() for i in range(0, len(order) - batch_size + 1, batch_size)]
 
 
-def collate(dataset, idx: list[int]) -> tuple[paddle.Tensor, paddle.Tensor]:
+def stack(items: list[dict]) -> tuple[np.ndarray, np.ndarray]:
     """Stack samples into img [B, 3, H, W] float32 and label [B, H, W] int64."""
-    items = [dataset[i] for i in idx]
-    return (paddle.to_tensor(np.stack([s["img"] for s in items])),
-            paddle.to_tensor(np.stack([s["label"] for s in items]).astype(np.int64)))
+    return np.stack([s["img"] for s in items]), np.stack([s["label"] for s in items]).astype(np.int64)
+
+
+def collate(dataset, idx: list[int]) -> tuple[paddle.Tensor, paddle.Tensor]:
+    """The batch of samples idx as tensors."""
+    img, label = stack([dataset[i] for i in idx])
+    return paddle.to_tensor(img), paddle.to_tensor(label)
+
+
+def batch_stream(dataset, batch_size: int, seed: int, start: int, stop: int, rank: int, world: int,
+                 num_workers: int = 0):
+    """Yield (iter, epoch, img, label) for iters start + 1 .. stop. The batch of an iteration depends only on
+    (seed, iter), so num_workers (worker processes, one loader per epoch) never changes what is trained on."""
+    nb = len(batches(len(dataset), batch_size, seed, 0, rank, world))
+    it = start
+    while it < stop:
+        epoch, step = divmod(it, nb)
+        todo = batches(len(dataset), batch_size, seed, epoch, rank, world)[step:step + stop - it]
+        if num_workers > 0:
+            source = paddle.io.DataLoader(dataset, batch_sampler=todo, num_workers=num_workers,
+                                          collate_fn=lambda items: stack(items), use_shared_memory=False)
+        else:
+            source = (collate(dataset, idx) for idx in todo)
+        for img, label in source:
+            it += 1
+            yield it, epoch, img, label
 
 
 def train(model, train_dataset, optimizer, scheduler, loss_fn, iters: int, batch_size: int, save_dir: str,
           val_dataset=None, num_classes: int = None, seed: int = 0, save_interval: int = 1000, keep_k: int = 2,
           log_iters: int = 10, do_eval: bool = False, use_vdl: bool = False, resume_model: str = None,
-          eval_kwargs: dict = None, save_all_ranks: bool = False) -> dict:
+          eval_kwargs: dict = None, save_all_ranks: bool = False, num_workers: int = 0,
+          precision: str = "fp32") -> dict:
     """Train model for iters steps; returns the last evaluation metrics (or {})."""
     rank, world = dist.get_rank(), dist.get_world_size()
     net = paddle.DataParallel(model) if world > 1 else model
-    start = load_checkpoint(resume_model, model, optimizer, scheduler) if resume_model else 0
+    scaler = amp_scaler(precision)
+    start = load_checkpoint(resume_model, model, optimizer, scheduler, scaler) if resume_model else 0
     writer = None
     if use_vdl and rank == 0:
         from visualdl import LogWriter
@@ -40,20 +66,23 @@ def train(model, train_dataset, optimizer, scheduler, loss_fn, iters: int, batch
         raise ValueError(f"train: {len(train_dataset)} samples give no batch of {batch_size} on {world} ranks.")
     history, best, last_metrics, saved = {"loss": [], "lr": [], "mIoU": []}, -1.0, {}, []
     model.train()
-    t0 = time.time()
-    for it in range(start + 1, iters + 1):
-        epoch, step = divmod(it - 1, nb)
-        tr = time.time()
-        img, label = collate(train_dataset, batches(len(train_dataset), batch_size, seed, epoch, rank, world)[step])
+    t0 = tr = time.time()
+    for it, epoch, img, label in batch_stream(train_dataset, batch_size, seed, start, iters, rank, world, num_workers):
         reader_cost = time.time() - tr
         paddle.seed(seed * 100003 + it)  # dropout/drop-path masks depend on (seed, iter) only: exact resume
-        loss = loss_fn(net(img)[0], label)
+        with paddle.amp.auto_cast(enable=scaler is not None, level="O1"):
+            loss = loss_fn(net(img)[0], label)
         lv = float(loss)
         if not np.isfinite(lv):
             raise FloatingPointError(f"train: loss is {lv} at iter {it}; stopped. The last checkpoint in "
                                      f"{save_dir} is intact; lower the learning rate and resume from it.")
-        loss.backward()
-        optimizer.step()
+        if scaler is not None:  # fp16: scaled backward; steps whose gradients overflow are skipped
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
         optimizer.clear_grad()
         lr = optimizer.get_lr()
         if scheduler is not None:
@@ -84,13 +113,14 @@ def train(model, train_dataset, optimizer, scheduler, loss_fn, iters: int, batch
                         for c, v in enumerate(last_metrics["class_iou"]):
                             writer.add_scalar(f"Evaluate/IoU_class_{c}", float(v), it)
             if rank == 0:
-                saved.append(save_checkpoint(save_dir, f"iter_{it}", model, optimizer, scheduler, it))
+                saved.append(save_checkpoint(save_dir, f"iter_{it}", model, optimizer, scheduler, it, scaler=scaler))
                 while len(saved) > keep_k:
-                    import shutil
                     shutil.rmtree(saved.pop(0), ignore_errors=True)
                 if last_metrics and last_metrics["mIoU"] > best:
                     best = last_metrics["mIoU"]
-                    save_checkpoint(save_dir, "best_model", model, optimizer, scheduler, it, {"mIoU": best})
+                    save_checkpoint(save_dir, "best_model", model, optimizer, scheduler, it, {"mIoU": best},
+                                    scaler=scaler)
+        tr = time.time()
     if writer:
         writer.close()
     if save_all_ranks:  # lets a check compare the replicas of a data-parallel run
@@ -99,6 +129,18 @@ def train(model, train_dataset, optimizer, scheduler, loss_fn, iters: int, batch
     if rank == 0:
         plot_curves(history, os.path.join(save_dir, "curves.png"))
     return last_metrics
+
+
+def amp_scaler(precision: str):
+    """None for fp32; for fp16 a GradScaler (fp16 autocast needs a CUDA device: on CPU this is an error)."""
+    if precision == "fp32":
+        return None
+    if precision != "fp16":
+        raise ValueError(f"train: precision={precision!r}; use 'fp32' or 'fp16'.")
+    if "gpu" not in paddle.device.get_device():
+        raise ValueError(f"train: --precision fp16 needs a GPU, but paddle runs on {paddle.device.get_device()} "
+                         "(paddle's fp16 kernels are CUDA-only); use --precision fp32 on CPU.")
+    return paddle.amp.GradScaler(init_loss_scaling=2.0 ** 15)
 
 
 def plot_curves(history: dict, path: str) -> None:
