@@ -32,10 +32,11 @@ def slide_logits(model: paddle.nn.Layer, x: paddle.Tensor, crop: tuple[int, int]
 
 
 def predict_probs(model: paddle.nn.Layer, x: paddle.Tensor, is_slide: bool = False, crop_size=None, stride=None,
-                  window_batch_size: int = 1, flip_horizontal: bool = False, scales=(1.0,)) -> paddle.Tensor:
-    """Softmax probabilities [B, C, H, W], averaged over scales and (optionally) horizontal flips."""
+                  window_batch_size: int = 1, flip_horizontal: bool = False, scales=(1.0,), with_plain: bool = False):
+    """Softmax probabilities [B, C, H, W], averaged over scales and (optionally) horizontal flips. With_plain, also
+    the probabilities of the unflipped scale-1.0 pass alone (None if 1.0 is not among scales): (averaged, plain)."""
     h, w = x.shape[2], x.shape[3]
-    acc = None
+    acc = plain = None
     for s in scales:
         xs = x if s == 1.0 else F.interpolate(x, size=[int(h * s + 0.5), int(w * s + 0.5)], mode="bilinear")
         inputs = [xs, paddle.flip(xs, axis=[3])] if flip_horizontal else [xs]
@@ -49,5 +50,8 @@ def predict_probs(model: paddle.nn.Layer, x: paddle.Tensor, is_slide: bool = Fal
             if logits.shape[2:] != [h, w]:
                 logits = F.interpolate(logits, size=[h, w], mode="bilinear")
             p = F.softmax(logits, axis=1)
+            if s == 1.0 and k == 0:
+                plain = p
             acc = p if acc is None else acc + p
-    return acc / (len(scales) * (2 if flip_horizontal else 1))
+    acc = acc / (len(scales) * (2 if flip_horizontal else 1))
+    return (acc, plain) if with_plain else acc

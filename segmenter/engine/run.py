@@ -82,10 +82,13 @@ def run_val(cfg: Config, model_path: str, **overrides) -> dict:
     ds = SegBuilder(cfg).val_dataset
     kw = test_kwargs(cfg, overrides)
     m = evaluate(model, ds, model.num_classes, **kw)
-    mode = ("slice" if kw["is_slide"] else "whole") + (" + flip" if kw["flip_horizontal"] else "") + \
+    base = "slice" if kw["is_slide"] else "whole"
+    mode = base + (" + flip" if kw["flip_horizontal"] else "") + \
         (f" + scales {list(kw['scales'])}" if tuple(kw["scales"]) != (1.0,) else "")
-    print(f"[EVAL] {mode}: {len(ds)} images  mIoU {m['mIoU']:.4f}  Acc {m['Acc']:.4f}  Kappa {m['Kappa']:.4f}  "
-          f"Dice {m['Dice']:.4f}")
-    print("[EVAL] class IoU:       " + " ".join(f"{v:.4f}" for v in m["class_iou"]))
-    print("[EVAL] class precision: " + " ".join(f"{v:.4f}" for v in m["class_precision"]))
+    rows = ([(base, m["plain"])] if "plain" in m else []) + [(mode, m)]
+    for name, r in rows:  # the published tables' columns: "slice", then "flip"
+        print(f"[EVAL] {name}: {len(ds)} images  mIoU {r['mIoU']:.4f}  Acc {r['Acc']:.4f}  Kappa {r['Kappa']:.4f}  "
+              f"Dice {r['Dice']:.4f}")
+    print(f"[EVAL] class IoU ({mode}):       " + " ".join(f"{v:.4f}" for v in m["class_iou"]))
+    print(f"[EVAL] class precision ({mode}): " + " ".join(f"{v:.4f}" for v in m["class_precision"]))
     return m
