@@ -43,11 +43,13 @@ def available_cores() -> int:
 
 
 def default_threads() -> int:
-    """`OMP_NUM_THREADS` when the user set it, else every available core."""
+    """`OMP_NUM_THREADS` when the user set it, else the available cores split evenly between the processes
+    `paddle.distributed.launch` started on this machine (`PADDLE_LOCAL_SIZE`), at least one each."""
     env = os.environ.get("OMP_NUM_THREADS", "")
     if env.isdigit() and int(env) > 0:
         return int(env)
-    return available_cores()
+    local = os.environ.get("PADDLE_LOCAL_SIZE", "1")
+    return max(1, available_cores() // (int(local) if local.isdigit() and int(local) > 0 else 1))
 
 
 def configure_cpu(num_threads: Optional[int] = None, mkl_avx2_on_amd: bool = True) -> Dict[str, Union[int, str, bool, None]]:

@@ -20,6 +20,17 @@ def test_configure_cpu_sets_threads_and_amd_flag(monkeypatch):
     runtime.configure_cpu()
 
 
+def test_default_threads_split_between_local_ranks(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(runtime, "available_cores", lambda: 8)
+    monkeypatch.setenv("PADDLE_LOCAL_SIZE", "4")  # what paddle.distributed.launch --nproc_per_node 4 sets
+    assert runtime.default_threads() == 2, f"8 cores, 4 local ranks -> {runtime.default_threads()} threads each"
+    monkeypatch.setenv("PADDLE_LOCAL_SIZE", "16")
+    assert runtime.default_threads() == 1, "more ranks than cores must still give each rank one thread"
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert runtime.default_threads() == 3, "an explicit OMP_NUM_THREADS wins"
+
+
 def test_import_configured_cpu():
     assert segmenter.runtime.cpu_settings().get("num_threads") == runtime.default_threads(), \
         f"settings after import: {segmenter.runtime.cpu_settings()}"

@@ -7,7 +7,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from segmenter.engine.infer import predict_probs
-from segmenter.engine.run import load_model, set_threads, test_kwargs
+from segmenter.engine.run import load_model, test_kwargs
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -39,7 +39,6 @@ def list_images(path: str) -> list[str]:
 
 def run_predict(cfg, model_path: str, image_path: str, save_dir: str, **overrides) -> list[str]:
     """Write save_dir/pseudo_color/<name>.png and save_dir/added/<name>.png; returns the mask paths."""
-    set_threads()
     model = load_model(cfg, model_path)
     kw = test_kwargs(cfg, overrides)
     data = cfg.val_dataset_cfg or {}  # normalise as the model saw its validation images

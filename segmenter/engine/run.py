@@ -11,16 +11,6 @@ from segmenter.engine.evaluate import evaluate
 from segmenter.engine.train import train
 
 
-def set_threads() -> None:
-    """Use every CPU core this process may run on, split across ranks (paddle's default may use one)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    n = max(1, cores // max(1, int(os.environ.get("PADDLE_TRAINERS_NUM", "1"))))
-    # paddle 3 has no set_num_threads and reads these at import, so here they only reach child processes;
-    # tools/quickstart.sh exports OMP_NUM_THREADS before python starts (measured: 1.23 s -> 1.08 s per 20 matmuls)
-    os.environ.setdefault("OMP_NUM_THREADS", str(n))
-    os.environ.setdefault("MKL_NUM_THREADS", str(n))
-
-
 def load_config(path: str, opts: list = None, iters: int = None, batch_size: int = None,
                 learning_rate: float = None) -> Config:
     """PaddleSeg Config with --opts key=value overrides; a missing file is an error naming it."""
@@ -43,7 +33,6 @@ def test_kwargs(cfg: Config, overrides: dict) -> dict:
 
 def run_train(cfg: Config, save_dir: str, seed: int = 0, **kw) -> dict:
     """Build everything from cfg and train; returns the last evaluation metrics."""
-    set_threads()
     if dist.get_world_size() > 1:
         dist.init_parallel_env()
     random.seed(seed)
@@ -77,7 +66,6 @@ def load_model(cfg: Config, model_path: str):
 
 def run_val(cfg: Config, model_path: str, **overrides) -> dict:
     """Evaluate a trained model on cfg's val_dataset and print the report."""
-    set_threads()
     model = load_model(cfg, model_path)
     ds = SegBuilder(cfg).val_dataset
     kw = test_kwargs(cfg, overrides)
