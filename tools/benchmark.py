@@ -79,28 +79,6 @@ def build_peer(name: str):
     return MaskSegmenter(N_CLS, bb, h_embed_dim=d, h_depth=2, h_num_heads=d // 64)
 
 
-def slide(model_fn, im, crop: int, stride: int, window_batch_size: int):
-    """Minimal slide inference (numpy in/out): windows clamped to the border, logits averaged by count.
-
-    ADAPTER: replace the body with `segmenter.engine.infer.slide_inference` once the engine branch is merged."""
-    import numpy as np
-    _, _, H, W = im.shape
-    rows = max(-(-(H - crop) // stride), 0) + 1
-    cols = max(-(-(W - crop) // stride), 0) + 1
-    boxes = [(min(r * stride, H - crop), min(c * stride, W - crop)) for r in range(rows) for c in range(cols)]
-    out, cnt = None, np.zeros((1, 1, H, W), np.float32)
-    for i in range(0, len(boxes), window_batch_size):
-        chunk = boxes[i:i + window_batch_size]
-        batch = np.concatenate([im[:, :, y:y + crop, x:x + crop] for y, x in chunk])
-        logits = model_fn(batch)
-        if out is None:
-            out = np.zeros((1, logits.shape[1], H, W), np.float32)
-        for j, (y, x) in enumerate(chunk):
-            out[:, :, y:y + crop, x:x + crop] += logits[j]
-            cnt[:, :, y:y + crop, x:x + crop] += 1
-    return out / cnt
-
-
 def child(path: str, name: str, repeats: int) -> dict:
     """Run one measurement in this process; returns {'seconds': ..., 'note': ...}."""
     import numpy as np
@@ -155,11 +133,11 @@ def child(path: str, name: str, repeats: int) -> dict:
             pred = deploy.create_predictor(os.path.join(tmp, "m"))
             return {"seconds": timed(lambda: pred(x), repeats)}
     if path in ("slide_batched", "slide_single"):
-        im = np.random.rand(1, 3, SIZE, 4 * SIZE).astype("float32")
+        from segmenter.engine.infer import slide_logits  # the library's own slice inference (tools/val.py's)
+        im = paddle.to_tensor(np.random.rand(1, 3, SIZE, 4 * SIZE).astype("float32"))
         wbs = 8 if path == "slide_batched" else 1
         with paddle.no_grad():
-            fn = lambda b: m(paddle.to_tensor(b))[0].numpy()
-            return {"seconds": timed(lambda: slide(fn, im, SIZE, 480, wbs), repeats)}
+            return {"seconds": timed(lambda: slide_logits(m, im, (SIZE, SIZE), (480, 480), wbs).numpy(), repeats)}
     if path == "train":
         m.train()
         opt = paddle.optimizer.SGD(learning_rate=1e-3, parameters=m.parameters())
