@@ -38,3 +38,18 @@ def test_deploy_matches_dygraph(tmp_path):
         out = deploy.create_predictor(prefix, num_threads=1)(x)[0]
         diff = float(np.abs(out - ref).max())
         assert out.shape == ref.shape and diff < 1e-5, f"{dec['name']}: shape {out.shape} max|diff|={diff:.2e}"
+
+
+def test_malloc_reuses_freed_memory():
+    """After `import segmenter` a freed 64 MB block is reused: touching a second one costs few page faults."""
+    import resource
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    assert segmenter.runtime.cpu_settings().get("malloc_keep_freed"), f"settings: {segmenter.runtime.cpu_settings()}"
+    np.ones(1 << 24, np.float32).sum()  # 64 MB, freed at once
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    np.ones(1 << 24, np.float32).sum()
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    assert faults < 1000, f"{faults} page faults for a reused 64 MB block (16384 if malloc unmapped it)"
