@@ -52,4 +52,4 @@ def test_malloc_reuses_freed_memory():
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     np.ones(1 << 24, np.float32).sum()
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-    assert faults < 1000, f"{faults} page faults for a reused 64 MB block (16384 if malloc unmapped it)"
+    assert faults < 100, f"{faults} page faults for a reused 64 MB block (>500 here when malloc unmapped it)"
