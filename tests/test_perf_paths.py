@@ -1,6 +1,7 @@
 """Fast paths: runtime CPU settings and the exported deployment predictor match the eager model."""
 import numpy as np
 import paddle
+import pytest
 
 import segmenter
 from segmenter import deploy, runtime
@@ -53,3 +54,24 @@ def test_malloc_reuses_freed_memory():
     np.ones(1 << 24, np.float32).sum()
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
     assert faults < 100, f"{faults} page faults for a reused 64 MB block (>500 here when malloc unmapped it)"
+
+
+@pytest.mark.parametrize("hw,size", [((32, 32), (512, 512)), ((3, 4), (50, 61)), ((10, 12), (7, 5)), ((8, 8), (8, 8))])
+def test_upsample_bilinear_matches_interpolate(hw, size):
+    """The matmul upsampling of both twins equals each framework's F.interpolate(bilinear, align_corners=False)."""
+    import torch
+    import torch.nn.functional as TF
+
+    from segmenter.models.segmenter import upsample_bilinear as paddle_up
+    from segmenter.pytorch.segmenter import upsample_bilinear as torch_up
+
+    x = np.random.RandomState(0).randn(2, 3, *hw).astype("float32")
+    ref = paddle.nn.functional.interpolate(paddle.to_tensor(x), size=list(size), mode="bilinear",
+                                           align_corners=False).numpy()
+    got = paddle_up(paddle.to_tensor(x), list(size)).numpy()
+    d = float(np.abs(got - ref).max())
+    assert got.shape == ref.shape and d <= 1e-5, f"paddle {hw}->{size}: shape {got.shape} max|diff|={d:.2e}"
+    ref = TF.interpolate(torch.from_numpy(x), size=list(size), mode="bilinear", align_corners=False).numpy()
+    got = torch_up(torch.from_numpy(x), list(size)).numpy()
+    d = float(np.abs(got - ref).max())
+    assert got.shape == ref.shape and d <= 1e-5, f"torch {hw}->{size}: shape {got.shape} max|diff|={d:.2e}"
