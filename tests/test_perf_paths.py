@@ -75,3 +75,19 @@ def test_upsample_bilinear_matches_interpolate(hw, size):
     got = torch_up(torch.from_numpy(x), list(size)).numpy()
     d = float(np.abs(got - ref).max())
     assert got.shape == ref.shape and d <= 1e-5, f"torch {hw}->{size}: shape {got.shape} max|diff|={d:.2e}"
+
+
+def test_twin_fused_attention_matches_explicit():
+    """The twin's fused attention (return_attn=False) gives the tokens of the explicit path (return_attn=True)."""
+    import torch
+
+    from segmenter.pytorch.layers import Attention
+
+    torch.manual_seed(0)
+    attn = Attention(64, 4).eval()
+    x = torch.randn(2, 65, 64)
+    with torch.no_grad():
+        fused = attn(x)
+        explicit, maps = attn(x, return_attn=True)
+    d = float((fused - explicit).abs().max())
+    assert maps.shape == (2, 4, 65, 65) and d <= 1e-6, f"maps {tuple(maps.shape)}, max|diff|={d:.2e}"

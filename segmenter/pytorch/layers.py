@@ -74,8 +74,15 @@ class Attention(nn.Module):
         q, k, v = self.qkv(x).chunk(3, dim=-1)  # [B, N, 3C] -> 3 x [B, N, C]
         # [B, N, C] -> [B, N, heads, hd] -> [B, heads, N, hd]
         q, k, v = (t.reshape(B, N, self.num_heads, self.head_dim).transpose(1, 2) for t in (q, k, v))
-        # Explicit product, as the Paddle twin: F.scaled_dot_product_attention was measured too and moved the
-        # ViT-B mask-decoder logits to relL2 1.04e-5 from Paddle's (limit 1e-5) against 8.3e-6 for this form.
+        if not return_attn:
+            # Fused attention, 12% faster forward and 10% faster forward+backward for ViT-S at 1025 tokens on CPU.
+            # q is scaled first, as in the explicit form: it keeps the twin parity tests within their limits,
+            # which SDPA's own scaling had exceeded (ViT-B mask-decoder logits relL2 1.04e-5 > 1e-5).
+            # Paddle keeps the explicit product: its F.scaled_dot_product_attention is 1.4-1.8x slower on CPU.
+            x = F.scaled_dot_product_attention(q * self.scale, k, v, scale=1.0,
+                                               dropout_p=self.attn_drop.p if self.training else 0.0)
+            x = x.transpose(1, 2).reshape(B, N, C)  # [B, heads, N, hd] -> [B, N, C]
+            return self.proj_drop(self.proj(x))
         attn = torch.matmul(q * self.scale, k.transpose(-2, -1))  # [B, heads, N, N]
         attn = F.softmax(attn, dim=-1)
         attn = self.attn_drop(attn)
