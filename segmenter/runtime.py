@@ -29,6 +29,10 @@ import sys
 from typing import Dict, Optional, Union
 
 _STATE: Dict[str, Union[int, str, bool, None]] = {}
+# `import paddle` writes OMP_NUM_THREADS=1 into os.environ when it is unset (paddle/base/__init__.py), so the
+# user's own value is read once, here: segmenter/__init__.py imports this module before Paddle. If Paddle was
+# imported first, its "1" cannot be told from the user's and is ignored (use configure_cpu(num_threads=1)).
+_USER_OMP_NUM_THREADS = None if "paddle" in sys.modules else os.environ.get("OMP_NUM_THREADS")
 
 
 def cpu_vendor() -> str:
@@ -52,8 +56,8 @@ def available_cores() -> int:
 
 
 def default_threads() -> int:
-    """`OMP_NUM_THREADS` when the user set it, else every available core."""
-    env = os.environ.get("OMP_NUM_THREADS", "")
+    """`OMP_NUM_THREADS` when the user set it (before importing Paddle), else every available core."""
+    env = _USER_OMP_NUM_THREADS or ""
     if env.isdigit() and int(env) > 0:
         return int(env)
     return available_cores()

@@ -91,3 +91,21 @@ def test_twin_fused_attention_matches_explicit():
         explicit, maps = attn(x, return_attn=True)
     d = float((fused - explicit).abs().max())
     assert maps.shape == (2, 4, 65, 65) and d <= 1e-6, f"maps {tuple(maps.shape)}, max|diff|={d:.2e}"
+
+
+@pytest.mark.parametrize("omp", [None, "1"])
+def test_default_threads_survive_paddle_import(omp):
+    """`import paddle` sets OMP_NUM_THREADS=1 when unset; the thread count must still follow the user's value."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    if omp is not None:
+        env["OMP_NUM_THREADS"] = omp
+    env["PYTHONPATH"] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = "import segmenter; print('THREADS', segmenter.runtime.cpu_settings()['num_threads'])"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout
+    got = int(out.split("THREADS")[-1])
+    want = int(omp) if omp else runtime.available_cores()
+    assert got == want, f"OMP_NUM_THREADS={omp}: paddle threads {got}, expected {want}"
