@@ -13,11 +13,13 @@ Why this exists (measured on a 2-core AMD EPYC, paddlepaddle 3.3.1, see BENCHMAR
    PyTorch defaults to one thread per physical core. We set Paddle's count to the cores this process may
    run on, unless the user chose a count through `OMP_NUM_THREADS` or `configure_cpu(num_threads=...)`.
 3. glibc's malloc serves blocks above its mmap threshold (at most 32 MB) with fresh `mmap` pages and returns
-   them at `free`; a ViT-S forward at 512x512 allocates ~0.9 GB of such blocks (attention maps, MLP
-   activations, logits), so every forward took ~225k page faults, each zero-filling a page before the kernel
-   that asked for it could run: ~30% of the forward, in Paddle and in PyTorch alike. `configure_malloc()`
-   keeps freed memory in the heap for reuse (`mallopt(M_MMAP_MAX, 0)`, `mallopt(M_TRIM_THRESHOLD, 1 GB)`);
-   the cost is that the process keeps its peak heap instead of returning it to the system.
+   them at `free`, and gives the top of its heap back to the system beyond a trim threshold; a ViT-S forward at
+   512x512 allocates ~0.9 GB of such blocks (attention maps, MLP activations, logits), so every forward took
+   ~225k page faults, each zero-filling a page before the kernel that asked for it could run: ~30% of the
+   forward, in Paddle and in PyTorch alike. `configure_malloc()` keeps freed memory in the heap for reuse
+   (`mallopt(M_MMAP_MAX, 0)`, and `M_TRIM_THRESHOLD` at its 2 GB maximum: with 1 GB, a batch of five windows,
+   whose 786 MB of logits are freed along with their copy, still faulted for 1-2 s per batch). The cost: up to
+   2 GB of freed memory stays with the process instead of going back to the system.
 
 `import segmenter` calls `configure_malloc()` (also without Paddle) and `configure_cpu()` once; set
 `SEGMENTER_CPU_TUNING=0` to leave the defaults.
@@ -89,14 +91,15 @@ def cpu_settings() -> Dict[str, Union[int, str, bool, None]]:
     return dict(_STATE)
 
 
-def configure_malloc(trim_threshold: int = 1 << 30) -> bool:
+def configure_malloc(trim_threshold: int = 2**31 - 1) -> bool:
     """Keep freed memory in the glibc heap instead of unmapping it; returns whether glibc accepted it.
 
     Framework-neutral (it tunes the C allocator both Paddle and PyTorch use on CPU); a no-op off glibc Linux
     or under another allocator (jemalloc, tcmalloc), where `mallopt` is absent or ignored.
 
     Args:
-        trim_threshold (int, optional): Free bytes at the top of the heap before glibc gives them back. Default: 1 GiB.
+        trim_threshold (int, optional): Free bytes at the top of the heap before glibc gives them back (a C int,
+            so at most 2**31 - 1). Default: 2**31 - 1.
     """
     if not sys.platform.startswith("linux"):
         return False
