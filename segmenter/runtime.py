@@ -12,14 +12,29 @@ Why this exists (measured on a 2-core AMD EPYC, paddlepaddle 3.3.1, see BENCHMAR
    unless OMP/MKL variables say otherwise), so it used one of the two cores: ~99 -> ~175 GFLOP/s with 2.
    PyTorch defaults to one thread per physical core. We set Paddle's count to the cores this process may
    run on, unless the user chose a count through `OMP_NUM_THREADS` or `configure_cpu(num_threads=...)`.
+3. glibc's malloc serves blocks above its mmap threshold (at most 32 MB) with fresh `mmap` pages and returns
+   them at `free`, and gives the top of its heap back to the system beyond a trim threshold; a ViT-S forward at
+   512x512 allocates ~0.9 GB of such blocks (attention maps, MLP activations, logits), so every forward took
+   ~225k page faults, each zero-filling a page before the kernel that asked for it could run: ~30% of the
+   forward, in Paddle and in PyTorch alike. `configure_malloc()` keeps freed memory in the heap for reuse
+   (`mallopt(M_MMAP_MAX, 0)`, and `M_TRIM_THRESHOLD` at its 2 GB maximum: with 1 GB, a batch of five windows,
+   whose 786 MB of logits are freed along with their copy, still faulted for 1-2 s per batch). The cost: up to
+   2 GB of freed memory stays with the process instead of going back to the system.
 
-`import segmenter` calls `configure_cpu()` once; set `SEGMENTER_CPU_TUNING=0` to leave Paddle's defaults.
+`import segmenter` calls `configure_malloc()` (also without Paddle) and `configure_cpu()` once; set
+`SEGMENTER_CPU_TUNING=0` to leave the defaults.
 The deployment predictor takes its own thread count (`segmenter.deploy.create_predictor`).
 """
+import ctypes
 import os
+import sys
 from typing import Dict, Optional, Union
 
 _STATE: Dict[str, Union[int, str, bool, None]] = {}
+# `import paddle` writes OMP_NUM_THREADS=1 into os.environ when it is unset (paddle/base/__init__.py), so the
+# user's own value is read once, here: segmenter/__init__.py imports this module before Paddle. If Paddle was
+# imported first, its "1" cannot be told from the user's and is ignored (use configure_cpu(num_threads=1)).
+_USER_OMP_NUM_THREADS = None if "paddle" in sys.modules else os.environ.get("OMP_NUM_THREADS")
 
 
 def cpu_vendor() -> str:
@@ -43,9 +58,10 @@ def available_cores() -> int:
 
 
 def default_threads() -> int:
-    """`OMP_NUM_THREADS` when the user set it, else the available cores split evenly between the processes
-    `paddle.distributed.launch` started on this machine (`PADDLE_LOCAL_SIZE`), at least one each."""
-    env = os.environ.get("OMP_NUM_THREADS", "")
+    """`OMP_NUM_THREADS` when the user set it (before importing Paddle), else the available cores split evenly
+    between the processes `paddle.distributed.launch` started on this machine (`PADDLE_LOCAL_SIZE`), at least one
+    each."""
+    env = _USER_OMP_NUM_THREADS or ""
     if env.isdigit() and int(env) > 0:
         return int(env)
     local = os.environ.get("PADDLE_LOCAL_SIZE", "1")
@@ -78,7 +94,34 @@ def cpu_settings() -> Dict[str, Union[int, str, bool, None]]:
     return dict(_STATE)
 
 
+def configure_malloc(trim_threshold: int = 2**31 - 1) -> bool:
+    """Keep freed memory in the glibc heap instead of unmapping it; returns whether glibc accepted it.
+
+    Framework-neutral (it tunes the C allocator both Paddle and PyTorch use on CPU); a no-op off glibc Linux
+    or under another allocator (jemalloc, tcmalloc), where `mallopt` is absent or ignored.
+
+    Args:
+        trim_threshold (int, optional): Free bytes at the top of the heap before glibc gives them back (a C int,
+            so at most 2**31 - 1). Default: 2**31 - 1.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4  # <malloc.h>
+    ok = bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, int(trim_threshold)))
+    _STATE.update(malloc_keep_freed=ok)
+    return ok
+
+
+def tuning_enabled() -> bool:
+    """False when the user set `SEGMENTER_CPU_TUNING=0`."""
+    return os.environ.get("SEGMENTER_CPU_TUNING", "1") != "0"
+
+
 def configure_at_import() -> None:
-    """Called by `segmenter/__init__.py`; honours `SEGMENTER_CPU_TUNING=0`."""
-    if os.environ.get("SEGMENTER_CPU_TUNING", "1") != "0":
+    """Called by `segmenter/__init__.py` once Paddle imported; honours `SEGMENTER_CPU_TUNING=0`."""
+    if tuning_enabled():
         configure_cpu()

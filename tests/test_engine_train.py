@@ -76,3 +76,22 @@ def test_nan_loss_stops_and_keeps_checkpoint(tmp_path):
     w = weights(out, "iter_2")
     bad = [k for k, v in w.items() if not np.isfinite(v).all()]
     assert not bad, f"iter_2 holds non-finite weights in {bad}"
+
+
+@pytest.mark.parametrize("all_ignored", [False, True])
+def test_cross_entropy_matches_numpy(all_ignored):
+    from segmenter.engine.losses import SegmenterCrossEntropyLoss
+
+    rs = np.random.RandomState(0)
+    x = (rs.randn(2, 5, 7, 9) * 3).astype("float32")
+    y = rs.randint(0, 5, (2, 7, 9))
+    y[0, :2] = 255
+    if all_ignored:
+        y[:] = 255
+    z = x - x.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))  # [B, C, H, W]
+    valid = y != 255
+    nll = -np.take_along_axis(logp, np.where(valid, y, 0)[:, None], axis=1)[:, 0]  # [B, 1, H, W] -> [B, H, W]
+    ref = (nll * valid).sum() / max(valid.sum(), 1)
+    got = float(SegmenterCrossEntropyLoss()(paddle.to_tensor(x), paddle.to_tensor(y)))
+    assert abs(got - ref) <= 1e-5 * max(abs(ref), 1.0), f"loss {got:.7f} vs numpy {ref:.7f}: |diff|={abs(got - ref):.2e}"

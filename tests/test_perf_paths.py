@@ -1,6 +1,7 @@
 """Fast paths: runtime CPU settings and the exported deployment predictor match the eager model."""
 import numpy as np
 import paddle
+import pytest
 
 import segmenter
 from segmenter import deploy, runtime
@@ -21,13 +22,13 @@ def test_configure_cpu_sets_threads_and_amd_flag(monkeypatch):
 
 
 def test_default_threads_split_between_local_ranks(monkeypatch):
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(runtime, "_USER_OMP_NUM_THREADS", None)  # as read before paddle loaded
     monkeypatch.setattr(runtime, "available_cores", lambda: 8)
     monkeypatch.setenv("PADDLE_LOCAL_SIZE", "4")  # what paddle.distributed.launch --nproc_per_node 4 sets
     assert runtime.default_threads() == 2, f"8 cores, 4 local ranks -> {runtime.default_threads()} threads each"
     monkeypatch.setenv("PADDLE_LOCAL_SIZE", "16")
     assert runtime.default_threads() == 1, "more ranks than cores must still give each rank one thread"
-    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    monkeypatch.setattr(runtime, "_USER_OMP_NUM_THREADS", "3")
     assert runtime.default_threads() == 3, "an explicit OMP_NUM_THREADS wins"
 
 
@@ -49,3 +50,73 @@ def test_deploy_matches_dygraph(tmp_path):
         out = deploy.create_predictor(prefix, num_threads=1)(x)[0]
         diff = float(np.abs(out - ref).max())
         assert out.shape == ref.shape and diff < 1e-5, f"{dec['name']}: shape {out.shape} max|diff|={diff:.2e}"
+
+
+def test_malloc_reuses_freed_memory():
+    """After `import segmenter` a freed 64 MB block is reused: touching a second one costs few page faults."""
+    import resource
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    assert segmenter.runtime.cpu_settings().get("malloc_keep_freed"), f"settings: {segmenter.runtime.cpu_settings()}"
+    np.ones(1 << 24, np.float32).sum()  # 64 MB, freed at once
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    np.ones(1 << 24, np.float32).sum()
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    assert faults < 100, f"{faults} page faults for a reused 64 MB block (>500 here when malloc unmapped it)"
+
+
+@pytest.mark.parametrize("hw,size", [((32, 32), (512, 512)), ((3, 4), (50, 61)), ((10, 12), (7, 5)), ((8, 8), (8, 8))])
+def test_upsample_bilinear_matches_interpolate(hw, size):
+    """The matmul upsampling of both twins equals each framework's F.interpolate(bilinear, align_corners=False)."""
+    import torch
+    import torch.nn.functional as TF
+
+    from segmenter.models.segmenter import upsample_bilinear as paddle_up
+    from segmenter.pytorch.segmenter import upsample_bilinear as torch_up
+
+    x = np.random.RandomState(0).randn(2, 3, *hw).astype("float32")
+    ref = paddle.nn.functional.interpolate(paddle.to_tensor(x), size=list(size), mode="bilinear",
+                                           align_corners=False).numpy()
+    got = paddle_up(paddle.to_tensor(x), list(size)).numpy()
+    d = float(np.abs(got - ref).max())
+    assert got.shape == ref.shape and d <= 1e-5, f"paddle {hw}->{size}: shape {got.shape} max|diff|={d:.2e}"
+    ref = TF.interpolate(torch.from_numpy(x), size=list(size), mode="bilinear", align_corners=False).numpy()
+    got = torch_up(torch.from_numpy(x), list(size)).numpy()
+    d = float(np.abs(got - ref).max())
+    assert got.shape == ref.shape and d <= 1e-5, f"torch {hw}->{size}: shape {got.shape} max|diff|={d:.2e}"
+
+
+def test_twin_fused_attention_matches_explicit():
+    """The twin's fused attention (return_attn=False) gives the tokens of the explicit path (return_attn=True)."""
+    import torch
+
+    from segmenter.pytorch.layers import Attention
+
+    torch.manual_seed(0)
+    attn = Attention(64, 4).eval()
+    x = torch.randn(2, 65, 64)
+    with torch.no_grad():
+        fused = attn(x)
+        explicit, maps = attn(x, return_attn=True)
+    d = float((fused - explicit).abs().max())
+    assert maps.shape == (2, 4, 65, 65) and d <= 1e-6, f"maps {tuple(maps.shape)}, max|diff|={d:.2e}"
+
+
+@pytest.mark.parametrize("omp", [None, "1"])
+def test_default_threads_survive_paddle_import(omp):
+    """`import paddle` sets OMP_NUM_THREADS=1 when unset; the thread count must still follow the user's value."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    if omp is not None:
+        env["OMP_NUM_THREADS"] = omp
+    env["PYTHONPATH"] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = "import segmenter; print('THREADS', segmenter.runtime.cpu_settings()['num_threads'])"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout
+    got = int(out.split("THREADS")[-1])
+    want = int(omp) if omp else runtime.available_cores()
+    assert got == want, f"OMP_NUM_THREADS={omp}: paddle threads {got}, expected {want}"

@@ -68,15 +68,20 @@ class Attention(nn.Layer):
     def forward(self, x: paddle.Tensor, return_attn: bool = False
                 ) -> Union[paddle.Tensor, Tuple[paddle.Tensor, paddle.Tensor]]:
         """Returns the attended tokens, plus the attention weights [B, heads, N, N] if `return_attn`."""
-        B, N, C = x.shape
-        # [B, N, 3C] -> [B, N, 3, heads, hd] -> [3, B, heads, N, hd]
-        qkv = self.qkv(x).reshape([B, N, 3, self.num_heads, self.head_dim]).transpose([2, 0, 3, 1, 4])
-        q, k, v = qkv[0], qkv[1], qkv[2]
+        # Heads are split and stacked into contiguous tensors rather than reshaped and transposed into views:
+        # with batch > 1 paddle 3.3's CPU kernels on such 4-D strided views (scale, matmul, reshape) ran up to
+        # 20x slower (q@k^T 30 vs 19 ms at batch 2), and indexing a [3, B, heads, N, hd] view wrote a
+        # zero-filled full-size gradient per index in the backward (BENCHMARKS.md, "Where the time goes").
+        h = self.num_heads
+        parts = self.qkv(x).chunk(3 * h, axis=-1)  # [B, N, 3C] -> 3 * heads x [B, N, hd]
+        q, k, v = (paddle.stack(parts[i * h:(i + 1) * h], axis=1) for i in range(3))  # 3 x [B, heads, N, hd]
+        # The explicit product always: paddle 3.3's F.scaled_dot_product_attention is a composed fallback on CPU
+        # (bit-identical output) and no faster in the ViT-S model: equal at batch 1, 7-26% slower at batch 2.
         attn = paddle.matmul(q * self.scale, k, transpose_y=True)  # [B, heads, N, N]
         attn = F.softmax(attn, axis=-1)
         attn = self.attn_drop(attn)
         x = paddle.matmul(attn, v)  # [B, heads, N, hd]
-        x = x.transpose([0, 2, 1, 3]).reshape([B, N, C])  # [B, heads, N, hd] -> [B, N, C]
+        x = paddle.concat(x.unbind(1), axis=-1)  # [B, heads, N, hd] -> heads x [B, N, hd] -> [B, N, C]
         x = self.proj_drop(self.proj(x))
         return (x, attn) if return_attn else x
 

@@ -1,7 +1,9 @@
 """The Segmenter model: pad -> ViT encoder -> drop prefix tokens -> decoder -> upsample -> crop (Paddle)."""
+import functools
 import inspect
 from typing import Any, Dict, List, Optional
 
+import numpy as np
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
@@ -12,6 +14,34 @@ from segmenter.models.mask_transformer import MaskTransformer
 from segmenter.models.vit import SegmenterViT, check_image_batch, pad_to_patch
 
 DECODERS = {"linear": DecoderLinear, "mask_transformer": MaskTransformer}
+
+
+@functools.lru_cache(maxsize=64)
+def bilinear_weights(n_in: int, n_out: int) -> np.ndarray:
+    """[n_out, n_in] matrix of 1-D bilinear resampling, align_corners=False, as F.interpolate computes it."""
+    src = np.maximum((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0)  # half-pixel centres, clamped at 0
+    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    w1 = src - i0
+    a = np.zeros((n_out, n_in), np.float64)
+    np.add.at(a, (np.arange(n_out), i0), 1.0 - w1)
+    np.add.at(a, (np.arange(n_out), i1), w1)
+    return a.astype(np.float32)
+
+
+def upsample_bilinear(x: paddle.Tensor, size: List[int]) -> paddle.Tensor:
+    """F.interpolate(x, size, mode="bilinear", align_corners=False), as two small matmuls on a coarse grid.
+
+    Paddle 3.3's CPU bilinear kernel took 155 ms forward and ~1.2 s forward+backward to take 2x150 logits
+    from 32x32 to 512x512; the separable product takes 28 ms and 0.17 s (BENCHMARKS.md). It costs 2 * (h + w)
+    multiply-adds per output pixel instead of 4, so grids above 128 take the kernel.
+    """
+    h, w = x.shape[2], x.shape[3]
+    if max(h, w) > 128:
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    a_h = paddle.to_tensor(bilinear_weights(h, size[0]), dtype=x.dtype)  # [H, h]
+    a_w = paddle.to_tensor(bilinear_weights(w, size[1]), dtype=x.dtype)  # [W, w]
+    return paddle.matmul(paddle.matmul(a_h, x), a_w, transpose_y=True)  # [B, C, h, w] -> [B, C, H, w] -> [B, C, H, W]
 
 
 def build_decoder(cfg: Dict[str, Any], num_classes: int, d_encoder: int, who: str = "Segmenter") -> nn.Layer:
@@ -72,5 +102,5 @@ class Segmenter(nn.Layer):
         tokens = self.backbone(x)  # [B, prefix + N, D]
         tokens = tokens[:, self.backbone.num_prefix_tokens:]  # [B, N, D]
         masks = self.decoder(tokens, (Hp // self.patch_size, Wp // self.patch_size))  # [B, n_cls, gh, gw]
-        masks = F.interpolate(masks, size=[Hp, Wp], mode="bilinear", align_corners=False)
+        masks = upsample_bilinear(masks, [Hp, Wp])
         return [masks[:, :, :H, :W]]
