@@ -4,6 +4,7 @@ A fixed size keeps the exported graph free of the run-time position-embedding re
 interpolation of a data-dependent size), so the inference passes can fuse the whole network.
 """
 import os
+import warnings
 from typing import List, Optional, Sequence
 
 import numpy as np
@@ -49,12 +50,36 @@ def _model_file(path_prefix: str) -> str:
 
 
 class Predictor:
-    """A `paddle.inference` predictor with a numpy in, numpy out `__call__`."""
+    """A `paddle.inference` predictor with a numpy in, numpy out `__call__`.
 
-    def __init__(self, path_prefix: str, num_threads: Optional[int] = None, use_onednn: bool = False):
-        config = paddle_infer.Config(_model_file(path_prefix), path_prefix + ".pdiparams")
+    use_onednn: True or False force it; None (default) uses oneDNN and falls back to MKL (with a warning) if
+    paddle rejects the graph when loading it or at the first run: paddle 3.3.1's PIR oneDNN executor
+    fails on graphs with an interpolation (a model exported at a size other than its `img_size` resamples its
+    position embedding; logits grids above 128 take paddle's bilinear kernel). Where it runs, oneDNN was 15-20%
+    faster than MKL on the 2-core AMD machine and within the parity bounds of the eager model (BENCHMARKS.md).
+    """
+
+    def __init__(self, path_prefix: str, num_threads: Optional[int] = None, use_onednn: Optional[bool] = None):
+        self.path_prefix, self.num_threads = path_prefix, num_threads
+        self._may_fall_back = use_onednn is None  # until the first run succeeds
+        try:
+            self._load(True if use_onednn is None else bool(use_onednn))
+        except Exception as e:  # noqa: BLE001 (any rejection by the oneDNN executor means: use MKL)
+            if not self._may_fall_back:
+                raise
+            self._fall_back(e)
+
+    def _fall_back(self, error: Exception) -> None:
+        warnings.warn(f"deploy: paddle's oneDNN executor rejected {self.path_prefix} "
+                      f"({str(error).strip().splitlines()[-1][:200]}); running with MKL instead.")
+        self._may_fall_back = False
+        self._load(False)
+
+    def _load(self, use_onednn: bool) -> None:
+        config = paddle_infer.Config(_model_file(self.path_prefix), self.path_prefix + ".pdiparams")
         config.disable_gpu()
-        config.set_cpu_math_library_num_threads(default_threads() if num_threads is None else int(num_threads))
+        n = default_threads() if self.num_threads is None else int(self.num_threads)
+        config.set_cpu_math_library_num_threads(n)
         if use_onednn:
             config.enable_onednn()
         else:
@@ -68,6 +93,17 @@ class Predictor:
 
     def __call__(self, x: np.ndarray) -> List[np.ndarray]:
         """x float32 [B, C, H, W] -> [logits [B, n_cls, H, W]] as numpy arrays."""
+        if not (self._may_fall_back and self.use_onednn):
+            return self._run(x)
+        try:
+            out = self._run(x)
+        except Exception as e:  # noqa: BLE001 (the oneDNN executor can also reject the graph at its first run)
+            self._fall_back(e)
+            out = self._run(x)
+        self._may_fall_back = False
+        return out
+
+    def _run(self, x: np.ndarray) -> List[np.ndarray]:
         x = np.ascontiguousarray(x, dtype=np.float32)
         self.input.reshape(list(x.shape))
         self.input.copy_from_cpu(x)
@@ -75,10 +111,8 @@ class Predictor:
         return [o.copy_to_cpu() for o in self.outputs]
 
 
-def create_predictor(path_prefix: str, num_threads: Optional[int] = None, use_onednn: bool = False) -> Predictor:
-    """Load an export of `export()` for CPU inference with `num_threads` (default: all cores).
-
-    oneDNN is off by default: on paddle 3.3.1 the PIR oneDNN executor fails on this graph with
-    "ConvertPirAttribute2RuntimeAttribute not support ArrayAttribute<DoubleAttribute>" (from interpolate).
-    """
+def create_predictor(path_prefix: str, num_threads: Optional[int] = None,
+                     use_onednn: Optional[bool] = None) -> Predictor:
+    """Load an export of `export()` for CPU inference with `num_threads` (default: all cores); oneDNN where
+    paddle accepts the graph, else MKL (see `Predictor`)."""
     return Predictor(path_prefix, num_threads, use_onednn)

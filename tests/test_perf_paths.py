@@ -120,3 +120,28 @@ def test_default_threads_survive_paddle_import(omp):
     got = int(out.split("THREADS")[-1])
     want = int(omp) if omp else runtime.available_cores()
     assert got == want, f"OMP_NUM_THREADS={omp}: paddle threads {got}, expected {want}"
+
+
+def test_deploy_onednn_where_paddle_accepts_the_graph(tmp_path):
+    """Auto mode: oneDNN for a graph without interpolation; MKL, with a warning, where paddle's oneDNN executor
+    rejects the graph (exported at another size than img_size, so the position embedding is resampled)."""
+    import warnings
+    paddle.seed(1)
+    m = Segmenter(5, SegmenterViT(img_size=64, embed_dim=64, depth=2, num_heads=2), {"name": "linear"})
+    m.eval()
+    for size, want_onednn in ((64, True), (96, False)):
+        x = np.random.RandomState(size).rand(2, 3, size, size).astype("float32")
+        with paddle.no_grad():
+            ref = m(paddle.to_tensor(x))[0].numpy()
+        prefix = str(tmp_path / f"s{size}" / "model")
+        deploy.export(m, prefix, (size, size), batch_size=None)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            pred = deploy.create_predictor(prefix, num_threads=1)
+            out = pred(x)[0]  # the oneDNN executor may reject the graph only at its first run
+        assert pred.use_onednn == want_onednn, f"size {size}: use_onednn={pred.use_onednn}, expected {want_onednn}"
+        fell_back = any("running with MKL" in str(w.message) for w in caught)
+        assert fell_back == (not want_onednn), f"size {size}: fallback warning {fell_back}"
+        diff = max(float(np.abs(out - ref).max()), float(np.abs(pred(x)[0] - ref).max()))
+        assert diff < 1e-5, f"size {size} (oneDNN {pred.use_onednn}): max|diff| {diff:.2e} against eager"
+
