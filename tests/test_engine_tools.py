@@ -8,9 +8,12 @@ import sys
 import numpy as np
 import paddle
 import pytest
+from paddleseg.cvlibs import SegBuilder
 from PIL import Image
 
+from segmenter.datasets import SegmenterShapes
 from segmenter.engine.evaluate import evaluate
+from segmenter.engine.infer import predict_probs
 from segmenter.engine.predict import palette
 from segmenter.engine.run import load_config, load_model, run_train
 from tests.engine_helpers import write_tiny_config
@@ -39,7 +42,6 @@ def test_val_tool_prints_the_in_process_figures(trained):
     out = tool("val.py", "--config", cfg_path, "--model_path", ckpt, "--is_slide", "--crop_size", "32", "32",
                "--stride", "16", "16", "--window_batch_size", "3", "--aug_eval", "--flip_horizontal")
     cfg = load_config(cfg_path)
-    from paddleseg.cvlibs import SegBuilder
     for label, flip in (("slice", False), ("slice + flip", True)):  # the published tables' two columns
         line = next((l for l in out.splitlines() if l.startswith(f"[EVAL] {label}:")), None)
         assert line, f"no '[EVAL] {label}:' line in:\n{out}"
@@ -54,7 +56,6 @@ def test_predict_tool_writes_masks_of_the_prediction(trained, tmp_path):
     cfg_path, ckpt = trained
     images = tmp_path / "images"
     images.mkdir()
-    from segmenter.datasets import SegmenterShapes
     ds = SegmenterShapes(2, 40, seed=9, mode="val")
     for i in range(2):
         Image.fromarray(ds.sample(i)[0]).save(images / f"im{i}.png")
@@ -68,7 +69,6 @@ def test_predict_tool_writes_masks_of_the_prediction(trained, tmp_path):
         assert mask.shape == (40, 40, 3) and added.size == (40, 40), f"sizes {mask.shape} {added.size}"
         x = paddle.to_tensor(ds[i]["img"][None])
         with paddle.no_grad():  # the tiny config's test_config is slide 32/16
-            from segmenter.engine.infer import predict_probs
             pred = predict_probs(model, x, True, [32, 32], [16, 16]).argmax(1)[0].numpy()
         agree = (mask == pal[pred]).all(-1).mean()
         assert agree > 0.999, f"im{i}: pseudo-colour mask matches the in-process prediction on {agree:.1%} of pixels"

@@ -5,7 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install -q -r requirements.txt
 python -m pip install -q --no-deps -e .
-export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(nproc)}"   # paddle's CPU kernels otherwise use one core
 CFG=configs/quickstart/segmenter_tiny_shapes_64.yml
 OUT="${QUICKSTART_DIR:-output/quickstart}"
 start=$(date +%s)

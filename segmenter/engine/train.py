@@ -39,7 +39,7 @@ def batch_stream(dataset, batch_size: int, seed: int, start: int, stop: int, ran
         todo = batches(len(dataset), batch_size, seed, epoch, rank, world)[step:step + stop - it]
         if num_workers > 0:
             source = paddle.io.DataLoader(dataset, batch_sampler=todo, num_workers=num_workers,
-                                          collate_fn=lambda items: stack(items), use_shared_memory=False)
+                                          collate_fn=stack, use_shared_memory=False)
         else:
             source = (collate(dataset, idx) for idx in todo)
         for img, label in source:
