@@ -17,5 +17,5 @@ setup(
         "tqdm>=4.60",
         "matplotlib>=3.7",
     ],
-    extras_require={"torch": ["torch==2.13.0"], "test": ["torch==2.13.0", "pytest>=7"]},
+    extras_require={"torch": ["torch==2.14.1"], "test": ["torch==2.14.1", "pytest>=7"]},
 )
