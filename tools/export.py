@@ -3,10 +3,6 @@
     python tools/export.py --config configs/segmenter/X.yml --size 512 512 --save output/export/model [--weights m.pdparams]
 """
 import argparse
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout first
 
 import paddle
 from paddleseg.cvlibs import Config, SegBuilder
