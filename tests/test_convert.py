@@ -77,18 +77,54 @@ def test_transpose_table_is_exactly_the_linear_layers(decoder):
     assert listed == linear, f"table misses {sorted(linear - listed)}, wrongly lists {sorted(listed - linear)}"
 
 
+def published_layout(d: int, depth: int, n_cls: int, grid: int, decoder: str, distilled: bool):
+    """Paddle-layout shapes of a Segmenter ViT/16, written out from the official key layout (REFERENCE.md), not from
+    the code under test; and the keys that are torch Linear weights (stored [out, in] there)."""
+    shapes = {"backbone.cls_token": (1, 1, d), "backbone.pos_embed": (1, (2 if distilled else 1) + grid, d),
+              "backbone.patch_embed.proj.weight": (d, 3, 16, 16), "backbone.patch_embed.proj.bias": (d,),
+              "backbone.norm.weight": (d,), "backbone.norm.bias": (d,)}
+    if distilled:
+        shapes["backbone.dist_token"] = (1, 1, d)
+    block = {"norm1.weight": (d,), "norm1.bias": (d,), "attn.qkv.weight": (d, 3 * d), "attn.qkv.bias": (3 * d,),
+             "attn.proj.weight": (d, d), "attn.proj.bias": (d,), "norm2.weight": (d,), "norm2.bias": (d,),
+             "mlp.fc1.weight": (d, 4 * d), "mlp.fc1.bias": (4 * d,), "mlp.fc2.weight": (4 * d, d), "mlp.fc2.bias": (d,)}
+    blocks = {f"backbone.blocks.{i}": block for i in range(depth)}
+    if decoder == "linear":
+        shapes.update({"decoder.head.weight": (d, n_cls), "decoder.head.bias": (n_cls,)})
+    else:
+        blocks.update({f"decoder.blocks.{j}": block for j in range(2)})
+        shapes.update({"decoder.cls_emb": (1, n_cls, d), "decoder.proj_dec.weight": (d, d), "decoder.proj_dec.bias": (d,),
+                       "decoder.proj_patch": (d, d), "decoder.proj_classes": (d, d),  # raw matrices, not Linear
+                       "decoder.decoder_norm.weight": (d,), "decoder.decoder_norm.bias": (d,),
+                       "decoder.mask_norm.weight": (n_cls,), "decoder.mask_norm.bias": (n_cls,)})
+    for prefix, b in blocks.items():
+        shapes.update({f"{prefix}.{k}": v for k, v in b.items()})
+    linear = {k for k in shapes if k.endswith(("qkv.weight", "attn.proj.weight", "fc1.weight", "fc2.weight",
+                                               "head.weight", "proj_dec.weight"))}
+    return shapes, linear
+
+
 @pytest.mark.parametrize("decoder,distilled", [("linear", False), ("mask_transformer", True)])
 def test_expected_shapes_match_both_twins(decoder, distilled):
+    """ViT-S width, depth 2, 32 px (a 2x2 grid), 5 classes: the shapes the converter expects, the Paddle model's and
+    the twin's all equal the published layout, and the architecture read back from the weights is the one built."""
     cfg = tiny_model_cfg("small", decoder)
     cfg["backbone"]["distilled"] = distilled
+    want, linear = published_layout(384, 2, 5, 4, decoder, distilled)
     p, t = build_pair(cfg)
     state = paddle_state(p)
     arch = infer_arch(state, "<test>", 1e-5, "bilinear", {"num_heads": 6, "decoder_heads": 6})
-    want = expected_shapes(arch)
-    assert want == {k: tuple(v.shape) for k, v in state.items()}, \
-        f"differs on {sorted(set(want) ^ set(state))} or shapes"
+    got = (arch.embed_dim, arch.depth, arch.patch_size, arch.num_classes, arch.distilled, arch.decoder["name"])
+    assert got == (384, 2, 16, 5, distilled, decoder), f"infer_arch read (width, depth, patch, classes, dist, dec) {got}"
+    for what, shapes in (("expected_shapes", expected_shapes(arch)),
+                         ("paddle model", {k: tuple(v.shape) for k, v in state.items()})):
+        wrong = {k: (shapes.get(k), want.get(k)) for k in set(want) | set(shapes) if shapes.get(k) != want.get(k)}
+        assert not wrong, f"{what}: key -> (got, published) {wrong}"
     torch_shapes = {k: tuple(v.shape) for k, v in t.state_dict().items()}
-    assert {k: (s[::-1] if is_linear_weight(k) else s) for k, s in want.items()} == torch_shapes
+    torch_want = {k: (s[::-1] if k in linear else s) for k, s in want.items()}
+    wrong = {k: (torch_shapes.get(k), torch_want.get(k)) for k in set(torch_want) | set(torch_shapes)
+             if torch_shapes.get(k) != torch_want.get(k)}
+    assert not wrong, f"torch twin: key -> (got, published) {wrong}"
 
 
 def test_missing_key_is_an_error_naming_it_and_cli_writes_nothing(tmp_path):
