@@ -1,0 +1,111 @@
+"""The documentation runs: every `bash docs-test` block of every docs/*.md page, the README's first model, the
+README's table of contents, docs/benchmarks.md's figures against the committed JSON, and the benchmark front door.
+
+A page's blocks run in order in one `bash -euo pipefail` shell, cwd = repo root, PYTHONPATH = repo root and
+`$DOCS_TMP` = a fresh temp dir for anything the commands write.
+"""
+import glob
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from segmenter import bench
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PAGES = sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))
+DOCS_TEST_BLOCK = re.compile(r"^```bash docs-test\n(.*?)^```$", re.S | re.M)
+PAGE_TIMEOUT_S = 300  # a page's blocks take < 60 s on an idle 2-core machine; the margin is for a loaded one
+
+
+def read(path: str) -> str:
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def docs_test_blocks(path: str):
+    return DOCS_TEST_BLOCK.findall(read(path))
+
+
+def run_bash(script: str, tmp_path, timeout: int = PAGE_TIMEOUT_S) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=ROOT, DOCS_TMP=str(tmp_path))
+    return subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+TESTED = [p for p in PAGES if docs_test_blocks(p)]
+
+
+@pytest.mark.parametrize("page", TESTED, ids=[os.path.basename(p) for p in TESTED])
+def test_docs_page_commands_run(page, tmp_path):
+    blocks = docs_test_blocks(page)
+    r = run_bash("\n".join(blocks), tmp_path)
+    assert r.returncode == 0, (f"{os.path.relpath(page, ROOT)}: its {len(blocks)} docs-test block(s) exited "
+                               f"{r.returncode}\n--- stdout\n{r.stdout[-2000:]}\n--- stderr\n{r.stderr[-3000:]}")
+
+
+def test_docs_test_blocks_are_found():
+    """The pattern must see the blocks of a page written the documented way (and only those)."""
+    text = "x\n```bash docs-test\necho a\n```\n```bash\necho no\n```\n```bash docs-test\necho b\n```\n"
+    assert DOCS_TEST_BLOCK.findall(text) == ["echo a\n", "echo b\n"]
+    assert TESTED, f"no page under docs/ has a docs-test block: {PAGES}"
+
+
+def test_readme_lists_every_docs_page():
+    readme = read(os.path.join(ROOT, "README.md"))
+    linked = set(re.findall(r"\(docs/([\w.-]+\.md)[#)]", readme))
+    missing = sorted({os.path.basename(p) for p in PAGES} - linked)
+    assert not missing, f"README.md's table of contents lacks {missing}: add a row for each"
+
+
+def test_readme_first_model_runs(tmp_path):
+    """The README's first ```python block builds the model and prints the logits shape it promises."""
+    readme = read(os.path.join(ROOT, "README.md"))
+    code = re.search(r"^```python\n(.*?)^```$", readme, re.S | re.M).group(1)
+    promised = re.search(r"# (\[[\d, ]+\])", code).group(1)
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
+                       capture_output=True, text=True, timeout=PAGE_TIMEOUT_S)
+    assert r.returncode == 0, f"README first model exited {r.returncode}: {r.stderr[-2000:]}"
+    assert r.stdout.strip().splitlines()[-1] == promised, f"printed {r.stdout.strip()!r}, README says {promised}"
+
+
+def test_benchmark_figures_equal_committed_json():
+    """Every row of docs/benchmarks.md's tables states what benchmark_full.json holds, at the printed precision."""
+    page = read(os.path.join(ROOT, "docs", "benchmarks.md"))
+    data = json.load(open(os.path.join(ROOT, "benchmark_full.json")))
+    rows = {(r["model"], r["path"]): r for r in data["rows"]}
+    seen = 0
+    for model, path, gflop, sec, x_floor, peak in re.findall(
+            r"^\| (\w+) \| (\w+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| (\d+) \|$", page, re.M):
+        r = rows.pop((model, path), None)
+        assert r is not None, f"docs/benchmarks.md has a row {model} {path} that benchmark_full.json lacks"
+        want = (f"{r['gflop']:.1f}", f"{r['seconds']:.3f}", f"{r['x_floor']:.2f}", f"{r['peak_rss_mb']:.0f}")
+        assert (gflop, sec, x_floor, peak) == want, f"{model} {path}: page {(gflop, sec, x_floor, peak)}, JSON {want}"
+        seen += 1
+    assert not rows, f"docs/benchmarks.md lacks the JSON rows {sorted(rows)}"
+    ratios = dict(re.findall(r"^\| (\w+ [^|]+\(target [^|]+\)) \| ([\d.]+) \|$", page, re.M))
+    want = {k: f"{v:.2f}" for k, v in data["ratios"].items()}
+    assert ratios == want, f"ratios differ: page {ratios}, JSON {want}"
+    m = data["matmul"]
+    floor = f"paddle {m['paddle_gflops']:.1f} GFLOP/s, torch {m['torch_gflops']:.1f} GFLOP/s"
+    assert floor in page, f"docs/benchmarks.md should state the matmul floor '{floor}'"
+    assert seen >= 20, f"only {seen} rows parsed"
+
+
+def test_benchmark_front_door_dispatches_topics(capsys):
+    assert {"paths", "profile"} <= set(bench.topics()), f"topics: {bench.topics()}"
+    with pytest.raises(SystemExit, match="unknown topic 'nosuch'.*paths, profile"):
+        bench.run(["nosuch"])
+    with pytest.raises(SystemExit) as e:
+        bench.run(["profile", "--help"])
+    assert e.value.code == 0 and "--threads" in capsys.readouterr().out, "profile's own --help should answer"
+
+
+def test_benchmark_child_runs_in_a_fresh_interpreter():
+    """`paths` measures each path in `python -m segmenter.bench.paths --child ...` on this copy of the package."""
+    from segmenter.bench import paths
+    r = paths.run_child("matmul", "-", 1)
+    assert r.get("paddle_gflops", 0) > 0 and r.get("torch_gflops", 0) > 0 and r["peak_rss_mb"] > 0, f"child: {r}"
