@@ -93,6 +93,14 @@ def test_benchmark_figures_equal_committed_json():
     floor = f"paddle {m['paddle_gflops']:.1f} GFLOP/s, torch {m['torch_gflops']:.1f} GFLOP/s"
     assert floor in page, f"docs/benchmarks.md should state the matmul floor '{floor}'"
     assert seen >= 20, f"only {seen} rows parsed"
+    deployment = read(os.path.join(ROOT, "docs", "deployment.md"))
+    for path in ("dygraph", "deploy"):
+        sec = f"{data_row(data, 'vit_s_linear', path)['seconds']:.3f} s"
+        assert sec in deployment, f"docs/deployment.md should quote the ViT-S/16 {path} forward as in the JSON: {sec}"
+
+
+def data_row(data: dict, model: str, path: str) -> dict:
+    return next(r for r in data["rows"] if (r["model"], r["path"]) == (model, path))
 
 
 def test_benchmark_front_door_dispatches_topics(capsys):
