@@ -5,6 +5,7 @@
 """
 import importlib
 import pkgutil
+import sys
 from typing import List, Optional
 
 DEFAULT_TOPIC = "paths"
@@ -17,7 +18,6 @@ def topics() -> List[str]:
 
 def run(argv: Optional[List[str]] = None) -> None:
     """Dispatch `[topic] [args]`: a first argument naming a module here selects it, anything else goes to `paths`."""
-    import sys
     argv = list(sys.argv[1:] if argv is None else argv)
     topic = DEFAULT_TOPIC
     if argv and not argv[0].startswith("-"):
