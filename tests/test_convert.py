@@ -93,7 +93,8 @@ def published_layout(d: int, depth: int, n_cls: int, grid: int, decoder: str, di
         shapes.update({"decoder.head.weight": (d, n_cls), "decoder.head.bias": (n_cls,)})
     else:
         blocks.update({f"decoder.blocks.{j}": block for j in range(2)})
-        shapes.update({"decoder.cls_emb": (1, n_cls, d), "decoder.proj_dec.weight": (d, d), "decoder.proj_dec.bias": (d,),
+        shapes.update({"decoder.cls_emb": (1, n_cls, d), "decoder.proj_dec.weight": (d, d),
+                       "decoder.proj_dec.bias": (d,),
                        "decoder.proj_patch": (d, d), "decoder.proj_classes": (d, d),  # raw matrices, not Linear
                        "decoder.decoder_norm.weight": (d,), "decoder.decoder_norm.bias": (d,),
                        "decoder.mask_norm.weight": (n_cls,), "decoder.mask_norm.bias": (n_cls,)})
@@ -115,7 +116,8 @@ def test_expected_shapes_match_both_twins(decoder, distilled):
     state = paddle_state(p)
     arch = infer_arch(state, "<test>", 1e-5, "bilinear", {"num_heads": 6, "decoder_heads": 6})
     got = (arch.embed_dim, arch.depth, arch.patch_size, arch.num_classes, arch.distilled, arch.decoder["name"])
-    assert got == (384, 2, 16, 5, distilled, decoder), f"infer_arch read (width, depth, patch, classes, dist, dec) {got}"
+    assert got == (384, 2, 16, 5, distilled, decoder), \
+        f"infer_arch read (width, depth, patch, classes, distilled, decoder) {got}"
     for what, shapes in (("expected_shapes", expected_shapes(arch)),
                          ("paddle model", {k: tuple(v.shape) for k, v in state.items()})):
         wrong = {k: (shapes.get(k), want.get(k)) for k in set(want) | set(shapes) if shapes.get(k) != want.get(k)}

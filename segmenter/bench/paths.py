@@ -201,7 +201,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     best = max(mm["paddle_gflops"], mm["torch_gflops"])
     print(f"matmul {MATMUL_N}^3 fp32: paddle {mm['paddle_gflops']:.1f} GFLOP/s, torch {mm['torch_gflops']:.1f} GFLOP/s")
     jobs = [(p, n) for n in a.models for p in ("dygraph", "deploy", "twin", "peer", "peer_defaults")]
-    jobs += [("slide_batched", a.models[0]), ("slide_single", a.models[0]), ("train", a.models[0]), ("twin_train", a.models[0])]
+    jobs += [(p, a.models[0]) for p in ("slide_batched", "slide_single", "train", "twin_train")]
     rows = []
     for p, n in tqdm(jobs, desc="benchmark", file=sys.stderr):
         r = run_child(p, n, a.repeats)
@@ -216,7 +216,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     for r in rows:
         s = f"{r['seconds']:.3f}" if r["seconds"] else "-"
         xf = f"{r['x_floor']:.2f}" if r["x_floor"] else "-"
-        print(f"{r['model']:14} {r['path']:14} {r['gflop']:7.1f} {s:>8} {xf:>8} {r.get('peak_rss_mb', 0):8.0f}  {r.get('note', '')}")
+        print(f"{r['model']:14} {r['path']:14} {r['gflop']:7.1f} {s:>8} {xf:>8} {r.get('peak_rss_mb', 0):8.0f}  "
+              f"{r.get('note', '')}")
     sec = {(r["model"], r["path"]): r["seconds"] for r in rows}
     ratios = {}
     for n in a.models:
