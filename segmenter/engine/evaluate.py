@@ -9,14 +9,9 @@ import paddle
 import paddle.distributed as dist
 from tqdm import tqdm
 
+from segmenter.datasets.checked import CheckedDataset
 from segmenter.engine.infer import predict_probs, reverse_transform
 from segmenter.engine.metrics import confusion_matrix, metrics_from_confusion
-
-
-def sample_name(dataset, i: int) -> str:
-    """The image file of sample i when the dataset lists its files (PaddleSeg's file_list, our pairs)."""
-    files = getattr(dataset, "file_list", None) or getattr(dataset, "pairs", None)
-    return f"{files[i][0]} (sample {i})" if files and i < len(files) else f"sample {i}"
 
 
 def sample_label(s: dict) -> np.ndarray:
@@ -35,18 +30,19 @@ def evaluate(model, dataset, num_classes: int, is_slide: bool = False, crop_size
     was_training = model.training
     model.eval()
     rank, world = dist.get_rank(), dist.get_world_size()
+    data = CheckedDataset(dataset, num_classes)
     augmented = flip_horizontal or tuple(scales) != (1.0,)
     cm = np.zeros((2, num_classes, num_classes), np.int64)  # [augmented, plain]
     with paddle.no_grad():
         for i in tqdm(range(rank, len(dataset), world), desc="evaluate", disable=not progress or rank != 0):
-            s = dataset[i]
+            s = data[i]
             label = sample_label(s)
             x = paddle.to_tensor(np.asarray(s["img"], np.float32)[None])  # [3, H, W] -> [1, 3, H, W]
             probs, plain = predict_probs(model, x, is_slide, crop_size, stride, window_batch_size, flip_horizontal,
                                          scales, with_plain=True)
             probs = reverse_transform(probs, s.get("trans_info"))
             if tuple(probs.shape[2:]) != label.shape:
-                raise ValueError(f"evaluate: {sample_name(dataset, i)}: label is {label.shape[0]}x{label.shape[1]} "
+                raise ValueError(f"evaluate: {data.name(i)}: label is {label.shape[0]}x{label.shape[1]} "
                                  f"but the prediction, with trans_info {s.get('trans_info')} undone, is "
                                  f"{probs.shape[2]}x{probs.shape[3]}; the label must match the image's size.")
             cm[0] += confusion_matrix(probs.argmax(1)[0].numpy(), label, num_classes, ignore_index)
