@@ -113,3 +113,23 @@ def test_empty_file_list_is_an_error(data):
     b = SegBuilder(load_config(cfg))
     with pytest.raises(DataError, match="lists no sample"):
         evaluate(b.model, b.val_dataset, 6, progress=False)
+
+
+def test_val_tool_reports_a_bad_file_in_one_line(data, tmp_path):
+    import subprocess
+    import sys
+    import paddle
+    root, cfg = data
+    weights = str(tmp_path / "w.pdparams")
+    paddle.save(SegBuilder(load_config(cfg)).model.state_dict(), weights)
+    path = os.path.join(root, "images/val_0.jpg")
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG broken")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, os.path.join(repo, "tools", "val.py"), "--config", cfg, "--model_path",
+                        weights], cwd=repo, env=dict(os.environ, PYTHONPATH=repo), capture_output=True, text=True,
+                       timeout=300)
+    last = r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 1 and last.startswith(f"error: image {path} cannot be decoded"), \
+        f"exit {r.returncode}, last stderr line: {last}"
+    assert "Traceback" not in r.stderr, r.stderr[-1500:]
