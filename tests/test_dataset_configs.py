@@ -7,7 +7,6 @@ import re
 import runpy
 import sys
 
-import numpy as np
 import pytest
 
 from tests import layouts

@@ -1,6 +1,5 @@
 """Slice, flip and multi-scale inference against a reference built by hand: each window's box computed
 independently, run, placed and averaged by count; scales interpolated, softmaxed and averaged."""
-import math
 
 import numpy as np
 import paddle
