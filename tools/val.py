@@ -1,7 +1,9 @@
 """Evaluate a trained Segmenter: mIoU, Acc, Kappa, Dice, per-class IoU/precision; slice, flip, multi-scale."""
 import argparse
+import sys
 
 import segmenter  # noqa: F401  (registers the components)
+from segmenter.datasets.checked import DataError
 from segmenter.engine.run import load_config, run_val
 
 
@@ -28,4 +30,7 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    try:
+        main(parse_args())
+    except DataError as e:  # a bad data file: one line naming it, not a traceback
+        sys.exit(f"error: {e}")
