@@ -116,3 +116,43 @@ def create_predictor(path_prefix: str, num_threads: Optional[int] = None,
     """Load an export of `export()` for CPU inference with `num_threads` (default: all cores); oneDNN where
     paddle accepts the graph, else MKL (see `Predictor`)."""
     return Predictor(path_prefix, num_threads, use_onednn)
+
+
+ONNX_OPSET = 17
+
+
+def export_onnx(model: nn.Layer, path: str, input_size: Sequence[int], batch_size: Optional[int] = None,
+                opset: int = ONNX_OPSET) -> str:
+    """Export `model` to ONNX through `export()` and paddle2onnx: input "x" [batch, C, H, W] with H, W fixed and
+    the batch dynamic when batch_size is None; output the logits [batch, n_cls, H, W]. Returns `path`.
+
+    H and W are fixed because the model's shape logic (padding to the patch, position-embedding resampling,
+    the bilinear matrices of the logits upsampling) runs in Python on concrete sizes; paddle.jit.to_static rejects
+    it with unknown H and W. Export once per size (a slide window's size covers any image).
+    """
+    try:
+        import paddle2onnx
+    except ModuleNotFoundError as e:
+        raise ModuleNotFoundError("export_onnx needs paddle2onnx: pip install 'paddle2onnx==2.1.0' "
+                                  "'onnx==1.17.0' 'numpy<2' (see requirements.txt).") from e
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        prefix = export(model, os.path.join(tmp, "model"), input_size, batch_size)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        # optimize_tool "onnxoptimizer", not the default "polygraphy": paddle2onnx then sets
+        # POLYGRAPHY_AUTOINSTALL_DEPS=1 and polygraphy pip-installs onnx_graphsurgeon at run time, whose ml-dtypes
+        # upgraded numpy to 2.x here and broke paddleseg's opencv.
+        paddle2onnx.export(_model_file(prefix), prefix + ".pdiparams", path, opset_version=opset,
+                           enable_onnx_checker=True, optimize_tool="onnxoptimizer")
+    return path
+
+
+def create_onnx_session(path: str, num_threads: Optional[int] = None):
+    """An onnxruntime CPU session for an ONNX export; run it with `session.run(None, {"x": x})[0]`."""
+    import onnxruntime as ort
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No ONNX model at {path}; run tools/export.py --format onnx --save {path} first.")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = default_threads() if num_threads is None else int(num_threads)
+    opts.log_severity_level = 3
+    return ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])

@@ -9,6 +9,7 @@ import paddle.distributed as dist
 
 from segmenter.engine.checkpoint import load_checkpoint, save_checkpoint
 from segmenter.engine.evaluate import evaluate
+from segmenter.visualize.curves import plot_curves
 
 
 def batches(n: int, batch_size: int, seed: int, epoch: int, rank: int, world: int) -> list[list[int]]:
@@ -141,21 +142,3 @@ def amp_scaler(precision: str):
         raise ValueError(f"train: --precision fp16 needs a GPU, but paddle runs on {paddle.device.get_device()} "
                          "(paddle's fp16 kernels are CUDA-only); use --precision fp32 on CPU.")
     return paddle.amp.GradScaler(init_loss_scaling=2.0 ** 15)
-
-
-def plot_curves(history: dict, path: str) -> None:
-    """Loss, lr and mIoU curves as one PNG."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
-    for ax, key in zip(axes, ("loss", "lr", "mIoU")):
-        if history[key]:
-            xs, ys = zip(*history[key])
-            ax.plot(xs, ys, marker="." if key == "mIoU" else None)
-        ax.set_title(key)
-        ax.set_xlabel("iter")
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
