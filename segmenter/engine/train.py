@@ -11,6 +11,7 @@ import paddle.distributed as dist
 from segmenter.engine.checkpoint import load_checkpoint, save_checkpoint
 from segmenter.engine.evaluate import evaluate
 from segmenter.visualize.curves import plot_curves
+from segmenter.visualize.val_panels import log_panels
 
 # paddle.seed(seed * SEED_STRIDE + iter) before each step: a prime above any iteration count, so distinct
 # (seed, iter) pairs give distinct paddle seeds and the masks of an iteration never depend on the iterations before
@@ -162,6 +163,7 @@ def evaluate_step(state: TrainState, model, val_dataset, num_classes: int, eval_
             writer.add_scalar(f"Evaluate/{k}", m[k], it)
         for c, v in enumerate(m["class_iou"]):
             writer.add_scalar(f"Evaluate/IoU_class_{c}", float(v), it)
+        log_panels(writer, model, val_dataset, num_classes, it, eval_kwargs)  # Images: image | truth | prediction
 
 
 def checkpoint_step(state: TrainState, save_dir: str, model, optimizer, scheduler, scaler, it: int,
