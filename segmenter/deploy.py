@@ -139,12 +139,37 @@ def export_onnx(model: nn.Layer, path: str, input_size: Sequence[int], batch_siz
     with tempfile.TemporaryDirectory() as tmp:
         prefix = export(model, os.path.join(tmp, "model"), input_size, batch_size)
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        # optimize_tool "onnxoptimizer", not the default "polygraphy": paddle2onnx then sets
-        # POLYGRAPHY_AUTOINSTALL_DEPS=1 and polygraphy pip-installs onnx_graphsurgeon at run time, whose ml-dtypes
-        # upgraded numpy to 2.x here and broke paddleseg's opencv.
+        # optimize_tool "None": the default "polygraphy" makes paddle2onnx set POLYGRAPHY_AUTOINSTALL_DEPS=1, and
+        # polygraphy then pip-installs onnx_graphsurgeon at run time, whose ml-dtypes upgraded numpy to 2.x here
+        # and broke paddleseg's opencv; "onnxoptimizer" fails in 2.1.0 on its own pass list ("eliminate_nop_cast ").
         paddle2onnx.export(_model_file(prefix), prefix + ".pdiparams", path, opset_version=opset,
-                           enable_onnx_checker=True, optimize_tool="onnxoptimizer")
+                           enable_onnx_checker=True, optimize_tool="None")
+    zero_pad_values(path)
     return path
+
+
+def zero_pad_values(path: str) -> int:
+    """Set the padding value of every constant-mode Pad in the ONNX file to 0; returns how many were set.
+
+    paddle2onnx 2.1.0 writes the value of `F.pad(..., value=0.0)` from uninitialised memory: converting one
+    export six times gave 0.0 twice and values like 4e30 otherwise (logits off by up to 0.6 at 48x40).
+    The model's only Pad is pad_to_patch's zero padding, so 0 is the value by construction.
+    """
+    import onnx
+    from onnx import numpy_helper
+    model = onnx.load(path)
+    g = model.graph
+    pads = [n for n in g.node if n.op_type == "Pad" and len(n.input) > 2 and n.input[2]
+            and all(a.name != "mode" or a.s in (b"", b"constant") for a in n.attribute)]
+    if not pads:
+        return 0
+    name = "segmenter.pad_zero"
+    g.initializer.append(numpy_helper.from_array(np.zeros((), np.float32), name))
+    for n in pads:
+        n.input[2] = name
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+    return len(pads)
 
 
 def create_onnx_session(path: str, num_threads: Optional[int] = None):

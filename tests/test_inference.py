@@ -1,0 +1,86 @@
+"""Inferencer (Paddle and twin): inputs of every kind, batching by size, the engine's probabilities, overlays."""
+import os
+
+import numpy as np
+import paddle
+import pytest
+from PIL import Image
+
+from segmenter import Inferencer
+from segmenter.convert.parity import load_into_torch, paddle_state
+from segmenter.engine.infer import predict_probs
+from segmenter.pytorch.inference import Inferencer as TorchInferencer
+from segmenter.visualize import palette
+from tests.engine_helpers import write_tiny_config
+
+
+@pytest.fixture(scope="module")
+def seg(tmp_path_factory):
+    paddle.seed(0)
+    return Inferencer(write_tiny_config(tmp_path_factory.mktemp("inf")), batch_size=2)
+
+
+def images():
+    rng = np.random.default_rng(1)
+    return [rng.integers(0, 256, shape, dtype=np.uint8) for shape in [(40, 50, 3), (33, 47, 3), (40, 50, 3),
+                                                                       (40, 50, 3)]]
+
+
+def engine_probs(seg, img):
+    """What evaluate() computes for one image: normalised 0.5/0.5, then predict_probs with the test_config."""
+    x = (img.transpose(2, 0, 1).astype(np.float32) / 255.0 - 0.5) / 0.5  # [H, W, 3] -> [3, H, W]
+    with paddle.no_grad():
+        return predict_probs(seg.model, paddle.to_tensor(x[None]), True, [32, 32], [16, 16])[0].numpy()
+
+
+def test_results_in_input_order_equal_the_engine(seg):
+    imgs = images()
+    out = seg(imgs, return_probs=True)
+    assert len(out) == 4
+    for i, (img, r) in enumerate(zip(imgs, out)):
+        ref = engine_probs(seg, img)
+        assert r.pred.shape == img.shape[:2], f"image {i}: pred {r.pred.shape} vs image {img.shape[:2]}"
+        d = np.abs(r.probs - ref).max()
+        assert d <= 1e-5, f"image {i}: max|diff|={d:.2e} vs predict_probs one image at a time"
+        assert np.array_equal(r.pred, ref.argmax(0)), f"image {i}: class map differs"
+
+
+def test_single_path_folder_and_errors(seg, tmp_path):
+    imgs = images()
+    for i, im in enumerate(imgs[:2]):
+        Image.fromarray(im).save(tmp_path / f"{i}.png")
+    one = seg(str(tmp_path / "1.png"))
+    assert one.path.endswith("1.png") and one.pred.shape == (33, 47) and one.probs is None
+    folder = seg(str(tmp_path))
+    assert [os.path.basename(r.path) for r in folder] == ["0.png", "1.png"]
+    assert np.array_equal(folder[1].pred, one.pred)
+    assert np.array_equal(seg(imgs[1]).pred, one.pred), "array and file inputs differ"
+    with pytest.raises(FileNotFoundError, match="nope.png does not exist"):
+        seg(str(tmp_path / "nope.png"))
+    with pytest.raises(ValueError, match=r"RGB uint8 \[H, W, 3\]; got float32"):
+        seg(imgs[0].astype(np.float32))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match="holds no image"):
+        seg(str(empty))
+
+
+def test_overlay_has_a_legend(seg, tmp_path):
+    r = seg(images()[0])
+    path = r.save(str(tmp_path / "o.png"))
+    ov = np.asarray(Image.open(path))
+    assert ov.shape[0] > 40 and ov.shape[1] == 50, f"overlay {ov.shape} should be the image plus a legend strip"
+    pal = palette(4)
+    want = (0.5 * images()[0] + 0.5 * pal[r.pred]).astype(np.uint8)
+    assert np.array_equal(ov[:40], want), "overlay is not the 50/50 blend of image and class colours"
+
+
+def test_twin_inferencer_matches_paddle(seg, tmp_path):
+    twin = TorchInferencer(write_tiny_config(tmp_path), flip_horizontal=True)
+    load_into_torch(twin.model, paddle_state(seg.model))
+    flip = Inferencer.__new__(Inferencer)  # the Paddle one with the same options
+    flip.__dict__.update(seg.__dict__, infer_kwargs=dict(seg.infer_kwargs, flip_horizontal=True))
+    a, b = flip(images(), return_probs=True), twin(images(), return_probs=True)
+    for i, (x, y) in enumerate(zip(a, b)):
+        d = np.abs(x.probs - y.probs).max()
+        assert d <= 1e-5, f"image {i}: Paddle vs twin max|diff|={d:.2e}"
