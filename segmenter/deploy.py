@@ -164,7 +164,8 @@ def zero_pad_values(path: str) -> int:
     if not pads:
         return 0
     name = "segmenter.pad_zero"
-    g.initializer.append(numpy_helper.from_array(np.zeros((), np.float32), name))
+    if all(t.name != name for t in g.initializer):
+        g.initializer.append(numpy_helper.from_array(np.zeros((), np.float32), name))
     for n in pads:
         n.input[2] = name
     onnx.checker.check_model(model)
