@@ -143,7 +143,7 @@ def draw_attention_grid(image: np.ndarray, maps: AttentionMaps, path: str, names
     for k in range(heads):
         axes[0, k + 1].imshow(maps.heads[k], cmap="viridis")
         axes[0, k + 1].set_title(f"layer {maps.layer} head {k}", fontsize=8)
-    fig.text(0.01, 0.99, f"encoder attention of the {where}", va="top", fontsize=9)
+    fig.suptitle(f"encoder attention of the {where}", fontsize=9)
     if classes:
         axes[1, 0].imshow(win)
         axes[1, 0].set_title("class attention", fontsize=8)
@@ -154,7 +154,7 @@ def draw_attention_grid(image: np.ndarray, maps: AttentionMaps, path: str, names
             axes[1, j + 1].set_title(f"{names[c]} (attn)", fontsize=8)
             axes[2, j + 1].imshow(maps.class_masks[c], cmap="magma", vmin=0, vmax=1)
             axes[2, j + 1].set_title(f"{names[c]} (mask)", fontsize=8)
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    fig.tight_layout(rect=(0, 0, 1, 0.9 if rows == 1 else 0.96))  # room for the title
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
