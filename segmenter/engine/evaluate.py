@@ -1,11 +1,23 @@
-"""Evaluation over a dataset: confusion matrix summed over images (and ranks), then metrics."""
+"""Evaluation over a dataset: confusion matrix summed over images (and ranks), then metrics.
+
+Follows PaddleSeg's val protocol: a val sample's label may be [1, H, W] or [H, W] at the image's ORIGINAL size
+while the image went through the val transforms (ResizeByShort, Resize, Padding...), recorded in
+sample['trans_info']; the predicted probabilities are brought back to the original size before counting.
+"""
 import numpy as np
 import paddle
 import paddle.distributed as dist
 from tqdm import tqdm
 
-from segmenter.engine.infer import predict_probs
+from segmenter.datasets.checked import CheckedDataset
+from segmenter.engine.infer import predict_probs, reverse_transform
 from segmenter.engine.metrics import confusion_matrix, metrics_from_confusion
+
+
+def sample_label(s: dict) -> np.ndarray:
+    """The label of a val sample as [H, W] (PaddleSeg's datasets give [1, H, W])."""
+    label = np.asarray(s["label"])
+    return label[0] if label.ndim == 3 and label.shape[0] == 1 else label
 
 
 def evaluate(model, dataset, num_classes: int, is_slide: bool = False, crop_size=None, stride=None,
@@ -13,25 +25,35 @@ def evaluate(model, dataset, num_classes: int, is_slide: bool = False, crop_size
              progress: bool = True) -> dict:
     """Metrics of model on dataset; with several ranks each takes every world_size-th image and counts are summed.
     With flip or scales, out["plain"] holds the metrics of the same run's unaugmented (scale 1.0, no flip) pass,
-    so one evaluation gives both columns of the published tables ("slice" and "flip")."""
+    so one evaluation gives both columns of the published tables ("slice" and "flip"). The model's train/eval
+    mode is restored afterwards."""
+    was_training = model.training
     model.eval()
     rank, world = dist.get_rank(), dist.get_world_size()
+    data = CheckedDataset(dataset, num_classes)
     augmented = flip_horizontal or tuple(scales) != (1.0,)
     cm = np.zeros((2, num_classes, num_classes), np.int64)  # [augmented, plain]
     with paddle.no_grad():
         for i in tqdm(range(rank, len(dataset), world), desc="evaluate", disable=not progress or rank != 0):
-            s = dataset[i]
-            x = paddle.to_tensor(s["img"][None])  # [3, H, W] -> [1, 3, H, W]
+            s = data[i]
+            label = sample_label(s)
+            x = paddle.to_tensor(np.asarray(s["img"], np.float32)[None])  # [3, H, W] -> [1, 3, H, W]
             probs, plain = predict_probs(model, x, is_slide, crop_size, stride, window_batch_size, flip_horizontal,
                                          scales, with_plain=True)
-            cm[0] += confusion_matrix(probs.argmax(1)[0].numpy(), s["label"], num_classes, ignore_index)
+            probs = reverse_transform(probs, s.get("trans_info"))
+            if tuple(probs.shape[2:]) != label.shape:
+                raise ValueError(f"evaluate: {data.name(i)}: label is {label.shape[0]}x{label.shape[1]} "
+                                 f"but the prediction, with trans_info {s.get('trans_info')} undone, is "
+                                 f"{probs.shape[2]}x{probs.shape[3]}; the label must match the image's size.")
+            cm[0] += confusion_matrix(probs.argmax(1)[0].numpy(), label, num_classes, ignore_index)
             if augmented and plain is not None:
-                cm[1] += confusion_matrix(plain.argmax(1)[0].numpy(), s["label"], num_classes, ignore_index)
+                plain = reverse_transform(plain, s.get("trans_info"))
+                cm[1] += confusion_matrix(plain.argmax(1)[0].numpy(), label, num_classes, ignore_index)
     if world > 1:
         t = paddle.to_tensor(cm)
         dist.all_reduce(t)
         cm = t.numpy()
-    model.train()
+    model.train(was_training)
     out = metrics_from_confusion(cm[0])
     out["confusion"] = cm[0]
     if augmented and cm[1].sum() > 0:

@@ -55,3 +55,21 @@ def predict_probs(model: paddle.nn.Layer, x: paddle.Tensor, is_slide: bool = Fal
             acc = p if acc is None else acc + p
     acc = acc / (len(scales) * (2 if flip_horizontal else 1))
     return (acc, plain) if with_plain else acc
+
+
+def reverse_transform(x: paddle.Tensor, trans_info: list) -> paddle.Tensor:
+    """Undo the resizes and paddings a PaddleSeg transform pipeline recorded in trans_info (last op first) on
+    probabilities or logits x [B, C, h, w], as paddleseg.core.infer.reverse_transform does on logits: each
+    ('resize', (H, W)) is undone by bilinear interpolation back to (H, W), each ('padding', (H, W)) by cropping the
+    top-left (H, W). The result is at the size the image had when it was read."""
+    for item in reversed(trans_info or []):
+        op, (h, w) = item[0], item[1]
+        op = op[0] if isinstance(op, (list, tuple)) else op  # a batched trans_info holds lists
+        h, w = int(h), int(w)
+        if op == "resize":
+            x = F.interpolate(x, size=[h, w], mode="bilinear")
+        elif op == "padding":
+            x = x[:, :, :h, :w]
+        else:
+            raise ValueError(f"trans_info holds {item!r}; only 'resize' and 'padding' can be undone.")
+    return x

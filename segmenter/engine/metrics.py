@@ -10,18 +10,18 @@ def confusion_matrix(pred: np.ndarray, label: np.ndarray, num_classes: int, igno
 
 
 def metrics_from_confusion(cm: np.ndarray) -> dict:
-    """mIoU, Acc, Kappa, Dice (mean) and per-class IoU/precision from a confusion matrix."""
+    """mIoU, Acc, Kappa, Dice (mean) and per-class IoU/precision from a confusion matrix, as PaddleSeg's
+    paddleseg.utils.metrics defines them: a class absent from both labels and predictions has IoU, Dice and
+    precision 0 and still counts in the means (over a full val set every class is present and this is moot)."""
     cm = cm.astype(np.float64)
     tp = np.diag(cm)
     gt, pr, total = cm.sum(1), cm.sum(0), cm.sum()
     with np.errstate(divide="ignore", invalid="ignore"):
-        iou = tp / (gt + pr - tp)
-        precision = tp / pr
-        dice = 2 * tp / (gt + pr)
-    present = gt + pr > 0
+        iou = np.nan_to_num(tp / (gt + pr - tp))
+        precision = np.nan_to_num(tp / pr)
+        dice = np.nan_to_num(2 * tp / (gt + pr))
     acc = tp.sum() / total if total else 0.0
     pe = (gt * pr).sum() / total ** 2 if total else 0.0
     kappa = (acc - pe) / (1 - pe) if pe != 1 else 0.0
-    return {"mIoU": float(np.nanmean(iou[present])) if present.any() else 0.0, "Acc": float(acc),
-            "Kappa": float(kappa), "Dice": float(np.nanmean(dice[present])) if present.any() else 0.0,
-            "class_iou": np.nan_to_num(iou), "class_precision": np.nan_to_num(precision)}
+    return {"mIoU": float(iou.mean()), "Acc": float(acc), "Kappa": float(kappa), "Dice": float(dice.mean()),
+            "class_iou": iou, "class_precision": precision}

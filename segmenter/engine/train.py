@@ -8,6 +8,7 @@ import numpy as np
 import paddle
 import paddle.distributed as dist
 
+from segmenter.datasets.checked import CheckedDataset
 from segmenter.engine.checkpoint import load_checkpoint, save_checkpoint
 from segmenter.engine.evaluate import evaluate
 from segmenter.visualize.curves import plot_curves
@@ -38,23 +39,44 @@ def collate(dataset, idx: list[int]) -> tuple[paddle.Tensor, paddle.Tensor]:
     return paddle.to_tensor(img), paddle.to_tensor(label)
 
 
-def batch_stream(dataset, batch_size: int, seed: int, start: int, stop: int, rank: int, world: int,
-                 num_workers: int = 0):
+def batch_stream(dataset: CheckedDataset, batch_size: int, seed: int, start: int, stop: int, rank: int,
+                 world: int, num_workers: int = 0):
     """Yield (iter, epoch, img, label) for iters start + 1 .. stop. The batch of an iteration depends only on
-    (seed, iter), so num_workers (worker processes, one loader per epoch) never changes what is trained on."""
-    nb = len(batches(len(dataset), batch_size, seed, 0, rank, world))
+    (seed, iter): the sample order is seeded by (seed, epoch) and each sample's random transforms by (seed, epoch,
+    index) (dataset reads key epoch * n + index), so num_workers (worker processes, one loader per epoch) and the
+    resume point never change what is trained on."""
+    n = len(dataset)
+    nb = len(batches(n, batch_size, seed, 0, rank, world))
     it = start
     while it < stop:
         epoch, step = divmod(it, nb)
-        todo = batches(len(dataset), batch_size, seed, epoch, rank, world)[step:step + stop - it]
+        todo = batches(n, batch_size, seed, epoch, rank, world)[step:step + stop - it]
+        todo = [[epoch * n + i for i in b] for b in todo]  # keys telling CheckedDataset the epoch
         if num_workers > 0:
-            source = paddle.io.DataLoader(dataset, batch_sampler=todo, num_workers=num_workers,
-                                          collate_fn=stack, use_shared_memory=False)
+            source = worker_batches(dataset, todo, num_workers)
         else:
             source = (collate(dataset, idx) for idx in todo)
         for img, label in source:
             it += 1
             yield it, epoch, img, label
+
+
+def worker_batches(dataset: CheckedDataset, todo: list[list[int]], num_workers: int):
+    """The batches todo read by num_workers worker processes. Paddle reports a worker's exception only as "Blocking
+    queue is killed", so on failure the unread batches are read again here, which raises the error naming the
+    file (the samples are seeded, so the same one fails)."""
+    loader = paddle.io.DataLoader(dataset, batch_sampler=todo, num_workers=num_workers, collate_fn=stack,
+                                  use_shared_memory=False)
+    done, batches_in = 0, iter(loader)
+    try:
+        for batch in batches_in:
+            done += 1
+            yield batch
+    except Exception:
+        batches_in._try_shutdown_all(1)  # stop the workers now: left to garbage collection they hang the exit
+        for idx in todo[done:]:
+            stack([dataset[i] for i in idx])
+        raise
 
 
 @dataclass
@@ -80,9 +102,10 @@ def train(model, train_dataset, optimizer, scheduler, loss_fn, iters: int, batch
     if not batches(len(train_dataset), batch_size, seed, 0, rank, world):
         raise ValueError(f"train: {len(train_dataset)} samples give no batch of {batch_size} on {world} ranks.")
     state = TrainState()
+    data = CheckedDataset(train_dataset, num_classes if num_classes is not None else model.num_classes, seed)
     model.train()
     t0 = tr = time.time()
-    for it, epoch, img, label in batch_stream(train_dataset, batch_size, seed, start, iters, rank, world, num_workers):
+    for it, epoch, img, label in batch_stream(data, batch_size, seed, start, iters, rank, world, num_workers):
         reader_cost = time.time() - tr
         lv, lr = train_step(net, img, label, loss_fn, optimizer, scheduler, scaler, seed, it, save_dir)
         state.history["loss"].append((it, lv))

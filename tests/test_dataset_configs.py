@@ -1,0 +1,57 @@
+"""All 8 shipped dataset configs, run as a user would (tools/train.py --do_eval, then tools/val.py --aug_eval
+--flip_horizontal) on stand-ins of the real ADE20K / Cityscapes / Pascal Context layouts, changing only the
+dataset root, the depth (1) and the batch size (1, to fit the CI budget)."""
+import glob
+import os
+import re
+import runpy
+import sys
+
+import numpy as np
+import pytest
+
+from tests import layouts
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = sorted(os.path.basename(p) for p in glob.glob(os.path.join(ROOT, "configs", "segmenter", "*.yml")))
+LAYOUT = {"ade20k": layouts.ade20k, "cityscapes": layouts.cityscapes, "pascal_context": layouts.pascal_context}
+
+
+def run_tool(name: str, argv: list[str], capsys) -> str:
+    """Run tools/<name> in this process exactly as its command line would (argv parsed by the tool itself)."""
+    old = sys.argv
+    sys.argv = [name, *argv]
+    try:
+        runpy.run_path(os.path.join(ROOT, "tools", name), run_name="__main__")
+    finally:
+        sys.argv = old
+    return capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def roots(tmp_path_factory):
+    tmp = str(tmp_path_factory.mktemp("layouts"))
+    return {k: f(tmp, n_train=2, n_val=1) for k, f in LAYOUT.items()}
+
+
+def test_eight_shipped_dataset_configs():
+    assert len(CONFIGS) == 8, f"expected the 8 shipped dataset configs, found {CONFIGS}"
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_shipped_config_trains_and_evaluates(config, roots, tmp_path, capsys):
+    dataset = next(k for k in LAYOUT if f"_{k}_" in config)
+    root = roots[dataset]
+    cfg = os.path.join(ROOT, "configs", "segmenter", config)
+    opts = ["--opts", f"train_dataset.dataset_root={root}", f"val_dataset.dataset_root={root}",
+            "model.backbone.depth=1"]
+    save = str(tmp_path / "run")
+    out = run_tool("train.py", ["--config", cfg, "--iters", "2", "--batch_size", "1", "--do_eval",
+                                "--save_interval", "2", "--save_dir", save, *opts], capsys)
+    assert re.search(r"\[EVAL\] iter 2 mIoU \d\.\d+", out), f"{config}: no evaluation line in:\n{out[-1500:]}"
+    assert os.path.isfile(os.path.join(save, "iter_2", "model.pdparams")), f"{config}: no iter_2 checkpoint"
+    out = run_tool("val.py", ["--config", cfg, "--model_path", os.path.join(save, "iter_2"), "--aug_eval",
+                              "--flip_horizontal", *opts], capsys)
+    figures = re.findall(r"\[EVAL\] (slice|slice \+ flip): 1 images\s+mIoU (\d\.\d+)", out)
+    assert [f[0] for f in figures] == ["slice", "slice + flip"], f"{config}: val.py printed:\n{out[-1500:]}"
+    assert all(0.0 <= float(f[1]) <= 1.0 for f in figures), figures
