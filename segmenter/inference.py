@@ -103,27 +103,32 @@ class BaseInferencer:
         self.names = class_names(num_classes, dataset_type, names)
         self.batch_size = batch_size
 
-    def preprocess(self, image: np.ndarray) -> np.ndarray:
-        """RGB uint8 [H, W, 3] -> normalised float32 [3, H, W], as the validation images were."""
-        return ((image.transpose(2, 0, 1).astype(np.float32) / 255.0 - self.mean) / self.std).astype(np.float32)
+    def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, list]:
+        """RGB uint8 [H, W, 3] -> (normalised float32 [3, h, w], trans_info), as the validation images were."""
+        return ((image.transpose(2, 0, 1).astype(np.float32) / 255.0 - self.mean) / self.std).astype(np.float32), []
+
+    def restore(self, probs: np.ndarray, trans_info: list) -> np.ndarray:
+        """Probabilities [C, h, w] of the network input -> [C, H, W] at the image's original size."""
+        return probs
 
     def __call__(self, inputs: Union[ImageInput, Sequence[ImageInput]], return_probs: bool = False
                  ) -> Union[Prediction, List[Prediction]]:
         """Segment a path, an RGB uint8 array, a list of them or a folder; one Prediction per image (a list unless
         a single image was given). Images of one size are run together, batch_size at a time."""
         images, paths, single = read_images(inputs)
+        prepared = [self.preprocess(im) for im in images]  # (x [3, h, w], trans_info)
         by_size: Dict[tuple, List[int]] = {}
-        for i, im in enumerate(images):
-            by_size.setdefault(im.shape[:2], []).append(i)
+        for i, (x, _) in enumerate(prepared):
+            by_size.setdefault(x.shape[1:], []).append(i)
         results: List[Optional[Prediction]] = [None] * len(images)
         for idx in by_size.values():
             for k in range(0, len(idx), self.batch_size):
                 chunk = idx[k:k + self.batch_size]
-                x = np.stack([self.preprocess(images[i]) for i in chunk])  # [B, 3, H, W]
-                probs = self._probs(x)  # [B, C, H, W]
+                x = np.stack([prepared[i][0] for i in chunk])  # [B, 3, h, w]
+                probs = self._probs(x)  # [B, C, h, w]
                 for j, i in enumerate(chunk):
-                    results[i] = Prediction(images[i], probs[j].argmax(0), self.names,
-                                            probs[j] if return_probs else None, paths[i])
+                    p = self.restore(probs[j], prepared[i][1])  # [C, H, W] at the original size
+                    results[i] = Prediction(images[i], p.argmax(0), self.names, p if return_probs else None, paths[i])
         return results[0] if single else results
 
     def _probs(self, x: np.ndarray) -> np.ndarray:
@@ -132,7 +137,9 @@ class BaseInferencer:
 
 class Inferencer(BaseInferencer):
     """Segment images with a Paddle Segmenter built from a config, with the config's test_config (slide window,
-    crop, stride) unless overridden; flip and scales as tools/val.py's --aug_eval.
+    crop, stride) unless overridden; flip and scales as tools/val.py's --aug_eval. Images go through the config's
+    val transforms exactly as tools/predict.py sends them (engine.predict.preprocess), and the probabilities come
+    back to each image's original size through their trans_info (engine.infer.reverse_transform).
 
     Args:
         config: path of a YAML config (PaddleSeg format).
@@ -147,11 +154,24 @@ class Inferencer(BaseInferencer):
         import segmenter  # noqa: F401  (registers the components)
         from segmenter.engine.run import load_config, load_model, test_kwargs
         cfg = load_config(config)
+        self.cfg = cfg
         self.model = load_model(cfg, weights) if weights else SegBuilder(cfg).model
         self.model.eval()
         train_type = (cfg.train_dataset_cfg or {}).get("type")
         super().__init__(cfg.val_dataset_cfg or {}, test_kwargs(cfg, overrides), self.model.num_classes,
                          train_type, batch_size=batch_size)
+
+    def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, list]:
+        from segmenter.engine.predict import preprocess
+        return preprocess(self.cfg, image)
+
+    def restore(self, probs: np.ndarray, trans_info: list) -> np.ndarray:
+        if not trans_info:
+            return probs
+        import paddle
+
+        from segmenter.engine.infer import reverse_transform
+        return reverse_transform(paddle.to_tensor(probs[None]), trans_info)[0].numpy()
 
     def _probs(self, x: np.ndarray) -> np.ndarray:
         import paddle

@@ -84,3 +84,41 @@ def test_twin_inferencer_matches_paddle(seg, tmp_path):
     for i, (x, y) in enumerate(zip(a, b)):
         d = np.abs(x.probs - y.probs).max()
         assert d <= 1e-5, f"image {i}: Paddle vs twin max|diff|={d:.2e}"
+
+
+def test_val_transforms_as_tools_predict(tmp_path):
+    """A config with resizing val transforms: the Inferencer's class maps are those tools/predict.py writes (the
+    engine's preprocess + reverse_transform), at each image's original size, batched or not."""
+    import runpy
+    import sys
+
+    from paddleseg.cvlibs import SegBuilder
+
+    from segmenter.engine.run import load_config
+    from tests import layouts
+    from tests.test_data_errors import dataset_yaml
+    root = layouts.file_list(str(tmp_path), n_train=1, n_val=1)
+    cfg_path = tmp_path / "cfg.yml"
+    cfg_path.write_text(dataset_yaml(root) + "test_config: {is_slide: True, crop_size: [32, 32], stride: [24, 24]}\n")
+    model = SegBuilder(load_config(str(cfg_path))).model
+    ckpt = str(tmp_path / "model.pdparams")
+    paddle.save(model.state_dict(), ckpt)
+    (tmp_path / "in").mkdir()
+    rgb = layouts.image_of(layouts.class_map(75, 130, 3), 3)
+    imgs = [rgb, np.ascontiguousarray(rgb[:60, :90]), rgb]
+    for i, im in enumerate(imgs):
+        Image.fromarray(im).save(tmp_path / "in" / f"{i}.png")
+    old = sys.argv
+    sys.argv = ["predict.py", "--config", str(cfg_path), "--model_path", ckpt, "--image_path", str(tmp_path / "in"),
+                "--save_dir", str(tmp_path / "out")]
+    try:
+        runpy.run_path(os.path.join(os.path.dirname(os.path.dirname(__file__)), "tools", "predict.py"),
+                       run_name="__main__")
+    finally:
+        sys.argv = old
+    out = Inferencer(str(cfg_path), ckpt, batch_size=2)(str(tmp_path / "in"))
+    pal = palette(model.num_classes)
+    for i, r in enumerate(out):
+        assert r.pred.shape == imgs[i].shape[:2], f"image {i}: {r.pred.shape} vs {imgs[i].shape[:2]}"
+        want = np.asarray(Image.open(tmp_path / "out" / "pseudo_color" / f"{i}.png").convert("RGB"))
+        assert np.array_equal(pal[r.pred], want), f"image {i}: {(pal[r.pred] != want).any(2).sum()} pixels differ"

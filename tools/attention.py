@@ -28,6 +28,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> str:
     a = parse_args(argv)
+    import numpy as np
     if a.framework == "torch":
         from segmenter.pytorch.inference import Inferencer
     else:
@@ -36,9 +37,13 @@ def main(argv=None) -> str:
     from segmenter.visualize.attention import attention_maps, draw_attention_grid
     seg = Inferencer(a.config, a.model_path, is_slide=False if a.whole else None)
     image = read_images(a.image)[0][0]
+    x, _ = seg.preprocess(image)  # the network input after the config's val transforms
+    if x.shape[1:] != image.shape[:2]:  # draw the picture the model saw
+        from PIL import Image
+        image = np.asarray(Image.fromarray(image).resize((x.shape[2], x.shape[1]), Image.BILINEAR))
     kw = seg.infer_kwargs
     slide = {"crop_size": kw["crop_size"], "stride": kw["stride"]} if kw["is_slide"] else {}
-    maps = attention_maps(seg.model, seg.preprocess(image), a.layer, tuple(a.pixel) if a.pixel else None,
+    maps = attention_maps(seg.model, x, a.layer, tuple(a.pixel) if a.pixel else None,
                           decoder_layer=a.decoder_layer, **slide)
     os.makedirs(os.path.dirname(os.path.abspath(a.save)), exist_ok=True)
     draw_attention_grid(image, maps, a.save, seg.names, a.max_classes)

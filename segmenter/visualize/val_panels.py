@@ -7,7 +7,8 @@ import numpy as np
 import paddle
 from PIL import Image
 
-from segmenter.engine.infer import predict_probs
+from segmenter.engine.evaluate import sample_label
+from segmenter.engine.infer import predict_probs, reverse_transform
 from segmenter.engine.metrics import confusion_matrix
 from segmenter.visualize.palette import class_names, palette
 from segmenter.visualize.panels import panel
@@ -33,13 +34,17 @@ def display_image(dataset, sample: dict) -> np.ndarray:
 
 def sample_panel(model, dataset, idx: int, names: Sequence[str], pal: np.ndarray, infer_kwargs: dict,
                  title: str = "") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(panel, prediction, label) of dataset[idx] predicted as evaluate() does."""
+    """(panel, prediction, label) of dataset[idx] predicted as evaluate() does: the probabilities are brought back
+    to the label's (original) size through the sample's trans_info, and the picture is resized to it."""
     s = dataset[idx]
     with paddle.no_grad():
-        probs = predict_probs(model, paddle.to_tensor(s["img"][None]), **infer_kwargs)  # [1, C, H, W]
-    pred = probs.argmax(1)[0].numpy()
-    label = np.asarray(s["label"]).reshape(pred.shape[-2:]) if s["label"].size == pred.size else None
-    return panel(display_image(dataset, s), label, pred, names, pal, title), pred, label
+        probs = predict_probs(model, paddle.to_tensor(np.asarray(s["img"], np.float32)[None]), **infer_kwargs)
+    pred = reverse_transform(probs, s.get("trans_info")).argmax(1)[0].numpy()  # [1, C, H, W] -> [H, W]
+    label = sample_label(s)
+    image = display_image(dataset, s)
+    if image.shape[:2] != pred.shape:  # the val transforms resized or padded the network input
+        image = np.asarray(Image.fromarray(image).resize((pred.shape[1], pred.shape[0]), Image.BILINEAR))
+    return panel(image, label, pred, names, pal, title), pred, label
 
 
 def names_of(dataset, num_classes: int) -> list[str]:
@@ -79,9 +84,6 @@ def save_extreme_panels(model, dataset, num_classes: int, n: int, save_dir: str,
     model.eval()
     for i in range(len(dataset)):
         _, pred, label = sample_panel(model, dataset, i, names, pal, infer_kwargs)
-        if label is None:
-            raise ValueError(f"--save_panels: the label of image {i} is not at the prediction's size; panels need "
-                             "val transforms that keep the image size.")
         scores.append((image_iou(pred, label, num_classes), i))
     scores.sort()
     os.makedirs(save_dir, exist_ok=True)
