@@ -20,3 +20,5 @@ else:
     runtime.configure_at_import()  # before any matmul runs: MKL reads its settings at the first call
 
 __version__ = "0.1.0"
+
+from segmenter.inference import Inferencer  # noqa: E402,F401  (the Paddle model is built on first use)

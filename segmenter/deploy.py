@@ -116,3 +116,69 @@ def create_predictor(path_prefix: str, num_threads: Optional[int] = None,
     """Load an export of `export()` for CPU inference with `num_threads` (default: all cores); oneDNN where
     paddle accepts the graph, else MKL (see `Predictor`)."""
     return Predictor(path_prefix, num_threads, use_onednn)
+
+
+ONNX_OPSET = 17
+
+
+def export_onnx(model: nn.Layer, path: str, input_size: Sequence[int], batch_size: Optional[int] = None,
+                opset: int = ONNX_OPSET) -> str:
+    """Export `model` to ONNX through `export()` and paddle2onnx: input "x" [batch, C, H, W] with H, W fixed and
+    the batch dynamic when batch_size is None; output the logits [batch, n_cls, H, W]. Returns `path`.
+
+    H and W are fixed because the model's shape logic (padding to the patch, position-embedding resampling,
+    the bilinear matrices of the logits upsampling) runs in Python on concrete sizes; paddle.jit.to_static rejects
+    it with unknown H and W. Export once per size (a slide window's size covers any image).
+    """
+    try:
+        import paddle2onnx
+    except ModuleNotFoundError as e:
+        raise ModuleNotFoundError("export_onnx needs paddle2onnx: pip install 'paddle2onnx==2.1.0' "
+                                  "'onnx==1.17.0' 'numpy<2' (see requirements.txt).") from e
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        prefix = export(model, os.path.join(tmp, "model"), input_size, batch_size)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        # optimize_tool "None": the default "polygraphy" makes paddle2onnx set POLYGRAPHY_AUTOINSTALL_DEPS=1, and
+        # polygraphy then pip-installs onnx_graphsurgeon at run time, whose ml-dtypes upgraded numpy to 2.x here
+        # and broke paddleseg's opencv; "onnxoptimizer" fails in 2.1.0 on its own pass list ("eliminate_nop_cast ").
+        paddle2onnx.export(_model_file(prefix), prefix + ".pdiparams", path, opset_version=opset,
+                           enable_onnx_checker=True, optimize_tool="None")
+    zero_pad_values(path)
+    return path
+
+
+def zero_pad_values(path: str) -> int:
+    """Set the padding value of every constant-mode Pad in the ONNX file to 0; returns how many were set.
+
+    paddle2onnx 2.1.0 writes the value of `F.pad(..., value=0.0)` from uninitialised memory: converting one
+    export six times gave 0.0 twice and values like 4e30 otherwise (logits off by up to 0.6 at 48x40).
+    The model's only Pad is pad_to_patch's zero padding, so 0 is the value by construction.
+    """
+    import onnx
+    from onnx import numpy_helper
+    model = onnx.load(path)
+    g = model.graph
+    pads = [n for n in g.node if n.op_type == "Pad" and len(n.input) > 2 and n.input[2]
+            and all(a.name != "mode" or a.s in (b"", b"constant") for a in n.attribute)]
+    if not pads:
+        return 0
+    name = "segmenter.pad_zero"
+    if all(t.name != name for t in g.initializer):
+        g.initializer.append(numpy_helper.from_array(np.zeros((), np.float32), name))
+    for n in pads:
+        n.input[2] = name
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+    return len(pads)
+
+
+def create_onnx_session(path: str, num_threads: Optional[int] = None):
+    """An onnxruntime CPU session for an ONNX export; run it with `session.run(None, {"x": x})[0]`."""
+    import onnxruntime as ort
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No ONNX model at {path}; run tools/export.py --format onnx --save {path} first.")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = default_threads() if num_threads is None else int(num_threads)
+    opts.log_severity_level = 3
+    return ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])

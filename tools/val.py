@@ -19,14 +19,22 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--flip_horizontal", action="store_true")
     p.add_argument("--scales", type=float, nargs="+")
     p.add_argument("--opts", nargs="+", default=None)
+    p.add_argument("--save_panels", type=int, default=0, metavar="N",
+                   help="also write image | truth | prediction PNGs of the N worst and N best images by mIoU")
+    p.add_argument("--save_dir", default="output/panels", help="where --save_panels writes")
     return p.parse_args()
 
 
 def main(args: argparse.Namespace) -> None:
     cfg = load_config(args.config, args.opts)
-    run_val(cfg, args.model_path, is_slide=args.is_slide, crop_size=args.crop_size, stride=args.stride,
-            window_batch_size=args.window_batch_size, flip_horizontal=args.aug_eval and args.flip_horizontal or None,
-            scales=tuple(args.scales) if args.aug_eval and args.scales else None)
+    kw = dict(is_slide=args.is_slide, crop_size=args.crop_size, stride=args.stride,
+              window_batch_size=args.window_batch_size, flip_horizontal=args.aug_eval and args.flip_horizontal or None,
+              scales=tuple(args.scales) if args.aug_eval and args.scales else None)
+    run_val(cfg, args.model_path, **kw)
+    if args.save_panels:
+        from segmenter.visualize.val_panels import run_save_panels
+        for path in run_save_panels(cfg, args.model_path, args.save_panels, args.save_dir, **kw):
+            print(f"[PANEL] {path}")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ import paddle.distributed as dist
 from segmenter.datasets.checked import CheckedDataset
 from segmenter.engine.checkpoint import load_checkpoint, save_checkpoint
 from segmenter.engine.evaluate import evaluate
+from segmenter.visualize.curves import plot_curves
+from segmenter.visualize.val_panels import log_panels
 
 # paddle.seed(seed * SEED_STRIDE + iter) before each step: a prime above any iteration count, so distinct
 # (seed, iter) pairs give distinct paddle seeds and the masks of an iteration never depend on the iterations before
@@ -184,6 +186,7 @@ def evaluate_step(state: TrainState, model, val_dataset, num_classes: int, eval_
             writer.add_scalar(f"Evaluate/{k}", m[k], it)
         for c, v in enumerate(m["class_iou"]):
             writer.add_scalar(f"Evaluate/IoU_class_{c}", float(v), it)
+        log_panels(writer, model, val_dataset, num_classes, it, eval_kwargs)  # Images: image | truth | prediction
 
 
 def checkpoint_step(state: TrainState, save_dir: str, model, optimizer, scheduler, scaler, it: int,
@@ -207,21 +210,3 @@ def amp_scaler(precision: str):
         raise ValueError(f"train: --precision fp16 needs a GPU, but paddle runs on {paddle.device.get_device()} "
                          "(paddle's fp16 kernels are CUDA-only); use --precision fp32 on CPU.")
     return paddle.amp.GradScaler(init_loss_scaling=INIT_LOSS_SCALING)
-
-
-def plot_curves(history: dict, path: str) -> None:
-    """Loss, lr and mIoU curves as one PNG."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
-    for ax, key in zip(axes, ("loss", "lr", "mIoU")):
-        if history[key]:
-            xs, ys = zip(*history[key])
-            ax.plot(xs, ys, marker="." if key == "mIoU" else None)
-        ax.set_title(key)
-        ax.set_xlabel("iter")
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)

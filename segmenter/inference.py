@@ -1,0 +1,181 @@
+"""Three lines of Python to segment images: `Inferencer(config, weights)(images)`.
+
+    from segmenter import Inferencer
+    seg = Inferencer("configs/quickstart/segmenter_tiny_shapes_64.yml", "output/best_model")
+    out = seg("img.jpg")            # or an RGB uint8 array, a list of either, or a folder
+    out.pred                        # [H, W] class map at the original size
+    out.save("pred.png")            # overlay + colour legend
+
+The framework-free part (reading inputs, normalising, batching, results) is `BaseInferencer`, shared with the
+PyTorch twin `segmenter.pytorch.inference.Inferencer`; only `_load` and `_probs` touch a framework, which is why
+Paddle is imported inside them rather than at the top (the twin must import this file without Paddle).
+"""
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+from PIL import Image
+
+from segmenter.visualize.palette import class_names, legend, overlay, palette
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+ImageInput = Union[str, np.ndarray]
+
+
+@dataclass
+class Prediction:
+    """The result for one image: `pred` [H, W] int64 at the original size, `probs` [C, H, W] if asked for."""
+    image: np.ndarray  # RGB uint8 [H, W, 3]
+    pred: np.ndarray
+    names: List[str]
+    probs: Optional[np.ndarray] = None
+    path: Optional[str] = None
+
+    def overlay(self, alpha: float = 0.5, with_legend: bool = True) -> np.ndarray:
+        """RGB uint8 image with the class colours blended in, and a legend of the classes present under it."""
+        pal = palette(len(self.names))
+        out = overlay(self.image, self.pred, pal, alpha)
+        if with_legend:
+            strip = legend(self.names, pal, out.shape[1], [int(c) for c in np.unique(self.pred)])
+            out = np.concatenate([out, strip], axis=0)  # [H + legend, W, 3]
+        return out
+
+    def save(self, path: str, alpha: float = 0.5) -> str:
+        """Write the overlay with its legend as a PNG."""
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        Image.fromarray(self.overlay(alpha)).save(path)
+        return path
+
+    def show(self, alpha: float = 0.5) -> None:
+        """Show the overlay with matplotlib (in a notebook, inline)."""
+        import matplotlib.pyplot as plt
+        plt.figure(figsize=(8, 8 * self.image.shape[0] / self.image.shape[1]))
+        plt.imshow(self.overlay(alpha))
+        plt.axis("off")
+        plt.show()
+
+
+def read_images(inputs: Union[ImageInput, Sequence[ImageInput]]) -> tuple[list[np.ndarray], list[Optional[str]], bool]:
+    """(RGB uint8 images, their paths or None, whether one image was given) of a path, array, list or folder."""
+    single = isinstance(inputs, np.ndarray) or (isinstance(inputs, str) and not os.path.isdir(inputs))
+    if isinstance(inputs, str) and os.path.isdir(inputs):
+        items = sorted(os.path.join(inputs, f) for f in os.listdir(inputs) if f.lower().endswith(IMAGE_EXTS))
+        if not items:
+            raise FileNotFoundError(f"Inferencer: folder {inputs} holds no image ({', '.join(IMAGE_EXTS)}).")
+    else:
+        items = [inputs] if single else list(inputs)
+    images, paths = [], []
+    for it in items:
+        if isinstance(it, str):
+            if not os.path.isfile(it):
+                raise FileNotFoundError(f"Inferencer: image {it} does not exist; pass an image file, a folder, "
+                                        "or an RGB uint8 array [H, W, 3].")
+            try:
+                images.append(np.asarray(Image.open(it).convert("RGB")))
+            except Exception as e:
+                raise ValueError(f"Inferencer: cannot decode image {it}: {e}") from e
+            paths.append(it)
+        else:
+            a = np.asarray(it)
+            if a.ndim != 3 or a.shape[2] != 3 or a.dtype != np.uint8:
+                raise ValueError(f"Inferencer: an array input must be RGB uint8 [H, W, 3]; got {a.dtype} "
+                                 f"{list(a.shape)}. Convert with np.asarray(PIL.Image.open(f).convert('RGB')).")
+            images.append(a)
+            paths.append(None)
+    return images, paths, single
+
+
+class BaseInferencer:
+    """Framework-free part of the inferencers: normalise like the val set, batch same-size images, wrap results.
+
+    Args:
+        val_cfg: the config's val_dataset section (its mean/std normalise the images; default 0.5/0.5).
+        infer_kwargs: predict_probs options (is_slide, crop_size, stride, window_batch_size, flip_horizontal, scales).
+        num_classes, dataset_type: for the class names of the legend.
+    """
+
+    def __init__(self, val_cfg: Dict[str, Any], infer_kwargs: Dict[str, Any], num_classes: int,
+                 dataset_type: Optional[str] = None, names: Optional[Sequence[str]] = None, batch_size: int = 4):
+        self.mean = np.asarray(val_cfg.get("mean", (0.5, 0.5, 0.5)), np.float32)[:, None, None]
+        self.std = np.asarray(val_cfg.get("std", (0.5, 0.5, 0.5)), np.float32)[:, None, None]
+        self.infer_kwargs = dict(infer_kwargs)
+        self.names = class_names(num_classes, dataset_type, names)
+        self.batch_size = batch_size
+
+    def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, list]:
+        """RGB uint8 [H, W, 3] -> (normalised float32 [3, h, w], trans_info), as the validation images were."""
+        return ((image.transpose(2, 0, 1).astype(np.float32) / 255.0 - self.mean) / self.std).astype(np.float32), []
+
+    def restore(self, probs: np.ndarray, trans_info: list) -> np.ndarray:
+        """Probabilities [C, h, w] of the network input -> [C, H, W] at the image's original size."""
+        return probs
+
+    def __call__(self, inputs: Union[ImageInput, Sequence[ImageInput]], return_probs: bool = False
+                 ) -> Union[Prediction, List[Prediction]]:
+        """Segment a path, an RGB uint8 array, a list of them or a folder; one Prediction per image (a list unless
+        a single image was given). Images of one size are run together, batch_size at a time."""
+        images, paths, single = read_images(inputs)
+        prepared = [self.preprocess(im) for im in images]  # (x [3, h, w], trans_info)
+        by_size: Dict[tuple, List[int]] = {}
+        for i, (x, _) in enumerate(prepared):
+            by_size.setdefault(x.shape[1:], []).append(i)
+        results: List[Optional[Prediction]] = [None] * len(images)
+        for idx in by_size.values():
+            for k in range(0, len(idx), self.batch_size):
+                chunk = idx[k:k + self.batch_size]
+                x = np.stack([prepared[i][0] for i in chunk])  # [B, 3, h, w]
+                probs = self._probs(x)  # [B, C, h, w]
+                for j, i in enumerate(chunk):
+                    p = self.restore(probs[j], prepared[i][1])  # [C, H, W] at the original size
+                    results[i] = Prediction(images[i], p.argmax(0), self.names, p if return_probs else None, paths[i])
+        return results[0] if single else results
+
+    def _probs(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class Inferencer(BaseInferencer):
+    """Segment images with a Paddle Segmenter built from a config, with the config's test_config (slide window,
+    crop, stride) unless overridden; flip and scales as tools/val.py's --aug_eval. Images go through the config's
+    val transforms exactly as tools/predict.py sends them (engine.predict.preprocess), and the probabilities come
+    back to each image's original size through their trans_info (engine.infer.reverse_transform).
+
+    Args:
+        config: path of a YAML config (PaddleSeg format).
+        weights: a .pdparams or a checkpoint folder (save_dir/best_model); None keeps the random init.
+        batch_size: images of one size run together, this many at a time. Default: 4.
+        **overrides: is_slide, crop_size, stride, window_batch_size, flip_horizontal, scales.
+    """
+
+    def __init__(self, config: str, weights: Optional[str] = None, batch_size: int = 4, **overrides: Any):
+        from paddleseg.cvlibs import SegBuilder
+
+        import segmenter  # noqa: F401  (registers the components)
+        from segmenter.engine.run import load_config, load_model, test_kwargs
+        cfg = load_config(config)
+        self.cfg = cfg
+        self.model = load_model(cfg, weights) if weights else SegBuilder(cfg).model
+        self.model.eval()
+        train_type = (cfg.train_dataset_cfg or {}).get("type")
+        super().__init__(cfg.val_dataset_cfg or {}, test_kwargs(cfg, overrides), self.model.num_classes,
+                         train_type, batch_size=batch_size)
+
+    def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, list]:
+        from segmenter.engine.predict import preprocess
+        return preprocess(self.cfg, image)
+
+    def restore(self, probs: np.ndarray, trans_info: list) -> np.ndarray:
+        if not trans_info:
+            return probs
+        import paddle
+
+        from segmenter.engine.infer import reverse_transform
+        return reverse_transform(paddle.to_tensor(probs[None]), trans_info)[0].numpy()
+
+    def _probs(self, x: np.ndarray) -> np.ndarray:
+        import paddle
+
+        from segmenter.engine.infer import predict_probs
+        with paddle.no_grad():
+            return predict_probs(self.model, paddle.to_tensor(x), **self.infer_kwargs).numpy()

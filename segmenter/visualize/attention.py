@@ -1,0 +1,160 @@
+"""Attention maps of a Segmenter, from the `return_attn` flag of its own forward (Paddle model or PyTorch twin).
+
+For one query (a patch given by a pixel, or the class token) the attention of every head of one encoder layer
+over the patches; for the mask-transformer decoder, each class embedding's attention over the patches and the
+class's predicted mask. Maps are upsampled to the image (nearest per patch, as the official script does) and
+cropped to it. Any size works (the model pads and resamples its position embedding); with sliding windows the
+maps are those of the window that holds the query pixel.
+"""
+import math
+from dataclasses import dataclass
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+
+from segmenter.resample import bilinear_weights
+
+
+@dataclass
+class AttentionMaps:
+    """Maps of one window of the image; all arrays float32 at the window's size h x w."""
+    box: Tuple[int, int, int, int]  # (y0, x0, h, w) of the window in the image
+    query: Optional[Tuple[int, int]]  # (row, col) of the query patch in the window's grid; None = class token
+    layer: int
+    patch_size: int
+    heads: np.ndarray  # [num_heads, h, w] encoder attention of the query over the patches
+    class_attn: Optional[np.ndarray] = None  # [n_cls, h, w] decoder class->patch attention, mean over heads
+    class_masks: Optional[np.ndarray] = None  # [n_cls, h, w] softmax of the decoder's masks (the model's output)
+
+
+def window_box(h: int, w: int, pixel: Optional[Tuple[int, int]], crop: Optional[Sequence[int]],
+               stride: Optional[Sequence[int]]) -> Tuple[int, int, int, int]:
+    """The slide window (same placement as engine.infer.window_starts) holding `pixel` (first one in scan order;
+    the class token takes the first window); the whole image without crop."""
+    if crop is None:
+        return 0, 0, h, w
+    starts = []
+    for size, c, s, p in zip((h, w), crop, stride, pixel or (0, 0)):
+        n = max(math.ceil((size - c) / s), 0) + 1
+        origins = [min(i * s, max(size - c, 0)) for i in range(n)]
+        starts.append(next(o for o in origins if o <= p < o + c))
+    return starts[0], starts[1], min(crop[0], h), min(crop[1], w)
+
+
+def _upsample_patches(grid_maps: np.ndarray, patch: int, h: int, w: int) -> np.ndarray:
+    """[K, gh, gw] -> [K, h, w]: each patch's value over its patch x patch pixels, cropped to the image."""
+    return np.repeat(np.repeat(grid_maps, patch, axis=1), patch, axis=2)[:, :h, :w]
+
+
+def _run(model, x: np.ndarray, mask_decoder: bool):
+    """Encoder tokens and attentions (and decoder masks/attentions) of the framework `model` belongs to, as numpy."""
+    if type(model).__module__.startswith("segmenter.pytorch"):
+        import torch
+        with torch.no_grad():
+            tokens, attns = model.backbone(torch.from_numpy(x), return_attn=True)
+            dec = None
+            if mask_decoder:
+                grid = model.backbone.grid_for(x.shape[2], x.shape[3])
+                masks, dattns = model.decoder(tokens[:, model.backbone.num_prefix_tokens:], grid, return_attn=True)
+                dec = masks.numpy(), [a.numpy() for a in dattns]
+        return [a.numpy() for a in attns], dec
+    import paddle
+    with paddle.no_grad():
+        tokens, attns = model.backbone(paddle.to_tensor(x), return_attn=True)
+        dec = None
+        if mask_decoder:
+            grid = model.backbone.grid_for(x.shape[2], x.shape[3])
+            masks, dattns = model.decoder(tokens[:, model.backbone.num_prefix_tokens:], grid, return_attn=True)
+            dec = masks.numpy(), [a.numpy() for a in dattns]
+    return [a.numpy() for a in attns], dec
+
+
+def attention_maps(model, image: np.ndarray, layer: int = -1, pixel: Optional[Tuple[int, int]] = None,
+                   crop_size: Optional[Sequence[int]] = None, stride: Optional[Sequence[int]] = None,
+                   decoder_layer: int = -1) -> AttentionMaps:
+    """Attention maps of a Segmenter (Paddle or PyTorch) on one normalised image [3, H, W] float32.
+
+    Args:
+        layer: encoder block (negative counts from the end).
+        pixel: (y, x) of the query patch in image pixels; None queries the class token.
+        crop_size, stride: slide-window inference; the maps are those of the window holding `pixel`.
+        decoder_layer: mask-transformer block whose class->patch attention is shown.
+    """
+    _, H, W = image.shape
+    vit = model.backbone
+    if pixel is not None and not (0 <= pixel[0] < H and 0 <= pixel[1] < W):
+        raise ValueError(f"attention: pixel (y, x)={tuple(pixel)} is outside the {H}x{W} image; pick 0 <= y < {H}, "
+                         f"0 <= x < {W}.")
+    if not -vit.depth <= layer < vit.depth:
+        raise ValueError(f"attention: layer={layer} but the encoder has {vit.depth} blocks; use 0..{vit.depth - 1}.")
+    y0, x0, h, w = window_box(H, W, pixel, crop_size, stride)
+    x = np.ascontiguousarray(image[None, :, y0:y0 + h, x0:x0 + w], np.float32)  # [1, 3, h, w]
+    p, prefix = vit.patch_size, vit.num_prefix_tokens
+    gh, gw = vit.grid_for(h, w)  # the model pads to whole patches
+    mask_decoder = type(model.decoder).__name__ == "MaskTransformer"
+    attns, dec = _run(model, x, mask_decoder)
+    if pixel is None:
+        q, query = 0, None
+    else:
+        query = ((pixel[0] - y0) // p, (pixel[1] - x0) // p)
+        q = prefix + query[0] * gw + query[1]
+    a = attns[layer][0, :, q, prefix:].reshape(-1, gh, gw)  # [heads, N] -> [heads, gh, gw]
+    out = AttentionMaps((y0, x0, h, w), query, layer % vit.depth, p, _upsample_patches(a, p, h, w))
+    if dec is not None:
+        masks, dattns = dec
+        n_cls = masks.shape[1]
+        ca = dattns[decoder_layer][0, :, -n_cls:, :gh * gw].mean(0).reshape(n_cls, gh, gw)  # [n_cls, N] -> grid
+        out.class_attn = _upsample_patches(ca, p, h, w)
+        # the model's own upsampling (bilinear, align_corners=False) to the padded size, then the crop
+        up = bilinear_weights(gh, gh * p) @ masks[0] @ bilinear_weights(gw, gw * p).T  # [n_cls, gh*p, gw*p]
+        up = up[:, :h, :w]
+        e = np.exp(up - up.max(0, keepdims=True))
+        out.class_masks = (e / e.sum(0, keepdims=True)).astype(np.float32)
+    return out
+
+
+def draw_attention_grid(image: np.ndarray, maps: AttentionMaps, path: str, names: Optional[Sequence[str]] = None,
+                        max_classes: int = 8) -> str:
+    """A labelled PNG grid: the window with the query marked, then one map per head (row 1); for a mask decoder
+    also each class's attention (row 2) and predicted mask (row 3) for the `max_classes` classes covering the
+    most pixels. image: the RGB uint8 picture [H, W, 3] the maps were computed on."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    y0, x0, h, w = maps.box
+    win = image[y0:y0 + h, x0:x0 + w]
+    heads = maps.heads.shape[0]
+    classes = []
+    if maps.class_masks is not None:
+        area = np.bincount(maps.class_masks.argmax(0).ravel(), minlength=maps.class_masks.shape[0])
+        classes = [int(c) for c in np.argsort(-area, kind="stable")[:max_classes]]
+        names = list(names) if names is not None else [f"class {c}" for c in range(len(area))]
+    rows, cols = (3 if classes else 1), max(heads + 1, len(classes) + 1)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.1 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    where = "class token" if maps.query is None else f"patch (row {maps.query[0]}, col {maps.query[1]})"
+    axes[0, 0].imshow(win)
+    axes[0, 0].set_title(f"window y{y0} x{x0}" if (h, w) != image.shape[:2] else "image", fontsize=8)
+    if maps.query is not None:  # the query patch as a red box
+        ps = maps.patch_size
+        axes[0, 0].add_patch(plt.Rectangle((maps.query[1] * ps - 0.5, maps.query[0] * ps - 0.5), ps, ps,
+                                           fill=False, edgecolor="red", linewidth=1.5))
+    for k in range(heads):
+        axes[0, k + 1].imshow(maps.heads[k], cmap="viridis")
+        axes[0, k + 1].set_title(f"layer {maps.layer} head {k}", fontsize=8)
+    fig.suptitle(f"encoder attention of the {where}", fontsize=9)
+    if classes:
+        axes[1, 0].imshow(win)
+        axes[1, 0].set_title("class attention", fontsize=8)
+        axes[2, 0].imshow(win)
+        axes[2, 0].set_title("class mask", fontsize=8)
+        for j, c in enumerate(classes):
+            axes[1, j + 1].imshow(maps.class_attn[c], cmap="viridis")
+            axes[1, j + 1].set_title(f"{names[c]} (attn)", fontsize=8)
+            axes[2, j + 1].imshow(maps.class_masks[c], cmap="magma", vmin=0, vmax=1)
+            axes[2, j + 1].set_title(f"{names[c]} (mask)", fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 0.9 if rows == 1 else 0.96))  # room for the title
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,56 @@
+"""Attention maps of a trained Segmenter on one image, drawn as a labelled grid PNG.
+
+    python tools/attention.py --config X.yml --model_path output/best_model --image img.jpg --layer 11 \
+        --pixel 120 200 --save output/attention.png [--framework torch] [--whole]
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout first
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", required=True)
+    p.add_argument("--model_path", default=None, help="weights (.pdparams or a checkpoint folder); none: random init")
+    p.add_argument("--image", required=True)
+    p.add_argument("--layer", type=int, default=-1, help="encoder block (negative: from the end)")
+    p.add_argument("--pixel", type=int, nargs=2, metavar=("Y", "X"), default=None,
+                   help="query patch by a pixel of the image; without it the class token is the query")
+    p.add_argument("--decoder_layer", type=int, default=-1, help="mask-transformer block for the class attention")
+    p.add_argument("--max_classes", type=int, default=8, help="classes drawn: those covering the most pixels")
+    p.add_argument("--whole", action="store_true", help="the whole image even if test_config slides windows")
+    p.add_argument("--framework", choices=["paddle", "torch"], default="paddle")
+    p.add_argument("--save", default="output/attention.png")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> str:
+    a = parse_args(argv)
+    import numpy as np
+    if a.framework == "torch":
+        from segmenter.pytorch.inference import Inferencer
+    else:
+        from segmenter.inference import Inferencer
+    from segmenter.inference import read_images
+    from segmenter.visualize.attention import attention_maps, draw_attention_grid
+    seg = Inferencer(a.config, a.model_path, is_slide=False if a.whole else None)
+    image = read_images(a.image)[0][0]
+    x, _ = seg.preprocess(image)  # the network input after the config's val transforms
+    if x.shape[1:] != image.shape[:2]:  # draw the picture the model saw
+        from PIL import Image
+        image = np.asarray(Image.fromarray(image).resize((x.shape[2], x.shape[1]), Image.BILINEAR))
+    kw = seg.infer_kwargs
+    slide = {"crop_size": kw["crop_size"], "stride": kw["stride"]} if kw["is_slide"] else {}
+    maps = attention_maps(seg.model, x, a.layer, tuple(a.pixel) if a.pixel else None,
+                          decoder_layer=a.decoder_layer, **slide)
+    os.makedirs(os.path.dirname(os.path.abspath(a.save)), exist_ok=True)
+    draw_attention_grid(image, maps, a.save, seg.names, a.max_classes)
+    print(f"attention maps of layer {maps.layer} ({'class token' if maps.query is None else f'patch {maps.query}'}, "
+          f"window {maps.box}) written to {a.save}")
+    return a.save
+
+
+if __name__ == "__main__":
+    main()
