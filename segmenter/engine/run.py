@@ -10,6 +10,7 @@ from paddleseg.cvlibs import Config, SegBuilder
 from segmenter.convert.matching import WeightsMismatchError
 from segmenter.engine.config_check import check_keys, check_yaml
 from segmenter.engine.evaluate import evaluate
+from segmenter.engine.losses import total_loss
 from segmenter.engine.safe_load import describe_model, model_section_of, read_weights
 from segmenter.engine.train import train
 from segmenter.models.weights import load_state_dict_strict
@@ -50,10 +51,9 @@ def run_train(cfg: Config, save_dir: str, seed: int = 0, **kw) -> dict:
     model, train_ds = b.model, b.train_dataset
     val_ds = b.val_dataset if kw.get("do_eval") else None
     losses = b.loss
-    coefs = losses["coef"]
 
     def loss_fn(logits, label):
-        return sum(c * l(logits, label) for c, l in zip(coefs, losses["types"]))
+        return total_loss(losses, logits, label)
 
     kw.setdefault("eval_kwargs", test_kwargs(cfg, {}))  # evaluate during training as tools/val.py does
     return train(model, train_ds, b.optimizer, b.lr_scheduler, loss_fn, cfg.iters, cfg.batch_size, save_dir,

@@ -2,6 +2,7 @@
 import os
 import shutil
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 import paddle
@@ -9,6 +10,13 @@ import paddle.distributed as dist
 
 from segmenter.engine.checkpoint import load_checkpoint, save_checkpoint
 from segmenter.engine.evaluate import evaluate
+
+# paddle.seed(seed * SEED_STRIDE + iter) before each step: a prime above any iteration count, so distinct
+# (seed, iter) pairs give distinct paddle seeds and the masks of an iteration never depend on the iterations before
+SEED_STRIDE = 100003
+# fp16 loss scaling starts at paddle's own default (2**15): large enough that small fp16 gradients do not
+# underflow; the scaler halves it on every overflowing step, so a too-large start only costs a few skipped steps
+INIT_LOSS_SCALING = 2.0 ** 15
 
 
 def batches(n: int, batch_size: int, seed: int, epoch: int, rank: int, world: int) -> list[list[int]]:
@@ -47,6 +55,15 @@ def batch_stream(dataset, batch_size: int, seed: int, start: int, stop: int, ran
             yield it, epoch, img, label
 
 
+@dataclass
+class TrainState:
+    """What the loop carries from one iteration to the next (rank 0 alone uses best and saved)."""
+    best: float = -1.0                 # best mIoU so far; best_model is written only when it improves
+    saved: list = field(default_factory=list)   # iter_N folders kept, oldest first
+    last_metrics: dict = field(default_factory=dict)
+    history: dict = field(default_factory=lambda: {"loss": [], "lr": [], "mIoU": []})
+
+
 def train(model, train_dataset, optimizer, scheduler, loss_fn, iters: int, batch_size: int, save_dir: str,
           val_dataset=None, num_classes: int = None, seed: int = 0, save_interval: int = 1000, keep_k: int = 2,
           log_iters: int = 10, do_eval: bool = False, use_vdl: bool = False, resume_model: str = None,
@@ -57,69 +74,25 @@ def train(model, train_dataset, optimizer, scheduler, loss_fn, iters: int, batch
     net = paddle.DataParallel(model) if world > 1 else model
     scaler = amp_scaler(precision)
     start = load_checkpoint(resume_model, model, optimizer, scheduler, scaler) if resume_model else 0
-    writer = None
-    if use_vdl and rank == 0:
-        from visualdl import LogWriter
-        writer = LogWriter(os.path.join(save_dir, "vdl"))
-    nb = len(batches(len(train_dataset), batch_size, seed, 0, rank, world))
-    if nb == 0:
+    writer = open_writer(save_dir) if use_vdl and rank == 0 else None
+    if not batches(len(train_dataset), batch_size, seed, 0, rank, world):
         raise ValueError(f"train: {len(train_dataset)} samples give no batch of {batch_size} on {world} ranks.")
-    history, best, last_metrics, saved = {"loss": [], "lr": [], "mIoU": []}, -1.0, {}, []
+    state = TrainState()
     model.train()
     t0 = tr = time.time()
     for it, epoch, img, label in batch_stream(train_dataset, batch_size, seed, start, iters, rank, world, num_workers):
         reader_cost = time.time() - tr
-        paddle.seed(seed * 100003 + it)  # dropout/drop-path masks depend on (seed, iter) only: exact resume
-        with paddle.amp.auto_cast(enable=scaler is not None, level="O1"):
-            loss = loss_fn(net(img)[0], label)
-        lv = float(loss)
-        if not np.isfinite(lv):
-            raise FloatingPointError(f"train: loss is {lv} at iter {it}; stopped. The last checkpoint in "
-                                     f"{save_dir} is intact; lower the learning rate and resume from it.")
-        if scaler is not None:  # fp16: scaled backward; steps whose gradients overflow are skipped
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
-        optimizer.clear_grad()
-        lr = optimizer.get_lr()
-        if scheduler is not None:
-            scheduler.step()
-        history["loss"].append((it, lv))
-        history["lr"].append((it, lr))
+        lv, lr = train_step(net, img, label, loss_fn, optimizer, scheduler, scaler, seed, it, save_dir)
+        state.history["loss"].append((it, lv))
+        state.history["lr"].append((it, lr))
         if rank == 0 and (it % log_iters == 0 or it == iters):
             cost = (time.time() - t0) / (it - start)
-            eta = cost * (iters - it)
-            print(f"[TRAIN] iter {it}/{iters} epoch {epoch + 1} loss {lv:.4f} lr {lr:.6f} batch_cost {cost:.3f}s "
-                  f"reader_cost {reader_cost:.4f}s ips {batch_size * world / cost:.1f} img/s "
-                  f"ETA {int(eta // 60):02d}:{int(eta % 60):02d}", flush=True)
-            if writer:
-                writer.add_scalar("Train/loss", lv, it)
-                writer.add_scalar("Train/lr", lr, it)
-                writer.add_scalar("Train/batch_cost", cost, it)
-                writer.add_scalar("Train/ips", batch_size * world / cost, it)
+            log_train(writer, it, iters, epoch, lv, lr, cost, reader_cost, batch_size * world)
         if it % save_interval == 0 or it == iters:
             if do_eval and val_dataset is not None:
-                last_metrics = evaluate(model, val_dataset, num_classes, **(eval_kwargs or {}))
-                history["mIoU"].append((it, last_metrics["mIoU"]))
-                if rank == 0:
-                    print(f"[EVAL] iter {it} mIoU {last_metrics['mIoU']:.4f} Acc {last_metrics['Acc']:.4f} "
-                          f"Kappa {last_metrics['Kappa']:.4f}", flush=True)
-                    if writer:
-                        for k in ("mIoU", "Acc", "Kappa"):
-                            writer.add_scalar(f"Evaluate/{k}", last_metrics[k], it)
-                        for c, v in enumerate(last_metrics["class_iou"]):
-                            writer.add_scalar(f"Evaluate/IoU_class_{c}", float(v), it)
+                evaluate_step(state, model, val_dataset, num_classes, eval_kwargs, it, rank, writer)
             if rank == 0:
-                saved.append(save_checkpoint(save_dir, f"iter_{it}", model, optimizer, scheduler, it, scaler=scaler))
-                while len(saved) > keep_k:
-                    shutil.rmtree(saved.pop(0), ignore_errors=True)
-                if last_metrics and last_metrics["mIoU"] > best:
-                    best = last_metrics["mIoU"]
-                    save_checkpoint(save_dir, "best_model", model, optimizer, scheduler, it, {"mIoU": best},
-                                    scaler=scaler)
+                checkpoint_step(state, save_dir, model, optimizer, scheduler, scaler, it, keep_k)
         tr = time.time()
     if writer:
         writer.close()
@@ -127,8 +100,78 @@ def train(model, train_dataset, optimizer, scheduler, loss_fn, iters: int, batch
         os.makedirs(save_dir, exist_ok=True)
         paddle.save(model.state_dict(), os.path.join(save_dir, f"rank_{rank}.pdparams"))
     if rank == 0:
-        plot_curves(history, os.path.join(save_dir, "curves.png"))
-    return last_metrics
+        plot_curves(state.history, os.path.join(save_dir, "curves.png"))
+    return state.last_metrics
+
+
+def open_writer(save_dir: str):
+    """A VisualDL writer logging to save_dir/vdl."""
+    from visualdl import LogWriter
+    return LogWriter(os.path.join(save_dir, "vdl"))
+
+
+def train_step(net, img, label, loss_fn, optimizer, scheduler, scaler, seed: int, it: int,
+               save_dir: str) -> tuple[float, float]:
+    """One optimisation step on (img, label); returns (loss, the lr it used). A non-finite loss stops training."""
+    paddle.seed(seed * SEED_STRIDE + it)  # dropout/drop-path masks depend on (seed, iter) only: exact resume
+    with paddle.amp.auto_cast(enable=scaler is not None, level="O1"):
+        loss = loss_fn(net(img)[0], label)
+    lv = float(loss)
+    if not np.isfinite(lv):
+        raise FloatingPointError(f"train: loss is {lv} at iter {it}; stopped. The last checkpoint in "
+                                 f"{save_dir} is intact; lower the learning rate and resume from it.")
+    if scaler is not None:  # fp16: scaled backward; steps whose gradients overflow are skipped
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+    optimizer.clear_grad()
+    lr = optimizer.get_lr()
+    if scheduler is not None:
+        scheduler.step()
+    return lv, lr
+
+
+def log_train(writer, it: int, iters: int, epoch: int, loss: float, lr: float, cost: float, reader_cost: float,
+              images_per_iter: int) -> None:
+    """The [TRAIN] line (and VisualDL scalars): loss, lr, seconds per iteration, throughput and ETA."""
+    eta = cost * (iters - it)
+    print(f"[TRAIN] iter {it}/{iters} epoch {epoch + 1} loss {loss:.4f} lr {lr:.6f} batch_cost {cost:.3f}s "
+          f"reader_cost {reader_cost:.4f}s ips {images_per_iter / cost:.1f} img/s "
+          f"ETA {int(eta // 60):02d}:{int(eta % 60):02d}", flush=True)
+    if writer:
+        writer.add_scalar("Train/loss", loss, it)
+        writer.add_scalar("Train/lr", lr, it)
+        writer.add_scalar("Train/batch_cost", cost, it)
+        writer.add_scalar("Train/ips", images_per_iter / cost, it)
+
+
+def evaluate_step(state: TrainState, model, val_dataset, num_classes: int, eval_kwargs: dict, it: int, rank: int,
+                  writer) -> None:
+    """Evaluate on val_dataset (every rank takes part), record the metrics in state and log them on rank 0."""
+    state.last_metrics = m = evaluate(model, val_dataset, num_classes, **(eval_kwargs or {}))
+    state.history["mIoU"].append((it, m["mIoU"]))
+    if rank != 0:
+        return
+    print(f"[EVAL] iter {it} mIoU {m['mIoU']:.4f} Acc {m['Acc']:.4f} Kappa {m['Kappa']:.4f}", flush=True)
+    if writer:
+        for k in ("mIoU", "Acc", "Kappa"):
+            writer.add_scalar(f"Evaluate/{k}", m[k], it)
+        for c, v in enumerate(m["class_iou"]):
+            writer.add_scalar(f"Evaluate/IoU_class_{c}", float(v), it)
+
+
+def checkpoint_step(state: TrainState, save_dir: str, model, optimizer, scheduler, scaler, it: int,
+                    keep_k: int) -> None:
+    """Save iter_<it>, delete the oldest iter_N folders beyond keep_k, and replace best_model if mIoU improved."""
+    state.saved.append(save_checkpoint(save_dir, f"iter_{it}", model, optimizer, scheduler, it, scaler=scaler))
+    while len(state.saved) > keep_k:
+        shutil.rmtree(state.saved.pop(0), ignore_errors=True)
+    if state.last_metrics and state.last_metrics["mIoU"] > state.best:
+        state.best = state.last_metrics["mIoU"]
+        save_checkpoint(save_dir, "best_model", model, optimizer, scheduler, it, {"mIoU": state.best}, scaler=scaler)
 
 
 def amp_scaler(precision: str):
@@ -140,7 +183,7 @@ def amp_scaler(precision: str):
     if "gpu" not in paddle.device.get_device():
         raise ValueError(f"train: --precision fp16 needs a GPU, but paddle runs on {paddle.device.get_device()} "
                          "(paddle's fp16 kernels are CUDA-only); use --precision fp32 on CPU.")
-    return paddle.amp.GradScaler(init_loss_scaling=2.0 ** 15)
+    return paddle.amp.GradScaler(init_loss_scaling=INIT_LOSS_SCALING)
 
 
 def plot_curves(history: dict, path: str) -> None:
