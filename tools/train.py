@@ -1,7 +1,9 @@
 """Train a Segmenter from a PaddleSeg-style YAML (single process, or under paddle.distributed.launch)."""
 import argparse
+import sys
 
 import segmenter  # noqa: F401  (registers the components)
+from segmenter.engine.cli_errors import run_cli
 from segmenter.engine.run import load_config, run_train
 
 
@@ -38,4 +40,4 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    sys.exit(run_cli(main, parse_args()))

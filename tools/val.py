@@ -1,7 +1,9 @@
 """Evaluate a trained Segmenter: mIoU, Acc, Kappa, Dice, per-class IoU/precision; slice, flip, multi-scale."""
 import argparse
+import sys
 
 import segmenter  # noqa: F401  (registers the components)
+from segmenter.engine.cli_errors import run_cli
 from segmenter.engine.run import load_config, run_val
 
 
@@ -28,4 +30,4 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    sys.exit(run_cli(main, parse_args()))

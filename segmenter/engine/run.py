@@ -8,6 +8,7 @@ import paddle.distributed as dist
 from paddleseg.cvlibs import Config, SegBuilder
 
 from segmenter.convert.matching import WeightsMismatchError
+from segmenter.engine.checkpoint import run_sections
 from segmenter.engine.config_check import check_keys, check_yaml
 from segmenter.engine.evaluate import evaluate
 from segmenter.engine.losses import total_loss
@@ -56,6 +57,7 @@ def run_train(cfg: Config, save_dir: str, seed: int = 0, **kw) -> dict:
         return total_loss(losses, logits, label)
 
     kw.setdefault("eval_kwargs", test_kwargs(cfg, {}))  # evaluate during training as tools/val.py does
+    kw.setdefault("run", run_sections(cfg.dic, save_interval=kw.get("save_interval"), log_iters=kw.get("log_iters")))
     return train(model, train_ds, b.optimizer, b.lr_scheduler, loss_fn, cfg.iters, cfg.batch_size, save_dir,
                  val_dataset=val_ds, num_classes=model.num_classes, seed=seed, **kw)
 
