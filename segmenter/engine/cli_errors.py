@@ -40,4 +40,21 @@ def run_cli(main: Callable, args, argv: Optional[List[str]] = None) -> int:
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 1
+    except RuntimeError as e:  # PaddleSeg's builder wraps a component's error: report the user error inside
+        inner = user_error_inside(e)
+        if inner is None:
+            raise
+        print(f"error: {inner}", file=sys.stderr, flush=True)
+        return 1
     return 0
+
+
+def user_error_inside(e: BaseException) -> Optional[BaseException]:
+    """The first user error in e's chain of causes, if any."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, USER_ERRORS):
+            return e
+        e = e.__cause__ or e.__context__
+    return None
