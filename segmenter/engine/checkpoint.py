@@ -166,7 +166,7 @@ def save_checkpoint(save_dir: str, name: str, model, optimizer, scheduler, itera
         shutil.rmtree(tmp, ignore_errors=True)
         what = "the disk is full" if e.errno == errno.ENOSPC else str(e)
         kept_msg = f"the previous checkpoint {final} is intact" if os.path.isdir(final) else \
-            "earlier checkpoints in it are intact"
+            f"earlier checkpoints in {save_dir} are intact"
         raise OSError(e.errno, f"checkpoint {final} could not be written ({what}); nothing half-written was left "
                                f"and {kept_msg}. Free space in {save_dir} and resume with --resume_model "
                                "on the newest save_dir/iter_N.") from e
