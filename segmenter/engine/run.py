@@ -6,6 +6,7 @@ import numpy as np
 import paddle
 import paddle.distributed as dist
 from paddleseg.cvlibs import Config, SegBuilder
+from paddleseg.cvlibs.config import parse_from_yaml
 
 from segmenter.convert.matching import WeightsMismatchError
 from segmenter.engine.checkpoint import run_sections
@@ -23,6 +24,7 @@ def load_config(path: str, opts: list = None, iters: int = None, batch_size: int
     if not os.path.isfile(path):
         raise FileNotFoundError(f"config {path} does not exist; pass --config with a YAML from configs/.")
     check_yaml(path)
+    check_keys(path, parse_from_yaml(path))  # before PaddleSeg's own checks, whose messages suggest nothing
     cfg = Config(path, learning_rate=learning_rate, batch_size=batch_size, iters=iters, opts=opts)
     check_keys(path, cfg.dic)
     cfg.path = path
@@ -49,8 +51,9 @@ def run_train(cfg: Config, save_dir: str, seed: int = 0, **kw) -> dict:
     np.random.seed(seed)
     paddle.seed(seed)
     b = SegBuilder(cfg)
-    model, train_ds = b.model, b.train_dataset
-    val_ds = b.val_dataset if kw.get("do_eval") else None
+    train_ds = built(cfg, b, "train_dataset")
+    model = b.model
+    val_ds = built(cfg, b, "val_dataset") if kw.get("do_eval") else None
     losses = b.loss
 
     def loss_fn(logits, label):
@@ -60,6 +63,17 @@ def run_train(cfg: Config, save_dir: str, seed: int = 0, **kw) -> dict:
     kw.setdefault("run", run_sections(cfg.dic, save_interval=kw.get("save_interval"), log_iters=kw.get("log_iters")))
     return train(model, train_ds, b.optimizer, b.lr_scheduler, loss_fn, cfg.iters, cfg.batch_size, save_dir,
                  val_dataset=val_ds, num_classes=model.num_classes, seed=seed, **kw)
+
+
+def built(cfg: Config, builder: SegBuilder, name: str):
+    """builder.<name> (a dataset); PaddleSeg's bare assertions (an empty list) become errors naming the files."""
+    try:
+        return getattr(builder, name)
+    except AssertionError as e:
+        section = cfg.dic.get(name) or {}
+        files = {k: v for k, v in section.items() if k in ("dataset_root", "train_path", "val_path", "file_list")}
+        raise ValueError(f"config {getattr(cfg, 'path', '')}: {name} {files}: {e} Add samples to the list or fix "
+                         "the paths.") from None
 
 
 def load_model(cfg: Config, model_path: str):
