@@ -279,3 +279,24 @@ def test_second_training_on_a_save_dir_is_refused(tmp_path):
             run_train(load_config(cfg_path, iters=1), out, log_iters=100)
     run_train(load_config(cfg_path, iters=1), out, log_iters=100)
     assert os.listdir(out) == ["iter_1"] or sorted(os.listdir(out)) == ["curves.png", "iter_1"], os.listdir(out)
+
+
+def test_convert_builds_the_model_the_checkpoint_was_trained_as(trained, tmp_path):
+    """The tiny model has 2 heads and eps 1e-6, which its weights cannot show (width // 64 would say 0 heads):
+    the converter reads them from state.json, so the written config evaluates to the same mIoU."""
+    from segmenter.convert import convert
+    from segmenter.engine.evaluate import evaluate
+    cfg_path, run = trained
+    src, dst, written = os.path.join(run, "iter_2", "model.pdparams"), str(tmp_path / "out.pdparams"), \
+        str(tmp_path / "written.yml")
+    convert(src, dst, save_config=written, base_config=cfg_path)
+    bb = load_config(written).dic["model"]["backbone"]
+    assert (bb["num_heads"], bb["norm_eps"], bb["pos_embed_interp"]) == (2, 1e-6, "bilinear"), f"written: {bb}"
+    cfg = load_config(cfg_path)
+    before = evaluate(load_model(cfg, os.path.join(run, "iter_2")), SegBuilder(cfg).val_dataset, 4, is_slide=True,
+                      crop_size=[32, 32], stride=[16, 16])["mIoU"]
+    model = SegBuilder(load_config(written)).model  # model.pretrained = dst, loaded strictly at build
+    model.eval()
+    after = evaluate(model, SegBuilder(cfg).val_dataset, 4, is_slide=True, crop_size=[32, 32],
+                     stride=[16, 16])["mIoU"]
+    assert before == after, f"mIoU {before:.6f} before conversion, {after:.6f} with the written config"

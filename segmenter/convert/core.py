@@ -205,6 +205,21 @@ def _official_overrides(path: str) -> Dict[str, Any]:
     return o
 
 
+def _recorded_overrides(path: str) -> Dict[str, Any]:
+    """Architecture facts a training checkpoint records beside its weights (state.json's `model` section):
+    what the weights cannot tell (heads, LayerNorm eps, pos-embed interpolation, training size)."""
+    state = os.path.join(os.path.dirname(os.path.abspath(path)), "state.json")
+    if not os.path.isfile(state):
+        return {}
+    with open(state) as f:
+        model = (json.load(f) or {}).get("model") or {}
+    bb, dec = model.get("backbone") or {}, model.get("decoder") or {}
+    size = bb.get("img_size")
+    return {"img_size": [size, size] if isinstance(size, int) else size, "num_heads": bb.get("num_heads"),
+            "norm_eps": bb.get("norm_eps"), "pos_embed_interp": bb.get("pos_embed_interp"),
+            "decoder_heads": dec.get("n_heads"), "decoder_norm_eps": dec.get("norm_eps")}
+
+
 def check_complete(state: Mapping[str, np.ndarray], arch: Arch, source: str) -> None:
     """Every key the architecture needs is present with its shape, and nothing else."""
     want = expected_shapes(arch)
@@ -229,6 +244,8 @@ def load_weights(path: str, fmt: Optional[str] = None, overrides: Optional[Dict[
     files.check_file(path)
     raw, _, meta = read_raw(path)
     fmt = fmt or detect_format(path, list(raw), meta)
+    if fmt == "paddle":  # our training checkpoint records the model it was built from: read it, never guess
+        overrides = {**_recorded_overrides(path), **{k: v for k, v in (overrides or {}).items() if v is not None}}
     if fmt not in FORMATS:
         raise ConversionError(f"unknown format {fmt!r}; use one of {FORMATS}.")
     o = dict(overrides or {})
