@@ -140,3 +140,26 @@ def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch, failing_
     assert loads(cfg_path, os.path.join(save_dir, intact)) == 1, f"{intact} after ENOSPC"
     left = sorted(os.listdir(save_dir))
     assert not [f for f in left if f.endswith(".tmp")], f"a partial folder was left: {left}"
+
+
+def test_files_and_folders_are_fsynced_before_and_after_the_rename(tmp_path, monkeypatch):
+    cfg_path = write_tiny_config(tmp_path)
+    b = SegBuilder(load_config(cfg_path))
+    events, real_fsync, real_rename = [], os.fsync, os.rename
+
+    def fsync(fd):
+        events.append(("fsync", os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))))
+        return real_fsync(fd)
+
+    def rename(src, dst):
+        events.append(("rename", os.path.basename(src), os.path.basename(dst)))
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "rename", rename)
+    save_dir = str(tmp_path / "run")
+    ckpt.save_checkpoint(save_dir, "iter_1", b.model, b.optimizer, b.lr_scheduler, 1)
+    done = events.index(("rename", "iter_1.tmp", "iter_1"))
+    before = {e[1] for e in events[:done] if e[0] == "fsync"}
+    assert before == {"model.pdparams", "model.pdopt", "state.json", "iter_1.tmp"}, f"fsynced before: {events}"
+    assert ("fsync", "run") in events[done:], f"save_dir not fsynced after the rename: {events}"
