@@ -70,9 +70,10 @@ def test_unknown_key_suggests_the_close_name(tmp_path, edit, expect):
 
 @pytest.mark.parametrize("edit,expect", [
     (lambda d: d["model"]["backbone"].update(type="SegmenterVit"),
-     r"model\.backbone\.type 'SegmenterVit' is not a registered .*did you mean 'SegmenterViT'"),
+     r"model\.backbone\.type 'SegmenterVit' is not registered in PaddleSeg's backbones manager; did you mean "
+     r"'SegmenterViT'"),
     (lambda d: d["train_dataset"].update(type="SegmenterShape"),
-     r"train_dataset\.type 'SegmenterShape' is not a registered .*did you mean 'SegmenterShapes'"),
+     r"train_dataset\.type 'SegmenterShape' is not registered .*did you mean 'SegmenterShapes'"),
     (lambda d: d["loss"]["types"][0].update(type="SegmenterCrossEntropy"),
      r"loss\.types\[0\]\.type 'SegmenterCrossEntropy' is not a registered loss; did you mean "
      r"'SegmenterCrossEntropyLoss'"),

@@ -55,9 +55,8 @@ def _check_component(path: str, where: str, section: Any, manager) -> None:
         return
     kind = section["type"]
     if kind not in manager.components_dict:
-        raise ConfigError(f"config {path}: {where}.type '{kind}' is not a registered "
-                          f"{getattr(manager, '_name', 'component')}; "
-                          f"{_close(kind, manager.components_dict)}")
+        raise ConfigError(f"config {path}: {where}.type '{kind}' is not registered in PaddleSeg's "
+                          f"{getattr(manager, '_name', 'component')} manager; {_close(kind, manager.components_dict)}")
     cls = manager.components_dict[kind]
     if not inspect.isclass(cls):
         return
