@@ -300,3 +300,20 @@ def test_convert_builds_the_model_the_checkpoint_was_trained_as(trained, tmp_pat
     after = evaluate(model, SegBuilder(cfg).val_dataset, 4, is_slide=True, crop_size=[32, 32],
                      stride=[16, 16])["mIoU"]
     assert before == after, f"mIoU {before:.6f} before conversion, {after:.6f} with the written config"
+
+
+def test_a_format_1_checkpoint_still_loads(trained, tmp_path):
+    """Folders written before state.json (state.pkl of tuples, dicts and arrays) load through the safe unpickler."""
+    import random
+    cfg_path, run = trained
+    old = str(tmp_path / "old")
+    shutil.copytree(os.path.join(run, "iter_2"), old)
+    os.remove(os.path.join(old, "state.json"))
+    state = {"iter": 2, "scheduler": {"last_epoch": 2, "last_lr": 0.0009}, "py_rng": random.getstate(),
+             "np_rng": np.random.get_state(), "scaler": None, "extra": {"mIoU": 0.25}}
+    with open(os.path.join(old, "state.pkl"), "wb") as f:
+        pickle.dump(state, f)
+    _, model, opt, sched = tiny_parts(cfg_path)
+    resumed = load_checkpoint(old, model, opt, sched)
+    assert (resumed.iter, resumed.best, sched.last_epoch) == (2, {"mIoU": 0.25}, 2), \
+        f"{resumed}, scheduler last_epoch {sched.last_epoch}"
