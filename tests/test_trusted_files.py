@@ -317,3 +317,13 @@ def test_a_format_1_checkpoint_still_loads(trained, tmp_path):
     resumed = load_checkpoint(old, model, opt, sched)
     assert (resumed.iter, resumed.best, sched.last_epoch) == (2, {"mIoU": 0.25}, 2), \
         f"{resumed}, scheduler last_epoch {sched.last_epoch}"
+
+
+def test_convert_of_a_bare_pdparams_says_what_it_assumed(trained, tmp_path):
+    from segmenter.convert import convert
+    _, run = trained
+    bare = str(tmp_path / "model.pdparams")
+    shutil.copy(os.path.join(run, "iter_2", "model.pdparams"), bare)
+    with pytest.warns(UserWarning, match=r"no state\.json beside it, so \['num_heads', 'norm_eps', "
+                                         r"'pos_embed_interp'\] are assumed.*--num-heads"):
+        convert(bare, str(tmp_path / "out.pdparams"))

@@ -6,6 +6,7 @@ and every shape must match; otherwise `ConversionError` lists the keys and nothi
 """
 import json
 import os
+import warnings
 import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -246,6 +247,12 @@ def load_weights(path: str, fmt: Optional[str] = None, overrides: Optional[Dict[
     fmt = fmt or detect_format(path, list(raw), meta)
     if fmt == "paddle":  # our training checkpoint records the model it was built from: read it, never guess
         overrides = {**_recorded_overrides(path), **{k: v for k, v in (overrides or {}).items() if v is not None}}
+        guessed = [k for k in ("num_heads", "norm_eps", "pos_embed_interp") if overrides.get(k) is None]
+        if guessed:
+            warnings.warn(f"'{path}' has no state.json beside it, so {guessed} are assumed (heads = width // 64, "
+                          f"eps {FAMILY_DEFAULTS[fmt][0]}, {FAMILY_DEFAULTS[fmt][1]}); pass --num-heads / --norm-eps"
+                          f" / --pos-embed-interp if the model was built otherwise, or convert the checkpoint "
+                          f"folder's own model.pdparams.")
     if fmt not in FORMATS:
         raise ConversionError(f"unknown format {fmt!r}; use one of {FORMATS}.")
     o = dict(overrides or {})
