@@ -326,4 +326,5 @@ def test_convert_of_a_bare_pdparams_says_what_it_assumed(trained, tmp_path):
     shutil.copy(os.path.join(run, "iter_2", "model.pdparams"), bare)
     with pytest.warns(UserWarning, match=r"no state\.json beside it, so \['num_heads', 'norm_eps', "
                                          r"'pos_embed_interp'\] are assumed.*--num-heads"):
-        convert(bare, str(tmp_path / "out.pdparams"))
+        convert(bare, str(tmp_path / "out.pdparams"), save_config=str(tmp_path / "out.yml"),
+                base_config=trained[0])

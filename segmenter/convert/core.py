@@ -247,12 +247,6 @@ def load_weights(path: str, fmt: Optional[str] = None, overrides: Optional[Dict[
     fmt = fmt or detect_format(path, list(raw), meta)
     if fmt == "paddle":  # our training checkpoint records the model it was built from: read it, never guess
         overrides = {**_recorded_overrides(path), **{k: v for k, v in (overrides or {}).items() if v is not None}}
-        guessed = [k for k in ("num_heads", "norm_eps", "pos_embed_interp") if overrides.get(k) is None]
-        if guessed:
-            warnings.warn(f"'{path}' has no state.json beside it, so {guessed} are assumed (heads = width // 64, "
-                          f"eps {FAMILY_DEFAULTS[fmt][0]}, {FAMILY_DEFAULTS[fmt][1]}); pass --num-heads / --norm-eps"
-                          f" / --pos-embed-interp if the model was built otherwise, or convert the checkpoint "
-                          f"folder's own model.pdparams.")
     if fmt not in FORMATS:
         raise ConversionError(f"unknown format {fmt!r}; use one of {FORMATS}.")
     o = dict(overrides or {})
@@ -357,6 +351,13 @@ def convert(src: str, dst: str, fmt: Optional[str] = None, overrides: Optional[D
                               f"of '{src}'; drop the flag or pass the right file.")
     if files.extension(dst) not in DEST_FORMATS:
         raise ConversionError(f"'{dst}': destination extension is not one of {sorted(DEST_FORMATS)}.")
+    guessed = [k for k in ("num_heads", "norm_eps", "pos_embed_interp")
+               if {**_recorded_overrides(src), **(overrides or {})}.get(k) is None]
+    if save_config and conv.fmt == "paddle" and guessed:  # the written config would state guesses as facts
+        warnings.warn(f"'{src}' has no state.json beside it, so {guessed} are assumed (heads = width // 64, "
+                      f"eps {FAMILY_DEFAULTS['paddle'][0]}, {FAMILY_DEFAULTS['paddle'][1]}); pass --num-heads / "
+                      f"--norm-eps / --pos-embed-interp if the model was built otherwise, or convert the checkpoint "
+                      f"folder's own model.pdparams.")
     text = config_text(conv, dst, base_config, num_classes) if save_config else None  # checked before writing
     save_weights(conv, dst)
     if text is not None:
