@@ -1,7 +1,9 @@
 """Predict pseudo-colour masks and overlays (PNG) for an image file or a folder of images."""
 import argparse
+import sys
 
 import segmenter  # noqa: F401  (registers the components)
+from segmenter.engine.cli_errors import run_cli
 from segmenter.engine.predict import run_predict
 from segmenter.engine.run import load_config
 
@@ -29,4 +31,4 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    sys.exit(run_cli(main, parse_args()))

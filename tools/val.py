@@ -3,7 +3,7 @@ import argparse
 import sys
 
 import segmenter  # noqa: F401  (registers the components)
-from segmenter.datasets.checked import DataError
+from segmenter.engine.cli_errors import run_cli
 from segmenter.engine.run import load_config, run_val
 
 
@@ -38,7 +38,4 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main(parse_args())
-    except DataError as e:  # a bad data file: one line naming it, not a traceback
-        sys.exit(f"error: {e}")
+    sys.exit(run_cli(main, parse_args()))

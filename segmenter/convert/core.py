@@ -6,6 +6,7 @@ and every shape must match; otherwise `ConversionError` lists the keys and nothi
 """
 import json
 import os
+import warnings
 import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -205,6 +206,21 @@ def _official_overrides(path: str) -> Dict[str, Any]:
     return o
 
 
+def _recorded_overrides(path: str) -> Dict[str, Any]:
+    """Architecture facts a training checkpoint records beside its weights (state.json's `model` section):
+    what the weights cannot tell (heads, LayerNorm eps, pos-embed interpolation, training size)."""
+    state = os.path.join(os.path.dirname(os.path.abspath(path)), "state.json")
+    if not os.path.isfile(state):
+        return {}
+    with open(state) as f:
+        model = (json.load(f) or {}).get("model") or {}
+    bb, dec = model.get("backbone") or {}, model.get("decoder") or {}
+    size = bb.get("img_size")
+    return {"img_size": [size, size] if isinstance(size, int) else size, "num_heads": bb.get("num_heads"),
+            "norm_eps": bb.get("norm_eps"), "pos_embed_interp": bb.get("pos_embed_interp"),
+            "decoder_heads": dec.get("n_heads"), "decoder_norm_eps": dec.get("norm_eps")}
+
+
 def check_complete(state: Mapping[str, np.ndarray], arch: Arch, source: str) -> None:
     """Every key the architecture needs is present with its shape, and nothing else."""
     want = expected_shapes(arch)
@@ -229,6 +245,8 @@ def load_weights(path: str, fmt: Optional[str] = None, overrides: Optional[Dict[
     files.check_file(path)
     raw, _, meta = read_raw(path)
     fmt = fmt or detect_format(path, list(raw), meta)
+    if fmt == "paddle":  # our training checkpoint records the model it was built from: read it, never guess
+        overrides = {**_recorded_overrides(path), **{k: v for k, v in (overrides or {}).items() if v is not None}}
     if fmt not in FORMATS:
         raise ConversionError(f"unknown format {fmt!r}; use one of {FORMATS}.")
     o = dict(overrides or {})
@@ -333,6 +351,13 @@ def convert(src: str, dst: str, fmt: Optional[str] = None, overrides: Optional[D
                               f"of '{src}'; drop the flag or pass the right file.")
     if files.extension(dst) not in DEST_FORMATS:
         raise ConversionError(f"'{dst}': destination extension is not one of {sorted(DEST_FORMATS)}.")
+    guessed = [k for k in ("num_heads", "norm_eps", "pos_embed_interp")
+               if {**_recorded_overrides(src), **(overrides or {})}.get(k) is None]
+    if save_config and conv.fmt == "paddle" and guessed:  # the written config would state guesses as facts
+        warnings.warn(f"'{src}' has no state.json beside it, so {guessed} are assumed (heads = width // 64, "
+                      f"eps {FAMILY_DEFAULTS['paddle'][0]}, {FAMILY_DEFAULTS['paddle'][1]}); pass --num-heads / "
+                      f"--norm-eps / --pos-embed-interp if the model was built otherwise, or convert the checkpoint "
+                      f"folder's own model.pdparams.")
     text = config_text(conv, dst, base_config, num_classes) if save_config else None  # checked before writing
     save_weights(conv, dst)
     if text is not None:

@@ -6,10 +6,16 @@ import numpy as np
 import paddle
 import paddle.distributed as dist
 from paddleseg.cvlibs import Config, SegBuilder
+from paddleseg.cvlibs.config import parse_from_yaml
 
+from segmenter.convert.matching import WeightsMismatchError
+from segmenter.engine.checkpoint import run_sections
+from segmenter.engine.config_check import check_keys, check_yaml
 from segmenter.engine.evaluate import evaluate
 from segmenter.engine.losses import total_loss
+from segmenter.engine.safe_load import describe_model, model_section_of, read_weights
 from segmenter.engine.train import train
+from segmenter.models.weights import load_state_dict_strict
 
 
 def load_config(path: str, opts: list = None, iters: int = None, batch_size: int = None,
@@ -17,7 +23,12 @@ def load_config(path: str, opts: list = None, iters: int = None, batch_size: int
     """PaddleSeg Config with --opts key=value overrides; a missing file is an error naming it."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"config {path} does not exist; pass --config with a YAML from configs/.")
-    return Config(path, learning_rate=learning_rate, batch_size=batch_size, iters=iters, opts=opts)
+    check_yaml(path)
+    check_keys(path, parse_from_yaml(path))  # before PaddleSeg's own checks, whose messages suggest nothing
+    cfg = Config(path, learning_rate=learning_rate, batch_size=batch_size, iters=iters, opts=opts)
+    check_keys(path, cfg.dic)
+    cfg.path = path
+    return cfg
 
 
 def test_kwargs(cfg: Config, overrides: dict) -> dict:
@@ -40,28 +51,63 @@ def run_train(cfg: Config, save_dir: str, seed: int = 0, **kw) -> dict:
     np.random.seed(seed)
     paddle.seed(seed)
     b = SegBuilder(cfg)
-    model, train_ds = b.model, b.train_dataset
-    val_ds = b.val_dataset if kw.get("do_eval") else None
+    train_ds = built(cfg, b, "train_dataset")
+    model = b.model
+    val_ds = built(cfg, b, "val_dataset") if kw.get("do_eval") else None
     losses = b.loss
 
     def loss_fn(logits, label):
         return total_loss(losses, logits, label)
 
     kw.setdefault("eval_kwargs", test_kwargs(cfg, {}))  # evaluate during training as tools/val.py does
+    kw.setdefault("run", run_sections(cfg.dic, save_interval=kw.get("save_interval"), log_iters=kw.get("log_iters")))
     return train(model, train_ds, b.optimizer, b.lr_scheduler, loss_fn, cfg.iters, cfg.batch_size, save_dir,
                  val_dataset=val_ds, num_classes=model.num_classes, seed=seed, **kw)
 
 
+def built(cfg: Config, builder: SegBuilder, name: str):
+    """builder.<name> (a dataset); PaddleSeg's bare assertions (an empty list) become errors naming the files."""
+    try:
+        return getattr(builder, name)
+    except AssertionError as e:
+        section = cfg.dic.get(name) or {}
+        files = {k: v for k, v in section.items() if k in ("dataset_root", "train_path", "val_path", "file_list")}
+        raise ValueError(f"config {getattr(cfg, 'path', '')}: {name} {files}: {e} Add samples to the list or fix "
+                         "the paths.") from None
+
+
 def load_model(cfg: Config, model_path: str):
-    """Model from cfg with weights from model_path (a .pdparams file or a checkpoint folder)."""
+    """Model from cfg with weights from model_path (a .pdparams file or a checkpoint folder), read without
+    running code and loaded strictly; a mismatch names the keys and the architecture the file was built for."""
     if os.path.isdir(model_path):
         model_path = os.path.join(model_path, "model.pdparams")
     if not os.path.isfile(model_path):
         raise FileNotFoundError(f"--model_path {model_path} does not exist; pass save_dir/best_model or a .pdparams.")
     model = SegBuilder(cfg).model
-    model.set_state_dict(paddle.load(model_path))
+    state = read_weights(model_path)
+    try:
+        load_state_dict_strict(model, state, model_path)
+    except WeightsMismatchError as e:
+        raise WeightsMismatchError(f"{e}\n{fitting_config_hint(model_path, state, cfg)}") from None
     model.eval()
     return model
+
+
+def fitting_config_hint(model_path: str, state: dict, cfg: Config) -> str:
+    """Which model section would fit the weights: the one recorded beside them, else read from their shapes."""
+    recorded = model_section_of(model_path)
+    if recorded:
+        return (f"  {model_path} was trained with model: {describe_model(recorded)} "
+                f"(recorded in its state.json); the config {getattr(cfg, 'path', 'in use')} has: {describe_model(cfg.dic.get('model'))}.")
+    try:
+        from segmenter.convert.arch import infer_arch
+        arch = infer_arch(state, model_path, norm_eps=1e-6, pos_embed_interp="bilinear")
+        return (f"  the file holds embed_dim={arch.embed_dim}, depth={arch.depth}, patch_size={arch.patch_size}, "
+                f"num_classes={arch.num_classes}, decoder={arch.decoder}; the config {getattr(cfg, 'path', 'in use')} has: "
+                f"{describe_model(cfg.dic.get('model'))}. `python tools/convert.py {model_path} out.pdparams "
+                f"--save-config cfg.yml` writes a config for it.")
+    except (ValueError, KeyError):
+        return "  it is not a whole Segmenter in our layout; convert it with tools/convert.py (see --from)."
 
 
 def run_val(cfg: Config, model_path: str, **overrides) -> dict:

@@ -9,8 +9,9 @@ import paddle
 import paddle.distributed as dist
 
 from segmenter.datasets.checked import CheckedDataset
-from segmenter.engine.checkpoint import load_checkpoint, save_checkpoint
+from segmenter.engine.checkpoint import Resumed, load_checkpoint, save_checkpoint
 from segmenter.engine.evaluate import evaluate
+from segmenter.engine.stops import TrainingStopped, save_dir_lock, stop_signals
 from segmenter.visualize.curves import plot_curves
 from segmenter.visualize.val_panels import log_panels
 
@@ -83,6 +84,7 @@ def worker_batches(dataset: CheckedDataset, todo: list[list[int]], num_workers: 
 class TrainState:
     """What the loop carries from one iteration to the next (rank 0 alone uses best and saved)."""
     best: float = -1.0                 # best mIoU so far; best_model is written only when it improves
+    best_iter: int = None              # the iteration that reached it
     saved: list = field(default_factory=list)   # iter_N folders kept, oldest first
     last_metrics: dict = field(default_factory=dict)
     history: dict = field(default_factory=lambda: {"loss": [], "lr": [], "mIoU": []})
@@ -92,33 +94,44 @@ def train(model, train_dataset, optimizer, scheduler, loss_fn, iters: int, batch
           val_dataset=None, num_classes: int = None, seed: int = 0, save_interval: int = 1000, keep_k: int = 2,
           log_iters: int = 10, do_eval: bool = False, use_vdl: bool = False, resume_model: str = None,
           eval_kwargs: dict = None, save_all_ranks: bool = False, num_workers: int = 0,
-          precision: str = "fp32") -> dict:
-    """Train model for iters steps; returns the last evaluation metrics (or {})."""
+          precision: str = "fp32", run: dict = None) -> dict:
+    """Train model for iters steps; returns the last evaluation metrics (or {}).
+
+    `run` (checkpoint.run_sections of the config) is recorded in every checkpoint; a resume refuses a
+    checkpoint whose model, dataset or batch size differ from it. SIGINT/SIGTERM stop after the current
+    iteration with a checkpoint (TrainingStopped); a second training on save_dir is refused (SaveDirBusy).
+    """
     rank, world = dist.get_rank(), dist.get_world_size()
     net = paddle.DataParallel(model) if world > 1 else model
     scaler = amp_scaler(precision)
-    start = load_checkpoint(resume_model, model, optimizer, scheduler, scaler) if resume_model else 0
+    resumed = load_checkpoint(resume_model, model, optimizer, scheduler, scaler, run) if resume_model else None
+    start = resumed.iter if resumed else 0
     writer = open_writer(save_dir) if use_vdl and rank == 0 else None
     if not batches(len(train_dataset), batch_size, seed, 0, rank, world):
         raise ValueError(f"train: {len(train_dataset)} samples give no batch of {batch_size} on {world} ranks.")
-    state = TrainState()
+    state = resumed_state(resumed, resume_model, save_dir)
     data = CheckedDataset(train_dataset, num_classes if num_classes is not None else model.num_classes, seed)
     model.train()
     t0 = tr = time.time()
-    for it, epoch, img, label in batch_stream(data, batch_size, seed, start, iters, rank, world, num_workers):
-        reader_cost = time.time() - tr
-        lv, lr = train_step(net, img, label, loss_fn, optimizer, scheduler, scaler, seed, it, save_dir)
-        state.history["loss"].append((it, lv))
-        state.history["lr"].append((it, lr))
-        if rank == 0 and (it % log_iters == 0 or it == iters):
-            cost = (time.time() - t0) / (it - start)
-            log_train(writer, it, iters, epoch, lv, lr, cost, reader_cost, batch_size * world)
-        if it % save_interval == 0 or it == iters:
-            if do_eval and val_dataset is not None:
-                evaluate_step(state, model, val_dataset, num_classes, eval_kwargs, it, rank, writer)
-            if rank == 0:
-                checkpoint_step(state, save_dir, model, optimizer, scheduler, scaler, it, keep_k)
-        tr = time.time()
+    with save_dir_lock(save_dir, rank == 0), stop_signals() as stop:
+        for it, epoch, img, label in batch_stream(data, batch_size, seed, start, iters, rank, world,
+                                                  num_workers):
+            reader_cost = time.time() - tr
+            lv, lr = train_step(net, img, label, loss_fn, optimizer, scheduler, scaler, seed, it, save_dir)
+            state.history["loss"].append((it, lv))
+            state.history["lr"].append((it, lr))
+            if rank == 0 and (it % log_iters == 0 or it == iters):
+                cost = (time.time() - t0) / (it - start)
+                log_train(writer, it, iters, epoch, lv, lr, cost, reader_cost, batch_size * world)
+            saving = it % save_interval == 0 or it == iters
+            if saving:
+                if do_eval and val_dataset is not None:
+                    evaluate_step(state, model, val_dataset, num_classes, eval_kwargs, it, rank, writer)
+                if rank == 0:
+                    checkpoint_step(state, save_dir, model, optimizer, scheduler, scaler, it, keep_k, run)
+            if stop.requested:
+                stop_step(state, stop, saving, save_dir, model, optimizer, scheduler, scaler, it, keep_k, run)
+            tr = time.time()
     if writer:
         writer.close()
     if save_all_ranks:  # lets a check compare the replicas of a data-parallel run
@@ -190,14 +203,44 @@ def evaluate_step(state: TrainState, model, val_dataset, num_classes: int, eval_
 
 
 def checkpoint_step(state: TrainState, save_dir: str, model, optimizer, scheduler, scaler, it: int,
-                    keep_k: int) -> None:
-    """Save iter_<it>, delete the oldest iter_N folders beyond keep_k, and replace best_model if mIoU improved."""
-    state.saved.append(save_checkpoint(save_dir, f"iter_{it}", model, optimizer, scheduler, it, scaler=scaler))
+                    keep_k: int, run: dict = None) -> None:
+    """Save iter_<it>, delete the oldest iter_N folders beyond keep_k, and replace best_model if mIoU improved.
+
+    Each checkpoint records the best mIoU and the kept folders, so a resumed run continues both."""
+    improved = bool(state.last_metrics) and state.last_metrics["mIoU"] > state.best
+    if improved:
+        state.best, state.best_iter = state.last_metrics["mIoU"], it
+    best = {"mIoU": state.best, "iter": state.best_iter} if state.best_iter is not None else {}
+    kept = [os.path.basename(p) for p in state.saved + [f"iter_{it}"]][-keep_k:]
+    state.saved.append(save_checkpoint(save_dir, f"iter_{it}", model, optimizer, scheduler, it, scaler=scaler,
+                                       best=best, kept=kept, run=run))
     while len(state.saved) > keep_k:
         shutil.rmtree(state.saved.pop(0), ignore_errors=True)
-    if state.last_metrics and state.last_metrics["mIoU"] > state.best:
-        state.best = state.last_metrics["mIoU"]
-        save_checkpoint(save_dir, "best_model", model, optimizer, scheduler, it, {"mIoU": state.best}, scaler=scaler)
+    if improved:
+        save_checkpoint(save_dir, "best_model", model, optimizer, scheduler, it, scaler=scaler, best=best,
+                        kept=kept, run=run)
+
+
+def stop_step(state: TrainState, stop, saved_now: bool, save_dir: str, model, optimizer, scheduler, scaler,
+              it: int, keep_k: int, run: dict = None) -> None:
+    """After a SIGINT/SIGTERM: make sure iter_<it> is on disk, then raise TrainingStopped naming it."""
+    if not saved_now and dist.get_rank() == 0:
+        checkpoint_step(state, save_dir, model, optimizer, scheduler, scaler, it, keep_k, run)
+    raise TrainingStopped(stop.signum, it, os.path.join(save_dir, f"iter_{it}"))
+
+
+def resumed_state(resumed: Resumed, resume_model: str, save_dir: str) -> TrainState:
+    """The loop state a resume continues: best mIoU (best_model is only replaced by a better one) and the kept
+    iter_N folders, when resuming into the save_dir that holds them."""
+    state = TrainState()
+    if resumed is None:
+        return state
+    if "mIoU" in resumed.best:
+        state.best, state.best_iter = float(resumed.best["mIoU"]), resumed.best.get("iter")
+    ckpt_dir = os.path.dirname(os.path.abspath(resume_model))
+    if os.path.realpath(ckpt_dir) == os.path.realpath(save_dir):
+        state.saved = [os.path.join(save_dir, n) for n in resumed.kept if os.path.isdir(os.path.join(save_dir, n))]
+    return state
 
 
 def amp_scaler(precision: str):
