@@ -14,21 +14,30 @@ import numpy as np
 
 from segmenter.convert import files
 from segmenter.convert.arch import Arch, expected_shapes, infer_arch, model_config
-from segmenter.convert.keymaps import (LINEAR_WEIGHTS, NPZ, NPZ_DROP, NPZ_OPTIMIZER_PREFIX, TABLES, Rename)
+from segmenter.convert.keymaps import (LINEAR_WEIGHTS, MMSEG_RESHAPES, MMSEG_UPERNET, NPZ, NPZ_DROP,
+                                       NPZ_OPTIMIZER_PREFIX, TABLES, TORCH_BN_BUFFERS, TORCH_BN_COUNTER, Rename)
 
-FORMATS = ("paddle", "torch", "safetensors", "official", "paddleseg", "timm", "npz")
+FORMATS = ("paddle", "torch", "safetensors", "official", "paddleseg", "timm", "npz", "mmseg", "mmpretrain")
 # Which files store Linear weights [out, in] (PyTorch) rather than [in, out] (Paddle, Flax).
-TORCH_LAYOUT = {"torch", "safetensors", "official", "timm"}
+TORCH_LAYOUT = {"torch", "safetensors", "official", "timm", "mmseg", "mmpretrain"}
 # (norm_eps, pos_embed_interp) each family trained with; weights cannot tell, so they are stated here.
 FAMILY_DEFAULTS: Dict[str, Tuple[float, str]] = {
     "paddle": (1e-5, "bilinear"), "torch": (1e-5, "bilinear"), "safetensors": (1e-5, "bilinear"),
     "official": (1e-5, "bilinear"), "paddleseg": (1e-5, "bicubic"), "timm": (1e-6, "bicubic"),
-    "npz": (1e-6, "bicubic"),
+    "npz": (1e-6, "bicubic"), "mmseg": (1e-6, "bicubic"), "mmpretrain": (1e-6, "bicubic"),
 }
+# What else a family's models do that weights cannot tell: MMSeg's heads use LayerNorm eps 1e-5 (its backbone
+# 1e-6) and resize the logits of the padded grid straight to the input size.
+FAMILY_OVERRIDES: Dict[str, Dict[str, Any]] = {"mmseg": {"decoder_norm_eps": 1e-5, "logits_resize": "stretch"}}
 DEST_FORMATS = {**{e: "paddle" for e in files.PADDLE_EXTS}, ".pth": "torch", ".pt": "torch",
                 **{e: "safetensors" for e in files.SAFETENSORS_EXTS}}
 SAFETENSORS_LAYOUT = "segmenter-torch"  # metadata tag of our .safetensors (PyTorch layout)
 # Flax -> canonical reshapes named in keymaps.NPZ.
+# Reshapes named in keymaps.MMSEG_RESHAPES.
+RESHAPES = {
+    "transpose": lambda v: np.ascontiguousarray(v.T),
+    "squeeze_1x1": lambda v: v.reshape(v.shape[0], v.shape[1]),  # [K, D, 1, 1] -> [K, D]
+}
 NPZ_RESHAPES = {
     "none": lambda v: v,
     "hwio_to_oihw": lambda v: v.transpose(3, 2, 0, 1),      # [p, p, C, D] -> [D, C, p, p]
@@ -57,13 +66,31 @@ def is_linear_weight(key: str) -> bool:
     return any(re.fullmatch(p, key) for p in LINEAR_WEIGHTS)
 
 
+def _rename_bn(key: str, to_torch: bool) -> str:
+    """A BatchNorm statistic's name in the other framework (TORCH_BN_BUFFERS); other keys unchanged."""
+    pairs = TORCH_BN_BUFFERS.items() if to_torch else ((t, p) for p, t in TORCH_BN_BUFFERS.items())
+    for src, dst in pairs:
+        if key.endswith(src):
+            return key[:-len(src)] + dst
+    return key
+
+
 def to_layout(state: Mapping[str, np.ndarray], layout: str, source_layout: str = "paddle") -> Dict[str, np.ndarray]:
-    """Paddle layout <-> PyTorch layout of canonical keys: transpose exactly the LINEAR_WEIGHTS keys."""
+    """Paddle layout <-> PyTorch layout of canonical keys: transpose exactly the LINEAR_WEIGHTS keys, and give
+    BatchNorm statistics the other framework's names (PyTorch also counts batches: 0 going there, dropped back)."""
     if layout not in ("paddle", "torch") or source_layout not in ("paddle", "torch"):
         raise ValueError(f"layouts are 'paddle' or 'torch', got {layout!r} from {source_layout!r}")
     if layout == source_layout:
         return dict(state)
-    return {k: (np.ascontiguousarray(v.T) if is_linear_weight(k) else v) for k, v in state.items()}
+    to_torch = layout == "torch"
+    out = {}
+    for k, v in state.items():
+        if not to_torch and re.fullmatch(TORCH_BN_COUNTER, k):
+            continue
+        out[_rename_bn(k, to_torch)] = np.ascontiguousarray(v.T) if is_linear_weight(k) else v
+        if to_torch and k.endswith(".bn._mean"):
+            out[k[:-len("_mean")] + "num_batches_tracked"] = np.zeros((), dtype=np.int64)
+    return out
 
 
 def strip_prefix(state: Mapping[str, np.ndarray], prefix: str) -> Dict[str, np.ndarray]:
@@ -141,6 +168,14 @@ def _unwrap(obj: Any, source: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     return obj, {}
 
 
+def reshape_for(key: str, value: np.ndarray, table: Mapping[str, str]) -> np.ndarray:
+    """`value` reshaped as the first `table` pattern matching `key` says (RESHAPES), else unchanged."""
+    for pattern, how in table.items():
+        if re.fullmatch(pattern, key):
+            return RESHAPES[how](value)
+    return value
+
+
 def _has(keys, *prefixes: str) -> bool:
     return any(k.startswith(prefixes) for k in keys)
 
@@ -163,6 +198,8 @@ def detect_format(path: str, keys: Sequence[str], meta: Optional[Dict[str, str]]
         if bare:
             return "timm"
     if ext in files.TORCH_EXTS:
+        if _has(keys, "backbone.layers."):  # MMSeg / mmpretrain: nn.MultiheadAttention (MMSeg) vs fused qkv
+            return "mmseg" if _has(keys, "decode_head.", "backbone.layers.0.attn.attn.") else "mmpretrain"
         if _has(keys, "encoder."):
             return "official"
         if _has(keys, "backbone.", "decoder."):
@@ -237,8 +274,13 @@ def load_weights(path: str, fmt: Optional[str] = None, overrides: Optional[Dict[
         o = {**found, **{k: v for k, v in o.items() if v is not None}}
     else:
         renames, drops = TABLES[fmt]
+        if fmt == "mmseg" and _has(raw, "decode_head.psp_modules."):
+            renames = MMSEG_UPERNET
         state, dropped = apply_table(raw, renames, drops, path, fmt)
         state = {k: np.asarray(v) for k, v in state.items()}
+        if fmt == "mmseg":
+            state = {k: reshape_for(k, v, MMSEG_RESHAPES) for k, v in state.items()}
+        o = {**FAMILY_OVERRIDES.get(fmt, {}), **{k: v for k, v in o.items() if v is not None}}
         if fmt in TORCH_LAYOUT:
             state = to_layout(state, "paddle", "torch")
         if fmt == "official":

@@ -13,6 +13,7 @@ from segmenter.models.vit import SegmenterViT, check_image_batch, pad_to_patch
 from segmenter.resample import bilinear_weights
 
 DECODERS = {"linear": DecoderLinear, "mask_transformer": MaskTransformer}
+LOGITS_RESIZES = ("crop", "stretch")
 
 
 def upsample_bilinear(x: paddle.Tensor, size: List[int]) -> paddle.Tensor:
@@ -58,6 +59,8 @@ class Segmenter(nn.Layer):
         backbone (SegmenterViT): The encoder.
         decoder (dict): `name: linear` or `name: mask_transformer` plus that decoder's arguments
             (see DecoderLinear and MaskTransformer).
+        logits_resize (str, optional): `crop` (official): upsample the logits to the padded size, then crop the
+            padding off; `stretch` (MMSeg): resize the padded grid's logits straight to the input size. Default: crop.
         pretrained (str, optional): Local path of weights for the whole model, loaded strictly. Default: None.
     """
 
@@ -65,12 +68,16 @@ class Segmenter(nn.Layer):
                  num_classes: int,
                  backbone: SegmenterViT,
                  decoder: Dict[str, Any],
+                 logits_resize: str = "crop",
                  pretrained: Optional[str] = None):
         super().__init__()
         if not isinstance(backbone, SegmenterViT):
             raise TypeError(f"Segmenter.backbone must be a SegmenterViT (type: SegmenterViT in the YAML); "
                             f"got {type(backbone).__name__}.")
+        if logits_resize not in LOGITS_RESIZES:
+            raise ValueError(f"Segmenter.logits_resize is {logits_resize!r}; set it to one of {LOGITS_RESIZES}.")
         self.num_classes = num_classes
+        self.logits_resize = logits_resize
         self.backbone = backbone
         self.patch_size = backbone.patch_size
         self.decoder_cfg = dict(decoder)
@@ -88,5 +95,7 @@ class Segmenter(nn.Layer):
         tokens = self.backbone(x)  # [B, prefix + N, D]
         tokens = tokens[:, self.backbone.num_prefix_tokens:]  # [B, N, D]
         masks = self.decoder(tokens, (Hp // self.patch_size, Wp // self.patch_size))  # [B, n_cls, gh, gw]
+        if self.logits_resize == "stretch":
+            return [upsample_bilinear(masks, [H, W])]
         masks = upsample_bilinear(masks, [Hp, Wp])
         return [masks[:, :, :H, :W]]

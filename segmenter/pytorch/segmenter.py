@@ -12,6 +12,7 @@ from segmenter.pytorch.vit import SegmenterViT, check_image_batch, pad_to_patch
 from segmenter.resample import bilinear_weights
 
 DECODERS = {"linear": DecoderLinear, "mask_transformer": MaskTransformer}
+LOGITS_RESIZES = ("crop", "stretch")
 
 
 def upsample_bilinear(x: torch.Tensor, size: List[int]) -> torch.Tensor:
@@ -56,6 +57,8 @@ class Segmenter(nn.Module):
         backbone (SegmenterViT): The encoder.
         decoder (dict): `name: linear` or `name: mask_transformer` plus that decoder's arguments
             (see DecoderLinear and MaskTransformer).
+        logits_resize (str, optional): `crop` (official): upsample the logits to the padded size, then crop the
+            padding off; `stretch` (MMSeg): resize the padded grid's logits straight to the input size. Default: crop.
         pretrained (str, optional): Local path of weights for the whole model, loaded strictly. Default: None.
     """
 
@@ -63,12 +66,16 @@ class Segmenter(nn.Module):
                  num_classes: int,
                  backbone: SegmenterViT,
                  decoder: Dict[str, Any],
+                 logits_resize: str = "crop",
                  pretrained: Optional[str] = None):
         super().__init__()
         if not isinstance(backbone, SegmenterViT):
             raise TypeError(f"Segmenter.backbone must be a SegmenterViT (type: SegmenterViT in the YAML); "
                             f"got {type(backbone).__name__}.")
+        if logits_resize not in LOGITS_RESIZES:
+            raise ValueError(f"Segmenter.logits_resize is {logits_resize!r}; set it to one of {LOGITS_RESIZES}.")
         self.num_classes = num_classes
+        self.logits_resize = logits_resize
         self.backbone = backbone
         self.patch_size = backbone.patch_size
         self.decoder_cfg = dict(decoder)
@@ -86,5 +93,7 @@ class Segmenter(nn.Module):
         tokens = self.backbone(x)  # [B, prefix + N, D]
         tokens = tokens[:, self.backbone.num_prefix_tokens:]  # [B, N, D]
         masks = self.decoder(tokens, (Hp // self.patch_size, Wp // self.patch_size))  # [B, n_cls, gh, gw]
+        if self.logits_resize == "stretch":
+            return [upsample_bilinear(masks, [H, W])]
         masks = upsample_bilinear(masks, [Hp, Wp])
         return [masks[:, :, :H, :W]]
