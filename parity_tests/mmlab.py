@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-D, HEADS, CLASSES = 128, 2, 5  # D // 64 heads: the converter's default for widths it cannot read
+D, HEADS, CLASSES = 128, 2, 150  # D // 64 heads (what the converter assumes); ADE20K's 150 classes
 
 
 def _stand_in_mmcv_ops() -> None:
@@ -38,7 +38,8 @@ def mmseg_registry():
 
 
 def randomize(model: torch.nn.Module, seed: int) -> None:
-    """Every weight random, norms' scales away from 1 and BatchNorm statistics away from 0/1."""
+    """Every weight random (Linear / conv at std 1/sqrt(fan-in), so activations stay of order 1 through the
+    heads), norms' scales away from 1 and BatchNorm statistics away from 0/1."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, t in model.state_dict().items():
@@ -50,8 +51,10 @@ def randomize(model: torch.nn.Module, seed: int) -> None:
                 t.copy_(0.1 * torch.randn(t.shape, generator=g))
             elif t.ndim == 1 and name.endswith("weight"):  # LayerNorm / BatchNorm scales
                 t.copy_(1.0 + 0.2 * torch.randn(t.shape, generator=g))
-            else:
-                t.copy_(0.05 * torch.randn(t.shape, generator=g))
+            elif t.ndim >= 2 and "pos_embed" not in name and "cls_" not in name:  # Linear, conv: unit gain
+                t.copy_(torch.randn(t.shape, generator=g) / (t[0].numel() ** 0.5))
+            else:  # biases, tokens, position embeddings
+                t.copy_(0.1 * torch.randn(t.shape, generator=g))
 
 
 def _vit(depth: int, final_norm: bool, out_indices: Any = -1) -> Dict[str, Any]:
@@ -95,7 +98,8 @@ def build_mmseg(cfg: Dict[str, Any], seed: int) -> torch.nn.Module:
     from mmengine.config import ConfigDict
     model = mmseg_registry().build(ConfigDict(cfg))
     randomize(model, seed)
-    return model.eval()
+    model.eval()  # (mmpretrain's train() override returns None, so eval() does too)
+    return model
 
 
 def mmseg_logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -113,7 +117,8 @@ def build_mmpretrain_vit(depth: int, seed: int, out_type: str = "raw") -> torch.
     model = VisionTransformer(arch=arch, img_size=32, patch_size=16, out_type=out_type, final_norm=True,
                               interpolate_mode="bicubic")
     randomize(model, seed)
-    return model.eval()
+    model.eval()  # (mmpretrain's train() override returns None, so eval() does too)
+    return model
 
 
 def save_as_mm(model: torch.nn.Module, path: str, prefix: str = "", meta: Optional[dict] = None) -> None:
