@@ -265,7 +265,13 @@ def load_weights(path: str, fmt: Optional[str] = None, overrides: Optional[Dict[
     """Read any supported weights file into canonical arrays, strictly, with the architecture it encodes."""
     files.check_file(path)
     raw, _, meta = read_raw(path)
-    fmt = fmt or detect_format(path, list(raw), meta)
+    return to_canonical(raw, fmt or detect_format(path, list(raw), meta), path, meta, overrides)
+
+
+def to_canonical(raw: Mapping[str, Any], fmt: str, path: str, meta: Optional[Dict[str, str]] = None,
+                 overrides: Optional[Dict[str, Any]] = None) -> Converted:
+    """Detected family -> rename by its table -> check against the architecture the weights encode."""
+    meta = meta or {}
     if fmt not in FORMATS:
         raise ConversionError(f"unknown format {fmt!r}; use one of {FORMATS}.")
     o = dict(overrides or {})
@@ -287,7 +293,11 @@ def load_weights(path: str, fmt: Optional[str] = None, overrides: Optional[Dict[
             o = {**_official_overrides(path), **{k: v for k, v in o.items() if v is not None}}
     if fmt in ("safetensors",) and meta.get("arch"):
         saved = json.loads(meta["arch"])
-        o = {**{k: saved[k] for k in ("img_size", "num_heads", "norm_eps", "pos_embed_interp")},
+        o = {**{k: saved.get(k) for k in ("img_size", "num_heads", "norm_eps", "pos_embed_interp", "out_indices",
+                                          "logits_resize")},
+             "neck_scales": (saved.get("neck") or {}).get("scales"),
+             "pool_scales": (saved.get("decode_head") or {}).get("pool_scales"),
+             "aux_in_index": (saved.get("auxiliary_head") or {}).get("in_index"),
              "decoder_heads": (saved.get("decoder") or {}).get("n_heads"),
              "decoder_norm_eps": (saved.get("decoder") or {}).get("norm_eps"),
              **{k: v for k, v in o.items() if v is not None}}
