@@ -45,7 +45,12 @@ def run_train(cfg: Config, save_dir: str, seed: int = 0, **kw) -> dict:
     coefs = losses["coef"]
 
     def loss_fn(logits, label):
-        return sum(c * l(logits, label) for c, l in zip(coefs, losses["types"]))
+        """One loss per model output (PaddleSeg's rule): a list when an auxiliary head adds outputs."""
+        outs = list(logits) if isinstance(logits, (list, tuple)) else [logits] * len(coefs)
+        if len(outs) != len(coefs):
+            raise ValueError(f"the model gives {len(outs)} outputs in training but the config's loss has "
+                             f"{len(coefs)} types/coef; give one loss per output (e.g. coef: [1, 0.4]).")
+        return sum(c * l(o, label) for c, l, o in zip(coefs, losses["types"], outs))
 
     kw.setdefault("eval_kwargs", test_kwargs(cfg, {}))  # evaluate during training as tools/val.py does
     return train(model, train_ds, b.optimizer, b.lr_scheduler, loss_fn, cfg.iters, cfg.batch_size, save_dir,

@@ -71,7 +71,8 @@ def train(model, train_dataset, optimizer, scheduler, loss_fn, iters: int, batch
         reader_cost = time.time() - tr
         paddle.seed(seed * 100003 + it)  # dropout/drop-path masks depend on (seed, iter) only: exact resume
         with paddle.amp.auto_cast(enable=scaler is not None, level="O1"):
-            loss = loss_fn(net(img)[0], label)
+            outs = net(img)  # [logits], plus auxiliary logits from models with an auxiliary head (UPerNetViT)
+            loss = loss_fn(outs[0] if len(outs) == 1 else outs, label)
         lv = float(loss)
         if not np.isfinite(lv):
             raise FloatingPointError(f"train: loss is {lv} at iter {it}; stopped. The last checkpoint in "
