@@ -15,7 +15,8 @@ import numpy as np
 from segmenter.convert import files
 from segmenter.convert.arch import Arch, expected_shapes, infer_arch, model_config
 from segmenter.convert.keymaps import (LINEAR_WEIGHTS, MMSEG_RESHAPES, MMSEG_UPERNET, NPZ, NPZ_DROP,
-                                       NPZ_OPTIMIZER_PREFIX, TABLES, TORCH_BN_BUFFERS, TORCH_BN_COUNTER, Rename)
+                                       NPZ_OPTIMIZER_PREFIX, TABLES, TO_MMSEG_RESHAPES, TO_MMSEG_SEGMENTER,
+                                       TO_MMSEG_UPERNET, TORCH_BN_BUFFERS, TORCH_BN_COUNTER, Rename)
 
 FORMATS = ("paddle", "torch", "safetensors", "official", "paddleseg", "timm", "npz", "mmseg", "mmpretrain")
 # Which files store Linear weights [out, in] (PyTorch) rather than [in, out] (Paddle, Flax).
@@ -37,6 +38,7 @@ SAFETENSORS_LAYOUT = "segmenter-torch"  # metadata tag of our .safetensors (PyTo
 RESHAPES = {
     "transpose": lambda v: np.ascontiguousarray(v.T),
     "squeeze_1x1": lambda v: v.reshape(v.shape[0], v.shape[1]),  # [K, D, 1, 1] -> [K, D]
+    "unsqueeze_1x1": lambda v: v.reshape(v.shape[0], v.shape[1], 1, 1),  # [K, D] -> [K, D, 1, 1]
 }
 NPZ_RESHAPES = {
     "none": lambda v: v,
@@ -308,12 +310,27 @@ def to_canonical(raw: Mapping[str, Any], fmt: str, path: str, meta: Optional[Dic
     return Converted(state=state, arch=arch, fmt=fmt, source=path, dropped=dropped)
 
 
-def save_weights(conv: Converted, path: str) -> str:
+def to_mmseg(conv: Converted) -> Dict[str, np.ndarray]:
+    """Canonical weights in MMSeg's layout (PyTorch arrays), by the TO_MMSEG tables, strictly."""
+    if conv.arch.decode_head is None and conv.arch.decoder is None:
+        raise ConversionError(f"'{conv.source}' holds a backbone only; MMSeg checkpoints are whole models.")
+    table = TO_MMSEG_UPERNET if conv.arch.decode_head else TO_MMSEG_SEGMENTER
+    state, _ = apply_table(to_layout(conv.state, "torch"), table, (), conv.source, "canonical")
+    return {k: reshape_for(k, v, TO_MMSEG_RESHAPES if conv.arch.decoder else {}) for k, v in state.items()}
+
+
+def save_weights(conv: Converted, path: str, layout: Optional[str] = None) -> str:
     """Write canonical weights as our Paddle (.pdparams), PyTorch (.pth) or .safetensors file; returns the format."""
     ext = files.extension(path)
     if ext not in DEST_FORMATS:
         raise ConversionError(f"'{path}': destination extension '{ext}' is not one of {sorted(DEST_FORMATS)}.")
     fmt = DEST_FORMATS[ext]
+    if layout == "mmseg":
+        if fmt != "torch":
+            raise ConversionError(f"'{path}': MMSeg checkpoints are PyTorch files; name the destination .pth.")
+        files.atomic_write(files.write_torch_checkpoint, to_mmseg(conv), path,
+                           meta={"converted_by": "segmenter tools/convert.py", "source": os.path.abspath(conv.source)})
+        return "mmseg"
     if fmt == "paddle":
         files.atomic_write(files.write_pdparams, conv.state, path)
     elif fmt == "torch":
@@ -366,19 +383,11 @@ def config_text(conv: Converted, weights: str, base_config: Optional[str] = None
     return header + yaml.safe_dump(cfg, sort_keys=False)
 
 
-def write_config(path: str, conv: Converted, weights: str, base_config: Optional[str] = None,
-                 num_classes: Optional[int] = None) -> None:
-    """Write `config_text` to `path`."""
-    text = config_text(conv, weights, base_config, num_classes)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        f.write(text)
-
-
 def convert(src: str, dst: str, fmt: Optional[str] = None, overrides: Optional[Dict[str, Any]] = None,
             save_config: Optional[str] = None, base_config: Optional[str] = None,
-            num_classes: Optional[int] = None) -> Converted:
-    """Convert `src` (any family) to `dst` (format from its extension); optionally write a config for it."""
+            num_classes: Optional[int] = None, to: Optional[str] = None) -> Converted:
+    """Convert `src` (any family) to `dst` (format from its extension, or `to="mmseg"` for MMSeg's layout in a
+    .pth); optionally write a config for it."""
     conv = load_weights(src, fmt, overrides)
     if num_classes is not None and conv.arch.num_classes not in (None, num_classes):
         raise ConversionError(f"--num-classes {num_classes} disagrees with the {conv.arch.num_classes} classes "
@@ -386,7 +395,7 @@ def convert(src: str, dst: str, fmt: Optional[str] = None, overrides: Optional[D
     if files.extension(dst) not in DEST_FORMATS:
         raise ConversionError(f"'{dst}': destination extension is not one of {sorted(DEST_FORMATS)}.")
     text = config_text(conv, dst, base_config, num_classes) if save_config else None  # checked before writing
-    save_weights(conv, dst)
+    save_weights(conv, dst, to)
     if text is not None:
         os.makedirs(os.path.dirname(os.path.abspath(save_config)), exist_ok=True)
         with open(save_config, "w") as f:

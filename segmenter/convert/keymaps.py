@@ -185,3 +185,38 @@ TABLES: Dict[str, Tuple[List[Rename], Tuple[str, ...]]] = {
     "mmseg": (MMSEG_SEGMENTER, MMSEG_DROP),        # convert.core picks MMSEG_UPERNET when the keys hold a PPM
     "mmpretrain": (MMPRETRAIN, MMPRETRAIN_DROP),
 }
+
+# Back to MMSeg (the other direction): canonical keys in PyTorch layout (convert.core.to_layout) -> MMSeg's.
+def _mm_blocks_out(src: str, dst: str) -> List[Rename]:
+    return [
+        (src + r"blocks\.(\d+)\.norm1\.(weight|bias)", dst + r"layers.\1.ln1.\2"),
+        (src + r"blocks\.(\d+)\.norm2\.(weight|bias)", dst + r"layers.\1.ln2.\2"),
+        (src + r"blocks\.(\d+)\.attn\.qkv\.(weight|bias)", dst + r"layers.\1.attn.attn.in_proj_\2"),
+        (src + r"blocks\.(\d+)\.attn\.proj\.(weight|bias)", dst + r"layers.\1.attn.attn.out_proj.\2"),
+        (src + r"blocks\.(\d+)\.mlp\.fc1\.(weight|bias)", dst + r"layers.\1.ffn.layers.0.0.\2"),
+        (src + r"blocks\.(\d+)\.mlp\.fc2\.(weight|bias)", dst + r"layers.\1.ffn.layers.1.\2"),
+    ]
+
+
+_TO_MMSEG_VIT: List[Rename] = [
+    (r"backbone\.(cls_token|pos_embed)", r"backbone.\1"),
+    (r"backbone\.patch_embed\.proj\.(weight|bias)", r"backbone.patch_embed.projection.\1"),
+    (r"backbone\.norm\.(weight|bias)", r"backbone.ln1.\1"),
+] + _mm_blocks_out(r"backbone\.", "backbone.")
+TO_MMSEG_SEGMENTER: List[Rename] = _TO_MMSEG_VIT + [
+    (r"decoder\.proj_dec\.(weight|bias)", r"decode_head.dec_proj.\1"),
+    (r"decoder\.cls_emb", r"decode_head.cls_emb"),
+    (r"decoder\.proj_patch", r"decode_head.patch_proj.weight"),
+    (r"decoder\.proj_classes", r"decode_head.classes_proj.weight"),
+    (r"decoder\.(decoder_norm|mask_norm)\.(weight|bias)", r"decode_head.\1.\2"),
+    (r"decoder\.head\.(weight|bias)", r"decode_head.conv_seg.\1"),
+] + _mm_blocks_out(r"decoder\.", "decode_head.")
+TO_MMSEG_UPERNET: List[Rename] = _TO_MMSEG_VIT + [
+    (r"decode_head\.psp_modules\.(\d+)\.(.*)", r"decode_head.psp_modules.\1.1.\2"),
+    (r"((?:decode_head|auxiliary_head|neck)\..*)", r"\1"),
+]
+# MMSeg key -> reshape (convert.core.RESHAPES) of the value written there; the inverse of MMSEG_RESHAPES.
+TO_MMSEG_RESHAPES: Dict[str, str] = {
+    r"decode_head\.(patch_proj|classes_proj)\.weight": "transpose",
+    r"decode_head\.conv_seg\.weight": "unsqueeze_1x1",  # Segmenter's linear decoder only (TO_MMSEG_SEGMENTER)
+}
