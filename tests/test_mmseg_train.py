@@ -65,3 +65,21 @@ def test_row_trains_with_eval_on_paddleseg_ade20k(ade20k, tmp_path):
     metrics = run_train(load_config(_config(ROWS[2], ade20k, tmp_path)), str(tmp_path / "run"), seed=0,
                         do_eval=True, save_interval=2, log_iters=1)
     assert np.isfinite(metrics["mIoU"]), metrics
+
+
+def test_upernet_adds_the_auxiliary_logits_in_training_only():
+    """The engine weighs one loss per output (coef [1, 0.4]); without the second output both would fall on
+    the main logits, so the training output list itself is checked."""
+    import paddle
+    from segmenter.models import SegmenterViT, UPerNetViT
+    model = UPerNetViT(num_classes=3, backbone=SegmenterViT(img_size=32, embed_dim=32, depth=2, num_heads=1,
+                                                            out_indices=[0, 1]),
+                       decode_head={"channels": 8}, auxiliary_head={"channels": 4})
+    x = paddle.randn([2, 3, 40, 24])
+    model.train()
+    outs = model(x)
+    assert [o.shape for o in outs] == [[2, 3, 40, 24]] * 2, [o.shape for o in outs]
+    (outs[0].mean() + 0.4 * outs[1].mean()).backward()
+    assert model.auxiliary_head.conv_seg.weight.grad is not None
+    model.eval()
+    assert len(model(x)) == 1
