@@ -347,6 +347,8 @@ def default_base_config() -> str:
                         "configs", "_base_", "ade20k.yml")
 
 
+# Classes of a decoder built on backbone-only weights when neither --num-classes nor the base config says.
+DEFAULT_CLASSES = 150  # ADE20K's
 # NUM_CLASSES of the PaddleSeg datasets our shipped bases use (PaddleSeg checks model.num_classes against it).
 DATASET_CLASSES = {"ADE20K": 150, "Cityscapes": 19, "PascalContext": 60}
 
@@ -370,7 +372,7 @@ def config_text(conv: Converted, weights: str, base_config: Optional[str] = None
     arch = conv.arch
     base_classes = _dataset_classes(base)
     if arch.num_classes is None:
-        arch = Arch(**{**arch.to_json(), "num_classes": num_classes or base_classes or 150})
+        arch = Arch(**{**arch.to_json(), "num_classes": num_classes or base_classes or DEFAULT_CLASSES})
     elif num_classes is not None and num_classes != arch.num_classes:
         raise ConversionError(f"--num-classes {num_classes} disagrees with the weights' {arch.num_classes} classes.")
     if base_classes is not None and base_classes != arch.num_classes:

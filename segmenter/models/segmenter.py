@@ -14,6 +14,9 @@ from segmenter.resample import bilinear_weights
 
 DECODERS = {"linear": DecoderLinear, "mask_transformer": MaskTransformer}
 LOGITS_RESIZES = ("crop", "stretch")
+# Coarse grids up to this side are upsampled by the separable product; larger ones by the kernel, where the
+# product's 2 * (h + w) multiply-adds per output pixel would exceed the kernel's 4 several times over.
+MAX_PRODUCT_GRID = 128
 
 
 def upsample_bilinear(x: paddle.Tensor, size: List[int]) -> paddle.Tensor:
@@ -21,10 +24,10 @@ def upsample_bilinear(x: paddle.Tensor, size: List[int]) -> paddle.Tensor:
 
     Paddle 3.3's CPU bilinear kernel took 155 ms forward and ~1.2 s forward+backward to take 2x150 logits
     from 32x32 to 512x512; the separable product takes 28 ms and 0.17 s (BENCHMARKS.md). It costs 2 * (h + w)
-    multiply-adds per output pixel instead of 4, so grids above 128 take the kernel.
+    multiply-adds per output pixel instead of 4, so grids above MAX_PRODUCT_GRID take the kernel.
     """
     h, w = x.shape[2], x.shape[3]
-    if max(h, w) > 128:
+    if max(h, w) > MAX_PRODUCT_GRID:
         return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
     a_h = paddle.to_tensor(bilinear_weights(h, size[0]), dtype=x.dtype)  # [H, h]
     a_w = paddle.to_tensor(bilinear_weights(w, size[1]), dtype=x.dtype)  # [W, w]
