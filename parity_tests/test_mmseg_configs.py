@@ -52,7 +52,8 @@ def _mmseg_cfg(rel):
 
 def test_every_shipped_mmseg_config_is_a_row():
     shipped = {os.path.relpath(p, os.path.join(ROOT, "configs"))[:-4]
-               for d in ("upernet_vit", "segmenter_mmseg") for p in glob.glob(os.path.join(ROOT, "configs", d, "*.yml"))}
+               for d in ("upernet_vit", "segmenter_mmseg")
+               for p in glob.glob(os.path.join(ROOT, "configs", d, "*.yml"))}
     assert shipped == set(ROWS), f"configs without a row check: {sorted(shipped ^ set(ROWS))}"
 
 
@@ -77,7 +78,8 @@ def test_recipe_numbers_follow_mmseg(ours):
     if test.mode == "whole":
         assert cfg["test_config"]["is_slide"] is False
     else:
-        assert cfg["test_config"]["stride"] == list(test.stride) and cfg["test_config"]["crop_size"] == list(test.crop_size)
+        tc = cfg["test_config"]
+        assert (tc["stride"], tc["crop_size"]) == (list(test.stride), list(test.crop_size)), (tc, test)
     if cfg["model"]["type"] == "UPerNetViT":
         sched = mm.param_scheduler
         assert (lr["warmup_iters"], lr["power"], lr["end_lr"]) == (sched[0].end, sched[1].power, sched[1].eta_min)

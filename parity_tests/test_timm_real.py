@@ -46,4 +46,5 @@ def test_timm_file_matches_timm_forward(distilled, ext, tmp_path):
         want = ref.forward_features(torch.from_numpy(x)).numpy()
     got = ours(paddle.to_tensor(x)).numpy()
     d = float(np.abs(got - want).max())
-    assert got.shape == want.shape and d <= TOL, f"ours vs timm {'DeiT' if distilled else 'ViT'} {ext}: max|diff|={d:.2e}"
+    what = f"ours vs timm {'DeiT' if distilled else 'ViT'} {ext}"
+    assert got.shape == want.shape and d <= TOL, f"{what}: max|diff|={d:.2e}"
