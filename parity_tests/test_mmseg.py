@@ -131,3 +131,30 @@ def test_roundtrip_back_to_mmseg_is_bit_identical(which, tmp_path):
     again.load_state_dict(got, strict=True)
     x = torch.from_numpy(_inputs((2, 3, 40, 56)))
     assert torch.equal(mmlab.mmseg_logits(again, x), mmlab.mmseg_logits(ref, x))
+
+
+@pytest.mark.parametrize("with_cls_token,output_cls_token", [(True, True), (False, False)])
+def test_vit_options_match_mmseg_backbone(with_cls_token, output_cls_token):
+    """out_indices maps, with_cls_token (dropped after the positions) and output_cls_token against MMSeg's ViT."""
+    from segmenter.convert.core import to_canonical
+    cfg = dict(mmlab._vit(2, True, out_indices=(0, 1)), with_cls_token=with_cls_token,
+               output_cls_token=output_cls_token)
+    ref = mmlab.build_mmseg(cfg, seed=8)
+    raw = {"backbone." + k: v.numpy() for k, v in ref.state_dict().items()}
+    conv = to_canonical(raw, "mmseg", "mmseg backbone")
+    bb = conv.arch.backbone_config()
+    bb.pop("type")
+    bb.update(out_indices=[0, 1], with_cls_token=with_cls_token, output_cls_token=output_cls_token)
+    ours = pm.SegmenterViT(**bb)
+    ours.set_state_dict({k: paddle.to_tensor(v) for k, v in strip_prefix(conv.state, "backbone.").items()})
+    ours.eval()
+    x = _inputs((2, 3, 40, 56))
+    with torch.no_grad():
+        want = ref(torch.from_numpy(x))
+    got = ours(paddle.to_tensor(x))
+    assert len(got) == len(want) == 2
+    for i, (g, w) in enumerate(zip(got, want)):
+        pairs = zip(g, w) if output_cls_token else [(g, w)]
+        for a, b in pairs:
+            d = float(np.abs(a.numpy() - b.numpy()).max())
+            assert list(a.shape) == list(b.shape) and d <= TOL, f"output {i}: {list(a.shape)} max|diff|={d:.2e}"
