@@ -17,5 +17,8 @@ setup(
         "tqdm>=4.60",
         "matplotlib>=3.7",
     ],
-    extras_require={"torch": ["torch==2.14.1"], "test": ["torch==2.14.1", "pytest>=7"]},
+    extras_require={"torch": ["torch==2.14.1"], "test": ["torch==2.14.1", "pytest>=7"],
+                    # MMSeg / mmpretrain parity tests; then `pip install --no-deps mmsegmentation==1.2.2 mmpretrain==1.2.0`
+                    "mmlab": ["mmengine==0.10.7", "mmcv-lite==2.1.0", "ftfy", "regex", "importlib_metadata",
+                              "modelindex", "mat4py", "einops"]},
 )

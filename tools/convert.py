@@ -1,5 +1,6 @@
 """Convert Segmenter weights between formats: ours (.pdparams / .pth / .safetensors), the official checkpoint,
-PaddleSeg's released models, timm ViT and Google .npz. The destination format follows DST's extension."""
+PaddleSeg's released models, timm ViT, Google .npz, MMSegmentation (Segmenter, ViT/DeiT UPerNet) and mmpretrain
+ViT. The destination format follows DST's extension; `--to mmseg` writes MMSeg's layout (.pth)."""
 import argparse
 import sys
 
@@ -25,19 +26,33 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--norm-eps", type=float, default=None, help="LayerNorm eps (default: the family's)")
     p.add_argument("--pos-embed-interp", choices=("bilinear", "bicubic"), default=None,
                    help="pos_embed resampling (default: the family's)")
+    p.add_argument("--to", choices=("mmseg",), default=None,
+                   help="write MMSegmentation's layout ({meta, state_dict}, a .pth MMSeg loads) instead of ours")
+    p.add_argument("--out-indices", type=int, nargs="+", default=None,
+                   help="UPerNet: blocks whose maps feed the neck/head (default: evenly spaced, e.g. 2 5 8 11)")
+    p.add_argument("--neck-scales", type=float, nargs="+", default=None,
+                   help="UPerNet: MultiLevelNeck scales (default: 4 2 1 0.5)")
+    p.add_argument("--pool-scales", type=int, nargs="+", default=None,
+                   help="UPerNet: PPM pool sizes (default: 1 2 3 6)")
     return p.parse_args(argv)
 
 
 def main(args: argparse.Namespace) -> int:
     overrides = {"num_heads": args.num_heads, "decoder_heads": args.decoder_heads, "img_size": args.img_size,
-                 "norm_eps": args.norm_eps, "pos_embed_interp": args.pos_embed_interp}
+                 "norm_eps": args.norm_eps, "pos_embed_interp": args.pos_embed_interp,
+                 "out_indices": args.out_indices, "neck_scales": args.neck_scales, "pool_scales": args.pool_scales}
     try:
-        conv = convert(args.src, args.dst, args.fmt, overrides, args.save_config, args.base_config, args.num_classes)
+        conv = convert(args.src, args.dst, args.fmt, overrides, args.save_config, args.base_config, args.num_classes,
+                       args.to)
     except (ValueError, UnsafeFileError, OSError) as e:
         print(f"convert: {e}\nNothing was written.", file=sys.stderr)
         return 1
     a = conv.arch
-    what = f"{a.decoder['name']} decoder, {a.num_classes} classes" if a.decoder else "backbone only"
+    if a.decode_head:
+        what = f"UPerHead{' + MultiLevelNeck' if a.neck else ''}{' + FCN aux' if a.auxiliary_head else ''}, " \
+               f"{a.num_classes} classes, maps of blocks {a.out_indices}"
+    else:
+        what = f"{a.decoder['name']} decoder, {a.num_classes} classes" if a.decoder else "backbone only"
     print(f"{args.src} ({conv.fmt}) -> {args.dst}: ViT D={a.embed_dim} depth={a.depth} heads={a.num_heads} "
           f"patch={a.patch_size} img={a.img_size}, {what}; {len(conv.state)} tensors, "
           f"{len(conv.dropped)} dropped on purpose {conv.dropped[:4]}")

@@ -3,5 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install -q -r requirements.txt
+python -m pip install -q --no-deps mmsegmentation==1.2.2 mmpretrain==1.2.0  # their deps are in requirements.txt
 python -m pip install -q --no-deps -e .
 python -m pytest -q tests parity_tests "$@"

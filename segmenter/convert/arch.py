@@ -23,16 +23,29 @@ class Arch:
     pos_embed_interp: str
     num_classes: Optional[int] = None          # None for backbone-only weights
     decoder: Optional[Dict[str, Any]] = None   # {name: linear} or {name: mask_transformer, ...}
+    patch_bias: bool = True
+    final_norm: bool = True
+    out_indices: Optional[List[int]] = None    # UPerNetViT: the blocks whose maps feed the neck / head
+    logits_resize: str = "crop"                # Segmenter: crop (official) or stretch (MMSeg)
+    neck: Optional[Dict[str, Any]] = None            # UPerNetViT: MultiLevelNeck arguments, or None
+    decode_head: Optional[Dict[str, Any]] = None     # UPerNetViT: UPerHead arguments
+    auxiliary_head: Optional[Dict[str, Any]] = None  # UPerNetViT: FCNHead arguments, or None
 
     def backbone_config(self) -> Dict[str, Any]:
         """The `model.backbone` section of a config (without dropout and pretrained)."""
         d = asdict(self)
-        d.pop("num_classes")
-        d.pop("decoder")
+        for key in NOT_BACKBONE:
+            d.pop(key)
         return {"type": "SegmenterViT", **d}
 
     def to_json(self) -> Dict[str, Any]:
         return asdict(self)
+
+
+NOT_BACKBONE = ("num_classes", "decoder", "logits_resize", "neck", "decode_head", "auxiliary_head")
+# What UPerNet weights cannot tell, as MMSeg's ViT configs set it (four levels).
+UPERNET_POOL_SCALES = [1, 2, 3, 6]
+MLN_SCALES = [4, 2, 1, 0.5]
 
 
 def _count(state: Mapping[str, np.ndarray], prefix: str) -> int:
@@ -76,7 +89,11 @@ def infer_arch(state: Mapping[str, np.ndarray], source: str, norm_eps: float, po
                 depth=_count(state, "backbone.blocks."), num_heads=int(o.get("num_heads") or D // 64),
                 mlp_ratio=float(fc1.shape[1]) / D, qkv_bias="backbone.blocks.0.attn.qkv.bias" in state,
                 distilled=distilled, norm_eps=float(o.get("norm_eps") or norm_eps),
-                pos_embed_interp=str(o.get("pos_embed_interp") or pos_embed_interp))
+                pos_embed_interp=str(o.get("pos_embed_interp") or pos_embed_interp),
+                patch_bias="backbone.patch_embed.proj.bias" in state, final_norm="backbone.norm.weight" in state,
+                logits_resize=str(o.get("logits_resize") or "crop"))
+    if "decode_head.psp_modules.0.conv.weight" in state:
+        return _upernet_arch(state, arch, source, o)
     if "decoder.head.weight" in state:
         arch.num_classes = int(state["decoder.head.weight"].shape[1])
         arch.decoder = {"name": "linear"}
@@ -90,6 +107,72 @@ def infer_arch(state: Mapping[str, np.ndarray], source: str, norm_eps: float, po
                         "qkv_bias": "decoder.blocks.0.attn.qkv.bias" in state,
                         "norm_eps": float(o.get("decoder_norm_eps") or o.get("norm_eps") or norm_eps)}
     return arch
+
+
+def _upernet_arch(state: Mapping[str, np.ndarray], arch: Arch, source: str, o: Dict[str, Any]) -> Arch:
+    """UPerNetViT: widths and counts from the weights; out_indices, scales and pool sizes as MMSeg's configs."""
+    seg = _need(state, "decode_head.conv_seg.weight", source)  # [K, channels, 1, 1]
+    levels = _count(state, "decode_head.lateral_convs.") + 1
+    n_pool = _count(state, "decode_head.psp_modules.")
+    pool_scales = o.get("pool_scales") or UPERNET_POOL_SCALES
+    if len(pool_scales) != n_pool:
+        raise ValueError(f"'{source}': the PPM has {n_pool} branches; pass their pool sizes (--pool-scales).")
+    n_maps = levels
+    if "neck.convs.0.conv.weight" in state:
+        n_maps = _count(state, "neck.lateral_convs.")
+        scales = o.get("neck_scales") or MLN_SCALES
+        if len(scales) != levels:
+            raise ValueError(f"'{source}': the neck has {levels} outputs; pass their scales (--neck-scales).")
+        arch.neck = {"scales": list(scales)}
+    # MMSeg's configs take evenly spaced blocks, ending with the last: (2, 5, 8, 11) of 12.
+    arch.out_indices = list(o.get("out_indices") or [arch.depth * (i + 1) // n_maps - 1 for i in range(n_maps)])
+    if len(arch.out_indices) != n_maps:
+        raise ValueError(f"'{source}': the head reads {n_maps} maps but --out-indices gives {arch.out_indices}.")
+    arch.num_classes = int(seg.shape[0])
+    arch.decode_head = {"channels": int(seg.shape[1]), "pool_scales": list(pool_scales), "dropout": 0.1}
+    if "auxiliary_head.conv_seg.weight" in state:
+        aux = state["auxiliary_head.conv_seg.weight"]
+        arch.auxiliary_head = {"in_index": int(o["aux_in_index"]) if o.get("aux_in_index") is not None else -1, "channels": int(aux.shape[1]),
+                               "num_convs": _count(state, "auxiliary_head.convs."), "dropout": 0.1}
+    return arch
+
+
+def _conv_shapes(prefix: str, c_in: int, c_out: int, k: int, norm: bool = True) -> Dict[str, Tuple[int, ...]]:
+    s = {f"{prefix}.conv.weight": (c_out, c_in, k, k)}
+    if norm:
+        s.update({f"{prefix}.bn.{n}": (c_out,) for n in ("weight", "bias", "_mean", "_variance")})
+    else:
+        s[f"{prefix}.conv.bias"] = (c_out,)
+    return s
+
+
+def _upernet_shapes(arch: Arch) -> Dict[str, Tuple[int, ...]]:
+    D, K = arch.embed_dim, arch.num_classes
+    widths = [D] * len(arch.out_indices)
+    s: Dict[str, Tuple[int, ...]] = {}
+    if arch.neck:
+        for i, c in enumerate(widths):
+            s.update(_conv_shapes(f"neck.lateral_convs.{i}", c, D, 1, norm=False))
+        widths = [D] * len(arch.neck["scales"])
+        for i in range(len(widths)):
+            s.update(_conv_shapes(f"neck.convs.{i}", D, D, 3, norm=False))
+    head = arch.decode_head
+    ch, n_pool = head["channels"], len(head["pool_scales"])
+    for i in range(n_pool):
+        s.update(_conv_shapes(f"decode_head.psp_modules.{i}", widths[-1], ch, 1))
+    s.update(_conv_shapes("decode_head.bottleneck", widths[-1] + n_pool * ch, ch, 3))
+    for i, c in enumerate(widths[:-1]):
+        s.update(_conv_shapes(f"decode_head.lateral_convs.{i}", c, ch, 1))
+        s.update(_conv_shapes(f"decode_head.fpn_convs.{i}", ch, ch, 3))
+    s.update(_conv_shapes("decode_head.fpn_bottleneck", len(widths) * ch, ch, 3))
+    s.update({"decode_head.conv_seg.weight": (K, ch, 1, 1), "decode_head.conv_seg.bias": (K,)})
+    aux = arch.auxiliary_head
+    if aux:
+        for i in range(aux["num_convs"]):
+            s.update(_conv_shapes(f"auxiliary_head.convs.{i}", D if i == 0 else aux["channels"], aux["channels"], 3))
+        c = aux["channels"] if aux["num_convs"] else D
+        s.update({"auxiliary_head.conv_seg.weight": (K, c, 1, 1), "auxiliary_head.conv_seg.bias": (K,)})
+    return s
 
 
 def _block_shapes(prefix: str, D: int, hidden: int, qkv_bias: bool) -> Dict[str, Tuple[int, ...]]:
@@ -111,12 +194,17 @@ def expected_shapes(arch: Arch) -> Dict[str, Tuple[int, ...]]:
     n = (arch.img_size[0] // p) * (arch.img_size[1] // p)
     s: Dict[str, Tuple[int, ...]] = {
         "backbone.cls_token": (1, 1, D), "backbone.pos_embed": (1, prefix + n, D),
-        "backbone.patch_embed.proj.weight": (D, arch.in_channels, p, p), "backbone.patch_embed.proj.bias": (D,),
-        "backbone.norm.weight": (D,), "backbone.norm.bias": (D,)}
+        "backbone.patch_embed.proj.weight": (D, arch.in_channels, p, p)}
+    if arch.patch_bias:
+        s["backbone.patch_embed.proj.bias"] = (D,)
+    if arch.final_norm:
+        s.update({"backbone.norm.weight": (D,), "backbone.norm.bias": (D,)})
     if arch.distilled:
         s["backbone.dist_token"] = (1, 1, D)
     for i in range(arch.depth):
         s.update(_block_shapes(f"backbone.blocks.{i}", D, int(D * arch.mlp_ratio), arch.qkv_bias))
+    if arch.decode_head:
+        s.update(_upernet_shapes(arch))
     dec, K = arch.decoder, arch.num_classes
     if dec and dec["name"] == "linear":
         s.update({"decoder.head.weight": (D, K), "decoder.head.bias": (K,)})
@@ -135,11 +223,15 @@ def model_config(arch: Arch, pretrained: Optional[str]) -> Dict[str, Any]:
     """The `model` section of a PaddleSeg config that builds exactly `arch` (and loads `pretrained`)."""
     backbone = arch.backbone_config()
     backbone.update({"drop_rate": 0.0, "attn_drop_rate": 0.0, "drop_path_rate": 0.1, "pretrained": None})
+    if arch.decode_head:
+        return {"type": "UPerNetViT", "num_classes": arch.num_classes, "backbone": backbone, "neck": arch.neck,
+                "decode_head": dict(arch.decode_head), "auxiliary_head": arch.auxiliary_head,
+                "pretrained": pretrained}
     decoder = dict(arch.decoder) if arch.decoder else {"name": "linear"}
     if decoder["name"] == "mask_transformer":
         decoder.update({"dropout": 0.0, "drop_path_rate": 0.1})
     model = {"type": "Segmenter", "num_classes": arch.num_classes, "backbone": backbone, "decoder": decoder,
-             "pretrained": pretrained}
+             "logits_resize": arch.logits_resize, "pretrained": pretrained}
     if arch.decoder is None:  # backbone weights: the decoder is trained from scratch
         backbone["pretrained"], model["pretrained"] = pretrained, None
     return model

@@ -15,21 +15,32 @@ import numpy as np
 
 from segmenter.convert import files
 from segmenter.convert.arch import Arch, expected_shapes, infer_arch, model_config
-from segmenter.convert.keymaps import (LINEAR_WEIGHTS, NPZ, NPZ_DROP, NPZ_OPTIMIZER_PREFIX, TABLES, Rename)
+from segmenter.convert.keymaps import (LINEAR_WEIGHTS, MMSEG_RESHAPES, MMSEG_UPERNET, NPZ, NPZ_DROP,
+                                       NPZ_OPTIMIZER_PREFIX, TABLES, TO_MMSEG_RESHAPES, TO_MMSEG_SEGMENTER,
+                                       TO_MMSEG_UPERNET, TORCH_BN_BUFFERS, TORCH_BN_COUNTER, Rename)
 
-FORMATS = ("paddle", "torch", "safetensors", "official", "paddleseg", "timm", "npz")
+FORMATS = ("paddle", "torch", "safetensors", "official", "paddleseg", "timm", "npz", "mmseg", "mmpretrain")
 # Which files store Linear weights [out, in] (PyTorch) rather than [in, out] (Paddle, Flax).
-TORCH_LAYOUT = {"torch", "safetensors", "official", "timm"}
+TORCH_LAYOUT = {"torch", "safetensors", "official", "timm", "mmseg", "mmpretrain"}
 # (norm_eps, pos_embed_interp) each family trained with; weights cannot tell, so they are stated here.
 FAMILY_DEFAULTS: Dict[str, Tuple[float, str]] = {
     "paddle": (1e-5, "bilinear"), "torch": (1e-5, "bilinear"), "safetensors": (1e-5, "bilinear"),
     "official": (1e-5, "bilinear"), "paddleseg": (1e-5, "bicubic"), "timm": (1e-6, "bicubic"),
-    "npz": (1e-6, "bicubic"),
+    "npz": (1e-6, "bicubic"), "mmseg": (1e-6, "bicubic"), "mmpretrain": (1e-6, "bicubic"),
 }
+# What else a family's models do that weights cannot tell: MMSeg's heads use LayerNorm eps 1e-5 (its backbone
+# 1e-6) and resize the logits of the padded grid straight to the input size.
+FAMILY_OVERRIDES: Dict[str, Dict[str, Any]] = {"mmseg": {"decoder_norm_eps": 1e-5, "logits_resize": "stretch"}}
 DEST_FORMATS = {**{e: "paddle" for e in files.PADDLE_EXTS}, ".pth": "torch", ".pt": "torch",
                 **{e: "safetensors" for e in files.SAFETENSORS_EXTS}}
 SAFETENSORS_LAYOUT = "segmenter-torch"  # metadata tag of our .safetensors (PyTorch layout)
 # Flax -> canonical reshapes named in keymaps.NPZ.
+# Reshapes named in keymaps.MMSEG_RESHAPES.
+RESHAPES = {
+    "transpose": lambda v: np.ascontiguousarray(v.T),
+    "squeeze_1x1": lambda v: v.reshape(v.shape[0], v.shape[1]),  # [K, D, 1, 1] -> [K, D]
+    "unsqueeze_1x1": lambda v: v.reshape(v.shape[0], v.shape[1], 1, 1),  # [K, D] -> [K, D, 1, 1]
+}
 NPZ_RESHAPES = {
     "none": lambda v: v,
     "hwio_to_oihw": lambda v: v.transpose(3, 2, 0, 1),      # [p, p, C, D] -> [D, C, p, p]
@@ -58,13 +69,31 @@ def is_linear_weight(key: str) -> bool:
     return any(re.fullmatch(p, key) for p in LINEAR_WEIGHTS)
 
 
+def _rename_bn(key: str, to_torch: bool) -> str:
+    """A BatchNorm statistic's name in the other framework (TORCH_BN_BUFFERS); other keys unchanged."""
+    pairs = TORCH_BN_BUFFERS.items() if to_torch else ((t, p) for p, t in TORCH_BN_BUFFERS.items())
+    for src, dst in pairs:
+        if key.endswith(src):
+            return key[:-len(src)] + dst
+    return key
+
+
 def to_layout(state: Mapping[str, np.ndarray], layout: str, source_layout: str = "paddle") -> Dict[str, np.ndarray]:
-    """Paddle layout <-> PyTorch layout of canonical keys: transpose exactly the LINEAR_WEIGHTS keys."""
+    """Paddle layout <-> PyTorch layout of canonical keys: transpose exactly the LINEAR_WEIGHTS keys, and give
+    BatchNorm statistics the other framework's names (PyTorch also counts batches: 0 going there, dropped back)."""
     if layout not in ("paddle", "torch") or source_layout not in ("paddle", "torch"):
         raise ValueError(f"layouts are 'paddle' or 'torch', got {layout!r} from {source_layout!r}")
     if layout == source_layout:
         return dict(state)
-    return {k: (np.ascontiguousarray(v.T) if is_linear_weight(k) else v) for k, v in state.items()}
+    to_torch = layout == "torch"
+    out = {}
+    for k, v in state.items():
+        if not to_torch and re.fullmatch(TORCH_BN_COUNTER, k):
+            continue
+        out[_rename_bn(k, to_torch)] = np.ascontiguousarray(v.T) if is_linear_weight(k) else v
+        if to_torch and k.endswith(".bn._mean"):
+            out[k[:-len("_mean")] + "num_batches_tracked"] = np.zeros((), dtype=np.int64)
+    return out
 
 
 def strip_prefix(state: Mapping[str, np.ndarray], prefix: str) -> Dict[str, np.ndarray]:
@@ -142,6 +171,14 @@ def _unwrap(obj: Any, source: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     return obj, {}
 
 
+def reshape_for(key: str, value: np.ndarray, table: Mapping[str, str]) -> np.ndarray:
+    """`value` reshaped as the first `table` pattern matching `key` says (RESHAPES), else unchanged."""
+    for pattern, how in table.items():
+        if re.fullmatch(pattern, key):
+            return RESHAPES[how](value)
+    return value
+
+
 def _has(keys, *prefixes: str) -> bool:
     return any(k.startswith(prefixes) for k in keys)
 
@@ -164,6 +201,8 @@ def detect_format(path: str, keys: Sequence[str], meta: Optional[Dict[str, str]]
         if bare:
             return "timm"
     if ext in files.TORCH_EXTS:
+        if _has(keys, "backbone.layers."):  # MMSeg / mmpretrain: nn.MultiheadAttention (MMSeg) vs fused qkv
+            return "mmseg" if _has(keys, "decode_head.", "backbone.layers.0.attn.attn.") else "mmpretrain"
         if _has(keys, "encoder."):
             return "official"
         if _has(keys, "backbone.", "decoder."):
@@ -247,6 +286,13 @@ def load_weights(path: str, fmt: Optional[str] = None, overrides: Optional[Dict[
     fmt = fmt or detect_format(path, list(raw), meta)
     if fmt == "paddle":  # our training checkpoint records the model it was built from: read it, never guess
         overrides = {**_recorded_overrides(path), **{k: v for k, v in (overrides or {}).items() if v is not None}}
+    return to_canonical(raw, fmt, path, meta, overrides)
+
+
+def to_canonical(raw: Mapping[str, Any], fmt: str, path: str, meta: Optional[Dict[str, str]] = None,
+                 overrides: Optional[Dict[str, Any]] = None) -> Converted:
+    """Detected family -> rename by its table -> check against the architecture the weights encode."""
+    meta = meta or {}
     if fmt not in FORMATS:
         raise ConversionError(f"unknown format {fmt!r}; use one of {FORMATS}.")
     o = dict(overrides or {})
@@ -255,15 +301,24 @@ def load_weights(path: str, fmt: Optional[str] = None, overrides: Optional[Dict[
         o = {**found, **{k: v for k, v in o.items() if v is not None}}
     else:
         renames, drops = TABLES[fmt]
+        if fmt == "mmseg" and _has(raw, "decode_head.psp_modules."):
+            renames = MMSEG_UPERNET
         state, dropped = apply_table(raw, renames, drops, path, fmt)
         state = {k: np.asarray(v) for k, v in state.items()}
+        if fmt == "mmseg":
+            state = {k: reshape_for(k, v, MMSEG_RESHAPES) for k, v in state.items()}
+        o = {**FAMILY_OVERRIDES.get(fmt, {}), **{k: v for k, v in o.items() if v is not None}}
         if fmt in TORCH_LAYOUT:
             state = to_layout(state, "paddle", "torch")
         if fmt == "official":
             o = {**_official_overrides(path), **{k: v for k, v in o.items() if v is not None}}
     if fmt in ("safetensors",) and meta.get("arch"):
         saved = json.loads(meta["arch"])
-        o = {**{k: saved[k] for k in ("img_size", "num_heads", "norm_eps", "pos_embed_interp")},
+        o = {**{k: saved.get(k) for k in ("img_size", "num_heads", "norm_eps", "pos_embed_interp", "out_indices",
+                                          "logits_resize")},
+             "neck_scales": (saved.get("neck") or {}).get("scales"),
+             "pool_scales": (saved.get("decode_head") or {}).get("pool_scales"),
+             "aux_in_index": (saved.get("auxiliary_head") or {}).get("in_index"),
              "decoder_heads": (saved.get("decoder") or {}).get("n_heads"),
              "decoder_norm_eps": (saved.get("decoder") or {}).get("norm_eps"),
              **{k: v for k, v in o.items() if v is not None}}
@@ -274,12 +329,27 @@ def load_weights(path: str, fmt: Optional[str] = None, overrides: Optional[Dict[
     return Converted(state=state, arch=arch, fmt=fmt, source=path, dropped=dropped)
 
 
-def save_weights(conv: Converted, path: str) -> str:
+def to_mmseg(conv: Converted) -> Dict[str, np.ndarray]:
+    """Canonical weights in MMSeg's layout (PyTorch arrays), by the TO_MMSEG tables, strictly."""
+    if conv.arch.decode_head is None and conv.arch.decoder is None:
+        raise ConversionError(f"'{conv.source}' holds a backbone only; MMSeg checkpoints are whole models.")
+    table = TO_MMSEG_UPERNET if conv.arch.decode_head else TO_MMSEG_SEGMENTER
+    state, _ = apply_table(to_layout(conv.state, "torch"), table, (), conv.source, "canonical")
+    return {k: reshape_for(k, v, TO_MMSEG_RESHAPES if conv.arch.decoder else {}) for k, v in state.items()}
+
+
+def save_weights(conv: Converted, path: str, layout: Optional[str] = None) -> str:
     """Write canonical weights as our Paddle (.pdparams), PyTorch (.pth) or .safetensors file; returns the format."""
     ext = files.extension(path)
     if ext not in DEST_FORMATS:
         raise ConversionError(f"'{path}': destination extension '{ext}' is not one of {sorted(DEST_FORMATS)}.")
     fmt = DEST_FORMATS[ext]
+    if layout == "mmseg":
+        if fmt != "torch":
+            raise ConversionError(f"'{path}': MMSeg checkpoints are PyTorch files; name the destination .pth.")
+        files.atomic_write(files.write_torch_checkpoint, to_mmseg(conv), path,
+                           meta={"converted_by": "segmenter tools/convert.py", "source": os.path.abspath(conv.source)})
+        return "mmseg"
     if fmt == "paddle":
         files.atomic_write(files.write_pdparams, conv.state, path)
     elif fmt == "torch":
@@ -296,6 +366,8 @@ def default_base_config() -> str:
                         "configs", "_base_", "ade20k.yml")
 
 
+# Classes of a decoder built on backbone-only weights when neither --num-classes nor the base config says.
+DEFAULT_CLASSES = 150  # ADE20K's
 # NUM_CLASSES of the PaddleSeg datasets our shipped bases use (PaddleSeg checks model.num_classes against it).
 DATASET_CLASSES = {"ADE20K": 150, "Cityscapes": 19, "PascalContext": 60}
 
@@ -319,7 +391,7 @@ def config_text(conv: Converted, weights: str, base_config: Optional[str] = None
     arch = conv.arch
     base_classes = _dataset_classes(base)
     if arch.num_classes is None:
-        arch = Arch(**{**arch.to_json(), "num_classes": num_classes or base_classes or 150})
+        arch = Arch(**{**arch.to_json(), "num_classes": num_classes or base_classes or DEFAULT_CLASSES})
     elif num_classes is not None and num_classes != arch.num_classes:
         raise ConversionError(f"--num-classes {num_classes} disagrees with the weights' {arch.num_classes} classes.")
     if base_classes is not None and base_classes != arch.num_classes:
@@ -332,19 +404,11 @@ def config_text(conv: Converted, weights: str, base_config: Optional[str] = None
     return header + yaml.safe_dump(cfg, sort_keys=False)
 
 
-def write_config(path: str, conv: Converted, weights: str, base_config: Optional[str] = None,
-                 num_classes: Optional[int] = None) -> None:
-    """Write `config_text` to `path`."""
-    text = config_text(conv, weights, base_config, num_classes)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        f.write(text)
-
-
 def convert(src: str, dst: str, fmt: Optional[str] = None, overrides: Optional[Dict[str, Any]] = None,
             save_config: Optional[str] = None, base_config: Optional[str] = None,
-            num_classes: Optional[int] = None) -> Converted:
-    """Convert `src` (any family) to `dst` (format from its extension); optionally write a config for it."""
+            num_classes: Optional[int] = None, to: Optional[str] = None) -> Converted:
+    """Convert `src` (any family) to `dst` (format from its extension, or `to="mmseg"` for MMSeg's layout in a
+    .pth); optionally write a config for it."""
     conv = load_weights(src, fmt, overrides)
     if num_classes is not None and conv.arch.num_classes not in (None, num_classes):
         raise ConversionError(f"--num-classes {num_classes} disagrees with the {conv.arch.num_classes} classes "
@@ -359,7 +423,7 @@ def convert(src: str, dst: str, fmt: Optional[str] = None, overrides: Optional[D
                       f"--norm-eps / --pos-embed-interp if the model was built otherwise, or convert the checkpoint "
                       f"folder's own model.pdparams.")
     text = config_text(conv, dst, base_config, num_classes) if save_config else None  # checked before writing
-    save_weights(conv, dst)
+    save_weights(conv, dst, to)
     if text is not None:
         os.makedirs(os.path.dirname(os.path.abspath(save_config)), exist_ok=True)
         with open(save_config, "w") as f:

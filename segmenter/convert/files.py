@@ -117,6 +117,13 @@ def write_torch(state: Dict[str, np.ndarray], path: str) -> None:
     torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}, path)
 
 
+def write_torch_checkpoint(state: Dict[str, np.ndarray], path: str, meta: Dict[str, Any]) -> None:
+    """Write {key: array} as MMEngine does: {"meta": meta, "state_dict": tensors}."""
+    torch = _torch()
+    torch.save({"meta": meta, "state_dict": {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}},
+               path)
+
+
 def read_safetensors(path: str) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
     """({key: array}, metadata) of a .safetensors file."""
     check_file(path)

@@ -20,6 +20,20 @@ LINEAR_WEIGHTS: Tuple[str, ...] = (
     r"decoder\.proj_dec\.weight",
 )
 
+# BatchNorm statistics: Paddle's names are canonical; PyTorch files name them otherwise and count batches.
+TORCH_BN_BUFFERS: Dict[str, str] = {".bn._mean": ".bn.running_mean", ".bn._variance": ".bn.running_var"}
+TORCH_BN_COUNTER = r"(.*\.bn)\.num_batches_tracked"
+
+# Conv modules of the dense heads and the neck (UPerNetViT): `conv` (+ `bn`) per module, canonical names.
+_CONV_MODULE = (r"((?:decode_head|auxiliary_head)\.(?:psp_modules\.\d+|bottleneck|lateral_convs\.\d+|fpn_convs\.\d+"
+                r"|fpn_bottleneck|convs\.\d+)|neck\.(?:lateral_convs|convs)\.\d+)")
+_DENSE: List[Rename] = [
+    (_CONV_MODULE + r"\.(conv\.weight|conv\.bias|bn\.weight|bn\.bias|bn\._mean|bn\._variance)", r"\1.\2"),
+    (_CONV_MODULE + r"\.bn\.running_mean", r"\1.bn._mean"),
+    (_CONV_MODULE + r"\.bn\.running_var", r"\1.bn._variance"),
+    (r"(decode_head|auxiliary_head)\.conv_seg\.(weight|bias)", r"\1.conv_seg.\2"),
+]
+
 # A bare ViT (our SegmenterViT state dict, PaddleSeg's or timm's backbone files) -> backbone.*
 _BARE_VIT: List[Rename] = [
     (r"(cls_token|dist_token|pos_embed)", r"backbone.\1"),
@@ -38,9 +52,10 @@ OURS: List[Rename] = [
     (r"(decoder\.(cls_emb|proj_patch|proj_classes))", r"\1"),
     (r"(decoder\.(proj_dec|decoder_norm|mask_norm)\.(weight|bias))", r"\1"),
     (r"(decoder\." + _BLOCK + ")", r"\1"),
-] + _BARE_VIT
-# A bare ViT file (ours, or PaddleSeg's ImageNet backbones) may still carry its ImageNet classifier.
-OURS_DROP: Tuple[str, ...] = (r"head\.(weight|bias)",)
+] + _DENSE + _BARE_VIT
+# A bare ViT file (ours, or PaddleSeg's ImageNet backbones) may still carry its ImageNet classifier; a PyTorch
+# file of UPerNetViT counts BatchNorm batches (training state, not weights).
+OURS_DROP: Tuple[str, ...] = (r"head\.(weight|bias)", TORCH_BN_COUNTER)
 
 # The official Segmenter checkpoint.pth ["model"] (rstrudel/segmenter, PyTorch layout).
 OFFICIAL: List[Rename] = [
@@ -107,6 +122,59 @@ NPZ_DROP: Tuple[str, ...] = (r"head/(kernel|bias)", r"pre_logits/(kernel|bias)")
 # Keys that are training state rather than weights, in npz files saved with the optimizer.
 NPZ_OPTIMIZER_PREFIX = "opt/target/"
 
+# MMSegmentation 1.x (`{"meta", "state_dict"}` or bare). Its ViT wraps torch's nn.MultiheadAttention, whose
+# in_proj_weight [3D, D] is timm's fused qkv (q, k, v stacked) in PyTorch layout; FFN = Linear, GELU, Linear.
+def _mm_blocks(src: str, dst: str) -> List[Rename]:
+    return [
+        (src + r"layers\.(\d+)\.ln1\.(weight|bias)", dst + r"blocks.\1.norm1.\2"),
+        (src + r"layers\.(\d+)\.ln2\.(weight|bias)", dst + r"blocks.\1.norm2.\2"),
+        (src + r"layers\.(\d+)\.attn\.attn\.in_proj_(weight|bias)", dst + r"blocks.\1.attn.qkv.\2"),
+        (src + r"layers\.(\d+)\.attn\.attn\.out_proj\.(weight|bias)", dst + r"blocks.\1.attn.proj.\2"),
+        (src + r"layers\.(\d+)\.ffn\.layers\.0\.0\.(weight|bias)", dst + r"blocks.\1.mlp.fc1.\2"),
+        (src + r"layers\.(\d+)\.ffn\.layers\.1\.(weight|bias)", dst + r"blocks.\1.mlp.fc2.\2"),
+    ]
+
+
+_MMSEG_VIT: List[Rename] = [
+    (r"backbone\.(cls_token|pos_embed)", r"backbone.\1"),
+    (r"backbone\.patch_embed\.projection\.(weight|bias)", r"backbone.patch_embed.proj.\1"),
+    (r"backbone\.ln1\.(weight|bias)", r"backbone.norm.\1"),  # final_norm=True
+] + _mm_blocks(r"backbone\.", "backbone.")
+# MMSeg's Segmenter rows: SegmenterMaskTransformerHead, or FCNHead with num_convs=0 (a 1x1 conv = our linear).
+MMSEG_SEGMENTER: List[Rename] = _MMSEG_VIT + [
+    (r"decode_head\.dec_proj\.(weight|bias)", r"decoder.proj_dec.\1"),
+    (r"decode_head\.cls_emb", r"decoder.cls_emb"),
+    (r"decode_head\.patch_proj\.weight", r"decoder.proj_patch"),
+    (r"decode_head\.classes_proj\.weight", r"decoder.proj_classes"),
+    (r"decode_head\.(decoder_norm|mask_norm)\.(weight|bias)", r"decoder.\1.\2"),
+    (r"decode_head\.conv_seg\.(weight|bias)", r"decoder.head.\1"),
+] + _mm_blocks(r"decode_head\.", "decoder.")
+# MMSeg's ViT/DeiT UPerNet rows: the neck and heads keep MMSeg's names, less the PPM's Sequential index.
+MMSEG_UPERNET: List[Rename] = _MMSEG_VIT + [
+    (r"decode_head\.psp_modules\.(\d+)\.1\.(conv\.weight|bn\.weight|bn\.bias)", r"decode_head.psp_modules.\1.\2"),
+    (r"decode_head\.psp_modules\.(\d+)\.1\.bn\.running_mean", r"decode_head.psp_modules.\1.bn._mean"),
+    (r"decode_head\.psp_modules\.(\d+)\.1\.bn\.running_var", r"decode_head.psp_modules.\1.bn._variance"),
+] + _DENSE
+MMSEG_DROP: Tuple[str, ...] = (TORCH_BN_COUNTER,)
+# Canonical key -> reshape of an MMSeg value (names in convert.core.RESHAPES), applied before the layout change.
+MMSEG_RESHAPES: Dict[str, str] = {
+    r"decoder\.(proj_patch|proj_classes)": "transpose",  # nn.Linear(bias=False) [out, in] -> the raw [in, out]
+    r"decoder\.head\.weight": "squeeze_1x1",            # conv_seg [K, D, 1, 1] -> Linear [K, D] (PyTorch layout)
+}
+
+# mmpretrain's VisionTransformer (classification, ViT-B16/B32/L16): backbone only; its qkv is timm's.
+MMPRETRAIN: List[Rename] = [
+    (r"backbone\.(cls_token|pos_embed)", r"backbone.\1"),
+    (r"backbone\.patch_embed\.projection\.(weight|bias)", r"backbone.patch_embed.proj.\1"),
+    (r"backbone\.ln1\.(weight|bias)", r"backbone.norm.\1"),
+    (r"backbone\.layers\.(\d+)\.ln1\.(weight|bias)", r"backbone.blocks.\1.norm1.\2"),
+    (r"backbone\.layers\.(\d+)\.ln2\.(weight|bias)", r"backbone.blocks.\1.norm2.\2"),
+    (r"backbone\.layers\.(\d+)\.attn\.(qkv|proj)\.(weight|bias)", r"backbone.blocks.\1.attn.\2.\3"),
+    (r"backbone\.layers\.(\d+)\.ffn\.layers\.0\.0\.(weight|bias)", r"backbone.blocks.\1.mlp.fc1.\2"),
+    (r"backbone\.layers\.(\d+)\.ffn\.layers\.1\.(weight|bias)", r"backbone.blocks.\1.mlp.fc2.\2"),
+]
+MMPRETRAIN_DROP: Tuple[str, ...] = (r"head\..*", r"data_preprocessor\..*")
+
 TABLES: Dict[str, Tuple[List[Rename], Tuple[str, ...]]] = {
     "paddle": (OURS, OURS_DROP),
     "torch": (OURS, OURS_DROP),
@@ -114,4 +182,41 @@ TABLES: Dict[str, Tuple[List[Rename], Tuple[str, ...]]] = {
     "official": (OFFICIAL, OFFICIAL_DROP),
     "paddleseg": (PADDLESEG, PADDLESEG_DROP),
     "timm": (TIMM, TIMM_DROP),
+    "mmseg": (MMSEG_SEGMENTER, MMSEG_DROP),        # convert.core picks MMSEG_UPERNET when the keys hold a PPM
+    "mmpretrain": (MMPRETRAIN, MMPRETRAIN_DROP),
+}
+
+# Back to MMSeg (the other direction): canonical keys in PyTorch layout (convert.core.to_layout) -> MMSeg's.
+def _mm_blocks_out(src: str, dst: str) -> List[Rename]:
+    return [
+        (src + r"blocks\.(\d+)\.norm1\.(weight|bias)", dst + r"layers.\1.ln1.\2"),
+        (src + r"blocks\.(\d+)\.norm2\.(weight|bias)", dst + r"layers.\1.ln2.\2"),
+        (src + r"blocks\.(\d+)\.attn\.qkv\.(weight|bias)", dst + r"layers.\1.attn.attn.in_proj_\2"),
+        (src + r"blocks\.(\d+)\.attn\.proj\.(weight|bias)", dst + r"layers.\1.attn.attn.out_proj.\2"),
+        (src + r"blocks\.(\d+)\.mlp\.fc1\.(weight|bias)", dst + r"layers.\1.ffn.layers.0.0.\2"),
+        (src + r"blocks\.(\d+)\.mlp\.fc2\.(weight|bias)", dst + r"layers.\1.ffn.layers.1.\2"),
+    ]
+
+
+_TO_MMSEG_VIT: List[Rename] = [
+    (r"backbone\.(cls_token|pos_embed)", r"backbone.\1"),
+    (r"backbone\.patch_embed\.proj\.(weight|bias)", r"backbone.patch_embed.projection.\1"),
+    (r"backbone\.norm\.(weight|bias)", r"backbone.ln1.\1"),
+] + _mm_blocks_out(r"backbone\.", "backbone.")
+TO_MMSEG_SEGMENTER: List[Rename] = _TO_MMSEG_VIT + [
+    (r"decoder\.proj_dec\.(weight|bias)", r"decode_head.dec_proj.\1"),
+    (r"decoder\.cls_emb", r"decode_head.cls_emb"),
+    (r"decoder\.proj_patch", r"decode_head.patch_proj.weight"),
+    (r"decoder\.proj_classes", r"decode_head.classes_proj.weight"),
+    (r"decoder\.(decoder_norm|mask_norm)\.(weight|bias)", r"decode_head.\1.\2"),
+    (r"decoder\.head\.(weight|bias)", r"decode_head.conv_seg.\1"),
+] + _mm_blocks_out(r"decoder\.", "decode_head.")
+TO_MMSEG_UPERNET: List[Rename] = _TO_MMSEG_VIT + [
+    (r"decode_head\.psp_modules\.(\d+)\.(.*)", r"decode_head.psp_modules.\1.1.\2"),
+    (r"((?:decode_head|auxiliary_head|neck)\..*)", r"\1"),
+]
+# MMSeg key -> reshape (convert.core.RESHAPES) of the value written there; the inverse of MMSEG_RESHAPES.
+TO_MMSEG_RESHAPES: Dict[str, str] = {
+    r"decode_head\.(patch_proj|classes_proj)\.weight": "transpose",
+    r"decode_head\.conv_seg\.weight": "unsqueeze_1x1",  # Segmenter's linear decoder only (TO_MMSEG_SEGMENTER)
 }

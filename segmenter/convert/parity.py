@@ -74,15 +74,15 @@ def load_into_paddle(model, canonical: Mapping[str, np.ndarray]) -> None:
 
 
 def build_pair(model_cfg: Dict[str, Any]) -> Tuple[Any, Any]:
-    """(Paddle Segmenter, PyTorch Segmenter) built from one `model` config section, in eval mode."""
+    """(Paddle model, PyTorch model) built from one `model` config section (Segmenter or UPerNetViT), in eval mode."""
     import segmenter.models as pm
     import segmenter.pytorch as tm
     cfg = copy.deepcopy(model_cfg)
-    cfg.pop("type", None)
+    name = cfg.pop("type", "Segmenter")
     bb = dict(cfg.pop("backbone"))
     bb.pop("type", None)
-    p = pm.Segmenter(backbone=pm.SegmenterViT(**bb), **cfg)
-    t = tm.Segmenter(backbone=tm.SegmenterViT(**bb), **copy.deepcopy(cfg))
+    p = getattr(pm, name)(backbone=pm.SegmenterViT(**bb), **cfg)
+    t = getattr(tm, name)(backbone=tm.SegmenterViT(**bb), **copy.deepcopy(cfg))
     p.eval()
     t.eval()
     return p, t

@@ -126,11 +126,17 @@ class SegmenterCrossEntropyLoss(paddle.nn.Layer):
         return nll.sum() / paddle.clip(valid.sum(), min=1.0)
 
 
-def total_loss(losses: dict, logits: paddle.Tensor, label: paddle.Tensor) -> paddle.Tensor:
+def total_loss(losses: dict, logits, label: paddle.Tensor) -> paddle.Tensor:
     """sum(coef_i * loss_i) over the config's `loss` section; a MixedLoss returns a list, whose items are summed
-    (it has applied its own coefficients), as PaddleSeg's loss_computation does."""
+    (it has applied its own coefficients), as PaddleSeg's loss_computation does. With a list of logits (a model
+    with an auxiliary head, e.g. UPerNetViT) loss i applies to output i, PaddleSeg's rule; one tensor feeds all."""
+    coefs = losses["coef"]
+    outs = list(logits) if isinstance(logits, (list, tuple)) else [logits] * len(coefs)
+    if len(outs) != len(coefs):
+        raise ValueError(f"the model gives {len(outs)} outputs in training but the config's loss has "
+                         f"{len(coefs)} types/coef; give one loss per output (e.g. coef: [1, 0.4]).")
     total = 0.0
-    for coef, loss in zip(losses["coef"], losses["types"]):
-        out = loss(logits, label)
+    for coef, loss, o in zip(coefs, losses["types"], outs):
+        out = loss(o, label)
         total = total + coef * (sum(out) if isinstance(out, (list, tuple)) else out)
     return total

@@ -153,7 +153,8 @@ def train_step(net, img, label, loss_fn, optimizer, scheduler, scaler, seed: int
     """One optimisation step on (img, label); returns (loss, the lr it used). A non-finite loss stops training."""
     paddle.seed(seed * SEED_STRIDE + it)  # dropout/drop-path masks depend on (seed, iter) only: exact resume
     with paddle.amp.auto_cast(enable=scaler is not None, level="O1"):
-        loss = loss_fn(net(img)[0], label)
+        outs = net(img)  # [logits], plus auxiliary logits from models with an auxiliary head (UPerNetViT)
+        loss = loss_fn(outs[0] if len(outs) == 1 else outs, label)
     lv = float(loss)
     if not np.isfinite(lv):
         raise FloatingPointError(f"train: loss is {lv} at iter {it}; stopped. The last checkpoint in "

@@ -13,6 +13,10 @@ from segmenter.models.vit import SegmenterViT, check_image_batch, pad_to_patch
 from segmenter.resample import bilinear_weights
 
 DECODERS = {"linear": DecoderLinear, "mask_transformer": MaskTransformer}
+LOGITS_RESIZES = ("crop", "stretch")
+# Coarse grids up to this side are upsampled by the separable product; larger ones by the kernel, where the
+# product's 2 * (h + w) multiply-adds per output pixel would exceed the kernel's 4 several times over.
+MAX_PRODUCT_GRID = 128
 
 
 def upsample_bilinear(x: paddle.Tensor, size: List[int]) -> paddle.Tensor:
@@ -20,10 +24,10 @@ def upsample_bilinear(x: paddle.Tensor, size: List[int]) -> paddle.Tensor:
 
     Paddle 3.3's CPU bilinear kernel took 155 ms forward and ~1.2 s forward+backward to take 2x150 logits
     from 32x32 to 512x512; the separable product takes 28 ms and 0.17 s (BENCHMARKS.md). It costs 2 * (h + w)
-    multiply-adds per output pixel instead of 4, so grids above 128 take the kernel.
+    multiply-adds per output pixel instead of 4, so grids above MAX_PRODUCT_GRID take the kernel.
     """
     h, w = x.shape[2], x.shape[3]
-    if max(h, w) > 128:
+    if max(h, w) > MAX_PRODUCT_GRID:
         return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
     a_h = paddle.to_tensor(bilinear_weights(h, size[0]), dtype=x.dtype)  # [H, h]
     a_w = paddle.to_tensor(bilinear_weights(w, size[1]), dtype=x.dtype)  # [W, w]
@@ -58,6 +62,8 @@ class Segmenter(nn.Layer):
         backbone (SegmenterViT): The encoder.
         decoder (dict): `name: linear` or `name: mask_transformer` plus that decoder's arguments
             (see DecoderLinear and MaskTransformer).
+        logits_resize (str, optional): `crop` (official): upsample the logits to the padded size, then crop the
+            padding off; `stretch` (MMSeg): resize the padded grid's logits straight to the input size. Default: crop.
         pretrained (str, optional): Local path of weights for the whole model, loaded strictly. Default: None.
     """
 
@@ -65,12 +71,16 @@ class Segmenter(nn.Layer):
                  num_classes: int,
                  backbone: SegmenterViT,
                  decoder: Dict[str, Any],
+                 logits_resize: str = "crop",
                  pretrained: Optional[str] = None):
         super().__init__()
         if not isinstance(backbone, SegmenterViT):
             raise TypeError(f"Segmenter.backbone must be a SegmenterViT (type: SegmenterViT in the YAML); "
                             f"got {type(backbone).__name__}.")
+        if logits_resize not in LOGITS_RESIZES:
+            raise ValueError(f"Segmenter.logits_resize is {logits_resize!r}; set it to one of {LOGITS_RESIZES}.")
         self.num_classes = num_classes
+        self.logits_resize = logits_resize
         self.backbone = backbone
         self.patch_size = backbone.patch_size
         self.decoder_cfg = dict(decoder)
@@ -88,5 +98,7 @@ class Segmenter(nn.Layer):
         tokens = self.backbone(x)  # [B, prefix + N, D]
         tokens = tokens[:, self.backbone.num_prefix_tokens:]  # [B, N, D]
         masks = self.decoder(tokens, (Hp // self.patch_size, Wp // self.patch_size))  # [B, n_cls, gh, gw]
+        if self.logits_resize == "stretch":
+            return [upsample_bilinear(masks, [H, W])]
         masks = upsample_bilinear(masks, [Hp, Wp])
         return [masks[:, :, :H, :W]]

@@ -1,5 +1,4 @@
 """ViT encoder for Segmenter (Paddle). Parameter names follow timm; the forward follows the official code."""
-import math
 from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
@@ -58,10 +57,11 @@ def pad_to_patch(x: paddle.Tensor, patch_size: int) -> paddle.Tensor:
 class PatchEmbed(nn.Layer):
     """Non-overlapping patch_size x patch_size convolution: [B, C, H, W] -> [B, H/p * W/p, D]."""
 
-    def __init__(self, patch_size: int, in_channels: int, embed_dim: int):
+    def __init__(self, patch_size: int, in_channels: int, embed_dim: int, bias: bool = True):
         super().__init__()
         self.patch_size = patch_size
-        self.proj = nn.Conv2D(in_channels, embed_dim, kernel_size=patch_size, stride=patch_size)
+        self.proj = nn.Conv2D(in_channels, embed_dim, kernel_size=patch_size, stride=patch_size,
+                              bias_attr=None if bias else False)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         x = self.proj(x)  # [B, D, H/p, W/p]
@@ -93,6 +93,13 @@ class SegmenterViT(nn.Layer):
         drop_rate (float, optional): Dropout after the position embedding and inside blocks. Default: 0.0.
         attn_drop_rate (float, optional): Dropout on attention weights. Default: 0.0.
         drop_path_rate (float, optional): Stochastic depth, linearly increasing over blocks. Default: 0.0.
+        patch_bias (bool, optional): Bias on the patch-embedding conv (MMSeg's ViT: False). Default: True.
+        final_norm (bool, optional): LayerNorm after the last block (MMSeg's UPerNet ViT rows: False). Default: True.
+        out_indices (list, optional): Blocks whose outputs `forward` returns as maps [B, D, H/p, W/p] (MMSeg's
+            dense heads, e.g. [2, 5, 8, 11]; negative counts from the end); None returns the tokens. Default: None.
+        with_cls_token (bool, optional): Keep the class token in the blocks (MMSeg drops it after adding the
+            position embedding when False). Default: True.
+        output_cls_token (bool, optional): With out_indices, each output is [map, class token [B, D]]. Default: False.
         pretrained (str, optional): Local path of weights for this backbone; None trains from scratch. Default: None.
     """
 
@@ -111,6 +118,11 @@ class SegmenterViT(nn.Layer):
                  drop_rate: float = 0.0,
                  attn_drop_rate: float = 0.0,
                  drop_path_rate: float = 0.0,
+                 patch_bias: bool = True,
+                 final_norm: bool = True,
+                 out_indices: Optional[List[int]] = None,
+                 with_cls_token: bool = True,
+                 output_cls_token: bool = False,
                  pretrained: Optional[str] = None):
         super().__init__()
         img_size = [img_size, img_size] if isinstance(img_size, int) else list(img_size)
@@ -121,6 +133,10 @@ class SegmenterViT(nn.Layer):
         if pos_embed_interp not in POS_EMBED_INTERPOLATIONS:
             raise ValueError(f"SegmenterViT: pos_embed_interp='{pos_embed_interp}' is not one of "
                              f"{POS_EMBED_INTERPOLATIONS}.")
+        if output_cls_token and not with_cls_token:
+            raise ValueError("SegmenterViT: output_cls_token=True needs with_cls_token=True.")
+        if out_indices is not None and any(not -depth <= i < depth for i in out_indices):
+            raise ValueError(f"SegmenterViT: out_indices={list(out_indices)} must lie in [-{depth}, {depth - 1}].")
         self.img_size = img_size
         self.patch_size = patch_size
         self.in_channels = in_channels
@@ -129,10 +145,14 @@ class SegmenterViT(nn.Layer):
         self.distilled = distilled
         self.num_prefix_tokens = 2 if distilled else 1
         self.pos_embed_interp = pos_embed_interp
+        self.final_norm = final_norm
+        self.out_indices = None if out_indices is None else [i % depth for i in out_indices]
+        self.with_cls_token = with_cls_token
+        self.output_cls_token = output_cls_token
         self.grid_size = (img_size[0] // patch_size, img_size[1] // patch_size)
         num_patches = self.grid_size[0] * self.grid_size[1]
 
-        self.patch_embed = PatchEmbed(patch_size, in_channels, embed_dim)
+        self.patch_embed = PatchEmbed(patch_size, in_channels, embed_dim, patch_bias)
         self.cls_token = self.create_parameter([1, 1, embed_dim], default_initializer=_zeros)
         self.dist_token = self.create_parameter([1, 1, embed_dim], default_initializer=_zeros) if distilled else None
         self.pos_embed = self.create_parameter([1, self.num_prefix_tokens + num_patches, embed_dim],
@@ -143,7 +163,7 @@ class SegmenterViT(nn.Layer):
             Block(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, dpr[i], norm_eps)
             for i in range(depth)
         ])
-        self.norm = nn.LayerNorm(embed_dim, epsilon=norm_eps)
+        self.norm = nn.LayerNorm(embed_dim, epsilon=norm_eps) if final_norm else nn.Identity()
 
         self.apply(init_weights)
         _trunc_normal(self.pos_embed)
@@ -155,13 +175,12 @@ class SegmenterViT(nn.Layer):
             from segmenter.models.weights import load_pretrained
             load_pretrained(self, pretrained)
 
-    def grid_for(self, h: int, w: int) -> Tuple[int, int]:
-        """Patch grid of an input of size h x w after padding."""
-        return math.ceil(h / self.patch_size), math.ceil(w / self.patch_size)
-
     def forward(self, x: paddle.Tensor, return_attn: bool = False
                 ) -> Union[paddle.Tensor, Tuple[paddle.Tensor, List[paddle.Tensor]]]:
-        """[B, C, H, W] -> [B, prefix + N, D]; with `return_attn` also each block's attention [B, heads, T, T]."""
+        """[B, C, H, W] -> [B, prefix + N, D]; with `return_attn` also each block's attention [B, heads, T, T].
+
+        With `out_indices`, a tuple of maps [B, D, H/p, W/p] instead (each [map, cls [B, D]] with output_cls_token).
+        """
         check_image_batch(x, self.in_channels, type(self).__name__)
         x = pad_to_patch(x, self.patch_size)
         B, _, H, W = x.shape
@@ -173,12 +192,29 @@ class SegmenterViT(nn.Layer):
         pos_embed = resample_pos_embed(self.pos_embed, self.grid_size, (H // self.patch_size, W // self.patch_size),
                                        self.num_prefix_tokens, self.pos_embed_interp)
         x = self.pos_drop(x + pos_embed)
+        if not self.with_cls_token:
+            x = x[:, self.num_prefix_tokens:]  # [B, N, D]: as MMSeg, the positions were added first
+        grid = (H // self.patch_size, W // self.patch_size)
+        outs = []
         attns = []
-        for blk in self.blocks:
+        for i, blk in enumerate(self.blocks):
             if return_attn:
                 x, attn = blk(x, return_attn=True)
                 attns.append(attn)
             else:
                 x = blk(x)
-        x = self.norm(x)
+            if i == self.depth - 1:
+                x = self.norm(x)
+            if self.out_indices is not None and i in self.out_indices:
+                outs.append(self.to_map(x, grid))
+        if self.out_indices is not None:
+            return tuple(outs)
         return (x, attns) if return_attn else x
+
+    def to_map(self, x: paddle.Tensor, grid: Tuple[int, int]) -> Union[paddle.Tensor, List[paddle.Tensor]]:
+        """Tokens [B, T, D] -> patch map [B, D, gh, gw] (plus the class token [B, D] with output_cls_token)."""
+        gh, gw = grid
+        patches = x[:, self.num_prefix_tokens:] if self.with_cls_token else x  # [B, N, D]
+        B = patches.shape[0]
+        out = patches.reshape([B, gh, gw, -1]).transpose([0, 3, 1, 2])  # [B, N, D] -> [B, gh, gw, D] -> [B, D, gh, gw]
+        return [out, x[:, 0]] if self.output_cls_token else out

@@ -4,7 +4,8 @@ from segmenter.pytorch.config import build_model, load_config
 from segmenter.pytorch.linear_head import DecoderLinear
 from segmenter.pytorch.mask_transformer import MaskTransformer
 from segmenter.pytorch.segmenter import DECODERS, Segmenter, build_decoder
+from segmenter.pytorch.upernet import UPerNetViT
 from segmenter.pytorch.vit import PATCH_SIZES, VIT_PRESETS, SegmenterViT
 
 __all__ = ["DECODERS", "DecoderLinear", "MaskTransformer", "PATCH_SIZES", "Segmenter", "SegmenterViT",
-           "VIT_PRESETS", "build_decoder", "build_model", "load_config"]
+           "UPerNetViT", "VIT_PRESETS", "build_decoder", "build_model", "load_config"]

@@ -8,9 +8,10 @@ import yaml
 
 from segmenter.convert.core import DATASET_CLASSES
 from segmenter.pytorch.segmenter import Segmenter
+from segmenter.pytorch.upernet import UPerNetViT
 from segmenter.pytorch.vit import SegmenterViT
 
-COMPONENTS = {"Segmenter": Segmenter, "SegmenterViT": SegmenterViT}
+COMPONENTS = {"Segmenter": Segmenter, "SegmenterViT": SegmenterViT, "UPerNetViT": UPerNetViT}
 
 
 def _merge(base: Dict[str, Any], child: Dict[str, Any]) -> Dict[str, Any]:

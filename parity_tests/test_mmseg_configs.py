@@ -1,0 +1,143 @@
+"""Every shipped MMSeg row against the config MMSeg's own wheel carries (`mmseg/.mim/configs/`): the numbers of
+the recipe, and the architecture. For the architecture MMSeg builds its model from its real config (depth cut
+to fit the machine), the converter reads that model's weights, and the model it derives must equal ours."""
+import copy
+import glob
+import inspect
+import os
+from unittest import mock
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("mmseg")
+
+from parity_tests import mmlab  # noqa: E402
+from segmenter.convert import model_config  # noqa: E402
+from segmenter.convert.core import to_canonical  # noqa: E402
+import segmenter.pytorch as tm  # noqa: E402
+from segmenter.pytorch import build_model, load_config  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MM = os.path.join(os.path.dirname(__import__("mmseg").__file__), ".mim", "configs")
+# ours -> MMSeg's file
+ROWS = {
+    "upernet_vit/upernet_vit_b16_mln_ade20k_512x512_80k": "vit/vit_vit-b16_mln_upernet_8xb2-80k_ade20k-512x512",
+    "upernet_vit/upernet_vit_b16_mln_ade20k_512x512_160k": "vit/vit_vit-b16_mln_upernet_8xb2-160k_ade20k-512x512",
+    "upernet_vit/upernet_vit_b16_ln_mln_ade20k_512x512_160k": "vit/vit_vit-b16-ln_mln_upernet_8xb2-160k_ade20k-512x512",
+    "upernet_vit/upernet_deit_s16_ade20k_512x512_80k": "vit/vit_deit-s16_upernet_8xb2-80k_ade20k-512x512",
+    "upernet_vit/upernet_deit_s16_ade20k_512x512_160k": "vit/vit_deit-s16_upernet_8xb2-160k_ade20k-512x512",
+    "upernet_vit/upernet_deit_s16_mln_ade20k_512x512_160k": "vit/vit_deit-s16_mln_upernet_8xb2-160k_ade20k-512x512",
+    "upernet_vit/upernet_deit_s16_ln_mln_ade20k_512x512_160k": "vit/vit_deit-s16-ln_mln_upernet_8xb2-160k_ade20k-512x512",
+    "upernet_vit/upernet_deit_b16_ade20k_512x512_80k": "vit/vit_deit-b16_upernet_8xb2-80k_ade20k-512x512",
+    "upernet_vit/upernet_deit_b16_ade20k_512x512_160k": "vit/vit_deit-b16_upernet_8xb2-160k_ade20k-512x512",
+    "upernet_vit/upernet_deit_b16_mln_ade20k_512x512_160k": "vit/vit_deit-b16_mln_upernet_8xb2-160k_ade20k-512x512",
+    "upernet_vit/upernet_deit_b16_ln_mln_ade20k_512x512_160k": "vit/vit_deit-b16-ln_mln_upernet_8xb2-160k_ade20k-512x512",
+    "segmenter_mmseg/segmenter_vit_tiny_mask_ade20k_512x512_160k": "segmenter/segmenter_vit-t_mask_8xb1-160k_ade20k-512x512",
+    "segmenter_mmseg/segmenter_vit_small_linear_ade20k_512x512_160k": "segmenter/segmenter_vit-s_fcn_8xb1-160k_ade20k-512x512",
+    "segmenter_mmseg/segmenter_vit_small_mask_ade20k_512x512_160k": "segmenter/segmenter_vit-s_mask_8xb1-160k_ade20k-512x512",
+    "segmenter_mmseg/segmenter_vit_base_mask_ade20k_512x512_160k": "segmenter/segmenter_vit-b_mask_8xb1-160k_ade20k-512x512",
+    "segmenter_mmseg/segmenter_vit_large_mask_ade20k_640x640_160k": "segmenter/segmenter_vit-l_mask_8xb1-160k_ade20k-512x512",
+}
+# MMSeg's DeiT-S 160k file inherits the 80k file, schedule included; ours trains the 160k its name says.
+MMSEG_ITERS_DIFFER = {"upernet_vit/upernet_deit_s16_ade20k_512x512_160k"}
+DEPTH = 4  # blocks kept on both sides; UPerNet then reads every block (MMSeg: 2, 5, 8, 11 of 12)
+
+
+def _mmseg_cfg(rel):
+    from mmengine.config import Config
+    return Config.fromfile(os.path.join(MM, rel + ".py"))
+
+
+def test_every_shipped_mmseg_config_is_a_row():
+    shipped = {os.path.relpath(p, os.path.join(ROOT, "configs"))[:-4]
+               for d in ("upernet_vit", "segmenter_mmseg")
+               for p in glob.glob(os.path.join(ROOT, "configs", d, "*.yml"))}
+    assert shipped == set(ROWS), f"configs without a row check: {sorted(shipped ^ set(ROWS))}"
+
+
+@pytest.mark.parametrize("ours", sorted(ROWS))
+def test_recipe_numbers_follow_mmseg(ours):
+    cfg, mm = load_config(os.path.join(ROOT, "configs", ours + ".yml")), _mmseg_cfg(ROWS[ours])
+    bb, mbb = cfg["model"]["backbone"], mm.model.backbone
+    got = (bb["embed_dim"], bb["num_heads"], bb["depth"], bb["drop_path_rate"], bb["final_norm"], bb["norm_eps"],
+           bb["pos_embed_interp"], tuple(bb["img_size"] if isinstance(bb["img_size"], list) else [bb["img_size"]] * 2))
+    want = (mbb.embed_dims, mbb.num_heads, mbb.num_layers, mbb.drop_path_rate, mbb.get("final_norm", False),
+            mbb.norm_cfg.eps, mbb.interpolate_mode, tuple(mbb.img_size))
+    assert got == want, f"{ours} backbone {got} vs MMSeg {want}"
+    assert cfg["batch_size"] == mm.train_dataloader.batch_size, (cfg["batch_size"], mm.train_dataloader.batch_size)
+    if ours not in MMSEG_ITERS_DIFFER:
+        assert cfg["iters"] == mm.train_cfg.max_iters, (cfg["iters"], mm.train_cfg.max_iters)
+    opt, lr = cfg["optimizer"], cfg["lr_scheduler"]
+    assert (opt["type"], opt["weight_decay"], lr["learning_rate"]) == (
+        mm.optim_wrapper.optimizer.type, mm.optim_wrapper.optimizer.weight_decay, mm.optim_wrapper.optimizer.lr)
+    crop = mm.crop_size[0]
+    assert cfg["train_dataset"]["transforms"][1]["crop_size"] == [crop, crop]
+    test = mm.model.test_cfg
+    if test.mode == "whole":
+        assert cfg["test_config"]["is_slide"] is False
+    else:
+        tc = cfg["test_config"]
+        assert (tc["stride"], tc["crop_size"]) == (list(test.stride), list(test.crop_size)), (tc, test)
+    if cfg["model"]["type"] == "UPerNetViT":
+        sched = mm.param_scheduler
+        assert (lr["warmup_iters"], lr["power"], lr["end_lr"]) == (sched[0].end, sched[1].power, sched[1].eta_min)
+        assert [c["name"] for c in opt["custom_cfg"]] == ["pos_embed", "cls_token"]
+        assert cfg["loss"]["coef"] == [1, mm.model.auxiliary_head.loss_decode.loss_weight]
+        assert bb["out_indices"] == list(mbb.out_indices)
+    else:
+        assert (lr["power"], lr["end_lr"]) == (mm.param_scheduler[0].power, mm.param_scheduler[0].eta_min)
+
+
+def _cut(mm_model_cfg):
+    """MMSeg's model config at DEPTH blocks, plain BN, no pretrained file."""
+    m = copy.deepcopy(mm_model_cfg)
+    m.pop("data_preprocessor", None)
+    m.pop("pretrained", None)
+    m.backbone.num_layers = DEPTH
+    if isinstance(m.backbone.get("out_indices", -1), (list, tuple)):
+        m.backbone.out_indices = tuple(range(DEPTH))
+    for head in ("decode_head", "auxiliary_head"):
+        if m.get(head) and "norm_cfg" in m[head]:
+            m[head].norm_cfg = dict(type="BN", requires_grad=True)
+    return m
+
+
+def _normalized(model):
+    """Constructor arguments with defaults filled in, training-only values (dropout, pretrained) left out."""
+    cls = tm.UPerNetViT if model["type"] == "UPerNetViT" else tm.Segmenter
+    out = {k: v.default for k, v in inspect.signature(cls).parameters.items() if v.default is not inspect._empty}
+    out.update(copy.deepcopy(model))
+    bb = {k: v.default for k, v in inspect.signature(tm.SegmenterViT).parameters.items()}
+    bb.update(out["backbone"])
+    bb["img_size"] = [bb["img_size"]] * 2 if isinstance(bb["img_size"], int) else list(bb["img_size"])
+    out["backbone"] = bb
+    for part in ("backbone", "decoder", "decode_head", "auxiliary_head"):
+        for k in ("drop_rate", "attn_drop_rate", "drop_path_rate", "pretrained", "dropout"):
+            (out.get(part) or {}).pop(k, None)
+        for k, v in (out.get(part) or {}).items():
+            if isinstance(v, int) and not isinstance(v, bool) and k in ("mlp_ratio",):
+                out[part][k] = float(v)
+    out.pop("pretrained", None)
+    return out
+
+
+@pytest.mark.parametrize("ours", sorted(ROWS))
+def test_architecture_is_what_the_converter_reads_from_mmseg(ours):
+    """MMSeg's model from its config -> its weights -> our converter -> the model section; ours must equal it."""
+    linspace = torch.linspace  # MMSeg reads its drop-path rates with .item(): keep that one tensor real
+    # Shapes are all the converter needs to read the architecture: build on the meta device (no memory, no init).
+    with torch.device("meta"), mock.patch.object(torch, "linspace", lambda *a, **k: linspace(*a, **k, device="cpu")):
+        mm_model = mmlab.mmseg_registry().build(_cut(_mmseg_cfg(ROWS[ours]).model))
+    raw = {k: np.empty(v.shape, np.float32) for k, v in mm_model.state_dict().items()}
+    derived = _normalized(model_config(to_canonical(raw, "mmseg", ROWS[ours]).arch, None))
+    mine = load_config(os.path.join(ROOT, "configs", ours + ".yml"))["model"]
+    mine["num_classes"] = 150
+    mine["backbone"]["depth"] = DEPTH
+    if mine["backbone"].get("out_indices"):
+        mine["backbone"]["out_indices"] = list(range(DEPTH))
+    with torch.device("meta"):
+        build_model({"model": copy.deepcopy(mine)})  # the twin builds it (unknown keys fail here)
+    mine = _normalized(mine)
+    assert mine == derived, f"{ours}:\n ours    {mine}\n derived {derived}"

@@ -1,0 +1,93 @@
+"""ViT-B/16 UPerNet (MultiLevelNeck, MMSeg's `vit_vit-b16_mln_upernet` row) at 512x512: one forward of our Paddle
+model against MMSeg's own PyTorch model, the same weights (converted), measured in one run on this machine.
+
+    python -m segmenter.bench.upernet [--repeats 3] [--size 512]
+"""
+import argparse
+import os
+import statistics
+import sys
+import time
+from typing import Callable, List, Optional
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROW = "vit/vit_vit-b16_mln_upernet_8xb2-80k_ade20k-512x512"
+
+
+def timed(fn: Callable[[], object], repeats: int) -> List[float]:
+    """Seconds of `repeats` calls after one warm-up call."""
+    fn()
+    out = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def build_mmseg(size: int):
+    """MMSeg's model from the wheel's own config (SyncBN -> BN: the same at inference), random weights."""
+    import torch
+    from mmengine.config import Config
+    sys.path.insert(0, ROOT)
+    from parity_tests import mmlab
+    import mmseg
+    cfg = Config.fromfile(os.path.join(os.path.dirname(mmseg.__file__), ".mim", "configs", ROW + ".py")).model
+    cfg.pop("data_preprocessor")
+    cfg.pop("pretrained")
+    cfg.backbone.img_size = (size, size)
+    for head in ("decode_head", "auxiliary_head"):
+        cfg[head].norm_cfg = dict(type="BN", requires_grad=True)
+    torch.manual_seed(0)
+    return mmlab.build_mmseg(cfg, seed=0)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--size", type=int, default=512)
+    args = p.parse_args(argv)
+
+    import paddle
+    import torch
+    import segmenter  # noqa: F401  (our runtime settings, as every user of the package gets them)
+    from segmenter.convert import model_config
+    from segmenter.convert.core import to_canonical
+    from segmenter.convert.parity import load_into_paddle
+    import segmenter.models as pm
+    sys.path.insert(0, ROOT)
+    from parity_tests import mmlab
+
+    ref = build_mmseg(args.size)
+    conv = to_canonical({k: v.numpy() for k, v in ref.state_dict().items()}, "mmseg", ROW)
+    cfg = model_config(conv.arch, None)
+    bb = dict(cfg.pop("backbone"))
+    bb.pop("type")
+    cfg.pop("type")
+    ours = pm.UPerNetViT(backbone=pm.SegmenterViT(**bb), **cfg)
+    load_into_paddle(ours, conv.state)
+    ours.eval()
+
+    x = np.random.RandomState(0).randn(1, 3, args.size, args.size).astype(np.float32)
+    xp, xt = paddle.to_tensor(x), torch.from_numpy(x)
+    with paddle.no_grad():
+        t_ours = timed(lambda: ours(xp)[0].numpy(), args.repeats)
+        got = ours(xp)[0].numpy()
+    with torch.no_grad():
+        t_mm = timed(lambda: mmlab.mmseg_logits(ref, xt), args.repeats)
+        want = mmlab.mmseg_logits(ref, xt).numpy()
+    med_ours, med_mm = statistics.median(t_ours), statistics.median(t_mm)
+    print(f"ViT-B/16 UPerNet + MLN, {args.size}x{args.size}, batch 1, {torch.get_num_threads()} torch threads, "
+          f"{os.cpu_count()} CPUs; median of {args.repeats} after one warm-up")
+    print("| model | s / forward | runs |")
+    print("|---|---|---|")
+    print(f"| ours, Paddle dygraph | {med_ours:.2f} | {', '.join(f'{t:.2f}' for t in t_ours)} |")
+    print(f"| MMSeg 1.2.2 EncoderDecoder.inference, PyTorch | {med_mm:.2f} | {', '.join(f'{t:.2f}' for t in t_mm)} |")
+    print(f"ratio ours / MMSeg: {med_ours / med_mm:.2f}; logits max|diff| {np.abs(got - want).max():.1e}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

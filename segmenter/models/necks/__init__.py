@@ -1,0 +1,1 @@
+"""Necks between the ViT and a dense head (one per file)."""

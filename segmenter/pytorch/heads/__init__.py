@@ -1,0 +1,1 @@
+"""Decode heads of the MMSeg family (one per file)."""

@@ -1,0 +1,117 @@
+"""tools/convert.py on MMSeg and mmpretrain layouts: the written config builds the exact model, and files it
+cannot convert completely are refused with the keys named and nothing written (no MMSeg install needed: the
+files are written in MMSeg's layout from our twin by the TO_MMSEG tables, which parity_tests check against MMSeg)."""
+import importlib.util
+import os
+import subprocess
+import sys
+
+import numpy as np
+import paddle
+import pytest
+import torch
+from paddleseg.cvlibs import Config, SegBuilder
+
+import segmenter.pytorch as tm
+from segmenter.convert import load_weights, model_config
+from segmenter.convert.core import Converted, to_mmseg
+from segmenter.convert.files import write_torch_checkpoint
+from segmenter.convert.parity import build_pair, torch_state
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_UPERNET = {"type": "UPerNetViT", "num_classes": 150,
+                "backbone": {"type": "SegmenterViT", "img_size": 32, "embed_dim": 64, "depth": 4, "num_heads": 1,
+                             "norm_eps": 1e-6, "pos_embed_interp": "bicubic", "patch_bias": False,
+                             "final_norm": False, "out_indices": [0, 1, 2, 3]},
+                "neck": {"scales": [4, 2, 1, 0.5]},
+                "decode_head": {"channels": 16, "pool_scales": [1, 2, 3, 6], "dropout": 0.1},
+                "auxiliary_head": {"in_index": -1, "channels": 8, "num_convs": 1, "dropout": 0.1}}
+
+
+def _convert_main():
+    spec = importlib.util.spec_from_file_location("convert_tool", os.path.join(ROOT, "tools", "convert.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def refused(capsys, *args: str) -> str:
+    """Run tools/convert.py in-process (a subprocess pays Paddle's import each time); its stderr on exit 1."""
+    mod = _convert_main()
+    rc = mod.main(mod.parse_args(list(args)))
+    err = capsys.readouterr().err
+    assert rc == 1, f"exit {rc}: {err[-2000:]}"
+    return err
+
+
+def tool(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, os.path.join(ROOT, "tools", "convert.py"), *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def mmseg_file(tmp_path_factory):
+    """A tiny ViT UPerNet (MLN, aux) in MMSeg's checkpoint layout, with its twin."""
+    torch.manual_seed(0)
+    _, twin = build_pair(TINY_UPERNET)
+    with torch.no_grad():
+        for t in twin.state_dict().values():
+            if t.is_floating_point():
+                t.add_(0.05 * torch.randn(t.shape))
+    arch = load_weights.__globals__["infer_arch"](torch_state(twin), "twin", 1e-6, "bicubic", {"num_heads": 1})
+    path = str(tmp_path_factory.mktemp("mm") / "upernet_mmseg.pth")
+    write_torch_checkpoint(to_mmseg(Converted(torch_state(twin), arch, "torch", "twin")), path, {})
+    return path, twin
+
+
+def test_cli_writes_a_config_that_builds_the_exact_model(mmseg_file, tmp_path):
+    path, twin = mmseg_file
+    out, cfg = str(tmp_path / "m.pdparams"), str(tmp_path / "m.yml")
+    r = tool(path, out, "--save-config", cfg, "--num-heads", "1")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "(mmseg)" in r.stdout and "UPerHead + MultiLevelNeck + FCN aux" in r.stdout, r.stdout
+    model = SegBuilder(Config(cfg)).model  # loads m.pdparams strictly
+    model.eval()
+    x = np.random.RandomState(0).randn(1, 3, 40, 56).astype(np.float32)
+    twin.eval()
+    with torch.no_grad():
+        want = twin(torch.from_numpy(x))[0].numpy()
+    got = model(paddle.to_tensor(x))[0].numpy()
+    assert np.abs(got - want).max() <= 1e-5, f"max|diff|={np.abs(got - want).max():.2e}"
+
+
+def test_unknown_mmseg_key_is_refused_and_nothing_written(mmseg_file, tmp_path, capsys):
+    state = torch.load(mmseg_file[0], weights_only=True)
+    state["state_dict"]["decode_head.extra_conv.weight"] = torch.zeros(2, 2)
+    src, dst = str(tmp_path / "bad.pth"), str(tmp_path / "bad.pdparams")
+    torch.save(state, src)
+    err = refused(capsys, src, dst)
+    assert "decode_head.extra_conv.weight" in err and "Nothing was written" in err, err
+    assert not os.path.exists(dst)
+
+
+def test_mis_shaped_mmseg_key_is_refused_and_nothing_written(mmseg_file, tmp_path, capsys):
+    state = torch.load(mmseg_file[0], weights_only=True)
+    key = "decode_head.fpn_bottleneck.conv.weight"
+    state["state_dict"][key] = state["state_dict"][key][:, :-1]
+    src, dst = str(tmp_path / "bad.pth"), str(tmp_path / "bad.pdparams")
+    torch.save(state, src)
+    err = refused(capsys, src, dst)
+    assert "shape mismatch" in err and "decode_head.fpn_bottleneck.conv.weight" in err, err
+    assert not os.path.exists(dst)
+
+
+def test_mmpretrain_layer_scale_is_refused_by_name(tmp_path, capsys):
+    """Our blocks have no layer scale: an mmpretrain file with one is listed, not silently dropped."""
+    bb = tm.SegmenterViT(img_size=32, embed_dim=64, depth=1, num_heads=1)
+    state = {"backbone.cls_token": bb.cls_token, "backbone.pos_embed": bb.pos_embed,
+             "backbone.patch_embed.projection.weight": bb.patch_embed.proj.weight,
+             "backbone.patch_embed.projection.bias": bb.patch_embed.proj.bias,
+             "backbone.layers.0.attn.qkv.weight": bb.blocks[0].attn.qkv.weight,
+             "backbone.layers.0.attn.gamma1.weight": torch.ones(64)}
+    src, dst = str(tmp_path / "vit.pth"), str(tmp_path / "vit.pdparams")
+    torch.save({"meta": {}, "state_dict": {k: v.detach() for k, v in state.items()}}, src)
+    err = refused(capsys, src, dst)
+    assert "backbone.layers.0.attn.gamma1.weight" in err, err
+    assert not os.path.exists(dst)
