@@ -20,3 +20,22 @@ def decoder_cfg(name: str, d_model: int, **kw: Any) -> Dict[str, Any]:
 def tiny_segmenter(decoder: str = "linear", num_classes: int = 5, preset: str = "tiny", **vit_kw: Any) -> Segmenter:
     vit = tiny_vit(preset, **vit_kw)
     return Segmenter(num_classes, vit, decoder_cfg(decoder, vit.embed_dim))
+
+
+def run_tool_in_process(name: str, argv: list) -> None:
+    """Run tools/<name> in this process exactly as its command line would; its exit status must be 0.
+
+    The tools end with `sys.exit(run_cli(main, args))`, so success is SystemExit(0); a user error is SystemExit(1)
+    with the one-line message on stderr, which then fails the calling test."""
+    import os
+    import runpy
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    old = sys.argv
+    sys.argv = [name, *argv]
+    try:
+        runpy.run_path(os.path.join(root, "tools", name), run_name="__main__")
+    except SystemExit as e:
+        assert e.code in (0, None), f"tools/{name} {' '.join(map(str, argv))} exited {e.code} (its stderr is above)"
+    finally:
+        sys.argv = old

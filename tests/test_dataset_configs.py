@@ -4,12 +4,11 @@ dataset root, the depth (1) and the batch size (1, to fit the CI budget)."""
 import glob
 import os
 import re
-import runpy
-import sys
 
 import pytest
 
 from tests import layouts
+from tests.helpers import run_tool_in_process
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(os.path.basename(p) for p in glob.glob(os.path.join(ROOT, "configs", "segmenter", "*.yml")))
@@ -17,13 +16,9 @@ LAYOUT = {"ade20k": layouts.ade20k, "cityscapes": layouts.cityscapes, "pascal_co
 
 
 def run_tool(name: str, argv: list[str], capsys) -> str:
-    """Run tools/<name> in this process exactly as its command line would (argv parsed by the tool itself)."""
-    old = sys.argv
-    sys.argv = [name, *argv]
-    try:
-        runpy.run_path(os.path.join(ROOT, "tools", name), run_name="__main__")
-    finally:
-        sys.argv = old
+    """Run tools/<name> in this process exactly as its command line would; returns what it printed."""
+    capsys.readouterr()
+    run_tool_in_process(name, argv)
     return capsys.readouterr().out
 
 

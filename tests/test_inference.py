@@ -12,6 +12,7 @@ from segmenter.engine.infer import predict_probs
 from segmenter.pytorch.inference import Inferencer as TorchInferencer
 from segmenter.visualize import palette
 from tests.engine_helpers import write_tiny_config
+from tests.helpers import run_tool_in_process
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +90,6 @@ def test_twin_inferencer_matches_paddle(seg, tmp_path):
 def test_val_transforms_as_tools_predict(tmp_path):
     """A config with resizing val transforms: the Inferencer's class maps are those tools/predict.py writes (the
     engine's preprocess + reverse_transform), at each image's original size, batched or not."""
-    import runpy
-    import sys
 
     from paddleseg.cvlibs import SegBuilder
 
@@ -108,14 +107,8 @@ def test_val_transforms_as_tools_predict(tmp_path):
     imgs = [rgb, np.ascontiguousarray(rgb[:60, :90]), rgb]
     for i, im in enumerate(imgs):
         Image.fromarray(im).save(tmp_path / "in" / f"{i}.png")
-    old = sys.argv
-    sys.argv = ["predict.py", "--config", str(cfg_path), "--model_path", ckpt, "--image_path", str(tmp_path / "in"),
-                "--save_dir", str(tmp_path / "out")]
-    try:
-        runpy.run_path(os.path.join(os.path.dirname(os.path.dirname(__file__)), "tools", "predict.py"),
-                       run_name="__main__")
-    finally:
-        sys.argv = old
+    run_tool_in_process("predict.py", ["--config", str(cfg_path), "--model_path", ckpt, "--image_path",
+                                       str(tmp_path / "in"), "--save_dir", str(tmp_path / "out")])
     out = Inferencer(str(cfg_path), ckpt, batch_size=2)(str(tmp_path / "in"))
     pal = palette(model.num_classes)
     for i, r in enumerate(out):

@@ -2,8 +2,6 @@
 does, masks come back at each input's original size (grey, RGBA, 16-bit PNG, larger than the crop), outputs keep
 the input's relative path and never overwrite each other."""
 import os
-import runpy
-import sys
 
 import cv2
 import numpy as np
@@ -18,6 +16,7 @@ from segmenter.engine.infer import predict_probs
 from segmenter.engine.predict import palette
 from segmenter.engine.run import load_config
 from tests import layouts
+from tests.helpers import run_tool_in_process
 from tests.test_data_errors import dataset_yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -44,13 +43,8 @@ def test_predict_applies_val_transforms_and_keeps_sizes_and_names(tmp_path):
     big = np.tile(rgb, (3, 3, 1))  # 225 x 390: larger than the 32 px crop and the 48 x 40 resize
     Image.fromarray(big).save(imgs / "sub" / "big.png")
 
-    old = sys.argv
-    sys.argv = ["predict.py", "--config", str(cfg_path), "--model_path", ckpt, "--image_path", str(imgs),
-                "--save_dir", str(tmp_path / "out")]
-    try:
-        runpy.run_path(os.path.join(ROOT, "tools", "predict.py"), run_name="__main__")
-    finally:
-        sys.argv = old
+    run_tool_in_process("predict.py", ["--config", str(cfg_path), "--model_path", ckpt, "--image_path", str(imgs),
+                                       "--save_dir", str(tmp_path / "out")])
     out = tmp_path / "out" / "pseudo_color"
     written = sorted(os.path.relpath(os.path.join(d, f), out) for d, _, fs in os.walk(out) for f in fs)
     assert written == ["a_jpg.png", "a_png.png", "sub/big.png", "sub/deep.png", "sub/grey.png", "sub/rgba.png"], \

@@ -46,6 +46,11 @@ def _upsample_patches(grid_maps: np.ndarray, patch: int, h: int, w: int) -> np.n
     return np.repeat(np.repeat(grid_maps, patch, axis=1), patch, axis=2)[:, :h, :w]
 
 
+def patch_grid(h: int, w: int, patch: int) -> Tuple[int, int]:
+    """Token grid of an h x w input: the models zero-pad bottom/right to whole patches."""
+    return -(-h // patch), -(-w // patch)
+
+
 def _run(model, x: np.ndarray, mask_decoder: bool):
     """Encoder tokens and attentions (and decoder masks/attentions) of the framework `model` belongs to, as numpy."""
     if type(model).__module__.startswith("segmenter.pytorch"):
@@ -54,7 +59,7 @@ def _run(model, x: np.ndarray, mask_decoder: bool):
             tokens, attns = model.backbone(torch.from_numpy(x), return_attn=True)
             dec = None
             if mask_decoder:
-                grid = model.backbone.grid_for(x.shape[2], x.shape[3])
+                grid = patch_grid(x.shape[2], x.shape[3], model.backbone.patch_size)
                 masks, dattns = model.decoder(tokens[:, model.backbone.num_prefix_tokens:], grid, return_attn=True)
                 dec = masks.numpy(), [a.numpy() for a in dattns]
         return [a.numpy() for a in attns], dec
@@ -63,7 +68,7 @@ def _run(model, x: np.ndarray, mask_decoder: bool):
         tokens, attns = model.backbone(paddle.to_tensor(x), return_attn=True)
         dec = None
         if mask_decoder:
-            grid = model.backbone.grid_for(x.shape[2], x.shape[3])
+            grid = patch_grid(x.shape[2], x.shape[3], model.backbone.patch_size)
             masks, dattns = model.decoder(tokens[:, model.backbone.num_prefix_tokens:], grid, return_attn=True)
             dec = masks.numpy(), [a.numpy() for a in dattns]
     return [a.numpy() for a in attns], dec
@@ -90,7 +95,7 @@ def attention_maps(model, image: np.ndarray, layer: int = -1, pixel: Optional[Tu
     y0, x0, h, w = window_box(H, W, pixel, crop_size, stride)
     x = np.ascontiguousarray(image[None, :, y0:y0 + h, x0:x0 + w], np.float32)  # [1, 3, h, w]
     p, prefix = vit.patch_size, vit.num_prefix_tokens
-    gh, gw = vit.grid_for(h, w)  # the model pads to whole patches
+    gh, gw = patch_grid(h, w, vit.patch_size)  # the model pads to whole patches
     mask_decoder = type(model.decoder).__name__ == "MaskTransformer"
     attns, dec = _run(model, x, mask_decoder)
     if pixel is None:
