@@ -19,7 +19,7 @@ import segmenter.models as pm  # noqa: E402
 import segmenter.pytorch as tm  # noqa: E402
 from parity_tests import mmlab  # noqa: E402
 from segmenter.convert import load_weights, model_config, strip_prefix, to_layout  # noqa: E402
-from segmenter.convert.parity import build_pair, load_into_paddle, load_into_torch, run_paddle, run_torch  # noqa: E402
+from segmenter.parity import build_pair, load_into_paddle, load_into_torch, run_paddle, run_torch  # noqa: E402
 
 TOL = 1e-5  # fp32, max |diff| of logits
 # Square at the training size, and non-square not a multiple of the patch (pos_embed resampled, MLN's odd grid).

@@ -16,7 +16,7 @@ from paddleseg.models import LinearSegmenter, MaskSegmenter
 from paddleseg.models.backbones.vision_transformer import VisionTransformer
 
 import segmenter  # noqa: F401
-from segmenter.convert.parity import gap, run_paddle, run_torch
+from segmenter.parity import gap, run_paddle, run_torch
 from segmenter.pytorch import build_model
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 import segmenter.models as pm
 import segmenter.pytorch as tm
 from segmenter.convert import convert
-from segmenter.convert.parity import gap, run_paddle, run_torch
+from segmenter.parity import gap, run_paddle, run_torch
 
 SIZES = ((1, 32, 32), (1, 40, 57), (2, 64, 48))
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as TF
 
 from segmenter.convert.core import to_layout
-from segmenter.convert.parity import build_pair, load_into_torch, paddle_state, tiny_model_cfg
+from segmenter.parity import build_pair, load_into_torch, paddle_state, tiny_model_cfg
 
 REL_TOL = 1e-4
 LR = 0.1

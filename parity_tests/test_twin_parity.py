@@ -6,7 +6,7 @@ import paddle
 import pytest
 import torch
 
-from segmenter.convert.parity import (MAX_ABS_TOL, REL_L2_TOL, SWEEP_SIZES, build_pair, compare, gap,
+from segmenter.parity import (MAX_ABS_TOL, REL_L2_TOL, SWEEP_SIZES, build_pair, compare, gap,
                                       load_into_paddle, load_into_torch, paddle_state, tiny_model_cfg, torch_state)
 
 PRESETS = ("tiny", "small", "base")

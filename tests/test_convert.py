@@ -15,7 +15,7 @@ import segmenter.models as pm
 import segmenter.pytorch as tm
 from segmenter.convert import (ConversionError, UnsafeFileError, convert, expected_shapes, infer_arch,
                                is_linear_weight, load_weights)
-from segmenter.convert.parity import paddle_state, tiny_model_cfg, build_pair
+from segmenter.parity import paddle_state, tiny_model_cfg, build_pair
 from segmenter.models.weights import read_state_dict
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,7 +16,7 @@ import segmenter.pytorch as tm
 from segmenter.convert import load_weights, model_config
 from segmenter.convert.core import Converted, to_mmseg
 from segmenter.convert.files import write_torch_checkpoint
-from segmenter.convert.parity import build_pair, torch_state
+from segmenter.parity import build_pair, torch_state
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_UPERNET = {"type": "UPerNetViT", "num_classes": 150,

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from segmenter import Inferencer
-from segmenter.convert.parity import load_into_torch, paddle_state
+from segmenter.parity import load_into_torch, paddle_state
 from segmenter.engine.infer import predict_probs
 from segmenter.pytorch.inference import Inferencer as TorchInferencer
 from segmenter.visualize import palette

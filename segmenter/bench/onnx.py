@@ -64,7 +64,7 @@ def bench_model(name: str, repeats: int, tmp: str) -> dict:
     import torch
 
     from segmenter import deploy
-    from segmenter.convert.parity import load_into_torch, paddle_state
+    from segmenter.parity import load_into_torch, paddle_state
     from segmenter.models import Segmenter, SegmenterViT
     from segmenter.pytorch import Segmenter as TSegmenter, SegmenterViT as TSegmenterViT
     d, depth, heads, dec = MODELS[name]

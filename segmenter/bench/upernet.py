@@ -55,7 +55,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     import segmenter  # noqa: F401  (our runtime settings, as every user of the package gets them)
     from segmenter.convert import model_config
     from segmenter.convert.core import to_canonical
-    from segmenter.convert.parity import load_into_paddle
+    from segmenter.parity import load_into_paddle
     import segmenter.models as pm
     sys.path.insert(0, ROOT)
     from parity_tests import mmlab

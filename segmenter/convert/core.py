@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from segmenter.convert import files
+from segmenter.convert.keydiff import diff_keys, diff_report
 from segmenter.convert.arch import Arch, expected_shapes, infer_arch, model_config
 from segmenter.convert.keymaps import (LINEAR_WEIGHTS, MMSEG_RESHAPES, MMSEG_UPERNET, NPZ, NPZ_DROP,
                                        NPZ_OPTIMIZER_PREFIX, TABLES, TO_MMSEG_RESHAPES, TO_MMSEG_SEGMENTER,
@@ -262,21 +263,12 @@ def _recorded_overrides(path: str) -> Dict[str, Any]:
 
 def check_complete(state: Mapping[str, np.ndarray], arch: Arch, source: str) -> None:
     """Every key the architecture needs is present with its shape, and nothing else."""
-    want = expected_shapes(arch)
-    missing = sorted(set(want) - set(state))
-    extra = sorted(set(state) - set(want))
-    bad = [f"{k}: {list(np.shape(state[k]))} vs {list(s)}" for k, s in want.items()
-           if k in state and tuple(np.shape(state[k])) != s]
-    if missing or extra or bad:
-        lines = [f"'{source}' does not hold a complete {arch.depth}-block ViT-{arch.embed_dim}"
-                 f"{' + ' + arch.decoder['name'] if arch.decoder else ''}:"]
-        if missing:
-            lines.append(f"  not produced ({len(missing)}): {missing[:20]}")
-        if extra:
-            lines.append(f"  not part of the model ({len(extra)}): {extra[:20]}")
-        if bad:
-            lines.append(f"  shape mismatch ({len(bad)}): {bad[:20]}")
-        raise ConversionError("\n".join(lines))
+    _, missing, extra, bad = diff_keys(expected_shapes(arch), state)
+    error = diff_report(f"'{source}' does not hold a complete {arch.depth}-block ViT-{arch.embed_dim}"
+                        f"{' + ' + arch.decoder['name'] if arch.decoder else ''}:", missing, extra, bad,
+                        ("not produced", "not part of the model", "shape mismatch"))
+    if error:
+        raise ConversionError(error)
 
 
 def load_weights(path: str, fmt: Optional[str] = None, overrides: Optional[Dict[str, Any]] = None) -> Converted:

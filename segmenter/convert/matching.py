@@ -9,6 +9,7 @@ from typing import Callable, Dict, List, Mapping, Sequence
 import numpy as np
 
 from segmenter.convert.core import strip_prefix
+from segmenter.convert.keydiff import diff_keys, diff_report
 
 
 class WeightsMismatchError(ValueError):
@@ -29,30 +30,19 @@ def match_state(shapes: Mapping[str, List[int]], state: Mapping[str, np.ndarray]
                 resample_pos_embed: Callable[[str, np.ndarray, List[int]], np.ndarray]) -> Dict[str, np.ndarray]:
     """Arrays for every key of `shapes` from `state`; missing, unexpected or mis-shaped keys raise one error
     naming them all. A `*pos_embed` of another grid goes through `resample_pos_embed(key, value, shape)`."""
-    missing = sorted(set(shapes) - set(state))
-    unexpected = sorted(set(state) - set(shapes))
-    values, mismatched = {}, []
-    for key, shape in shapes.items():
-        if key not in state:
-            continue
-        value = np.asarray(state[key])
+    def adapt(key: str, value: np.ndarray, shape: List[int]) -> np.ndarray:
         if list(value.shape) != shape and key.endswith("pos_embed") and value.ndim == 3:
-            value = resample_pos_embed(key, value, shape)
-        if list(value.shape) != shape:
-            mismatched.append(f"{key}: file {list(value.shape)} vs model {shape}")
-            continue
-        values[key] = value
-    if missing or unexpected or mismatched:
-        lines = [f"weights file '{source}' does not match {owner}:"]
-        if missing:
-            lines.append(f"  missing in the file ({len(missing)}): {missing[:20]}")
-        if unexpected:
-            lines.append(f"  not in the model ({len(unexpected)}): {unexpected[:20]}")
-        if mismatched:
-            lines.append(f"  shape mismatch ({len(mismatched)}): {mismatched[:20]}")
-        lines.append("  Check the config's architecture (embed_dim, depth, patch_size, decoder, num_classes) "
-                     "against the weights, or convert the file first with tools/convert.py.")
-        raise WeightsMismatchError("\n".join(lines))
+            return resample_pos_embed(key, value, shape)
+        return value
+
+    values, missing, unexpected, mismatched = diff_keys(shapes, state, adapt)
+    error = diff_report(f"weights file '{source}' does not match {owner}:", missing, unexpected,
+                        [m.replace(": ", ": file ", 1).replace(" vs ", " vs model ") for m in mismatched],
+                        ("missing in the file", "not in the model", "shape mismatch"),
+                        "Check the config's architecture (embed_dim, depth, patch_size, decoder, num_classes) "
+                        "against the weights, or convert the file first with tools/convert.py.")
+    if error:
+        raise WeightsMismatchError(error)
     return values
 
 

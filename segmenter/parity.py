@@ -1,6 +1,7 @@
 """Run our Paddle model and its PyTorch twin on the same input with the same weights, and measure the gap.
 
-Imports both frameworks; used by tools/parity.py and parity_tests/ (the rest of segmenter.convert needs neither).
+Imports both frameworks and segmenter.convert, so it lives above them (segmenter.convert itself needs neither
+framework); used by tools/parity.py, segmenter/bench/ and parity_tests/.
 """
 import copy
 from dataclasses import dataclass
