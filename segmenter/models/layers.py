@@ -2,7 +2,7 @@
 
 Mirrors `segmenter/pytorch/layers.py` line for line; only the framework spelling differs.
 """
-from typing import Tuple, Union
+from typing import Optional, Tuple, Union
 
 import paddle
 import paddle.nn as nn
@@ -109,3 +109,12 @@ class Block(nn.Layer):
         x = x + self.drop_path(y)
         x = x + self.drop_path(self.mlp(self.norm2(x)))
         return (x, attn) if return_attn else x
+
+
+def run_block(block: "Block", x, attns: Optional[list]):
+    """x through one block; when `attns` is a list (return_attn), the block's attention weights are appended."""
+    if attns is None:
+        return block(x)
+    x, attn = block(x, return_attn=True)
+    attns.append(attn)
+    return x

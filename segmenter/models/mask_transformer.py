@@ -5,7 +5,7 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 
-from segmenter.models.layers import Block
+from segmenter.models.layers import Block, run_block
 from segmenter.models.vit import init_weights
 
 
@@ -65,13 +65,9 @@ class MaskTransformer(nn.Layer):
         B = x.shape[0]
         x = self.proj_dec(x)
         x = paddle.concat([x, self.cls_emb.expand([B, -1, -1])], axis=1)  # [B, N + n_cls, d]
-        attns = []
+        attns = [] if return_attn else None
         for blk in self.blocks:
-            if return_attn:
-                x, attn = blk(x, return_attn=True)
-                attns.append(attn)
-            else:
-                x = blk(x)
+            x = run_block(blk, x, attns)
         x = self.decoder_norm(x)
         patches, classes = x[:, :-self.num_classes], x[:, -self.num_classes:]
         patches = paddle.matmul(patches, self.proj_patch)

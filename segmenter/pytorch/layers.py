@@ -2,7 +2,7 @@
 
 Mirrors `segmenter/models/layers.py` line for line; only the framework spelling differs.
 """
-from typing import Tuple, Union
+from typing import Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -116,3 +116,12 @@ class Block(nn.Module):
         x = x + self.drop_path(y)
         x = x + self.drop_path(self.mlp(self.norm2(x)))
         return (x, attn) if return_attn else x
+
+
+def run_block(block: "Block", x, attns: Optional[list]):
+    """x through one block; when `attns` is a list (return_attn), the block's attention weights are appended."""
+    if attns is None:
+        return block(x)
+    x, attn = block(x, return_attn=True)
+    attns.append(attn)
+    return x

@@ -5,7 +5,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from segmenter.pytorch.layers import Block
+from segmenter.pytorch.layers import Block, run_block
 from segmenter.pytorch.vit import _trunc_normal, init_weights
 
 
@@ -63,13 +63,9 @@ class MaskTransformer(nn.Module):
         B = x.shape[0]
         x = self.proj_dec(x)
         x = torch.cat([x, self.cls_emb.expand(B, -1, -1)], dim=1)  # [B, N + n_cls, d]
-        attns = []
+        attns = [] if return_attn else None
         for blk in self.blocks:
-            if return_attn:
-                x, attn = blk(x, return_attn=True)
-                attns.append(attn)
-            else:
-                x = blk(x)
+            x = run_block(blk, x, attns)
         x = self.decoder_norm(x)
         patches, classes = x[:, :-self.num_classes], x[:, -self.num_classes:]
         patches = torch.matmul(patches, self.proj_patch)

@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from segmenter.pytorch.layers import Block
+from segmenter.pytorch.layers import Block, run_block
 from segmenter.pytorch.pos_embed import POS_EMBED_INTERPOLATIONS, resample_pos_embed
 
 # name -> (embed_dim, depth, num_heads); mlp_ratio is 4 for all of them.
@@ -193,13 +193,9 @@ class SegmenterViT(nn.Module):
             x = x[:, self.num_prefix_tokens:]  # [B, N, D]: as MMSeg, the positions were added first
         grid = (H // self.patch_size, W // self.patch_size)
         outs = []
-        attns = []
+        attns = [] if return_attn else None
         for i, blk in enumerate(self.blocks):
-            if return_attn:
-                x, attn = blk(x, return_attn=True)
-                attns.append(attn)
-            else:
-                x = blk(x)
+            x = run_block(blk, x, attns)
             if i == self.depth - 1:
                 x = self.norm(x)
             if self.out_indices is not None and i in self.out_indices:
