@@ -149,13 +149,12 @@ class Inferencer(BaseInferencer):
     """
 
     def __init__(self, config: str, weights: Optional[str] = None, batch_size: int = 4, **overrides: Any):
-        from paddleseg.cvlibs import SegBuilder
-
         import segmenter  # noqa: F401  (registers the components)
+        from segmenter.engine.builder import Builder
         from segmenter.engine.run import load_config, load_model, test_kwargs
         cfg = load_config(config)
         self.cfg = cfg
-        self.model = load_model(cfg, weights) if weights else SegBuilder(cfg).model
+        self.model = load_model(cfg, weights) if weights else Builder(cfg).model
         self.model.eval()
         train_type = (cfg.train_dataset_cfg or {}).get("type")
         super().__init__(cfg.val_dataset_cfg or {}, test_kwargs(cfg, overrides), self.model.num_classes,

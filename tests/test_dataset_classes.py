@@ -10,6 +10,7 @@ import segmenter  # noqa: F401
 from segmenter.engine.evaluate import evaluate
 from segmenter.engine.run import load_config, run_train
 from tests import layouts
+from tests.helpers import run_tool_in_process
 from tests.test_data_errors import TINY_MODEL
 
 NORM = "{type: Normalize, mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5]}"
@@ -62,21 +63,49 @@ def config(tmp_path, kind: str) -> tuple[str, int]:
     return str(path), n
 
 
-def test_segmenter_file_list_evaluates_right_and_trains(tmp_path):
-    from paddleseg.cvlibs import SegBuilder
-    from segmenter.datasets import SegmenterFileList
-    from segmenter.engine.train import train
+def segmenter_file_list_config(tmp_path, **model_over) -> str:
+    """A YAML whose train and val sets are our SegmenterFileList (num_classes per config, no class NUM_CLASSES)."""
     tr, va, n = config(tmp_path, "SegmenterFileList")
-    val = SegmenterFileList(**{k: v for k, v in va.items() if k != "type"})
+    body = yaml.safe_load(TINY_MODEL.format(n=n))
+    body["model"].update(model_over)
+    path = tmp_path / "ours.yml"
+    path.write_text(yaml.safe_dump({"batch_size": 1, "iters": 2, "train_dataset": tr, "val_dataset": va,
+                                    "test_config": {"is_slide": True, "crop_size": [64, 64], "stride": [40, 40]},
+                                    **body}))
+    return str(path)
+
+
+def test_segmenter_file_list_evaluates_right_and_trains(tmp_path):
+    from segmenter.engine.builder import Builder
+    path = segmenter_file_list_config(tmp_path)
+    cfg = load_config(path)  # PaddleSeg's Config refused this train set: "must have `NUM_CLASSES` attr"
+    val = Builder(cfg).val_dataset
+    n = cfg.val_dataset_cfg["num_classes"]
     m = evaluate(Oracle(n), val, n, is_slide=True, crop_size=[64, 64], stride=[40, 40], flip_horizontal=True,
                  progress=False)
     assert m["Acc"] >= 0.95, f"SegmenterFileList: the oracle scores Acc {m['Acc']:.4f}"
-    path, _ = config(tmp_path / "dataset", "Dataset")
-    b = SegBuilder(load_config(path))  # a model and optimizer for 6 classes
-    out = train(b.model, SegmenterFileList(**{k: v for k, v in tr.items() if k != "type"}), b.optimizer,
-                b.lr_scheduler, lambda x, y: b.loss["types"][0](x, y), 2, 1, str(tmp_path / "run"), val_dataset=val,
-                num_classes=n, save_interval=2, log_iters=100, do_eval=True)
-    assert 0.0 <= out["mIoU"] <= 1.0, f"SegmenterFileList: training's evaluation gave {out}"
+    out = run_train(cfg, str(tmp_path / "run"), save_interval=2, log_iters=100, do_eval=True)
+    assert 0.0 <= out["mIoU"] <= 1.0 and out["confusion"].sum() > 0, f"SegmenterFileList: training gave {out}"
+    # an evaluation-only config (model + val_dataset) evaluates the trained model with tools/val.py
+    full = yaml.safe_load(open(path))
+    only = tmp_path / "val_only.yml"
+    only.write_text(yaml.safe_dump({k: full[k] for k in ("model", "val_dataset", "test_config")}))
+    run_tool_in_process("val.py", ["--config", str(only), "--model_path", str(tmp_path / "run" / "iter_2")])
+
+
+def test_segmenter_file_list_num_classes_must_equal_the_model(tmp_path):
+    from segmenter.engine.builder import Builder
+    cfg = load_config(segmenter_file_list_config(tmp_path, num_classes=5))
+    with pytest.raises(ValueError, match=r"model.num_classes is 5 but SegmenterFileList has num_classes 6"):
+        Builder(cfg).model
+
+
+def test_evaluation_only_config_cannot_train(tmp_path):
+    full = yaml.safe_load(open(segmenter_file_list_config(tmp_path)))
+    only = tmp_path / "val_only.yml"
+    only.write_text(yaml.safe_dump({k: full[k] for k in ("model", "val_dataset")}))
+    with pytest.raises(ValueError, match="no train_dataset: it can evaluate and predict, not train"):
+        run_train(load_config(str(only)), str(tmp_path / "run"))
 
 
 @pytest.mark.parametrize("kind", [k for k in DATASETS if k != "SegmenterFileList"])

@@ -41,10 +41,10 @@ def main(argv=None) -> dict:
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--json")
     args = p.parse_args(argv)
-    from paddleseg.cvlibs import SegBuilder
+    from segmenter.engine.builder import Builder
     cfg = load_config(os.path.join(ROOT, "configs", "segmenter", CONFIGS[args.decoder]),
                       opts=["train_dataset.dataset_root=.", "val_dataset.dataset_root=."])
-    model = SegBuilder(cfg).model
+    model = Builder(cfg).model
     model.eval()
     tc = cfg.test_config
     crop, stride = tuple(tc["crop_size"]), tuple(tc["stride"])

@@ -4,7 +4,7 @@ import os
 import cv2
 import numpy as np
 import paddle
-from paddleseg.cvlibs import SegBuilder
+from segmenter.engine.builder import Builder
 from paddleseg.transforms import Compose
 from PIL import Image
 from tqdm import tqdm
@@ -65,7 +65,7 @@ def preprocess(cfg, img: np.ndarray) -> tuple[np.ndarray, list]:
     PaddleSeg's predict does), else the val dataset's own normalisation (our datasets normalise internally)."""
     data = cfg.val_dataset_cfg or {}
     if data.get("transforms"):
-        compose = Compose(SegBuilder(cfg).val_transforms, to_rgb=False)  # img is RGB already
+        compose = Compose(Builder(cfg).val_transforms, to_rgb=False)  # img is RGB already
         out = compose({"img": img.astype(np.float32), "trans_info": []})
         return out["img"].astype(np.float32), out["trans_info"]
     mean = np.asarray(data.get("mean", (0.5, 0.5, 0.5)), np.float32)[:, None, None]

@@ -9,6 +9,7 @@ from paddleseg.cvlibs import Config, SegBuilder
 from paddleseg.cvlibs.config import parse_from_yaml
 
 from segmenter.convert.matching import WeightsMismatchError
+from segmenter.engine.builder import Builder, checker_for
 from segmenter.engine.checkpoint import run_sections
 from segmenter.engine.config_check import check_keys, check_yaml
 from segmenter.engine.evaluate import evaluate
@@ -25,7 +26,8 @@ def load_config(path: str, opts: list = None, iters: int = None, batch_size: int
         raise FileNotFoundError(f"config {path} does not exist; pass --config with a YAML from configs/.")
     check_yaml(path)
     check_keys(path, parse_from_yaml(path))  # before PaddleSeg's own checks, whose messages suggest nothing
-    cfg = Config(path, learning_rate=learning_rate, batch_size=batch_size, iters=iters, opts=opts)
+    cfg = Config(path, learning_rate=learning_rate, batch_size=batch_size, iters=iters, opts=opts,
+                 checker=checker_for(parse_from_yaml(path)))  # evaluation-only configs too
     check_keys(path, cfg.dic)
     cfg.path = path
     return cfg
@@ -50,7 +52,7 @@ def run_train(cfg: Config, save_dir: str, seed: int = 0, **kw) -> dict:
     random.seed(seed)
     np.random.seed(seed)
     paddle.seed(seed)
-    b = SegBuilder(cfg)
+    b = Builder(cfg)
     train_ds = built(cfg, b, "train_dataset")
     model = b.model
     val_ds = built(cfg, b, "val_dataset") if kw.get("do_eval") else None
@@ -83,7 +85,7 @@ def load_model(cfg: Config, model_path: str):
         model_path = os.path.join(model_path, "model.pdparams")
     if not os.path.isfile(model_path):
         raise FileNotFoundError(f"--model_path {model_path} does not exist; pass save_dir/best_model or a .pdparams.")
-    model = SegBuilder(cfg).model
+    model = Builder(cfg).model
     state = read_weights(model_path)
     try:
         load_state_dict_strict(model, state, model_path)
@@ -113,7 +115,7 @@ def fitting_config_hint(model_path: str, state: dict, cfg: Config) -> str:
 def run_val(cfg: Config, model_path: str, **overrides) -> dict:
     """Evaluate a trained model on cfg's val_dataset and print the report."""
     model = load_model(cfg, model_path)
-    ds = SegBuilder(cfg).val_dataset
+    ds = Builder(cfg).val_dataset
     kw = test_kwargs(cfg, overrides)
     m = evaluate(model, ds, model.num_classes, **kw)
     base = "slice" if kw["is_slide"] else "whole"

@@ -1,0 +1,62 @@
+"""PaddleSeg's Config and SegBuilder, extended to the two configs PaddleSeg 2.8 refuses.
+
+- A dataset class that takes `num_classes` as an argument (our `SegmenterFileList`): PaddleSeg's builder insists on
+  a class-level `NUM_CLASSES` for any train set but its own `Dataset` ("must have `NUM_CLASSES` attr"). Here the
+  model's `num_classes` comes from the dataset's config entry instead, checked against the model's own.
+- An evaluation-only config (`model` and `val_dataset`, no training sections), for tools/val.py, predict.py and
+  export.py: PaddleSeg's checker stops at "No train_dataset specified".
+Every other config goes through PaddleSeg's own checks and builder unchanged.
+"""
+from functools import cached_property
+
+import paddle
+from paddleseg.cvlibs import config_checker as checker
+from paddleseg.cvlibs import SegBuilder
+
+TRAINING_SECTIONS = ("batch_size", "iters", "train_dataset", "optimizer", "lr_scheduler", "loss")
+
+
+def checker_for(dic: dict) -> checker.ConfigChecker:
+    """PaddleSeg's default checker; for an evaluation-only config (no train_dataset) the rules that concern
+    evaluation: a model, a val_dataset, and the loss rules where a loss is given."""
+    if "train_dataset" in dic:
+        return None  # Config builds PaddleSeg's default checker
+    return checker.ConfigChecker([EvaluationOnlyRule(), checker.DefaultLossRule("loss")], allow_update=True)
+
+
+class EvaluationOnlyRule(checker.Rule):
+    """A config without train_dataset must still give the model and the data it is evaluated on."""
+
+    def check_and_correct(self, cfg):
+        missing = [k for k in ("model", "val_dataset") if k not in cfg.dic]
+        if missing:
+            raise ValueError(f"config {getattr(cfg, 'path', '')}: no train_dataset, so it is evaluation-only, but it "
+                             f"lacks {missing}; add them (or a train_dataset to train).")
+
+
+class Builder(SegBuilder):
+    """SegBuilder whose model also builds from an evaluation-only config or a dataset that takes num_classes."""
+
+    @cached_property
+    def model(self) -> paddle.nn.Layer:
+        data = self.config.train_dataset_cfg or self.config.val_dataset_cfg
+        if not data or data.get("type") == "Dataset" or (
+                self.config.train_dataset_cfg and hasattr(self.train_dataset_class, "NUM_CLASSES")):
+            return super().model  # PaddleSeg's own rules
+        model_cfg = self.config.model_cfg
+        n = data.get("num_classes", model_cfg.get("num_classes"))
+        if n is None:
+            raise ValueError(f"config: neither model.num_classes nor {data['type']}'s num_classes is set; set "
+                             "model.num_classes.")
+        if model_cfg.setdefault("num_classes", n) != n:
+            raise ValueError(f"config: model.num_classes is {model_cfg['num_classes']} but {data['type']} has "
+                             f"num_classes {n}; make them equal.")
+        self.show_msg("model", model_cfg)
+        return self.build_component(model_cfg)
+
+    @cached_property
+    def train_dataset(self) -> paddle.io.Dataset:
+        if not self.config.train_dataset_cfg:
+            raise ValueError("config has no train_dataset: it can evaluate and predict, not train; add a "
+                             "train_dataset section.")
+        return super().train_dataset
