@@ -48,6 +48,12 @@ def test_export_tool_onnx(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     sess = deploy.create_onnx_session(out)
     assert [i.shape for i in sess.get_inputs()][0][1:] == [3, 32, 32], f"input {sess.get_inputs()[0].shape}"
+    import json
+    import yaml
+    with open(out + ".model.json") as f:  # the export says which model it holds (issue 11: files carry their arch)
+        card = json.load(f)["model"]
+    want = yaml.safe_load(open(cfg))["model"]
+    assert card["backbone"] == want["backbone"] and card["num_classes"] == want["num_classes"], card
     spec = importlib.util.spec_from_file_location("export_tool", os.path.join(ROOT, "tools", "export.py"))
     export_tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(export_tool)

@@ -300,6 +300,20 @@ def test_convert_builds_the_model_the_checkpoint_was_trained_as(trained, tmp_pat
     after = evaluate(model, SegBuilder(cfg).val_dataset, 4, is_slide=True, crop_size=[32, 32],
                      stride=[16, 16])["mIoU"]
     assert before == after, f"mIoU {before:.6f} before conversion, {after:.6f} with the written config"
+    # the converted file carries the architecture too (dst.model.json): converted again, away from the
+    # checkpoint folder and its state.json, it still writes the same model and nothing is assumed
+    import warnings
+    moved = tmp_path / "elsewhere"
+    moved.mkdir()
+    for f in ("out.pdparams", "out.pdparams.model.json"):
+        shutil.copy(tmp_path / f, moved / f)
+    again = str(tmp_path / "again.yml")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the "values are assumed" warning would fail here
+        convert(str(moved / "out.pdparams"), str(tmp_path / "again.pth"), save_config=again, base_config=cfg_path)
+    bb2 = load_config(again).dic["model"]["backbone"]
+    assert (bb2["num_heads"], bb2["norm_eps"], bb2["pos_embed_interp"]) == (2, 1e-6, "bilinear"), f"again: {bb2}"
+    assert os.path.isfile(tmp_path / "again.pth.model.json"), os.listdir(tmp_path)
 
 
 def test_a_format_1_checkpoint_still_loads(trained, tmp_path):
@@ -324,7 +338,7 @@ def test_convert_of_a_bare_pdparams_says_what_it_assumed(trained, tmp_path):
     _, run = trained
     bare = str(tmp_path / "model.pdparams")
     shutil.copy(os.path.join(run, "iter_2", "model.pdparams"), bare)
-    with pytest.warns(UserWarning, match=r"no state\.json beside it, so \['num_heads', 'norm_eps', "
+    with pytest.warns(UserWarning, match=r"neither a \.model\.json nor a state\.json beside it, so \['num_heads', 'norm_eps', "
                                          r"'pos_embed_interp'\] are assumed.*--num-heads"):
         convert(bare, str(tmp_path / "out.pdparams"), save_config=str(tmp_path / "out.yml"),
                 base_config=trained[0])

@@ -6,10 +6,12 @@
 import argparse
 
 import paddle
-from paddleseg.cvlibs import Config, SegBuilder
 
 import segmenter  # noqa: F401  (registers components, configures CPU threads)
 from segmenter import deploy
+from segmenter.convert.files import write_model_card
+from segmenter.engine.builder import Builder
+from segmenter.engine.run import load_config
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -27,7 +29,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     a = parse_args(argv)
-    model = SegBuilder(Config(a.config)).model
+    cfg = load_config(a.config)  # the same checks as train/val (unknown keys, YAML line numbers)
+    model = Builder(cfg).model
     if a.weights:
         from segmenter.models.weights import load_state_dict_strict, read_state_dict
         load_state_dict_strict(model, read_state_dict(a.weights), a.weights)
@@ -35,10 +38,12 @@ def main(argv=None) -> None:
         if not a.save.endswith(".onnx"):
             raise SystemExit(f"--save {a.save}: with --format onnx give the file to write, ending in .onnx.")
         deploy.export_onnx(model, a.save, a.size, batch_size=a.batch_size or None)
+        write_model_card(a.save, {**cfg.model_cfg, "num_classes": model.num_classes})  # <save>.model.json
         print(f"exported {a.config} at {a.size} to {a.save} (ONNX opset {deploy.ONNX_OPSET}, "
               f"batch {'dynamic' if not a.batch_size else a.batch_size})")
         return
     deploy.export(model, a.save, a.size, batch_size=a.batch_size or None)
+    write_model_card(a.save, {**cfg.model_cfg, "num_classes": model.num_classes})
     print(f"exported {a.config} at {a.size} to {a.save}.json/.pdiparams (paddle {paddle.__version__})")
 
 

@@ -247,13 +247,11 @@ def _official_overrides(path: str) -> Dict[str, Any]:
 
 
 def _recorded_overrides(path: str) -> Dict[str, Any]:
-    """Architecture facts a training checkpoint records beside its weights (state.json's `model` section):
-    what the weights cannot tell (heads, LayerNorm eps, pos-embed interpolation, training size)."""
-    state = os.path.join(os.path.dirname(os.path.abspath(path)), "state.json")
-    if not os.path.isfile(state):
+    """Architecture facts our files record beside their weights (<file>.model.json, or a training checkpoint's
+    state.json): what the weights cannot tell (heads, LayerNorm eps, pos-embed interpolation, training size)."""
+    model = files.read_model_card(path)
+    if not model:
         return {}
-    with open(state) as f:
-        model = (json.load(f) or {}).get("model") or {}
     bb, dec = model.get("backbone") or {}, model.get("decoder") or {}
     size = bb.get("img_size")
     return {"img_size": [size, size] if isinstance(size, int) else size, "num_heads": bb.get("num_heads"),
@@ -276,7 +274,7 @@ def load_weights(path: str, fmt: Optional[str] = None, overrides: Optional[Dict[
     files.check_file(path)
     raw, _, meta = read_raw(path)
     fmt = fmt or detect_format(path, list(raw), meta)
-    if fmt == "paddle":  # our training checkpoint records the model it was built from: read it, never guess
+    if fmt in ("paddle", "torch"):  # our files record the model they were built as: read it, never guess
         overrides = {**_recorded_overrides(path), **{k: v for k, v in (overrides or {}).items() if v is not None}}
     return to_canonical(raw, fmt, path, meta, overrides)
 
@@ -342,10 +340,12 @@ def save_weights(conv: Converted, path: str, layout: Optional[str] = None) -> st
         files.atomic_write(files.write_torch_checkpoint, to_mmseg(conv), path,
                            meta={"converted_by": "segmenter tools/convert.py", "source": os.path.abspath(conv.source)})
         return "mmseg"
-    if fmt == "paddle":
-        files.atomic_write(files.write_pdparams, conv.state, path)
-    elif fmt == "torch":
-        files.atomic_write(files.write_torch, to_layout(conv.state, "torch"), path)
+    if fmt in ("paddle", "torch"):  # these formats hold arrays only: the architecture goes beside them
+        if fmt == "paddle":
+            files.atomic_write(files.write_pdparams, conv.state, path)
+        else:
+            files.atomic_write(files.write_torch, to_layout(conv.state, "torch"), path)
+        files.write_model_card(path, model_config(conv.arch, None))
     else:
         meta = {"format": "pt", "layout": SAFETENSORS_LAYOUT, "arch": json.dumps(conv.arch.to_json())}
         files.atomic_write(files.write_safetensors, to_layout(conv.state, "torch"), path, metadata=meta)
@@ -409,9 +409,10 @@ def convert(src: str, dst: str, fmt: Optional[str] = None, overrides: Optional[D
         raise ConversionError(f"'{dst}': destination extension is not one of {sorted(DEST_FORMATS)}.")
     guessed = [k for k in ("num_heads", "norm_eps", "pos_embed_interp")
                if {**_recorded_overrides(src), **(overrides or {})}.get(k) is None]
-    if save_config and conv.fmt == "paddle" and guessed:  # the written config would state guesses as facts
-        warnings.warn(f"'{src}' has no state.json beside it, so {guessed} are assumed (heads = width // 64, "
-                      f"eps {FAMILY_DEFAULTS['paddle'][0]}, {FAMILY_DEFAULTS['paddle'][1]}); pass --num-heads / "
+    if save_config and conv.fmt in ("paddle", "torch") and guessed:  # a config would state guesses as facts
+        warnings.warn(f"'{src}' has neither a .model.json nor a state.json beside it, so {guessed} are assumed "
+                      f"(heads = width // 64, eps {FAMILY_DEFAULTS[conv.fmt][0]}, {FAMILY_DEFAULTS[conv.fmt][1]}); "
+                      f"pass --num-heads / "
                       f"--norm-eps / --pos-embed-interp if the model was built otherwise, or convert the checkpoint "
                       f"folder's own model.pdparams.")
     text = config_text(conv, dst, base_config, num_classes) if save_config else None  # checked before writing

@@ -5,6 +5,7 @@
 - PyTorch files load with `torch.load(weights_only=True)`.
 - `.safetensors` and `.npz` (with allow_pickle=False) hold no code by construction.
 """
+import json
 import os
 import pickle
 from typing import Any, Dict, Optional, Tuple
@@ -162,3 +163,29 @@ def atomic_write(write, state: Dict[str, np.ndarray], path: str, **kwargs) -> No
             os.remove(tmp)
 
 
+MODEL_CARD_SUFFIX = ".model.json"  # beside a weights file: the `model` section it was built as
+
+
+def write_model_card(weights_path: str, model: Dict[str, Any]) -> str:
+    """Write <weights>.model.json holding the resolved `model` config section, so no reader has to guess the
+    architecture (heads, LayerNorm eps, pos-embed interpolation) from the weights; returns its path."""
+    path = weights_path + MODEL_CARD_SUFFIX
+    tmp = path + ".partial"
+    with open(tmp, "w") as f:
+        json.dump({"model": model}, f, indent=1, default=str)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def read_model_card(weights_path: str) -> Dict[str, Any]:
+    """The `model` section recorded for a weights file: its <weights>.model.json, else the state.json of the
+    training checkpoint folder it sits in; {} when neither exists (a foreign file)."""
+    card = weights_path + MODEL_CARD_SUFFIX
+    state = os.path.join(os.path.dirname(os.path.abspath(weights_path)), "state.json")
+    for path in (card, state):
+        if os.path.isfile(path):
+            with open(path) as f:
+                return (json.load(f) or {}).get("model") or {}
+    return {}
