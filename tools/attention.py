@@ -5,9 +5,6 @@
 """
 import argparse
 import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout first
 
 
 def parse_args(argv=None) -> argparse.Namespace:
