@@ -7,7 +7,7 @@ relative L2 error and argmax agreement. Exit status 0 = within tolerance, 1 = no
 import argparse
 import sys
 
-from segmenter.convert import parity
+from segmenter import parity
 
 
 def parse_args(argv=None) -> argparse.Namespace:
