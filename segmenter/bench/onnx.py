@@ -4,47 +4,18 @@ and ONNX-vs-Paddle logits at 512x512 and at a second size (one export per size).
     python -m segmenter.bench.onnx [--models vit_s_linear vit_s_mask] [--repeats 3] [--json onnx_bench.json]
 
 The floor is tools/benchmark.py's: the model's matmul/conv FLOPs over the faster of paddle's and torch's fp32
-GFLOP/s on a 2048^3 matmul (model_flops and timed are copied here: tools/benchmark.py is not importable).
+GFLOP/s on a 2048^3 matmul (model_flops and timed from segmenter.bench.paths).
 """
 import argparse
 import json
 import os
 import tempfile
-import time
 
 import numpy as np
 
-MODELS = {  # name -> (embed_dim, depth, heads, decoder), as tools/benchmark.py
-    "vit_s_linear": (384, 12, 6, "linear"), "vit_s_mask": (384, 12, 6, "mask_transformer"),
-    "vit_b_linear": (768, 12, 12, "linear"), "vit_b_mask": (768, 12, 12, "mask_transformer"),
-}
-N_CLS, SIZE = 150, 512
+from segmenter.bench.paths import MODELS, N_CLS, SIZE, model_flops, timed  # the same models, FLOPs and timer
+
 SECOND_SIZE = (500, 660)  # not a multiple of 16 (padding) and another grid (resampled position embedding)
-
-
-def model_flops(d: int, depth: int, decoder: str, size: int = SIZE, p: int = 16, n_cls: int = N_CLS) -> float:
-    """Multiply-add FLOPs (2 per MAC) of matmuls/convs of one forward at size x size (softmax/norms ignored)."""
-    n = (size // p) ** 2
-    t = n + 1
-    f = 2 * n * 3 * p * p * d  # patch embedding
-    block = lambda t, d: 2 * t * d * 3 * d + 2 * 2 * t * t * d + 2 * t * d * d + 2 * 2 * t * d * 4 * d  # noqa: E731
-    f += depth * block(t, d)
-    if decoder == "linear":
-        f += 2 * n * d * n_cls
-    else:
-        f += 2 * n * d * d + 2 * block(n + n_cls, d) + 2 * (n + n_cls) * d * d + 2 * n * n_cls * d
-    return float(f)
-
-
-def timed(fn, repeats: int) -> float:
-    """Median seconds of `repeats` calls after one warm-up call."""
-    fn()
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return sorted(ts)[len(ts) // 2]
 
 
 def matmul_floor(repeats: int = 5) -> dict:

@@ -4,28 +4,16 @@ import os
 import cv2
 import numpy as np
 import paddle
-from segmenter.engine.builder import Builder
 from paddleseg.transforms import Compose
 from PIL import Image
 from tqdm import tqdm
 
+from segmenter.engine.builder import Builder
 from segmenter.engine.infer import predict_probs, reverse_transform
 from segmenter.engine.run import load_model, test_kwargs
+from segmenter.visualize.palette import palette
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-
-
-def palette(n: int) -> np.ndarray:
-    """n distinct RGB colours [n, 3] uint8 (the usual bit-spreading VOC palette)."""
-    pal = np.zeros((n, 3), np.uint8)
-    for i in range(n):
-        c, j = i, 0
-        while c:
-            for k in range(3):
-                pal[i, k] |= ((c >> k) & 1) << (7 - j)
-            c >>= 3
-            j += 1
-    return pal
 
 
 def list_images(path: str) -> list[str]:
