@@ -1,14 +1,8 @@
 """Whole-image, sliding-window ("slice"), flip and multi-scale inference."""
-import math
-
 import paddle
 import paddle.nn.functional as F
 
-
-def window_starts(size: int, crop: int, stride: int) -> list[int]:
-    """Window origins along one axis: ceil((size - crop) / stride) + 1 windows, the last clamped to size - crop."""
-    n = max(math.ceil((size - crop) / stride), 0) + 1
-    return [min(i * stride, max(size - crop, 0)) for i in range(n)]
+from segmenter.windows import window_starts
 
 
 def slide_logits(model: paddle.nn.Layer, x: paddle.Tensor, crop: tuple[int, int], stride: tuple[int, int],

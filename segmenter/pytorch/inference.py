@@ -1,6 +1,5 @@
 """Twin of `segmenter/inference.py` and `segmenter/engine/infer.py`: the Inferencer on the PyTorch model, with the
 same whole / sliding-window / flip / multi-scale inference. Imports torch only, never Paddle."""
-import math
 import os
 from typing import Any, Optional
 
@@ -10,12 +9,7 @@ import torch.nn.functional as F
 
 from segmenter.inference import BaseInferencer
 from segmenter.pytorch.config import build_model, load_config
-
-
-def window_starts(size: int, crop: int, stride: int) -> list[int]:
-    """Window origins along one axis: ceil((size - crop) / stride) + 1 windows, the last clamped to size - crop."""
-    n = max(math.ceil((size - crop) / stride), 0) + 1
-    return [min(i * stride, max(size - crop, 0)) for i in range(n)]
+from segmenter.windows import window_starts
 
 
 def slide_logits(model: torch.nn.Module, x: torch.Tensor, crop: tuple[int, int], stride: tuple[int, int],

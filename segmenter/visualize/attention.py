@@ -6,13 +6,13 @@ class's predicted mask. Maps are upsampled to the image (nearest per patch, as t
 cropped to it. Any size works (the model pads and resamples its position embedding); with sliding windows the
 maps are those of the window that holds the query pixel.
 """
-import math
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
 from segmenter.resample import bilinear_weights
+from segmenter.windows import window_starts
 
 
 @dataclass
@@ -29,15 +29,12 @@ class AttentionMaps:
 
 def window_box(h: int, w: int, pixel: Optional[Tuple[int, int]], crop: Optional[Sequence[int]],
                stride: Optional[Sequence[int]]) -> Tuple[int, int, int, int]:
-    """The slide window (same placement as engine.infer.window_starts) holding `pixel` (first one in scan order;
-    the class token takes the first window); the whole image without crop."""
+    """The slide window (the engine's placement) holding `pixel` (first one in scan order; the class token takes
+    the first window); the whole image without crop."""
     if crop is None:
         return 0, 0, h, w
-    starts = []
-    for size, c, s, p in zip((h, w), crop, stride, pixel or (0, 0)):
-        n = max(math.ceil((size - c) / s), 0) + 1
-        origins = [min(i * s, max(size - c, 0)) for i in range(n)]
-        starts.append(next(o for o in origins if o <= p < o + c))
+    starts = [next(o for o in window_starts(size, c, s) if o <= p < o + c)
+              for size, c, s, p in zip((h, w), crop, stride, pixel or (0, 0))]
     return starts[0], starts[1], min(crop[0], h), min(crop[1], w)
 
 
