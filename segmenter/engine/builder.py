@@ -8,6 +8,7 @@
 Every other config goes through PaddleSeg's own checks and builder unchanged.
 """
 from functools import cached_property
+from typing import Optional
 
 import paddle
 from paddleseg.cvlibs import config_checker as checker
@@ -16,7 +17,7 @@ from paddleseg.cvlibs import SegBuilder
 TRAINING_SECTIONS = ("batch_size", "iters", "train_dataset", "optimizer", "lr_scheduler", "loss")
 
 
-def checker_for(dic: dict) -> checker.ConfigChecker:
+def checker_for(dic: dict) -> Optional[checker.ConfigChecker]:
     """PaddleSeg's default checker; for an evaluation-only config (no train_dataset) the rules that concern
     evaluation: a model, a val_dataset, and the loss rules where a loss is given."""
     if "train_dataset" in dic:
