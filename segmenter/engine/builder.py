@@ -14,8 +14,6 @@ import paddle
 from paddleseg.cvlibs import config_checker as checker
 from paddleseg.cvlibs import SegBuilder
 
-TRAINING_SECTIONS = ("batch_size", "iters", "train_dataset", "optimizer", "lr_scheduler", "loss")
-
 
 def checker_for(dic: dict) -> Optional[checker.ConfigChecker]:
     """PaddleSeg's default checker; for an evaluation-only config (no train_dataset) the rules that concern
