@@ -22,8 +22,8 @@ from tests.engine_helpers import write_tiny_config
 train_mod = importlib.import_module("segmenter.engine.train")  # the module (segmenter.engine.train is the function)
 ITERS = 3
 # I/O steps of a save, counted from the second save on; a kill lands just before the k-th one. Saves at iters 2
-# and 3 write iter_N, replace best_model and delete the oldest iter_N: about 30 steps each.
-MOMENTS = list(range(1, 61, 3))
+# and 3 write iter_N, link it as best_model and delete the oldest iter_N: about 22 steps each.
+MOMENTS = list(range(1, 41, 2))
 
 
 def rising_evaluate(model, ds, n, **kw):
@@ -68,6 +68,7 @@ def die_at(k: int) -> None:
     ckpt._fsync_file, ckpt._fsync_dir = counted(ckpt._fsync_file), counted(ckpt._fsync_dir)
     ckpt.json.dump, paddle.save = counted(ckpt.json.dump), counted(paddle.save)
     os.rename, os.makedirs, shutil.rmtree = counted(os.rename), counted(os.makedirs), counted(shutil.rmtree)
+    os.link = counted(os.link)
 
 
 def child(cfg_path: str, save_dir: str, k: int) -> None:
@@ -116,30 +117,54 @@ def test_sigkill_at_20_moments_around_saves(tmp_path, monkeypatch):
     assert survived == len(MOMENTS) == 20, f"{survived}/{len(MOMENTS)} kills survived:\n" + "\n".join(report)
 
 
-@pytest.mark.parametrize("failing_save,intact,says", [(3, "iter_1", "earlier checkpoints in .*run are intact"),
-                                                      (4, "best_model", "the previous checkpoint .*best_model is intact")])
-def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch, failing_save, intact, says):
+@pytest.mark.parametrize("failing,intact,says", [("iter_3", "iter_1", "earlier checkpoints in .*run are intact"),
+                                                  ("best_model", "best_model", "the previous checkpoint .*best_model is intact")])
+def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch, failing, intact, says):
+    """ENOSPC mid-file while writing iter_3's weights, or while copying iter_2 to best_model (on a file system
+    without hard links, where best_model is a real copy)."""
     cfg_path = write_tiny_config(tmp_path)
     monkeypatch.setattr(train_mod, "evaluate", rising_evaluate)
-    calls = {"n": 0}
-    real = paddle.save
 
-    def full_disk(obj, path, *a, **kw):  # paddle.save of the failing_save-th checkpoint hits ENOSPC mid-file
-        calls["n"] += 1
-        if (calls["n"] + 1) // 2 == failing_save and calls["n"] % 2 == 0:
-            with open(path, "wb") as f:
-                f.write(b"\x80\x04partial")
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real(obj, path, *a, **kw)
+    def partial_then_full(path):
+        with open(path, "wb") as f:
+            f.write(b"\x80\x04partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(paddle, "save", full_disk)
+    if failing == "iter_3":
+        real = paddle.save
+
+        def save(obj, path, *a, **kw):
+            return partial_then_full(path) if os.sep + "iter_3.tmp" + os.sep in path else real(obj, path, *a, **kw)
+        monkeypatch.setattr(paddle, "save", save)
+    else:
+        real_copy = shutil.copyfile
+
+        def no_links(src, dst):
+            raise OSError(errno.EPERM, "Operation not permitted")
+
+        def copyfile(src, dst, *a, **kw):
+            return partial_then_full(dst) if os.sep + "iter_2" + os.sep in src else real_copy(src, dst, *a, **kw)
+        monkeypatch.setattr(os, "link", no_links)
+        monkeypatch.setattr(shutil, "copyfile", copyfile)
     save_dir = str(tmp_path / "run")
-    with pytest.raises(OSError, match=rf"the disk is full.*{says}"):
+    with pytest.raises(OSError, match=rf"{failing} could not be written \(the disk is full.*{says}"):
         run(cfg_path, save_dir)
-    monkeypatch.setattr(paddle, "save", real)
+    monkeypatch.undo()
     assert loads(cfg_path, os.path.join(save_dir, intact)) == 1, f"{intact} after ENOSPC"
     left = sorted(os.listdir(save_dir))
     assert not [f for f in left if f.endswith(".tmp")], f"a partial folder was left: {left}"
+
+
+def test_best_model_is_whole_after_its_source_folder_is_deleted(tmp_path, monkeypatch):
+    """best_model shares iter_N's files (hard links): deleting iter_N (keep_k) must leave it loadable."""
+    cfg_path = write_tiny_config(tmp_path)
+    monkeypatch.setattr(train_mod, "evaluate", rising_evaluate)
+    save_dir = str(tmp_path / "run")
+    run(cfg_path, save_dir)
+    shutil.rmtree(os.path.join(save_dir, "iter_3"))
+    assert loads(cfg_path, os.path.join(save_dir, "best_model")) == ITERS
+    with open(os.path.join(save_dir, "best_model", "state.json")) as fh:
+        assert json.load(fh)["best"] == {"mIoU": 0.1 * ITERS, "iter": ITERS}
 
 
 def test_files_and_folders_are_fsynced_before_and_after_the_rename(tmp_path, monkeypatch):

@@ -15,7 +15,7 @@ import os
 import random
 import shutil
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 import numpy as np
 import paddle
@@ -163,13 +163,24 @@ def save_checkpoint(save_dir: str, name: str, model, optimizer, scheduler, itera
             _fsync_file(os.path.join(tmp, f))
         _fsync_dir(tmp)
     except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        what = "the disk is full" if e.errno == errno.ENOSPC else str(e)
-        kept_msg = f"the previous checkpoint {final} is intact" if os.path.isdir(final) else \
-            f"earlier checkpoints in {save_dir} are intact"
-        raise OSError(e.errno, f"checkpoint {final} could not be written ({what}); nothing half-written was left "
-                               f"and {kept_msg}. Free space in {save_dir} and resume with --resume_model "
-                               "on the newest save_dir/iter_N.") from e
+        raise _not_written(e, tmp, final, save_dir) from e
+    _publish(tmp, final, save_dir)
+    return final
+
+
+def _not_written(e: OSError, tmp: str, final: str, save_dir: str) -> OSError:
+    """Remove the partial folder tmp; the error that says what failed and what is still intact."""
+    shutil.rmtree(tmp, ignore_errors=True)
+    what = "the disk is full" if e.errno == errno.ENOSPC else str(e)
+    kept = f"the previous checkpoint {final} is intact" if os.path.isdir(final) else \
+        f"earlier checkpoints in {save_dir} are intact"
+    return OSError(e.errno, f"checkpoint {final} could not be written ({what}); nothing half-written was left "
+                            f"and {kept}. Free space in {save_dir} and resume with --resume_model on the newest "
+                            "save_dir/iter_N.")
+
+
+def _publish(tmp: str, final: str, save_dir: str) -> None:
+    """Replace `final` by the complete folder `tmp` (two renames; `recover` finishes one a kill interrupted)."""
     old = final + ".old"
     if os.path.exists(final):
         shutil.rmtree(old, ignore_errors=True)
@@ -177,6 +188,31 @@ def save_checkpoint(save_dir: str, name: str, model, optimizer, scheduler, itera
     os.rename(tmp, final)
     _fsync_dir(save_dir)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def copy_checkpoint(src: str, save_dir: str, name: str) -> str:
+    """save_dir/name as a copy of the checkpoint folder src, as durable and atomic as save_checkpoint.
+
+    The files are hard links where the file system allows (a checkpoint is never rewritten in place, and
+    deleting src later leaves the copy whole), else copies; best_model costs no second write of the weights."""
+    final = os.path.join(save_dir, name)
+    tmp = final + ".tmp"
+    recover(final)
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        os.makedirs(tmp)
+        for f in FILES:
+            try:
+                os.link(os.path.join(src, f), os.path.join(tmp, f))
+            except OSError as e:
+                if e.errno == errno.ENOSPC:
+                    raise
+                shutil.copyfile(os.path.join(src, f), os.path.join(tmp, f))
+                _fsync_file(os.path.join(tmp, f))
+        _fsync_dir(tmp)
+    except OSError as e:
+        raise _not_written(e, tmp, final, save_dir) from e
+    _publish(tmp, final, save_dir)
     return final
 
 

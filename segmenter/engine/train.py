@@ -9,7 +9,7 @@ import paddle
 import paddle.distributed as dist
 
 from segmenter.datasets.checked import CheckedDataset
-from segmenter.engine.checkpoint import Resumed, load_checkpoint, save_checkpoint
+from segmenter.engine.checkpoint import Resumed, copy_checkpoint, load_checkpoint, save_checkpoint
 from segmenter.engine.evaluate import evaluate
 from segmenter.engine.stops import TrainingStopped, save_dir_lock, stop_signals
 from segmenter.visualize.curves import plot_curves
@@ -213,13 +213,13 @@ def checkpoint_step(state: TrainState, save_dir: str, model, optimizer, schedule
         state.best, state.best_iter = state.last_metrics["mIoU"], it
     best = {"mIoU": state.best, "iter": state.best_iter} if state.best_iter is not None else {}
     kept = [os.path.basename(p) for p in state.saved + [f"iter_{it}"]][-keep_k:]
-    state.saved.append(save_checkpoint(save_dir, f"iter_{it}", model, optimizer, scheduler, it, scaler=scaler,
-                                       best=best, kept=kept, run=run))
+    saved = save_checkpoint(save_dir, f"iter_{it}", model, optimizer, scheduler, it, scaler=scaler, best=best,
+                            kept=kept, run=run)
+    state.saved.append(saved)
+    if improved:  # the same files: state.json already records this iteration as the best
+        copy_checkpoint(saved, save_dir, "best_model")
     while len(state.saved) > keep_k:
         shutil.rmtree(state.saved.pop(0), ignore_errors=True)
-    if improved:
-        save_checkpoint(save_dir, "best_model", model, optimizer, scheduler, it, scaler=scaler, best=best,
-                        kept=kept, run=run)
 
 
 def stop_step(state: TrainState, stop, saved_now: bool, save_dir: str, model, optimizer, scheduler, scaler,
