@@ -16,14 +16,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 ROW = "vit/vit_vit-b16_mln_upernet_8xb2-80k_ade20k-512x512"
 
 
-def timed(fn: Callable[[], object], repeats: int) -> List[float]:
-    """Seconds of `repeats` calls after one warm-up call."""
-    fn()
-    out = []
-    for _ in range(repeats):
-        t = time.perf_counter()
+def timed(fns: List[Callable[[], object]], repeats: int) -> List[List[float]]:
+    """Seconds of `repeats` calls of each fn after one warm-up call each, the fns taking turns, so a load that
+    comes and goes on the machine falls on both alike."""
+    for fn in fns:
         fn()
-        out.append(time.perf_counter() - t)
+    out: List[List[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, times in zip(fns, out):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
     return out
 
 
@@ -72,15 +75,19 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     x = np.random.RandomState(0).randn(1, 3, args.size, args.size).astype(np.float32)
     xp, xt = paddle.to_tensor(x), torch.from_numpy(x)
-    with paddle.no_grad():
-        t_ours = timed(lambda: ours(xp)[0].numpy(), args.repeats)
-        got = ours(xp)[0].numpy()
-    with torch.no_grad():
-        t_mm = timed(lambda: mmlab.mmseg_logits(ref, xt), args.repeats)
-        want = mmlab.mmseg_logits(ref, xt).numpy()
+    def run_ours():
+        with paddle.no_grad():
+            return ours(xp)[0].numpy()
+
+    def run_mmseg():
+        with torch.no_grad():
+            return mmlab.mmseg_logits(ref, xt).numpy()
+
+    t_ours, t_mm = timed([run_ours, run_mmseg], args.repeats)
+    got, want = run_ours(), run_mmseg()
     med_ours, med_mm = statistics.median(t_ours), statistics.median(t_mm)
     print(f"ViT-B/16 UPerNet + MLN, {args.size}x{args.size}, batch 1, {torch.get_num_threads()} torch threads, "
-          f"{os.cpu_count()} CPUs; median of {args.repeats} after one warm-up")
+          f"{os.cpu_count()} CPUs; median of {args.repeats} after one warm-up, the two taking turns")
     print("| model | s / forward | runs |")
     print("|---|---|---|")
     print(f"| ours, Paddle dygraph | {med_ours:.2f} | {', '.join(f'{t:.2f}' for t in t_ours)} |")
