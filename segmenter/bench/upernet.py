@@ -1,5 +1,5 @@
 """ViT-B/16 UPerNet (MultiLevelNeck, MMSeg's `vit_vit-b16_mln_upernet` row) at 512x512: one forward of our Paddle
-model against MMSeg's own PyTorch model, the same weights (converted), measured in one run on this machine.
+model and our PyTorch twin against MMSeg's own PyTorch model, the same weights (converted), measured in one run.
 
     python -m segmenter.bench.upernet [--repeats 3] [--size 512]
 """
@@ -58,41 +58,46 @@ def main(argv: Optional[List[str]] = None) -> int:
     import segmenter  # noqa: F401  (our runtime settings, as every user of the package gets them)
     from segmenter.convert import model_config
     from segmenter.convert.core import to_canonical
-    from segmenter.parity import load_into_paddle
-    import segmenter.models as pm
+    from segmenter.parity import build_pair, load_into_paddle, load_into_torch
     sys.path.insert(0, ROOT)
     from parity_tests import mmlab
 
     ref = build_mmseg(args.size)
     conv = to_canonical({k: v.numpy() for k, v in ref.state_dict().items()}, "mmseg", ROW)
-    cfg = model_config(conv.arch, None)
-    bb = dict(cfg.pop("backbone"))
-    bb.pop("type")
-    cfg.pop("type")
-    ours = pm.UPerNetViT(backbone=pm.SegmenterViT(**bb), **cfg)
+    ours, twin = build_pair(model_config(conv.arch, None))
     load_into_paddle(ours, conv.state)
-    ours.eval()
+    load_into_torch(twin, conv.state)
 
     x = np.random.RandomState(0).randn(1, 3, args.size, args.size).astype(np.float32)
     xp, xt = paddle.to_tensor(x), torch.from_numpy(x)
+
     def run_ours():
         with paddle.no_grad():
             return ours(xp)[0].numpy()
+
+    def run_twin():
+        with torch.no_grad():
+            return twin(xt)[0].numpy()
 
     def run_mmseg():
         with torch.no_grad():
             return mmlab.mmseg_logits(ref, xt).numpy()
 
-    t_ours, t_mm = timed([run_ours, run_mmseg], args.repeats)
-    got, want = run_ours(), run_mmseg()
-    med_ours, med_mm = statistics.median(t_ours), statistics.median(t_mm)
+    t_ours, t_twin, t_mm = timed([run_ours, run_twin, run_mmseg], args.repeats)
+    got, got_twin, want = run_ours(), run_twin(), run_mmseg()
+    from mmseg import __version__ as mmseg_version
     print(f"ViT-B/16 UPerNet + MLN, {args.size}x{args.size}, batch 1, {torch.get_num_threads()} torch threads, "
-          f"{os.cpu_count()} CPUs; median of {args.repeats} after one warm-up, the two taking turns")
-    print("| model | s / forward | runs |")
-    print("|---|---|---|")
-    print(f"| ours, Paddle dygraph | {med_ours:.2f} | {', '.join(f'{t:.2f}' for t in t_ours)} |")
-    print(f"| MMSeg 1.2.2 EncoderDecoder.inference, PyTorch | {med_mm:.2f} | {', '.join(f'{t:.2f}' for t in t_mm)} |")
-    print(f"ratio ours / MMSeg: {med_ours / med_mm:.2f}; logits max|diff| {np.abs(got - want).max():.1e}")
+          f"{os.cpu_count()} CPUs; median of {args.repeats} after one warm-up, the three taking turns")
+    print("| model | s / forward (median) | images / s | runs |")
+    print("|---|---|---|---|")
+    for name, times in (("ours, Paddle dygraph (UPerNetViT)", t_ours), ("our PyTorch twin", t_twin),
+                        (f"MMSeg {mmseg_version} `EncoderDecoder.inference`, PyTorch {torch.__version__}", t_mm)):
+        med = statistics.median(times)
+        print(f"| {name} | {med:.2f} | {1 / med:.3f} | {', '.join(f'{t:.2f}' for t in times)} |")
+    med_mm = statistics.median(t_mm)
+    print(f"ratio ours / MMSeg: {statistics.median(t_ours) / med_mm:.2f}; twin / MMSeg: "
+          f"{statistics.median(t_twin) / med_mm:.2f}; logits max|diff| vs MMSeg: ours "
+          f"{np.abs(got - want).max():.1e}, twin {np.abs(got_twin - want).max():.1e}")
     return 0
 
 
