@@ -47,57 +47,99 @@ def build_mmseg(size: int):
     return mmlab.build_mmseg(cfg, seed=0)
 
 
+def numpy_of(out) -> np.ndarray:
+    """A torch tensor (on any device) or a numpy array, as numpy."""
+    return out.cpu().numpy() if hasattr(out, "cpu") else np.asarray(out)
+
+
+def build_twin(model_cfg: dict):
+    """Our PyTorch twin from a `model` config section, without importing Paddle (a PyTorch-only machine)."""
+    import segmenter.pytorch as tm
+    cfg = dict(model_cfg)
+    name = cfg.pop("type")
+    bb = dict(cfg.pop("backbone"))
+    bb.pop("type", None)
+    return getattr(tm, name)(backbone=tm.SegmenterViT(**bb), **cfg).eval()
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--size", type=int, default=512)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--device", default="cpu", help="cpu, or cuda: the two PyTorch models only (fp32, TF32 off "
+                                                   "unless --tf32), with a GPU build of PyTorch")
+    p.add_argument("--tf32", action="store_true", help="on cuda: let both PyTorch models use TF32 matmuls")
     args = p.parse_args(argv)
 
-    import paddle
     import torch
     import segmenter  # noqa: F401  (our runtime settings, as every user of the package gets them)
     from segmenter.convert import model_config
     from segmenter.convert.core import to_canonical
-    from segmenter.parity import build_pair, load_into_paddle, load_into_torch
+    from segmenter.parity import load_into_torch
     sys.path.insert(0, ROOT)
     from parity_tests import mmlab
+    from mmseg import __version__ as mmseg_version
 
+    cuda = args.device == "cuda"
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32
     ref = build_mmseg(args.size)
     conv = to_canonical({k: v.numpy() for k, v in ref.state_dict().items()}, "mmseg", ROW)
-    ours, twin = build_pair(model_config(conv.arch, None))
-    load_into_paddle(ours, conv.state)
+    model_cfg = model_config(conv.arch, None)
+    twin = build_twin(model_cfg)
     load_into_torch(twin, conv.state)
+    ref, twin = ref.to(args.device), twin.to(args.device)
 
-    x = np.random.RandomState(0).randn(1, 3, args.size, args.size).astype(np.float32)
-    xp, xt = paddle.to_tensor(x), torch.from_numpy(x)
+    x = np.random.RandomState(0).randn(args.batch, 3, args.size, args.size).astype(np.float32)
+    xt = torch.from_numpy(x).to(args.device)
 
-    def run_ours():
-        with paddle.no_grad():
-            return ours(xp)[0].numpy()
+    def synced(fn):
+        def run():
+            with torch.no_grad():
+                out = fn()
+            if cuda:
+                torch.cuda.synchronize()
+            return out
+        return run
 
-    def run_twin():
-        with torch.no_grad():
-            return twin(xt)[0].numpy()
+    runs = {"our PyTorch twin": synced(lambda: twin(xt)[0]),
+            f"MMSeg {mmseg_version} `EncoderDecoder.inference`, PyTorch {torch.__version__}":
+                synced(lambda: mmlab.mmseg_logits(ref, xt))}
+    if not cuda:  # Paddle runs on the CPU here (a paddlepaddle CPU build)
+        import paddle
+        from segmenter.models import UPerNetViT, SegmenterViT
+        from segmenter.parity import load_into_paddle
+        cfg = dict(model_cfg)
+        cfg.pop("type")
+        bb = dict(cfg.pop("backbone"))
+        bb.pop("type")
+        ours = UPerNetViT(backbone=SegmenterViT(**bb), **cfg)
+        load_into_paddle(ours, conv.state)
+        ours.eval()
+        xp = paddle.to_tensor(x)
 
-    def run_mmseg():
-        with torch.no_grad():
-            return mmlab.mmseg_logits(ref, xt).numpy()
+        def run_ours():
+            with paddle.no_grad():
+                return ours(xp)[0].numpy()
+        runs = {"ours, Paddle dygraph (UPerNetViT)": run_ours, **runs}
 
-    t_ours, t_twin, t_mm = timed([run_ours, run_twin, run_mmseg], args.repeats)
-    got, got_twin, want = run_ours(), run_twin(), run_mmseg()
-    from mmseg import __version__ as mmseg_version
-    print(f"ViT-B/16 UPerNet + MLN, {args.size}x{args.size}, batch 1, {torch.get_num_threads()} torch threads, "
-          f"{os.cpu_count()} CPUs; median of {args.repeats} after one warm-up, the three taking turns")
+    times = dict(zip(runs, timed(list(runs.values()), args.repeats)))
+    outs = {name: numpy_of(fn()) for name, fn in runs.items()}
+    mm_name = list(runs)[-1]
+    where = torch.cuda.get_device_name() if cuda else f"{os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads"
+    print(f"ViT-B/16 UPerNet + MLN, {args.size}x{args.size}, batch {args.batch}, {args.device} ({where}"
+          f"{', TF32' if cuda and args.tf32 else ', fp32' if cuda else ''}); median of {args.repeats} after one "
+          f"warm-up, the models taking turns")
     print("| model | s / forward (median) | images / s | runs |")
     print("|---|---|---|---|")
-    for name, times in (("ours, Paddle dygraph (UPerNetViT)", t_ours), ("our PyTorch twin", t_twin),
-                        (f"MMSeg {mmseg_version} `EncoderDecoder.inference`, PyTorch {torch.__version__}", t_mm)):
-        med = statistics.median(times)
-        print(f"| {name} | {med:.2f} | {1 / med:.3f} | {', '.join(f'{t:.2f}' for t in times)} |")
-    med_mm = statistics.median(t_mm)
-    print(f"ratio ours / MMSeg: {statistics.median(t_ours) / med_mm:.2f}; twin / MMSeg: "
-          f"{statistics.median(t_twin) / med_mm:.2f}; logits max|diff| vs MMSeg: ours "
-          f"{np.abs(got - want).max():.1e}, twin {np.abs(got_twin - want).max():.1e}")
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        print(f"| {name} | {med:.4f} | {args.batch / med:.2f} | {', '.join(f'{t:.4f}' for t in ts)} |")
+    med_mm = statistics.median(times[mm_name])
+    for name in list(runs)[:-1]:
+        print(f"{name}: ratio to MMSeg {statistics.median(times[name]) / med_mm:.2f}, logits max|diff| "
+              f"{np.abs(outs[name] - outs[mm_name]).max():.1e}")
     return 0
 
 
