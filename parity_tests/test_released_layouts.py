@@ -1,9 +1,9 @@
 """Checkpoints in the layouts people hold, faked from the PyTorch twin by renaming keys the way each family
-stores them: the official Segmenter checkpoint.pth (+ variant.yml), timm ViT (.pth/.bin/.safetensors) and
-Google's .npz. Converted (or given directly as `pretrained`), our Paddle model must reproduce the twin.
+stores them: the official Segmenter checkpoint.pth (+ variant.yml) and Google's .npz; and files written by
+real timm models (.pth/.bin/.safetensors). Converted (or given directly as `pretrained`), our Paddle model must
+reproduce the twin, or timm's own forward for the timm and .npz files.
 
-timm itself is not installed here (its torchvision dependency has no CPU build on PyPI for torch 2.13),
-so the timm layout is written by hand from timm's documented key names.
+The .npz layout is written by hand (JAX is not installed) and checked with timm's own Google-checkpoint loader.
 """
 import numpy as np
 import paddle
@@ -77,59 +77,60 @@ def test_official_checkpoint(tmp_path, decoder, distilled):
         _assert_close(run_torch(twin, x), run_paddle(model, x), f"official {decoder} distilled={distilled} {b}x{h}x{w}")
 
 
-def _timm_state(twin_bb: tm.SegmenterViT) -> dict:
-    state = {k: v.clone() for k, v in twin_bb.state_dict().items()}  # timm uses the very same names
-    state["head.weight"], state["head.bias"] = torch.randn(1000, 128), torch.randn(1000)
-    return state
+def _timm_vit():
+    """timm's own VisionTransformer (D=128, 4 heads, eps 1e-6), every weight moved off its init value; a
+    patch-multiple input of any size (dynamic_img_size: timm resizes the pos-embed grid bicubic with antialias)."""
+    from timm.models.vision_transformer import VisionTransformer
+    torch.manual_seed(2)
+    model = VisionTransformer(img_size=32, patch_size=16, embed_dim=128, depth=2, num_heads=4, num_classes=1000,
+                              dynamic_img_size=True)
+    _perturb(model, 3)
+    return model.eval()
 
 
-def _backbone_pair(path: str, twin_bb: tm.SegmenterViT):
-    """Our Paddle backbone given `path` directly as `pretrained`, as a config's backbone.pretrained would."""
+def _backbone_pair(path: str, ref) -> None:
+    """Our Paddle backbone given `path` directly as `pretrained`, as a config's backbone.pretrained would,
+    against timm's forward_features (tokens after the final norm)."""
     p = pm.SegmenterViT(img_size=32, patch_size=16, embed_dim=128, depth=2, num_heads=4, norm_eps=1e-6,
-                        pos_embed_interp="bicubic", pretrained=path)
+                        pos_embed_interp="bicubic_antialias", pretrained=path)
     p.eval()
-    for b, h, w in SIZES:
+    for b, h, w in TIMM_SIZES:
         x = np.random.default_rng(h).standard_normal((b, 3, h, w)).astype(np.float32)
         with torch.no_grad():
-            ref = twin_bb(torch.from_numpy(x)).numpy()
+            want = ref.forward_features(torch.from_numpy(x)).numpy()
         with paddle.no_grad():
             got = p(paddle.to_tensor(x)).numpy()
-        g = gap(ref, got)
-        assert g.max_abs <= 1e-4 and g.rel_l2 <= 1e-5, f"{path} tokens {b}x{h}x{w}: {g}"
+        g = gap(want, got)
+        assert got.shape == want.shape and g.max_abs <= 1e-5, f"{path} tokens {b}x{h}x{w}: {g}"
 
 
-def _timm_backbone() -> tm.SegmenterViT:
-    torch.manual_seed(2)
-    bb = tm.SegmenterViT(img_size=32, patch_size=16, embed_dim=128, depth=2, num_heads=4, norm_eps=1e-6,
-                         pos_embed_interp="bicubic")
-    _perturb(bb, 3)
-    return bb.eval()
+TIMM_SIZES = ((1, 32, 32), (1, 48, 80), (2, 64, 48), (1, 16, 48))  # timm floors a size that is not a patch multiple; we pad
 
 
 @pytest.mark.parametrize("ext", [".pth", ".bin", ".safetensors"])
 def test_timm_weights_as_backbone_pretrained(tmp_path, ext):
-    bb = _timm_backbone()
+    """The file is the state dict of a real timm model (head included), saved as timm's users save it."""
+    ref = _timm_vit()
     path = str(tmp_path / f"vit{ext}")
-    state = _timm_state(bb)
     if ext == ".safetensors":
-        save_file({k: v.contiguous() for k, v in state.items()}, path)
+        save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, path)
     else:
-        torch.save(state, path)
-    _backbone_pair(path, bb)  # num_heads 4 comes from the config here; the file cannot say it
+        torch.save(ref.state_dict(), path)
+    _backbone_pair(path, ref)  # num_heads 4 comes from the config here; the file cannot say it
     conv = convert(path, str(tmp_path / "vit.pdparams"))
     assert conv.fmt == "timm" and conv.arch.norm_eps == 1e-6 and conv.arch.decoder is None, conv.arch
 
 
-def _flax_npz(bb: tm.SegmenterViT, path: str) -> None:
+def _flax_npz(ref, path: str) -> None:
     """Google's ViT .npz layout: Dense kernels [in, out], q/k/v kernels [D, heads, hd], out kernel [heads, hd, D]."""
-    s = {k: v.numpy() for k, v in bb.state_dict().items()}
+    s = {k: v.numpy() for k, v in ref.state_dict().items()}
     D, H = 128, 4
     hd = D // H
     out = {"embedding/kernel": s["patch_embed.proj.weight"].transpose(2, 3, 1, 0),  # [D, C, p, p] -> [p, p, C, D]
            "embedding/bias": s["patch_embed.proj.bias"], "cls": s["cls_token"],
            "Transformer/posembed_input/pos_embedding": s["pos_embed"],
            "Transformer/encoder_norm/scale": s["norm.weight"], "Transformer/encoder_norm/bias": s["norm.bias"],
-           "head/kernel": np.zeros((D, 1000), np.float32), "head/bias": np.zeros(1000, np.float32)}
+           "head/kernel": s["head.weight"].T, "head/bias": s["head.bias"]}
     for i in range(2):
         b, f = f"blocks.{i}.", f"Transformer/encoderblock_{i}/"
         out[f + "LayerNorm_0/scale"], out[f + "LayerNorm_0/bias"] = s[b + "norm1.weight"], s[b + "norm1.bias"]
@@ -147,11 +148,19 @@ def _flax_npz(bb: tm.SegmenterViT, path: str) -> None:
 
 
 def test_google_npz_as_backbone_pretrained_and_converted(tmp_path):
-    bb = _timm_backbone()
+    """The hand-written .npz is first read by timm's own Google-checkpoint loader: the model it fills must equal
+    the model it was written from, so the layout is Google's as timm reads it, not only as we read it."""
+    from timm.models.vision_transformer import _load_weights
+    ref = _timm_vit()
     path = str(tmp_path / "augreg.npz")
-    _flax_npz(bb, path)
-    _backbone_pair(path, bb)
+    _flax_npz(ref, path)
+    read_back = _timm_vit()
+    _perturb(read_back, 4)  # every weight differs from ref until timm's loader sets it
+    _load_weights(read_back, path)
+    for k, v in ref.state_dict().items():
+        assert torch.equal(read_back.state_dict()[k], v), f"timm's npz loader reads {k} differently"
+    _backbone_pair(path, ref)
     conv = convert(path, str(tmp_path / "vit.safetensors"))
     assert conv.fmt == "npz" and conv.arch.num_heads == 4, f"{conv.fmt}, heads {conv.arch.num_heads}"
     assert sorted(conv.dropped) == ["head/bias", "head/kernel"], conv.dropped
-    _backbone_pair(str(tmp_path / "vit.safetensors"), bb)
+    _backbone_pair(str(tmp_path / "vit.safetensors"), ref)

@@ -64,11 +64,12 @@ def test_logits_match(preset, decoder, direction):
         _check(compare(p, t, x), f"{preset}/{decoder}/{direction} input {b}x{h}x{w}")
 
 
+@pytest.mark.parametrize("interp", ["bicubic", "bicubic_antialias"])
 @pytest.mark.parametrize("decoder", DECODERS)
-def test_bicubic_pos_embed_resampling_matches(decoder):
-    p, t = pair("small", decoder, "paddle->torch", "bicubic")
+def test_bicubic_pos_embed_resampling_matches(decoder, interp):
+    p, t = pair("small", decoder, "paddle->torch", interp)
     x = np.random.default_rng(3).standard_normal((2, 3, 72, 50)).astype(np.float32)
-    _check(compare(p, t, x), f"small/{decoder} bicubic 72x50")
+    _check(compare(p, t, x), f"small/{decoder} {interp} 72x50")
 
 
 def test_distilled_and_attention_maps_match():

@@ -64,25 +64,27 @@ def test_pos_embed_resampled_for_larger_input():
     assert list(tokens.shape) == [1, 1 + 4 * 6, 192], f"got {list(tokens.shape)}"
 
 
-@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic", "bicubic_antialias"])
 @pytest.mark.parametrize("prefix", [1, 2])
-def test_resample_pos_embed_matches_timm(mode, prefix):
-    """Both twins' resampling equals timm's `resample_abs_pos_embed` on a random, non-square grid (3x4 -> 5x7), so
-    a swapped h/w, a wrong mode or a moved prefix token shows; the same grid size returns the input unchanged."""
+@pytest.mark.parametrize("old,new", [((3, 4), (5, 7)), ((7, 5), (3, 4))])
+def test_resample_pos_embed_matches_timm(mode, prefix, old, new):
+    """Both twins' resampling equals timm's `resample_abs_pos_embed` on a random, non-square grid, grown and shrunk
+    (where antialiasing widens the kernel), so a swapped h/w, a wrong mode or a moved prefix token shows; the same
+    grid size returns the input unchanged. `bicubic_antialias` is timm's default (antialias=True)."""
     import torch
     from timm.layers import resample_abs_pos_embed
 
     from segmenter.pytorch.pos_embed import resample_pos_embed as torch_resample
 
-    pe = np.random.RandomState(0).randn(1, prefix + 3 * 4, 8).astype("float32")
-    want = resample_abs_pos_embed(torch.from_numpy(pe), [5, 7], [3, 4], num_prefix_tokens=prefix,
-                                  interpolation=mode, antialias=False).numpy()
-    for name, got in (("paddle", resample_pos_embed(paddle.to_tensor(pe), (3, 4), (5, 7), prefix, mode).numpy()),
-                      ("torch", torch_resample(torch.from_numpy(pe), (3, 4), (5, 7), prefix, mode).numpy())):
-        assert got.shape == want.shape == (1, prefix + 35, 8), f"{name}: got {got.shape}, timm {want.shape}"
+    pe = np.random.RandomState(0).randn(1, prefix + old[0] * old[1], 8).astype("float32")
+    want = resample_abs_pos_embed(torch.from_numpy(pe), list(new), list(old), num_prefix_tokens=prefix,
+                                  interpolation=mode.split("_")[0], antialias=mode.endswith("antialias")).numpy()
+    for name, got in (("paddle", resample_pos_embed(paddle.to_tensor(pe), old, new, prefix, mode).numpy()),
+                      ("torch", torch_resample(torch.from_numpy(pe), old, new, prefix, mode).numpy())):
+        assert got.shape == want.shape == (1, prefix + new[0] * new[1], 8), f"{name}: got {got.shape}, timm {want.shape}"
         d = float(np.abs(got - want).max())
-        assert d < 1e-5, f"{name} {mode}, {prefix} prefix tokens: max|diff| against timm {d:.2e}"
-    same = resample_pos_embed(paddle.to_tensor(pe), (3, 4), (3, 4), prefix, mode)
+        assert d < 1e-5, f"{name} {mode} {old}->{new}, {prefix} prefix tokens: max|diff| against timm {d:.2e}"
+    same = resample_pos_embed(paddle.to_tensor(pe), old, old, prefix, mode)
     assert np.array_equal(same.numpy(), pe), "resampling to the same grid must return the input unchanged"
 
 

@@ -26,8 +26,8 @@ TORCH_LAYOUT = {"torch", "safetensors", "official", "timm", "mmseg", "mmpretrain
 # (norm_eps, pos_embed_interp) each family trained with; weights cannot tell, so they are stated here.
 FAMILY_DEFAULTS: Dict[str, Tuple[float, str]] = {
     "paddle": (1e-5, "bilinear"), "torch": (1e-5, "bilinear"), "safetensors": (1e-5, "bilinear"),
-    "official": (1e-5, "bilinear"), "paddleseg": (1e-5, "bicubic"), "timm": (1e-6, "bicubic"),
-    "npz": (1e-6, "bicubic"), "mmseg": (1e-6, "bicubic"), "mmpretrain": (1e-6, "bicubic"),
+    "official": (1e-5, "bilinear"), "paddleseg": (1e-5, "bicubic"), "timm": (1e-6, "bicubic_antialias"),
+    "npz": (1e-6, "bicubic_antialias"), "mmseg": (1e-6, "bicubic"), "mmpretrain": (1e-6, "bicubic"),
 }
 # What else a family's models do that weights cannot tell: MMSeg's heads use LayerNorm eps 1e-5 (its backbone
 # 1e-6) and resize the logits of the padded grid straight to the input size.

@@ -4,7 +4,9 @@ from typing import Tuple
 import paddle
 import paddle.nn.functional as F
 
-POS_EMBED_INTERPOLATIONS = ("bilinear", "bicubic")
+from segmenter.resample import bicubic_antialias_weights
+
+POS_EMBED_INTERPOLATIONS = ("bilinear", "bicubic", "bicubic_antialias")
 
 
 def resample_pos_embed(pos_embed: paddle.Tensor, old_grid: Tuple[int, int], new_grid: Tuple[int, int],
@@ -12,7 +14,8 @@ def resample_pos_embed(pos_embed: paddle.Tensor, old_grid: Tuple[int, int], new_
     """Resample the grid part of `pos_embed` [1, prefix + Ho*Wo, C] to [1, prefix + Hn*Wn, C].
 
     Prefix tokens (class, distillation) keep their embeddings. `mode` is `bilinear` (the official
-    Segmenter) or `bicubic` (PaddleSeg, MMSeg), both with align_corners=False.
+    Segmenter), `bicubic` (PaddleSeg, MMSeg, mmpretrain) or `bicubic_antialias` (timm), all with
+    align_corners=False.
     """
     if mode not in POS_EMBED_INTERPOLATIONS:
         raise ValueError(f"pos_embed interpolation '{mode}' is not supported; use one of {POS_EMBED_INTERPOLATIONS}.")
@@ -26,6 +29,11 @@ def resample_pos_embed(pos_embed: paddle.Tensor, old_grid: Tuple[int, int], new_
                          f"{old_h}x{old_w} grid = {num_prefix_tokens + old_h * old_w}.")
     prefix, grid = pos_embed[:, :num_prefix_tokens], pos_embed[:, num_prefix_tokens:]
     grid = grid.reshape([1, old_h, old_w, C]).transpose([0, 3, 1, 2])  # [1, N, C] -> [1, C, Ho, Wo]
-    grid = F.interpolate(grid, size=[new_h, new_w], mode=mode, align_corners=False)
+    if mode == "bicubic_antialias":  # Paddle's interpolate has no antialias: PyTorch's weights, as matrices
+        rows = paddle.to_tensor(bicubic_antialias_weights(old_h, new_h), dtype=grid.dtype)
+        cols = paddle.to_tensor(bicubic_antialias_weights(old_w, new_w), dtype=grid.dtype)
+        grid = paddle.matmul(rows, paddle.matmul(grid, cols, transpose_y=True))
+    else:
+        grid = F.interpolate(grid, size=[new_h, new_w], mode=mode, align_corners=False)
     grid = grid.transpose([0, 2, 3, 1]).reshape([1, new_h * new_w, C])  # [1, C, Hn, Wn] -> [1, N', C]
     return paddle.concat([prefix, grid], axis=1)

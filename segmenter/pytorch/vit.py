@@ -87,7 +87,8 @@ class SegmenterViT(nn.Module):
         qkv_bias (bool, optional): Bias on the fused qkv projection (official and timm: True). Default: True.
         distilled (bool, optional): Add a DeiT distillation token after the class token. Default: False.
         norm_eps (float, optional): LayerNorm epsilon: official and PaddleSeg 1e-5, timm 1e-6. Default: 1e-5.
-        pos_embed_interp (str, optional): `bilinear` (official) or `bicubic` (PaddleSeg, MMSeg). Default: bilinear.
+        pos_embed_interp (str, optional): `bilinear` (official), `bicubic` (PaddleSeg, MMSeg) or
+            `bicubic_antialias` (timm). Default: bilinear.
         drop_rate (float, optional): Dropout after the position embedding and inside blocks. Default: 0.0.
         attn_drop_rate (float, optional): Dropout on attention weights. Default: 0.0.
         drop_path_rate (float, optional): Stochastic depth, linearly increasing over blocks. Default: 0.0.
