@@ -256,6 +256,7 @@ def _recorded_overrides(path: str) -> Dict[str, Any]:
     size = bb.get("img_size")
     return {"img_size": [size, size] if isinstance(size, int) else size, "num_heads": bb.get("num_heads"),
             "norm_eps": bb.get("norm_eps"), "pos_embed_interp": bb.get("pos_embed_interp"),
+            "layer_scale_init": bb.get("layer_scale_init"),
             "decoder_heads": dec.get("n_heads"), "decoder_norm_eps": dec.get("norm_eps")}
 
 
@@ -305,7 +306,7 @@ def to_canonical(raw: Mapping[str, Any], fmt: str, path: str, meta: Optional[Dic
     if fmt in ("safetensors",) and meta.get("arch"):
         saved = json.loads(meta["arch"])
         o = {**{k: saved.get(k) for k in ("img_size", "num_heads", "norm_eps", "pos_embed_interp", "out_indices",
-                                          "logits_resize")},
+                                          "logits_resize", "layer_scale_init")},
              "neck_scales": (saved.get("neck") or {}).get("scales"),
              "pool_scales": (saved.get("decode_head") or {}).get("pool_scales"),
              "aux_in_index": (saved.get("auxiliary_head") or {}).get("in_index"),
@@ -323,6 +324,10 @@ def to_mmseg(conv: Converted) -> Dict[str, np.ndarray]:
     """Canonical weights in MMSeg's layout (PyTorch arrays), by the TO_MMSEG tables, strictly."""
     if conv.arch.decode_head is None and conv.arch.decoder is None:
         raise ConversionError(f"'{conv.source}' holds a backbone only; MMSeg checkpoints are whole models.")
+    if conv.arch.layer_scale_init is not None:
+        raise ConversionError(f"'{conv.source}' has LayerScale (backbone.blocks.*.ls1/ls2.gamma) and MMSeg's "
+                              f"VisionTransformer has none, so MMSeg could not load it; keep it in our formats "
+                              f"(.pdparams, .pth, .safetensors).")
     table = TO_MMSEG_UPERNET if conv.arch.decode_head else TO_MMSEG_SEGMENTER
     state, _ = apply_table(to_layout(conv.state, "torch"), table, (), conv.source, "canonical")
     return {k: reshape_for(k, v, TO_MMSEG_RESHAPES if conv.arch.decoder else {}) for k, v in state.items()}
