@@ -5,6 +5,7 @@ Every source key must be renamed or dropped on purpose, every key the architectu
 and every shape must match; otherwise `ConversionError` lists the keys and nothing is written.
 """
 import json
+import math
 import os
 import warnings
 import re
@@ -180,6 +181,23 @@ def reshape_for(key: str, value: np.ndarray, table: Mapping[str, str]) -> np.nda
     return value
 
 
+def _prefix_pos_rows(state: Dict[str, np.ndarray], overrides: Mapping[str, Any]) -> Dict[str, np.ndarray]:
+    """timm's `no_embed_class` ViTs (DeiT-III): pos_embed [1, N, D] covers the patches only and is added before the
+    class (and distillation) token is prepended. Ours adds positions after, so a zero row per prefix token gives
+    the same sums exactly, at any input size (only the grid rows are resampled). Other files are returned as is."""
+    pos, conv = state.get("backbone.pos_embed"), state.get("backbone.patch_embed.proj.weight")
+    if pos is None or conv is None:
+        return state
+    n, p = int(pos.shape[1]), int(conv.shape[-1])
+    size = overrides.get("img_size")
+    grid = (size[0] // p) * (size[1] // p) if size else (n if math.isqrt(n) ** 2 == n else None)
+    if n != grid:  # a slot per prefix token already (n = grid + prefix; a square n never is one more than a square)
+        return state
+    prefix = 2 if "backbone.dist_token" in state else 1
+    zeros = np.zeros((1, prefix, pos.shape[2]), dtype=pos.dtype)
+    return {**state, "backbone.pos_embed": np.concatenate([zeros, pos], axis=1)}  # [1, prefix + N, D]
+
+
 def _has(keys, *prefixes: str) -> bool:
     return any(k.startswith(prefixes) for k in keys)
 
@@ -303,6 +321,8 @@ def to_canonical(raw: Mapping[str, Any], fmt: str, path: str, meta: Optional[Dic
             state = to_layout(state, "paddle", "torch")
         if fmt == "official":
             o = {**_official_overrides(path), **{k: v for k, v in o.items() if v is not None}}
+        if fmt == "timm":
+            state = _prefix_pos_rows(state, o)
     if fmt in ("safetensors",) and meta.get("arch"):
         saved = json.loads(meta["arch"])
         o = {**{k: saved.get(k) for k in ("img_size", "num_heads", "norm_eps", "pos_embed_interp", "out_indices",
