@@ -152,6 +152,11 @@ def test_mmpretrain_layer_scale_converts_and_the_config_builds_it(layer_scale_fi
     got = model.backbone(paddle.to_tensor(x)).numpy()
     d = float(np.abs(got - want).max())
     assert d <= 1e-5, f"config-built backbone vs the twin: max|diff|={d:.2e}"
+    built = tm.build_model(cfg).eval()  # the twin from the same YAML, loading the same .pdparams
+    with torch.no_grad():
+        got = built.backbone(torch.from_numpy(x)).numpy()
+    d = float(np.abs(got - want).max())
+    assert d <= 1e-5, f"twin built from the config vs the twin: max|diff|={d:.2e}"
     assert load_weights(out).arch.layer_scale_init == 1e-5  # read back from the model card
 
 
