@@ -5,7 +5,6 @@ LayerNorm and BatchNorm statistics away from 1/0), saved as MMEngine saves them,
 (family recognised from the keys), loaded into our Paddle model and its PyTorch twin from the config the
 converter writes, and compared with MMSeg's `EncoderDecoder.inference` (whole mode) logits.
 """
-import os
 
 import numpy as np
 import paddle
@@ -84,13 +83,17 @@ def test_mmseg_upernet_auxiliary_head_matches_mmseg(tmp_path):
     assert got.shape == want.shape and d <= TOL, f"auxiliary head: max|diff|={d:.2e}"
 
 
-def test_mmpretrain_vit_matches_mmpretrain(tmp_path):
-    """mmpretrain ViT classification weights (backbone only): our tokens vs its `out_type='raw'` output."""
-    ref = mmlab.build_mmpretrain_vit(depth=2, seed=4)
+@pytest.mark.parametrize("layer_scale", [0.0, 1e-5])
+def test_mmpretrain_vit_matches_mmpretrain(layer_scale, tmp_path):
+    """mmpretrain ViT classification weights (backbone only): our tokens vs its `out_type='raw'` output; with
+    layer_scale_init_value > 0 its `attn.gamma1` / `ffn.gamma2` (randomised around 1) become our ls1 / ls2."""
+    ref = mmlab.build_mmpretrain_vit(depth=2, seed=4, layer_scale_init_value=layer_scale)
+    assert ("layers.1.ffn.gamma2.weight" in ref.state_dict()) == (layer_scale > 0)
     path = str(tmp_path / "vit-b16_mmpretrain.pth")
     mmlab.save_as_mm(ref, path, prefix="backbone.")
     conv = load_weights(path)
     assert conv.fmt == "mmpretrain" and conv.arch.decoder is None, conv.fmt
+    assert (conv.arch.layer_scale_init is not None) == (layer_scale > 0), conv.arch
     bb = conv.arch.backbone_config()
     bb.pop("type")
     p, t = pm.SegmenterViT(**bb), tm.SegmenterViT(**bb)

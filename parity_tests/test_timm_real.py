@@ -48,3 +48,71 @@ def test_timm_file_matches_timm_forward(distilled, ext, tmp_path):
     d = float(np.abs(got - want).max())
     what = f"ours vs timm {'DeiT' if distilled else 'ViT'} {ext}"
     assert got.shape == want.shape and d <= TOL, f"{what}: max|diff|={d:.2e}"
+
+
+@pytest.mark.parametrize("model", ["vit_init_values", "deit3_small_patch16_224"])
+def test_timm_layer_scale_matches_timm_forward(model, tmp_path):
+    """timm ViTs with LayerScale (`blocks.i.ls{1,2}.gamma`, randomised around 1) at a non-square training size: ours
+    and the twin vs timm's forward_features, and our .pth is timm's state dict under `backbone.`, bit for bit.
+    DeiT-III (timm's own config, at depth 2 and width 64) also has no position slot for the class token."""
+    import segmenter.pytorch as tm
+    from segmenter.convert import convert, to_layout
+    torch.manual_seed(11)
+    args = dict(img_size=(32, 48), embed_dim=64, depth=2, num_heads=1, num_classes=10)
+    if model == "vit_init_values":
+        from timm.models.vision_transformer import VisionTransformer
+        ref = VisionTransformer(patch_size=16, init_values=1e-5, **args)
+    else:
+        ref = timm.create_model(model, pretrained=False, **args)
+        assert ref.no_embed_class and ref.pos_embed.shape[1] == 6, ref.pos_embed.shape
+    with torch.no_grad():
+        for name, t in ref.state_dict().items():
+            t.copy_(1.0 + 0.2 * torch.randn(t.shape) if name.endswith((".gamma", "norm1.weight", "norm2.weight"))
+                    else t + 0.05 * torch.randn(t.shape))
+    ref.eval()
+    path, ours_pth = str(tmp_path / "timm.pth"), str(tmp_path / "ours.pth")
+    torch.save(ref.state_dict(), path)
+    conv = convert(path, str(tmp_path / "ours.pdparams"), overrides={"img_size": [32, 48]})
+    assert conv.fmt == "timm" and conv.arch.layer_scale_init is not None, (conv.fmt, conv.arch)
+    bb = conv.arch.backbone_config()
+    bb.pop("type")
+    p, t = pm.SegmenterViT(**bb), tm.SegmenterViT(**bb)
+    p.set_state_dict({k: paddle.to_tensor(v) for k, v in strip_prefix(conv.state, "backbone.").items()})
+    t.load_state_dict({k: torch.from_numpy(v) for k, v in
+                       strip_prefix(to_layout(conv.state, "torch"), "backbone.").items()}, strict=True)
+    p.eval()
+    t.eval()
+    x = np.random.RandomState(1).randn(2, 3, 32, 48).astype(np.float32)
+    with torch.no_grad():
+        want = ref.forward_features(torch.from_numpy(x)).numpy()
+        got_t = t(torch.from_numpy(x)).numpy()
+    got_p = p(paddle.to_tensor(x)).numpy()
+    for name, got in (("paddle", got_p), ("torch twin", got_t)):
+        d = float(np.abs(got - want).max())
+        assert got.shape == want.shape and d <= TOL, f"{name} vs timm {model}: max|diff|={d:.2e}"
+    # The way back: timm's names are ours, so our .pth of it is timm's state dict (less the classifier), bit for bit;
+    # DeiT-III's pos_embed gained a zero row for the class token.
+    convert(str(tmp_path / "ours.pdparams"), ours_pth)
+    back = strip_prefix(torch.load(ours_pth, weights_only=True), "backbone.")
+    if model != "vit_init_values":
+        assert not back["pos_embed"][:, 0].any(), "the class token's position row is not zero"
+        back["pos_embed"] = back["pos_embed"][:, 1:]
+    want_sd = {k: v for k, v in ref.state_dict().items() if not k.startswith("head.")}
+    assert sorted(back) == sorted(want_sd), sorted(set(back) ^ set(want_sd))
+    differ = [k for k in want_sd if not torch.equal(back[k], want_sd[k])]
+    assert not differ, f"{len(differ)} tensors differ after timm -> .pdparams -> .pth: {differ}"
+
+
+def test_deit3_square_file_needs_no_img_size(tmp_path):
+    """A DeiT-III pos_embed of g*g rows (no class-token slot) is read as a g x g grid without --img-size, and a
+    ViT's g*g + 1 rows are left as they are."""
+    torch.manual_seed(12)
+    for name, rows in (("deit3_small_patch16_224", 4), ("vit_small_patch16_224", 5)):
+        ref = timm.create_model(name, pretrained=False, img_size=32, embed_dim=64, depth=1, num_heads=1)
+        path = str(tmp_path / f"{name}.pth")
+        torch.save(ref.state_dict(), path)
+        conv = load_weights(path)
+        pos = conv.state["backbone.pos_embed"]
+        assert tuple(ref.pos_embed.shape) == (1, rows, 64) and conv.arch.img_size == [32, 32], (name, conv.arch)
+        assert pos.shape == (1, 5, 64) and np.array_equal(pos[:, -4:], ref.pos_embed.detach().numpy()[:, -4:]), name
+        assert (rows == 5) or not pos[:, 0].any(), f"{name}: class-token position row {pos[0, 0, :4]}"

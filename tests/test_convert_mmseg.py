@@ -1,6 +1,7 @@
 """tools/convert.py on MMSeg and mmpretrain layouts: the written config builds the exact model, and files it
 cannot convert completely are refused with the keys named and nothing written (no MMSeg install needed: the
-files are written in MMSeg's layout from our twin by the TO_MMSEG tables, which parity_tests check against MMSeg)."""
+files are written in MMSeg's layout from our twin by the TO_MMSEG tables, which parity_tests check against MMSeg;
+the mmpretrain layer-scale file by a small inverse table here, checked against mmpretrain in parity_tests)."""
 import importlib.util
 import os
 import subprocess
@@ -13,7 +14,7 @@ import torch
 from paddleseg.cvlibs import Config, SegBuilder
 
 import segmenter.pytorch as tm
-from segmenter.convert import load_weights, model_config
+from segmenter.convert import load_weights
 from segmenter.convert.core import Converted, to_mmseg
 from segmenter.convert.files import write_torch_checkpoint
 from segmenter.parity import build_pair, torch_state
@@ -102,16 +103,80 @@ def test_mis_shaped_mmseg_key_is_refused_and_nothing_written(mmseg_file, tmp_pat
     assert not os.path.exists(dst)
 
 
-def test_mmpretrain_layer_scale_is_refused_by_name(tmp_path, capsys):
-    """Our blocks have no layer scale: an mmpretrain file with one is listed, not silently dropped."""
-    bb = tm.SegmenterViT(img_size=32, embed_dim=64, depth=1, num_heads=1)
-    state = {"backbone.cls_token": bb.cls_token, "backbone.pos_embed": bb.pos_embed,
-             "backbone.patch_embed.projection.weight": bb.patch_embed.proj.weight,
-             "backbone.patch_embed.projection.bias": bb.patch_embed.proj.bias,
-             "backbone.layers.0.attn.qkv.weight": bb.blocks[0].attn.qkv.weight,
-             "backbone.layers.0.attn.gamma1.weight": torch.ones(64)}
-    src, dst = str(tmp_path / "vit.pth"), str(tmp_path / "vit.pdparams")
-    torch.save({"meta": {}, "state_dict": {k: v.detach() for k, v in state.items()}}, src)
-    err = refused(capsys, src, dst)
-    assert "backbone.layers.0.attn.gamma1.weight" in err, err
+# Our twin's backbone keys -> mmpretrain's VisionTransformer keys (the inverse of keymaps.MMPRETRAIN, written out
+# here so the test does not check the table against itself).
+TO_MMPRETRAIN = [
+    (r"patch_embed\.proj\.(.*)", r"patch_embed.projection.\1"), (r"norm\.(.*)", r"ln1.\1"),
+    (r"blocks\.(\d+)\.norm1\.(.*)", r"layers.\1.ln1.\2"), (r"blocks\.(\d+)\.norm2\.(.*)", r"layers.\1.ln2.\2"),
+    (r"blocks\.(\d+)\.attn\.(.*)", r"layers.\1.attn.\2"), (r"blocks\.(\d+)\.mlp\.fc1\.(.*)", r"layers.\1.ffn.layers.0.0.\2"),
+    (r"blocks\.(\d+)\.mlp\.fc2\.(.*)", r"layers.\1.ffn.layers.1.\2"),
+    (r"blocks\.(\d+)\.ls1\.gamma", r"layers.\1.attn.gamma1.weight"), (r"blocks\.(\d+)\.ls2\.gamma", r"layers.\1.ffn.gamma2.weight"),
+    (r"(cls_token|pos_embed)", r"\1"),
+]
+
+
+@pytest.fixture(scope="module")
+def layer_scale_file(tmp_path_factory):
+    """A 2-block twin ViT with LayerScale (gammas around 1, not the init value), saved in mmpretrain's layout."""
+    import re
+    torch.manual_seed(1)
+    twin = tm.SegmenterViT(img_size=32, embed_dim=64, depth=2, num_heads=1, norm_eps=1e-6,
+                           pos_embed_interp="bicubic", layer_scale_init=1e-5)
+    state = {}
+    with torch.no_grad():
+        for k, t in twin.state_dict().items():
+            t.copy_(1.0 + 0.2 * torch.randn(t.shape) if k.endswith((".gamma", "norm1.weight", "norm2.weight"))
+                    else t + 0.05 * torch.randn(t.shape))
+            new = next(re.sub(p, r, k) for p, r in TO_MMPRETRAIN if re.fullmatch(p, k))
+            state["backbone." + new] = t.clone()
+    assert sum(".gamma" in k for k in state) == 4, sorted(state)
+    path = str(tmp_path_factory.mktemp("mmpre") / "vit_ls.pth")
+    torch.save({"meta": {}, "state_dict": state}, path)
+    return path, twin.eval()
+
+
+def test_mmpretrain_layer_scale_converts_and_the_config_builds_it(layer_scale_file, tmp_path):
+    """gamma1 / gamma2 become ls1 / ls2; the written config and model card rebuild the model with layer scale."""
+    from segmenter.convert import convert
+    path, twin = layer_scale_file
+    out, cfg = str(tmp_path / "vit.pdparams"), str(tmp_path / "seg.yml")
+    conv = convert(path, out, save_config=cfg, overrides={"num_heads": 1})
+    assert conv.fmt == "mmpretrain" and conv.arch.layer_scale_init == 1e-5, (conv.fmt, conv.arch)
+    with open(out + ".model.json") as f:
+        assert '"layer_scale_init": 1e-05' in f.read()
+    model = SegBuilder(Config(cfg)).model  # backbone.pretrained loads the converted file strictly
+    model.eval()
+    x = np.random.RandomState(0).randn(2, 3, 32, 48).astype(np.float32)
+    with torch.no_grad():
+        want = twin(torch.from_numpy(x)).numpy()
+    got = model.backbone(paddle.to_tensor(x)).numpy()
+    d = float(np.abs(got - want).max())
+    assert d <= 1e-5, f"config-built backbone vs the twin: max|diff|={d:.2e}"
+    built = tm.build_model(cfg).eval()  # the twin from the same YAML, loading the same .pdparams
+    with torch.no_grad():
+        got = built.backbone(torch.from_numpy(x)).numpy()
+    d = float(np.abs(got - want).max())
+    assert d <= 1e-5, f"twin built from the config vs the twin: max|diff|={d:.2e}"
+    assert load_weights(out).arch.layer_scale_init == 1e-5  # read back from the model card
+
+
+def test_mis_shaped_layer_scale_is_refused_naming_the_key(layer_scale_file, tmp_path, capsys):
+    state = torch.load(layer_scale_file[0], weights_only=True)
+    key = "backbone.layers.1.ffn.gamma2.weight"
+    state["state_dict"][key] = state["state_dict"][key][:-1]
+    src, dst = str(tmp_path / "bad.pth"), str(tmp_path / "bad.pdparams")
+    torch.save(state, src)
+    err = refused(capsys, src, dst, "--num-heads", "1")
+    assert "shape mismatch" in err and "backbone.blocks.1.ls2.gamma" in err, err
     assert not os.path.exists(dst)
+
+
+def test_layer_scale_is_not_written_to_mmseg(layer_scale_file, tmp_path):
+    """MMSeg's ViT has no layer scale: --to mmseg refuses instead of writing a file MMSeg cannot load."""
+    from segmenter.convert import ConversionError
+    conv = load_weights(layer_scale_file[0], overrides={"num_heads": 1})
+    conv.arch.num_classes, conv.arch.decoder = 150, {"name": "linear"}
+    conv.state.update({"decoder.head.weight": np.zeros((64, 150), np.float32),
+                       "decoder.head.bias": np.zeros(150, np.float32)})
+    with pytest.raises(ConversionError, match="layer scale|LayerScale"):
+        to_mmseg(conv)

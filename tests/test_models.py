@@ -135,3 +135,49 @@ def test_qkv_bias_switch():
     keys_with = {k for k in with_bias.state_dict() if k.endswith("attn.qkv.bias")}
     keys_without = {k for k in no_bias.state_dict() if k.endswith("attn.qkv.bias")}
     assert len(keys_with) == 3 and not keys_without, f"with: {sorted(keys_with)}, without: {sorted(keys_without)}"
+
+
+def test_layer_scale_switch():
+    """layer_scale_init=None adds no parameters (weights saved without layer scale load strictly); a value adds
+    blocks.i.ls1/ls2.gamma at that value, and the file of one kind is refused by the other, naming the keys."""
+    from segmenter.models.weights import WeightsMismatchError, load_state_dict_strict
+    paddle.seed(0)
+    plain, again = tiny_vit("tiny", depth=2), tiny_vit("tiny", depth=2)
+    scaled = tiny_vit("tiny", depth=2, layer_scale_init=1e-6)
+    assert not [k for k in plain.state_dict() if ".ls" in k], sorted(plain.state_dict())
+    load_state_dict_strict(again, {k: v.numpy() for k, v in plain.state_dict().items()}, "old.pdparams")
+    ls = {k: v.numpy() for k, v in scaled.state_dict().items() if ".ls" in k}
+    assert sorted(ls) == [f"blocks.{i}.ls{j}.gamma" for i in range(2) for j in (1, 2)], sorted(ls)
+    assert all(v.shape == (192,) and np.all(v == np.float32(1e-6)) for v in ls.values()), ls
+    with pytest.raises(WeightsMismatchError, match=r"blocks\.0\.ls1\.gamma"):
+        load_state_dict_strict(scaled, {k: v.numpy() for k, v in plain.state_dict().items()}, "old.pdparams")
+    with pytest.raises(ValueError, match="layer_scale_init=0"):
+        tiny_vit("tiny", layer_scale_init=0.0)
+
+
+@pytest.mark.parametrize("gamma", [0.0, 1.0])
+def test_layer_scale_scales_each_residual_branch(gamma):
+    """gamma 1: bit-identical to the same weights without layer scale; gamma 0: every block is the identity, so
+    the tokens are norm(patch embedding + positions). Catches a dropped ls1/ls2 or gamma applied elsewhere."""
+    paddle.seed(0)
+    plain = tiny_vit("tiny", depth=2, norm_eps=1e-6)
+    scaled = tiny_vit("tiny", depth=2, norm_eps=1e-6, layer_scale_init=1.0)
+    state = {k: v.numpy() for k, v in plain.state_dict().items()}
+    rng = np.random.RandomState(0)
+    for k, v in state.items():  # biases and norms away from 0/1, so no branch is zero by accident
+        state[k] = (v + 0.1 * rng.randn(*v.shape)).astype(np.float32)
+    state.update({k: np.full(v.shape, gamma, np.float32) for k, v in scaled.state_dict().items() if ".ls" in k})
+    scaled.set_state_dict({k: paddle.to_tensor(v) for k, v in state.items()})
+    plain.set_state_dict({k: paddle.to_tensor(v) for k, v in state.items() if ".ls" not in k})
+    plain.eval()
+    scaled.eval()
+    x = paddle.to_tensor(rng.randn(2, 3, 32, 48).astype(np.float32))
+    with paddle.no_grad():
+        got = scaled(x).numpy()
+        if gamma == 1.0:
+            want = plain(x).numpy()
+        else:
+            tokens = paddle.concat([scaled.cls_token.expand([2, -1, -1]), scaled.patch_embed(x)], axis=1)
+            want = scaled.norm(tokens + resample_pos_embed(scaled.pos_embed, (2, 2), (2, 3), 1, "bilinear")).numpy()
+    d = float(np.abs(got - want).max())
+    assert d <= (0.0 if gamma == 1.0 else 1e-5), f"gamma={gamma}: max|diff|={d:.2e}"

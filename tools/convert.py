@@ -54,7 +54,8 @@ def main(args: argparse.Namespace) -> int:
     else:
         what = f"{a.decoder['name']} decoder, {a.num_classes} classes" if a.decoder else "backbone only"
     print(f"{args.src} ({conv.fmt}) -> {args.dst}: ViT D={a.embed_dim} depth={a.depth} heads={a.num_heads} "
-          f"patch={a.patch_size} img={a.img_size}, {what}; {len(conv.state)} tensors, "
+          f"patch={a.patch_size} img={a.img_size}"
+          f"{', layer scale' if a.layer_scale_init is not None else ''}, {what}; {len(conv.state)} tensors, "
           f"{len(conv.dropped)} dropped on purpose {conv.dropped[:4]}")
     if args.save_config:
         print(f"config: {args.save_config}")

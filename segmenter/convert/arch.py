@@ -25,6 +25,7 @@ class Arch:
     decoder: Optional[Dict[str, Any]] = None   # {name: linear} or {name: mask_transformer, ...}
     patch_bias: bool = True
     final_norm: bool = True
+    layer_scale_init: Optional[float] = None   # LayerScale in every block (ls1/ls2.gamma), or None
     out_indices: Optional[List[int]] = None    # UPerNetViT: the blocks whose maps feed the neck / head
     logits_resize: str = "crop"                # Segmenter: crop (official) or stretch (MMSeg)
     neck: Optional[Dict[str, Any]] = None            # UPerNetViT: MultiLevelNeck arguments, or None
@@ -36,6 +37,8 @@ class Arch:
         d = asdict(self)
         for key in NOT_BACKBONE:
             d.pop(key)
+        if d["layer_scale_init"] is None:  # the configs of weights without layer scale stay as they were
+            d.pop("layer_scale_init")
         return {"type": "SegmenterViT", **d}
 
     def to_json(self) -> Dict[str, Any]:
@@ -46,6 +49,9 @@ NOT_BACKBONE = ("num_classes", "decoder", "logits_resize", "neck", "decode_head"
 # What UPerNet weights cannot tell, as MMSeg's ViT configs set it (four levels).
 UPERNET_POOL_SCALES = [1, 2, 3, 6]
 MLN_SCALES = [4, 2, 1, 0.5]
+# The init value of LayerScale weights that carry it, when nothing records it: weights hold the trained gammas,
+# not where they started, and once loaded the value has no effect (timm's and mmpretrain's default 1e-5).
+LAYER_SCALE_INIT = 1e-5
 
 
 def _count(state: Mapping[str, np.ndarray], prefix: str) -> int:
@@ -92,6 +98,8 @@ def infer_arch(state: Mapping[str, np.ndarray], source: str, norm_eps: float, po
                 pos_embed_interp=str(o.get("pos_embed_interp") or pos_embed_interp),
                 patch_bias="backbone.patch_embed.proj.bias" in state, final_norm="backbone.norm.weight" in state,
                 logits_resize=str(o.get("logits_resize") or "crop"))
+    if "backbone.blocks.0.ls1.gamma" in state:
+        arch.layer_scale_init = float(o.get("layer_scale_init") or LAYER_SCALE_INIT)
     if "decode_head.psp_modules.0.conv.weight" in state:
         return _upernet_arch(state, arch, source, o)
     if "decoder.head.weight" in state:
@@ -175,7 +183,8 @@ def _upernet_shapes(arch: Arch) -> Dict[str, Tuple[int, ...]]:
     return s
 
 
-def _block_shapes(prefix: str, D: int, hidden: int, qkv_bias: bool) -> Dict[str, Tuple[int, ...]]:
+def _block_shapes(prefix: str, D: int, hidden: int, qkv_bias: bool, layer_scale: bool = False
+                  ) -> Dict[str, Tuple[int, ...]]:
     s = {f"{prefix}.norm1.weight": (D,), f"{prefix}.norm1.bias": (D,),
          f"{prefix}.attn.qkv.weight": (D, 3 * D),
          f"{prefix}.attn.proj.weight": (D, D), f"{prefix}.attn.proj.bias": (D,),
@@ -184,6 +193,8 @@ def _block_shapes(prefix: str, D: int, hidden: int, qkv_bias: bool) -> Dict[str,
          f"{prefix}.mlp.fc2.weight": (hidden, D), f"{prefix}.mlp.fc2.bias": (D,)}
     if qkv_bias:
         s[f"{prefix}.attn.qkv.bias"] = (3 * D,)
+    if layer_scale:
+        s.update({f"{prefix}.ls1.gamma": (D,), f"{prefix}.ls2.gamma": (D,)})
     return s
 
 
@@ -202,7 +213,8 @@ def expected_shapes(arch: Arch) -> Dict[str, Tuple[int, ...]]:
     if arch.distilled:
         s["backbone.dist_token"] = (1, 1, D)
     for i in range(arch.depth):
-        s.update(_block_shapes(f"backbone.blocks.{i}", D, int(D * arch.mlp_ratio), arch.qkv_bias))
+        s.update(_block_shapes(f"backbone.blocks.{i}", D, int(D * arch.mlp_ratio), arch.qkv_bias,
+                               arch.layer_scale_init is not None))
     if arch.decode_head:
         s.update(_upernet_shapes(arch))
     dec, K = arch.decoder, arch.num_classes

@@ -5,6 +5,7 @@ Every source key must be renamed or dropped on purpose, every key the architectu
 and every shape must match; otherwise `ConversionError` lists the keys and nothing is written.
 """
 import json
+import math
 import os
 import warnings
 import re
@@ -180,6 +181,23 @@ def reshape_for(key: str, value: np.ndarray, table: Mapping[str, str]) -> np.nda
     return value
 
 
+def _prefix_pos_rows(state: Dict[str, np.ndarray], overrides: Mapping[str, Any]) -> Dict[str, np.ndarray]:
+    """timm's `no_embed_class` ViTs (DeiT-III): pos_embed [1, N, D] covers the patches only and is added before the
+    class (and distillation) token is prepended. Ours adds positions after, so a zero row per prefix token gives
+    the same sums exactly, at any input size (only the grid rows are resampled). Other files are returned as is."""
+    pos, conv = state.get("backbone.pos_embed"), state.get("backbone.patch_embed.proj.weight")
+    if pos is None or conv is None:
+        return state
+    n, p = int(pos.shape[1]), int(conv.shape[-1])
+    size = overrides.get("img_size")
+    grid = (size[0] // p) * (size[1] // p) if size else (n if math.isqrt(n) ** 2 == n else None)
+    if n != grid:  # a slot per prefix token already (n = grid + prefix; a square n never is one more than a square)
+        return state
+    prefix = 2 if "backbone.dist_token" in state else 1
+    zeros = np.zeros((1, prefix, pos.shape[2]), dtype=pos.dtype)
+    return {**state, "backbone.pos_embed": np.concatenate([zeros, pos], axis=1)}  # [1, prefix + N, D]
+
+
 def _has(keys, *prefixes: str) -> bool:
     return any(k.startswith(prefixes) for k in keys)
 
@@ -256,6 +274,7 @@ def _recorded_overrides(path: str) -> Dict[str, Any]:
     size = bb.get("img_size")
     return {"img_size": [size, size] if isinstance(size, int) else size, "num_heads": bb.get("num_heads"),
             "norm_eps": bb.get("norm_eps"), "pos_embed_interp": bb.get("pos_embed_interp"),
+            "layer_scale_init": bb.get("layer_scale_init"),
             "decoder_heads": dec.get("n_heads"), "decoder_norm_eps": dec.get("norm_eps")}
 
 
@@ -302,10 +321,12 @@ def to_canonical(raw: Mapping[str, Any], fmt: str, path: str, meta: Optional[Dic
             state = to_layout(state, "paddle", "torch")
         if fmt == "official":
             o = {**_official_overrides(path), **{k: v for k, v in o.items() if v is not None}}
+        if fmt == "timm":
+            state = _prefix_pos_rows(state, o)
     if fmt in ("safetensors",) and meta.get("arch"):
         saved = json.loads(meta["arch"])
         o = {**{k: saved.get(k) for k in ("img_size", "num_heads", "norm_eps", "pos_embed_interp", "out_indices",
-                                          "logits_resize")},
+                                          "logits_resize", "layer_scale_init")},
              "neck_scales": (saved.get("neck") or {}).get("scales"),
              "pool_scales": (saved.get("decode_head") or {}).get("pool_scales"),
              "aux_in_index": (saved.get("auxiliary_head") or {}).get("in_index"),
@@ -323,6 +344,10 @@ def to_mmseg(conv: Converted) -> Dict[str, np.ndarray]:
     """Canonical weights in MMSeg's layout (PyTorch arrays), by the TO_MMSEG tables, strictly."""
     if conv.arch.decode_head is None and conv.arch.decoder is None:
         raise ConversionError(f"'{conv.source}' holds a backbone only; MMSeg checkpoints are whole models.")
+    if conv.arch.layer_scale_init is not None:
+        raise ConversionError(f"'{conv.source}' has LayerScale (backbone.blocks.*.ls1/ls2.gamma) and MMSeg's "
+                              f"VisionTransformer has none, so MMSeg could not load it; keep it in our formats "
+                              f"(.pdparams, .pth, .safetensors).")
     table = TO_MMSEG_UPERNET if conv.arch.decode_head else TO_MMSEG_SEGMENTER
     state, _ = apply_table(to_layout(conv.state, "torch"), table, (), conv.source, "canonical")
     return {k: reshape_for(k, v, TO_MMSEG_RESHAPES if conv.arch.decoder else {}) for k, v in state.items()}

@@ -10,6 +10,8 @@ from typing import Dict, List, Tuple
 Rename = Tuple[str, str]
 
 _BLOCK = r"blocks\.(\d+)\.(norm1|attn\.qkv|attn\.proj|norm2|mlp\.fc1|mlp\.fc2)\.(weight|bias)"
+# LayerScale of the encoder blocks (timm's names; SegmenterViT(layer_scale_init=...)); decoders have none.
+_LAYER_SCALE = r"blocks\.(\d+)\.(ls1|ls2)\.gamma"
 
 # Canonical keys holding a Linear weight: [in, out] in Paddle, [out, in] in PyTorch. Everything else
 # (conv kernels, LayerNorm, tokens, pos_embed, the raw proj_patch / proj_classes matrices) never transposes.
@@ -39,6 +41,7 @@ _BARE_VIT: List[Rename] = [
     (r"(cls_token|dist_token|pos_embed)", r"backbone.\1"),
     (r"patch_embed\.proj\.(weight|bias)", r"backbone.patch_embed.proj.\1"),
     (_BLOCK, r"backbone.blocks.\1.\2.\3"),
+    (_LAYER_SCALE, r"backbone.blocks.\1.\2.gamma"),
     (r"norm\.(weight|bias)", r"backbone.norm.\1"),
 ]
 
@@ -47,6 +50,7 @@ OURS: List[Rename] = [
     (r"(backbone\.(cls_token|dist_token|pos_embed))", r"\1"),
     (r"(backbone\.patch_embed\.proj\.(weight|bias))", r"\1"),
     (r"(backbone\." + _BLOCK + ")", r"\1"),
+    (r"(backbone\." + _LAYER_SCALE + ")", r"\1"),
     (r"(backbone\.norm\.(weight|bias))", r"\1"),
     (r"(decoder\.head\.(weight|bias))", r"\1"),
     (r"(decoder\.(cls_emb|proj_patch|proj_classes))", r"\1"),
@@ -88,7 +92,7 @@ PADDLESEG: List[Rename] = [
 ]
 PADDLESEG_DROP: Tuple[str, ...] = ()
 
-# timm VisionTransformer / DeiT state dicts (PyTorch layout).
+# timm VisionTransformer / DeiT state dicts (PyTorch layout); `init_values` models carry blocks.i.ls{1,2}.gamma.
 TIMM: List[Rename] = list(_BARE_VIT)
 TIMM_DROP: Tuple[str, ...] = (r"head\.(weight|bias)", r"head_dist\.(weight|bias)", r"pre_logits\.fc\.(weight|bias)")
 
@@ -172,6 +176,10 @@ MMPRETRAIN: List[Rename] = [
     (r"backbone\.layers\.(\d+)\.attn\.(qkv|proj)\.(weight|bias)", r"backbone.blocks.\1.attn.\2.\3"),
     (r"backbone\.layers\.(\d+)\.ffn\.layers\.0\.0\.(weight|bias)", r"backbone.blocks.\1.mlp.fc1.\2"),
     (r"backbone\.layers\.(\d+)\.ffn\.layers\.1\.(weight|bias)", r"backbone.blocks.\1.mlp.fc2.\2"),
+    # layer_scale_init_value > 0: mmpretrain's LayerScale on the attention output, mmcv's on the FFN output,
+    # both applied before the residual's drop path, as timm's ls1 / ls2.
+    (r"backbone\.layers\.(\d+)\.attn\.gamma1\.weight", r"backbone.blocks.\1.ls1.gamma"),
+    (r"backbone\.layers\.(\d+)\.ffn\.gamma2\.weight", r"backbone.blocks.\1.ls2.gamma"),
 ]
 MMPRETRAIN_DROP: Tuple[str, ...] = (r"head\..*", r"data_preprocessor\..*")
 

@@ -86,18 +86,38 @@ class Attention(nn.Layer):
         return (x, attn) if return_attn else x
 
 
+class LayerScale(nn.Layer):
+    """Learned per-channel scale of a residual branch (CaiT / DeiT-III): x * gamma, gamma starting at `init_value`."""
+
+    def __init__(self, dim: int, init_value: float):
+        super().__init__()
+        self.gamma = self.create_parameter([dim], default_initializer=nn.initializer.Constant(init_value))
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        return x * self.gamma
+
+
 class Block(nn.Layer):
-    """Pre-norm transformer block: x + drop_path(attn(norm1(x))), then x + drop_path(mlp(norm2(x)))."""
+    """Pre-norm transformer block: x + drop_path(ls1(attn(norm1(x)))), then x + drop_path(ls2(mlp(norm2(x)))).
+
+    ls1 / ls2 are LayerScale with `layer_scale_init`, or identities when it is None (the official Segmenter).
+    """
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
                  dropout: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0,
-                 norm_eps: float = 1e-5):
+                 norm_eps: float = 1e-5, layer_scale_init: Optional[float] = None):
         super().__init__()
+        if layer_scale_init is not None and not layer_scale_init > 0:
+            raise ValueError(f"Block: layer_scale_init={layer_scale_init} must be a positive number, or None for no "
+                             f"layer scale (timm and mmpretrain also read 0 as none).")
         self.norm1 = nn.LayerNorm(dim, epsilon=norm_eps)
         self.attn = Attention(dim, num_heads, qkv_bias, attn_drop, dropout)
+        # None: no parameters at all, so weights saved without layer scale load strictly.
+        self.ls1 = LayerScale(dim, layer_scale_init) if layer_scale_init is not None else nn.Identity()
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, epsilon=norm_eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), dropout)
+        self.ls2 = LayerScale(dim, layer_scale_init) if layer_scale_init is not None else nn.Identity()
 
     def forward(self, x: paddle.Tensor, return_attn: bool = False
                 ) -> Union[paddle.Tensor, Tuple[paddle.Tensor, paddle.Tensor]]:
@@ -106,8 +126,8 @@ class Block(nn.Layer):
         attn = None
         if return_attn:
             y, attn = y
-        x = x + self.drop_path(y)
-        x = x + self.drop_path(self.mlp(self.norm2(x)))
+        x = x + self.drop_path(self.ls1(y))
+        x = x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
         return (x, attn) if return_attn else x
 
 

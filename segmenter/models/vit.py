@@ -96,6 +96,9 @@ class SegmenterViT(nn.Layer):
         drop_path_rate (float, optional): Stochastic depth, linearly increasing over blocks. Default: 0.0.
         patch_bias (bool, optional): Bias on the patch-embedding conv (MMSeg's ViT: False). Default: True.
         final_norm (bool, optional): LayerNorm after the last block (MMSeg's UPerNet ViT rows: False). Default: True.
+        layer_scale_init (float, optional): Add LayerScale (`blocks.i.ls1.gamma`, `ls2.gamma`) to every block,
+            starting at this value (timm's init_values, mmpretrain's layer_scale_init_value: DeiT-III 1e-6);
+            None adds none, as in the official Segmenter. Default: None.
         out_indices (list, optional): Blocks whose outputs `forward` returns as maps [B, D, H/p, W/p] (MMSeg's
             dense heads, e.g. [2, 5, 8, 11]; negative counts from the end); None returns the tokens. Default: None.
         with_cls_token (bool, optional): Keep the class token in the blocks (MMSeg drops it after adding the
@@ -121,6 +124,7 @@ class SegmenterViT(nn.Layer):
                  drop_path_rate: float = 0.0,
                  patch_bias: bool = True,
                  final_norm: bool = True,
+                 layer_scale_init: Optional[float] = None,
                  out_indices: Optional[List[int]] = None,
                  with_cls_token: bool = True,
                  output_cls_token: bool = False,
@@ -147,6 +151,7 @@ class SegmenterViT(nn.Layer):
         self.num_prefix_tokens = 2 if distilled else 1
         self.pos_embed_interp = pos_embed_interp
         self.final_norm = final_norm
+        self.layer_scale_init = layer_scale_init
         self.out_indices = None if out_indices is None else [i % depth for i in out_indices]
         self.with_cls_token = with_cls_token
         self.output_cls_token = output_cls_token
@@ -161,7 +166,8 @@ class SegmenterViT(nn.Layer):
         self.pos_drop = nn.Dropout(drop_rate)
         dpr = np.linspace(0, drop_path_rate, depth).tolist()  # stochastic depth grows with depth
         self.blocks = nn.LayerList([
-            Block(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, dpr[i], norm_eps)
+            Block(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, dpr[i], norm_eps,
+                  layer_scale_init)
             for i in range(depth)
         ])
         self.norm = nn.LayerNorm(embed_dim, epsilon=norm_eps) if final_norm else nn.Identity()
