@@ -20,7 +20,7 @@ from tests import layouts  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MM = os.path.join(os.path.dirname(__import__("mmseg").__file__), ".mim", "configs")
 SIZES = [(512, 683), (375, 500)]  # (H, W)
-SEEDS = range(12)
+SEEDS = range(8)
 
 
 def mm_transform(cfg: dict):
@@ -40,8 +40,9 @@ def pair(h: int, w: int, seed: int):
     img = np.stack([xx * 255 // (w - 1), yy * 255 // (h - 1), (xx + yy) % 256], -1) + rng.integers(-20, 21, (h, w, 3))
     label = np.full((h, w), 7, np.uint8)
     label[: h // 8] = 255
-    for k, (y, x) in enumerate(rng.integers(0, [h - 60, w - 60], (4, 2))):
-        label[y:y + 60, x:x + 60] = k
+    b = min(60, h // 3, w // 3)  # block side
+    for k, (y, x) in enumerate(rng.integers(0, [h - b, w - b], (4, 2))):
+        label[y:y + b, x:x + b] = k
     return np.clip(img, 0, 255).astype(np.uint8), label
 
 
@@ -84,6 +85,17 @@ def test_random_resize(size, keep_ratio):
     assert len(shapes) == len(SEEDS), f"the ratio draws gave only {len(shapes)} sizes: {shapes}"
 
 
+def test_random_resize_rounds_half_up():
+    """10x5 scaled by exactly 0.5: width 2.5 becomes 3 as mmcv's int(x + 0.5) has it (round() would give 2)."""
+    ours = MMSegRandomResize(scale=[5, 3], ratio_range=[1.0, 1.0])
+    theirs = mm_transform(dict(type="RandomResize", scale=(5, 3), ratio_range=(1.0, 1.0), keep_ratio=True))
+    rgb, label = pair(10, 5, 0)
+    img, lab, mm_img, mm_lab = run_both(ours, theirs, rgb, label, 0)
+    assert img.shape[:2] == (5, 3), img.shape
+    assert_same(img, mm_img, "image")
+    assert_same(lab, mm_lab, "label")
+
+
 @pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("crop", [(256, 320), (400, 320)])  # (h, w); 400 exceeds the 375-high image
 def test_random_crop_with_cat_max_ratio(size, crop):
@@ -117,7 +129,7 @@ def test_random_flip(size):
 @pytest.mark.parametrize("size", SIZES)
 def test_photometric_distortion(size):
     ours, theirs = MMSegPhotoMetricDistortion(), mm_transform(dict(type="PhotoMetricDistortion"))
-    for seed in range(24):  # every on/off combination of the 5 draws is likely among 24 seeds per size
+    for seed in range(16):  # big images, odd sizes; the tiny-image test below covers the draws' ranges
         rgb, label = pair(*size, seed)
         img, _, mm_img, _ = run_both(ours, theirs, rgb, label, seed)
         assert img.dtype == np.uint8, img.dtype
@@ -144,7 +156,7 @@ def ade_root(tmp_path_factory):
         label = np.asarray(Image.open(os.path.join(folder, name))).copy()
         h, w = label.shape
         label[:, : w // 6] = 0
-        label[h // 3:, w // 3:] = 9
+        label[h // 6:, w // 6:] = 9  # 5/6 of the labelled pixels: cat_max_ratio 0.75 redraws
         Image.fromarray(label).save(os.path.join(folder, name))
     return root
 
@@ -192,3 +204,13 @@ def test_train_pipeline_equals_mmseg(row, ade_root, tmp_path):
             worst, padded = max(worst, d), padded + (sum(pad) > 0)  # (left, right, top, bottom) MMSeg padded
     assert padded, f"{row}: no sample needed padding; the pad step went untested"
     print(f"{row}: {padded} padded samples, image max|diff|={worst:.2e}")
+
+
+def test_photometric_distortion_many_seeds_tiny_image():
+    """500 seeds on a 6x6 image: every draw's whole range shows up (e.g. the hue shift's upper end, 17 not 18)."""
+    ours, theirs = MMSegPhotoMetricDistortion(), mm_transform(dict(type="PhotoMetricDistortion"))
+    rgb, label = pair(6, 6, 0)
+    rgb[0, :6] = [[255, 0, 0], [250, 240, 0], [0, 255, 10], [0, 200, 255], [10, 0, 255], [255, 0, 240]]  # hues
+    for seed in range(500):
+        img, _, mm_img, _ = run_both(ours, theirs, rgb, label, seed)
+        assert_same(img, mm_img, f"seed {seed} image")
