@@ -90,6 +90,50 @@ def test_recipe_numbers_follow_mmseg(ours):
         assert (lr["power"], lr["end_lr"]) == (mm.param_scheduler[0].power, mm.param_scheduler[0].eta_min)
 
 
+OUR_TRAIN = ["MMSegRandomResize", "MMSegRandomCrop", "MMSegRandomFlip", "MMSegPhotoMetricDistortion", "Normalize",
+             "Padding"]
+MM_TRAIN = ["LoadImageFromFile", "LoadAnnotations", "RandomResize", "RandomCrop", "RandomFlip",
+            "PhotoMetricDistortion", "PackSegInputs"]
+
+
+@pytest.mark.parametrize("ours", sorted(ROWS))
+def test_train_pipeline_follows_mmseg(ours):
+    """Type for type and number for number (defaults included: both sides are built and their attributes read)
+    against the wheel's train pipeline and data preprocessor."""
+    from mmengine.registry import DefaultScope
+    from mmseg.registry import TRANSFORMS
+    from paddleseg.cvlibs import manager
+    cfg, mm = load_config(os.path.join(ROOT, "configs", ours + ".yml")), _mmseg_cfg(ROWS[ours])
+    data = cfg["train_dataset"]
+    assert [t["type"] for t in data["transforms"]] == OUR_TRAIN, [t["type"] for t in data["transforms"]]
+    assert [t["type"] for t in mm.train_dataloader.dataset.pipeline] == MM_TRAIN, mm.train_dataloader.dataset.pipeline
+    resize, crop, flip, pmd, norm, pad = (manager.TRANSFORMS[t["type"]](**{k: v for k, v in t.items() if k != "type"})
+                                          for t in data["transforms"])
+    mmlab.mmseg_registry()
+    with DefaultScope.overwrite_default_scope("mmseg"):
+        built = [TRANSFORMS.build(t) for t in mm.train_dataloader.dataset.pipeline]
+    load, ann, m_resize, m_crop, m_flip, m_pmd, _ = built
+    # LoadAnnotations(reduce_zero_label=True): PaddleSeg's ADE20K shifts the labels the same way (0 -> 255)
+    assert (data["type"], ann.reduce_zero_label, load.color_type) == ("ADE20K", True, "color")
+    got = (resize.scale, resize.ratio_range, resize.keep_ratio)
+    want = (tuple(m_resize.scale), tuple(m_resize.ratio_range), m_resize.resize_cfg["keep_ratio"])
+    assert got == want, f"{ours} resize {got} vs MMSeg {want}"
+    got, want = (crop.crop_size, crop.cat_max_ratio, crop.ignore_index), (tuple(m_crop.crop_size),
+                                                                           m_crop.cat_max_ratio, m_crop.ignore_index)
+    assert got == want, f"{ours} crop {got} vs MMSeg {want}"
+    assert (flip.prob, "horizontal") == (m_flip.prob, m_flip.direction), (flip.prob, m_flip.prob, m_flip.direction)
+    got = (pmd.brightness_delta, pmd.contrast_range, pmd.saturation_range, pmd.hue_delta)
+    want = (m_pmd.brightness_delta, (m_pmd.contrast_lower, m_pmd.contrast_upper),
+            (m_pmd.saturation_lower, m_pmd.saturation_upper), m_pmd.hue_delta)
+    assert got == want, f"{ours} photometric distortion {got} vs MMSeg {want}"
+    pre = mm.model.data_preprocessor  # normalise after BGR -> RGB (PaddleSeg decodes RGB), then pad to size
+    d = float(np.abs(np.asarray(norm.mean) * 255 - pre.mean).max() + np.abs(np.asarray(norm.std) * 255 - pre.std).max())
+    assert d < 1e-9 and pre.bgr_to_rgb, f"{ours} Normalize {norm.mean}/{norm.std} x 255 vs MMSeg {pre.mean}/{pre.std}"
+    got = (tuple(pad.target_size[::-1]), pad.im_padding_value, pad.label_padding_value)  # Padding takes (w, h)
+    want = (tuple(pre.size), pre.pad_val, pre.seg_pad_val)
+    assert got == want, f"{ours} Padding (size, image, label) {got} vs MMSeg's preprocessor {want}"
+
+
 def _cut(mm_model_cfg):
     """MMSeg's model config at DEPTH blocks, plain BN, no pretrained file."""
     m = copy.deepcopy(mm_model_cfg)
