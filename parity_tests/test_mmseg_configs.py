@@ -134,6 +134,26 @@ def test_train_pipeline_follows_mmseg(ours):
     assert got == want, f"{ours} Padding (size, image, label) {got} vs MMSeg's preprocessor {want}"
 
 
+@pytest.mark.parametrize("ours", sorted(ROWS))
+def test_val_pipeline_follows_mmseg(ours):
+    """MMSeg's test_pipeline resizes to fit `scale` keeping the ratio, then normalises: ours, number for number."""
+    from mmengine.registry import DefaultScope
+    from mmseg.registry import TRANSFORMS
+    from paddleseg.cvlibs import manager
+    cfg, mm = load_config(os.path.join(ROOT, "configs", ours + ".yml")), _mmseg_cfg(ROWS[ours])
+    val = cfg["val_dataset"]["transforms"]
+    assert [t["type"] for t in val] == ["MMSegResize", "Normalize"], val
+    mm_types = [t["type"] for t in mm.test_dataloader.dataset.pipeline]
+    assert mm_types == ["LoadImageFromFile", "Resize", "LoadAnnotations", "PackSegInputs"], mm_types
+    resize = manager.TRANSFORMS["MMSegResize"](**{k: v for k, v in val[0].items() if k != "type"})
+    mmlab.mmseg_registry()
+    with DefaultScope.overwrite_default_scope("mmseg"):
+        m_resize = TRANSFORMS.build(mm.test_dataloader.dataset.pipeline[1])
+    got, want = (resize.scale, resize.keep_ratio), (tuple(m_resize.scale), m_resize.keep_ratio)
+    assert got == want, f"{ours} val resize {got} vs MMSeg {want}"
+    assert cfg["val_dataset"]["transforms"][1] == cfg["train_dataset"]["transforms"][4], "val and train normalise alike"
+
+
 def _cut(mm_model_cfg):
     """MMSeg's model config at DEPTH blocks, plain BN, no pretrained file."""
     m = copy.deepcopy(mm_model_cfg)

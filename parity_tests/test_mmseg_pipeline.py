@@ -14,7 +14,7 @@ pytest.importorskip("mmseg")
 
 from parity_tests import mmlab  # noqa: E402
 from segmenter.datasets.mmseg_pipeline import (MMSegPhotoMetricDistortion, MMSegRandomCrop,  # noqa: E402
-                                               MMSegRandomFlip, MMSegRandomResize)
+                                               MMSegRandomFlip, MMSegRandomResize, MMSegResize)
 from tests import layouts  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -94,6 +94,20 @@ def test_random_resize_rounds_half_up():
     assert img.shape[:2] == (5, 3), img.shape
     assert_same(img, mm_img, "image")
     assert_same(lab, mm_lab, "label")
+
+
+def test_val_resize_matches_mmseg_resize_and_keeps_its_setting():
+    """MMSeg's test-time Resize(scale=(2048, 512), keep_ratio=True) on uint8, image for image, through a 5:1
+    panorama (where PaddleSeg's ResizeByShort lowers its own short_size for every later image) and then the
+    usual sizes; trans_info records each original size so evaluation resizes the prediction back."""
+    ours = MMSegResize(scale=[2048, 512], keep_ratio=True)
+    theirs = mm_transform(dict(type="Resize", scale=(2048, 512), keep_ratio=True))
+    for seed, (h, w) in enumerate([(300, 1500), *SIZES, (333, 480)]):
+        rgb, _ = pair(h, w, seed)
+        mm = theirs({"img": np.ascontiguousarray(rgb[..., ::-1]), "img_shape": (h, w), "ori_shape": (h, w)})
+        data = ours({"img": rgb.astype(np.float32), "gt_fields": [], "trans_info": []})
+        assert data["trans_info"] == [("resize", (h, w))], data["trans_info"]
+        assert_same(data["img"], mm["img"][..., ::-1], f"{h}x{w} image")
 
 
 @pytest.mark.parametrize("size", SIZES)

@@ -71,17 +71,45 @@ class MMSegRandomResize:
         lo, hi = self.ratio_range
         ratio = np.random.random_sample() * (hi - lo) + lo  # mmcv RandomResize._random_sample_ratio
         scale = int(self.scale[0] * ratio), int(self.scale[1] * ratio)  # (w, h)
-        img = _uint8(data["img"], "MMSegRandomResize")
-        h, w = img.shape[:2]
-        if self.keep_ratio:  # mmcv.rescale_size
-            factor = min(max(scale) / max(h, w), min(scale) / min(h, w))
-            size = int(w * float(factor) + 0.5), int(h * float(factor) + 0.5)  # (w, h), mmcv's _scale_size
-        else:
-            size = scale
-        data["img"] = cv2.resize(img, size, interpolation=cv2.INTER_LINEAR)
-        for key in data.get("gt_fields", []):
-            data[key] = cv2.resize(data[key], size, interpolation=cv2.INTER_NEAREST)
-        return data
+        return _resize(data, scale, self.keep_ratio, "MMSegRandomResize")
+
+
+def _resize(data: dict, scale: tuple, keep_ratio: bool, transform: str) -> dict:
+    """mmcv's imrescale (keep_ratio) or imresize to scale (w, h): image bilinear on uint8, labels nearest."""
+    img = _uint8(data["img"], transform)
+    h, w = img.shape[:2]
+    if keep_ratio:  # mmcv.rescale_size
+        factor = min(max(scale) / max(h, w), min(scale) / min(h, w))
+        size = int(w * float(factor) + 0.5), int(h * float(factor) + 0.5)  # (w, h), mmcv's _scale_size
+    else:
+        size = scale
+    data["img"] = cv2.resize(img, size, interpolation=cv2.INTER_LINEAR)
+    for key in data.get("gt_fields", []):
+        data[key] = cv2.resize(data[key], size, interpolation=cv2.INTER_NEAREST)
+    return data
+
+
+@manager.TRANSFORMS.add_component
+class MMSegResize:
+    """MMSeg's test-time Resize(scale, keep_ratio): the image fitted inside scale, as MMSegRandomResize without the
+    ratio (no random draw). Records ('resize', original (h, w)) in trans_info, as PaddleSeg's resizes do, so that
+    evaluation resizes the prediction back to the label's size.
+
+    PaddleSeg's ResizeByShort(short_size, max_size) gives the same size except on exact halves (it rounds to even),
+    resizes the float image (MMSeg resizes uint8), and keeps a reduced short_size for every later image once one
+    image was wider than max_size / short_size (it overwrites its own setting).
+
+    Args:
+        scale (list): (width, height), as MMSeg writes it. Default: (2048, 512).
+        keep_ratio (bool, optional): Keep the aspect ratio (fit inside scale). Default: True.
+    """
+
+    def __init__(self, scale: Sequence[int] = (2048, 512), keep_ratio: bool = True):
+        self.scale, self.keep_ratio = _pair(scale, "scale", int, "MMSegResize"), bool(keep_ratio)
+
+    def __call__(self, data: dict) -> dict:
+        data.setdefault("trans_info", []).append(("resize", data["img"].shape[0:2]))
+        return _resize(data, self.scale, self.keep_ratio, "MMSegResize")
 
 
 @manager.TRANSFORMS.add_component
