@@ -116,3 +116,32 @@ def test_deit3_square_file_needs_no_img_size(tmp_path):
         assert tuple(ref.pos_embed.shape) == (1, rows, 64) and conv.arch.img_size == [32, 32], (name, conv.arch)
         assert pos.shape == (1, 5, 64) and np.array_equal(pos[:, -4:], ref.pos_embed.detach().numpy()[:, -4:]), name
         assert (rows == 5) or not pos[:, 0].any(), f"{name}: class-token position row {pos[0, 0, :4]}"
+
+
+def test_vit_on_a_grid_whose_rows_make_a_square_is_not_taken_for_deit3(tmp_path):
+    """A ViT with a class-token row on a 3x5 grid has 16 = 4*4 rows, as a DeiT-III 4x4 grid would. Without layer
+    scale it is not DeiT-III: without --img-size the converter refuses (naming the flag) rather than guess, and
+    with --img-size 48 80 it matches timm's forward."""
+    from timm.models.vision_transformer import VisionTransformer
+    torch.manual_seed(13)
+    ref = VisionTransformer(img_size=(48, 80), patch_size=16, embed_dim=64, depth=1, num_heads=1, num_classes=10)
+    with torch.no_grad():
+        for t in ref.state_dict().values():
+            t.add_(0.05 * torch.randn(t.shape))
+    ref.eval()
+    path = str(tmp_path / "vit_3x5.pth")
+    torch.save(ref.state_dict(), path)
+    with pytest.raises(Exception, match="--img-size"):
+        load_weights(path)
+    conv = load_weights(path, overrides={"img_size": [48, 80]})
+    assert np.array_equal(conv.state["backbone.pos_embed"], ref.pos_embed.detach().numpy())
+    bb = conv.arch.backbone_config()
+    bb.pop("type")
+    ours = pm.SegmenterViT(**bb)
+    ours.set_state_dict({k: paddle.to_tensor(v) for k, v in strip_prefix(conv.state, "backbone.").items()})
+    ours.eval()
+    x = np.random.RandomState(1).randn(2, 3, 48, 80).astype(np.float32)
+    with torch.no_grad():
+        want = ref.forward_features(torch.from_numpy(x)).numpy()
+    d = float(np.abs(ours(paddle.to_tensor(x)).numpy() - want).max())
+    assert d <= TOL, f"3x5 ViT: max|diff| {d:.2e}"

@@ -3,6 +3,10 @@ import functools
 
 import numpy as np
 
+# pos_embed_interp values: official Segmenter bilinear; PaddleSeg, MMSeg, mmpretrain bicubic; timm bicubic with
+# antialias (PyTorch's antialiased kernel, a = -0.5, also when enlarging). All align_corners=False.
+POS_EMBED_INTERPOLATIONS = ("bilinear", "bicubic", "bicubic_antialias")
+
 
 @functools.lru_cache(maxsize=64)
 def bilinear_weights(n_in: int, n_out: int) -> np.ndarray:

@@ -5,6 +5,7 @@ import argparse
 import sys
 
 from segmenter.convert import FORMATS, UnsafeFileError, convert
+from segmenter.resample import POS_EMBED_INTERPOLATIONS
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -24,7 +25,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--img-size", type=int, nargs=2, default=None, metavar=("H", "W"),
                    help="training size the pos_embed grid belongs to (default: from the weights)")
     p.add_argument("--norm-eps", type=float, default=None, help="LayerNorm eps (default: the family's)")
-    p.add_argument("--pos-embed-interp", choices=("bilinear", "bicubic"), default=None,
+    p.add_argument("--pos-embed-interp", choices=POS_EMBED_INTERPOLATIONS, default=None,
                    help="pos_embed resampling (default: the family's)")
     p.add_argument("--to", choices=("mmseg",), default=None,
                    help="write MMSegmentation's layout ({meta, state_dict}, a .pth MMSeg loads) instead of ours")

@@ -67,8 +67,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--device", default="cpu", help="cpu, or cuda: the two PyTorch models only (fp32, TF32 off "
-                                                   "unless --tf32), with a GPU build of PyTorch")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                   help="cpu, or cuda: the two PyTorch models only (fp32, TF32 off unless --tf32), with a GPU "
+                        "build of PyTorch")
     p.add_argument("--tf32", action="store_true", help="on cuda: let both PyTorch models use TF32 matmuls")
     args = p.parse_args(argv)
 

@@ -28,7 +28,7 @@ TORCH_LAYOUT = {"torch", "safetensors", "official", "timm", "mmseg", "mmpretrain
 FAMILY_DEFAULTS: Dict[str, Tuple[float, str]] = {
     "paddle": (1e-5, "bilinear"), "torch": (1e-5, "bilinear"), "safetensors": (1e-5, "bilinear"),
     "official": (1e-5, "bilinear"), "paddleseg": (1e-5, "bicubic"), "timm": (1e-6, "bicubic_antialias"),
-    "npz": (1e-6, "bicubic_antialias"), "mmseg": (1e-6, "bicubic"), "mmpretrain": (1e-6, "bicubic"),
+    "npz": (1e-6, "bilinear"), "mmseg": (1e-6, "bicubic"), "mmpretrain": (1e-6, "bicubic"),
 }
 # What else a family's models do that weights cannot tell: MMSeg's heads use LayerNorm eps 1e-5 (its backbone
 # 1e-6) and resize the logits of the padded grid straight to the input size.
@@ -181,17 +181,29 @@ def reshape_for(key: str, value: np.ndarray, table: Mapping[str, str]) -> np.nda
     return value
 
 
-def _prefix_pos_rows(state: Dict[str, np.ndarray], overrides: Mapping[str, Any]) -> Dict[str, np.ndarray]:
+def _prefix_pos_rows(state: Dict[str, np.ndarray], overrides: Mapping[str, Any],
+                     path: str = "") -> Dict[str, np.ndarray]:
     """timm's `no_embed_class` ViTs (DeiT-III): pos_embed [1, N, D] covers the patches only and is added before the
     class (and distillation) token is prepended. Ours adds positions after, so a zero row per prefix token gives
-    the same sums exactly, at any input size (only the grid rows are resampled). Other files are returned as is."""
+    the same sums exactly, at any input size (only the grid rows are resampled). Other files are returned as is.
+
+    With --img-size the grid is known and N says which kind the file is. Without it, N alone is ambiguous (a
+    square N is also 1 + a (k-1) x (k+1) grid), so only a file with layer scale (every timm DeiT-III has it) and a
+    square N is taken for DeiT-III, with a warning naming the assumption."""
     pos, conv = state.get("backbone.pos_embed"), state.get("backbone.patch_embed.proj.weight")
     if pos is None or conv is None:
         return state
     n, p = int(pos.shape[1]), int(conv.shape[-1])
     size = overrides.get("img_size")
-    grid = (size[0] // p) * (size[1] // p) if size else (n if math.isqrt(n) ** 2 == n else None)
-    if n != grid:  # a slot per prefix token already (n = grid + prefix; a square n never is one more than a square)
+    if size:
+        if n != (size[0] // p) * (size[1] // p):  # a slot per prefix token already
+            return state
+    elif math.isqrt(n) ** 2 == n and "backbone.blocks.0.ls1.gamma" in state:
+        side = math.isqrt(n)
+        warnings.warn(f"'{path}': pos_embed has {n} rows and the blocks have layer scale, so it is read as timm's "
+                      f"DeiT-III layout (no class-token row, a {side}x{side} grid). If it is a ViT with a class-token "
+                      f"row on a {side - 1}x{side + 1} grid, pass --img-size {(side - 1) * p} {(side + 1) * p}.")
+    else:
         return state
     prefix = 2 if "backbone.dist_token" in state else 1
     zeros = np.zeros((1, prefix, pos.shape[2]), dtype=pos.dtype)
@@ -322,7 +334,7 @@ def to_canonical(raw: Mapping[str, Any], fmt: str, path: str, meta: Optional[Dic
         if fmt == "official":
             o = {**_official_overrides(path), **{k: v for k, v in o.items() if v is not None}}
         if fmt == "timm":
-            state = _prefix_pos_rows(state, o)
+            state = _prefix_pos_rows(state, o, path)
     if fmt in ("safetensors",) and meta.get("arch"):
         saved = json.loads(meta["arch"])
         o = {**{k: saved.get(k) for k in ("img_size", "num_heads", "norm_eps", "pos_embed_interp", "out_indices",

@@ -1,5 +1,6 @@
 """Datasets PaddleSeg lacks (the procedurally generated quickstart shapes, a checked file list) and MMSeg's train
-transforms (registered as MMSegRandomResize, MMSegRandomCrop, MMSegRandomFlip, MMSegPhotoMetricDistortion)."""
+transforms (registered as MMSegRandomResize, MMSegRandomCrop, MMSegRandomFlip, MMSegPhotoMetricDistortion) and its
+test-time MMSegResize."""
 from segmenter.datasets.shapes import SegmenterShapes
 from segmenter.datasets.file_list import SegmenterFileList
 from segmenter.datasets import mmseg_pipeline

@@ -4,9 +4,7 @@ from typing import Tuple
 import paddle
 import paddle.nn.functional as F
 
-from segmenter.resample import bicubic_antialias_weights
-
-POS_EMBED_INTERPOLATIONS = ("bilinear", "bicubic", "bicubic_antialias")
+from segmenter.resample import POS_EMBED_INTERPOLATIONS, bicubic_antialias_weights
 
 
 def resample_pos_embed(pos_embed: paddle.Tensor, old_grid: Tuple[int, int], new_grid: Tuple[int, int],

@@ -115,8 +115,8 @@ class Block(nn.Module):
                  norm_eps: float = 1e-5, layer_scale_init: Optional[float] = None):
         super().__init__()
         if layer_scale_init is not None and not layer_scale_init > 0:
-            raise ValueError(f"Block: layer_scale_init={layer_scale_init} must be a positive number, or None for no "
-                             f"layer scale (timm and mmpretrain also read 0 as none).")
+            raise ValueError(f"backbone.layer_scale_init: {layer_scale_init!r} is not a layer scale; write a positive "
+                             f"value (e.g. 1e-5), or null for none (what timm's and mmpretrain's 0 means).")
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
         self.attn = Attention(dim, num_heads, qkv_bias, attn_drop, dropout)
         # None: no parameters at all, so weights saved without layer scale load strictly.

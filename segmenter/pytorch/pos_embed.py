@@ -4,7 +4,7 @@ from typing import Tuple
 import torch
 import torch.nn.functional as F
 
-POS_EMBED_INTERPOLATIONS = ("bilinear", "bicubic", "bicubic_antialias")
+from segmenter.resample import POS_EMBED_INTERPOLATIONS
 
 
 def resample_pos_embed(pos_embed: torch.Tensor, old_grid: Tuple[int, int], new_grid: Tuple[int, int],
