@@ -1,5 +1,6 @@
-"""Durable saves: a training process SIGKILLed at 20 moments around its saves always leaves a newest complete
-checkpoint that resumes and no folder that loads half; a full disk (ENOSPC) leaves the previous checkpoint intact."""
+"""Durable saves: a training process SIGKILLed at 24 moments around its saves always leaves a newest complete
+checkpoint that resumes (after which best_model is the recorded best) and no folder that loads half; a full disk
+(ENOSPC) leaves the previous checkpoint intact."""
 import errno
 import importlib
 import json
@@ -22,8 +23,8 @@ from tests.engine_helpers import write_tiny_config
 train_mod = importlib.import_module("segmenter.engine.train")  # the module (segmenter.engine.train is the function)
 ITERS = 3
 # I/O steps of a save, counted from the second save on; a kill lands just before the k-th one. Saves at iters 2
-# and 3 write iter_N, link it as best_model and delete the oldest iter_N: about 22 steps each.
-MOMENTS = list(range(1, 41, 2))
+# and 3 write iter_N, link it as best_model (steps ~15-24 and ~40-49) and delete the oldest iter_N: ~25 steps each.
+MOMENTS = list(range(2, 50, 2))
 
 
 def rising_evaluate(model, ds, n, **kw):
@@ -110,11 +111,14 @@ def test_sigkill_at_20_moments_around_saves(tmp_path, monkeypatch):
         newest = max((f for f in folders if f.startswith("iter_")), key=lambda f: int(f[5:]))
         run(cfg_path, save_dir, resume=os.path.join(save_dir, newest))  # --resume_model on the newest
         with open(os.path.join(save_dir, f"iter_{ITERS}", "state.json")) as fh:
-            done = json.load(fh)["iter"]
-        survived += code == -signal.SIGKILL and done == ITERS
-        report.append(f"k={k}: exit {code}, {folders}, resumed {newest} -> iter_{done}")
+            final = json.load(fh)
+        best = os.path.join(save_dir, "best_model")
+        best_iter = ckpt.read_state(best)["iter"] if os.path.isdir(best) else None  # the one the run records
+        survived += code == -signal.SIGKILL and final["iter"] == ITERS and best_iter == final["best"]["iter"]
+        report.append(f"k={k}: exit {code}, {folders}, resumed {newest} -> iter_{final['iter']}, best_model "
+                      f"iter {best_iter} (recorded best: iter {final['best']['iter']})")
     print("\n".join(report))
-    assert survived == len(MOMENTS) == 20, f"{survived}/{len(MOMENTS)} kills survived:\n" + "\n".join(report)
+    assert survived == len(MOMENTS) == 24, f"{survived}/{len(MOMENTS)} kills survived:\n" + "\n".join(report)
 
 
 @pytest.mark.parametrize("failing,intact,says", [("iter_3", "iter_1", "earlier checkpoints in .*run are intact"),
@@ -161,6 +165,9 @@ def test_best_model_is_whole_after_its_source_folder_is_deleted(tmp_path, monkey
     monkeypatch.setattr(train_mod, "evaluate", rising_evaluate)
     save_dir = str(tmp_path / "run")
     run(cfg_path, save_dir)
+    for f in ckpt.FILES:  # hard links, not copies: a new best wrote no second set of weights
+        a, b = (os.stat(os.path.join(save_dir, d, f)) for d in ("iter_3", "best_model"))
+        assert (a.st_ino, a.st_dev) == (b.st_ino, b.st_dev), f"best_model/{f} is not a hard link of iter_3/{f}"
     shutil.rmtree(os.path.join(save_dir, "iter_3"))
     assert loads(cfg_path, os.path.join(save_dir, "best_model")) == ITERS
     with open(os.path.join(save_dir, "best_model", "state.json")) as fh:

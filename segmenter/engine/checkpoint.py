@@ -15,7 +15,7 @@ import os
 import random
 import shutil
 from dataclasses import dataclass, field
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import paddle
@@ -214,6 +214,26 @@ def copy_checkpoint(src: str, save_dir: str, name: str) -> str:
         raise _not_written(e, tmp, final, save_dir) from e
     _publish(tmp, final, save_dir)
     return final
+
+
+def restore_best_model(save_dir: str, best_iter: Optional[int]) -> None:
+    """Make save_dir/best_model the copy of iter_<best_iter> that the resumed run records as its best.
+
+    A kill between best_model's two renames leaves best_model.old/ only, and a kill or a full disk between
+    saving iter_N and copying it leaves best_model one best behind; nothing later repairs either unless the
+    mIoU improves again, so a resume does it here (hard links: no second write)."""
+    final = os.path.join(save_dir, "best_model")
+    recover(final)
+    shutil.rmtree(final + ".tmp", ignore_errors=True)
+    src = os.path.join(save_dir, f"iter_{best_iter}")
+    if best_iter is None or not os.path.isdir(src):
+        return
+    try:
+        current = read_state(final)["iter"]
+    except (OSError, CheckpointError, KeyError, ValueError):  # absent or unreadable: replaced below
+        current = None
+    if current != best_iter:
+        copy_checkpoint(src, save_dir, "best_model")
 
 
 def read_state(path: str) -> Dict[str, Any]:

@@ -9,7 +9,8 @@ import paddle
 import paddle.distributed as dist
 
 from segmenter.datasets.checked import CheckedDataset
-from segmenter.engine.checkpoint import Resumed, copy_checkpoint, load_checkpoint, save_checkpoint
+from segmenter.engine.checkpoint import (Resumed, copy_checkpoint, load_checkpoint, restore_best_model,
+                                        save_checkpoint)
 from segmenter.engine.evaluate import evaluate
 from segmenter.engine.stops import TrainingStopped, save_dir_lock, stop_signals
 from segmenter.visualize.curves import plot_curves
@@ -114,6 +115,8 @@ def train(model, train_dataset, optimizer, scheduler, loss_fn, iters: int, batch
     model.train()
     t0 = tr = time.time()
     with save_dir_lock(save_dir, rank == 0), stop_signals() as stop:
+        if rank == 0 and state.saved:  # resumed into its own save_dir: finish a best_model a crash left behind
+            restore_best_model(save_dir, state.best_iter)
         for it, epoch, img, label in batch_stream(data, batch_size, seed, start, iters, rank, world,
                                                   num_workers):
             reader_cost = time.time() - tr
