@@ -110,14 +110,16 @@ def mmseg_logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def build_mmpretrain_vit(depth: int, seed: int, out_type: str = "raw",
-                         layer_scale_init_value: float = 0.0) -> torch.nn.Module:
+                         layer_scale_init_value: float = 0.0, deit3: bool = False) -> torch.nn.Module:
     """mmpretrain's VisionTransformer (classification backbone), ViT-B16-like at `depth` and width D; with
-    `layer_scale_init_value` > 0 its blocks carry LayerScale (randomised like every other 1-D weight)."""
+    `layer_scale_init_value` > 0 its blocks carry LayerScale (randomised like every other 1-D weight). `deit3`:
+    its DeiT3 backbone instead (layer scale, and no position row for the class token)."""
     _stand_in_mmcv_ops()
-    from mmpretrain.models.backbones import VisionTransformer
+    from mmpretrain.models.backbones import DeiT3, VisionTransformer
     arch = dict(embed_dims=D, num_layers=depth, num_heads=HEADS, feedforward_channels=4 * D)
-    model = VisionTransformer(arch=arch, img_size=32, patch_size=16, out_type=out_type, final_norm=True,
-                              interpolate_mode="bicubic", layer_scale_init_value=layer_scale_init_value)
+    common = dict(arch=arch, img_size=32, patch_size=16, out_type=out_type, final_norm=True, interpolate_mode="bicubic")
+    model = DeiT3(use_layer_scale=True, **common) if deit3 else \
+        VisionTransformer(layer_scale_init_value=layer_scale_init_value, **common)
     randomize(model, seed)
     model.eval()  # (mmpretrain's train() override returns None, so eval() does too)
     return model

@@ -83,6 +83,16 @@ def test_mmseg_upernet_auxiliary_head_matches_mmseg(tmp_path):
     assert got.shape == want.shape and d <= TOL, f"auxiliary head: max|diff|={d:.2e}"
 
 
+def test_mmpretrain_deit3_is_refused_naming_why(tmp_path):
+    """mmpretrain's DeiT3 layer feeds ln1(x) to the MLP and leaves ln2 unused: refused, saying so."""
+    from segmenter.convert import ConversionError
+    ref = mmlab.build_mmpretrain_vit(depth=2, seed=4, deit3=True)
+    path = str(tmp_path / "deit3_mmpretrain.pth")
+    mmlab.save_as_mm(ref, path, prefix="backbone.")
+    with pytest.raises(ConversionError, match=r"DeiT3.*ln2"):
+        load_weights(path)
+
+
 @pytest.mark.parametrize("layer_scale", [0.0, 1e-5])
 def test_mmpretrain_vit_matches_mmpretrain(layer_scale, tmp_path):
     """mmpretrain ViT classification weights (backbone only): our tokens vs its `out_type='raw'` output; with

@@ -180,3 +180,16 @@ def test_layer_scale_is_not_written_to_mmseg(layer_scale_file, tmp_path):
                        "decoder.head.bias": np.zeros(150, np.float32)})
     with pytest.raises(ConversionError, match="layer scale|LayerScale"):
         to_mmseg(conv)
+
+
+def test_layer_scale_init_flag_reaches_the_written_config(layer_scale_file, tmp_path):
+    """--layer-scale-init sets the value the config records (the weights cannot tell it); loading is unchanged."""
+    import yaml
+    mod = _convert_main()
+    out, cfg = str(tmp_path / "vit.pdparams"), str(tmp_path / "seg.yml")
+    rc = mod.main(mod.parse_args([layer_scale_file[0], out, "--num-heads", "1", "--layer-scale-init", "1e-6",
+                                  "--save-config", cfg]))
+    assert rc == 0
+    with open(cfg) as f:
+        assert yaml.safe_load(f)["model"]["backbone"]["layer_scale_init"] == 1e-6
+    assert load_weights(out).arch.layer_scale_init == 1e-6  # and the model card says the same

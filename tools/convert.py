@@ -35,13 +35,17 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="UPerNet: MultiLevelNeck scales (default: 4 2 1 0.5)")
     p.add_argument("--pool-scales", type=int, nargs="+", default=None,
                    help="UPerNet: PPM pool sizes (default: 1 2 3 6)")
+    p.add_argument("--layer-scale-init", type=float, default=None,
+                   help="weights with layer scale: the init value the written config records for training from "
+                        "scratch (timm's DeiT-III 1e-6; default 1e-5); loaded weights replace it")
     return p.parse_args(argv)
 
 
 def main(args: argparse.Namespace) -> int:
     overrides = {"num_heads": args.num_heads, "decoder_heads": args.decoder_heads, "img_size": args.img_size,
                  "norm_eps": args.norm_eps, "pos_embed_interp": args.pos_embed_interp,
-                 "out_indices": args.out_indices, "neck_scales": args.neck_scales, "pool_scales": args.pool_scales}
+                 "out_indices": args.out_indices, "neck_scales": args.neck_scales, "pool_scales": args.pool_scales,
+                 "layer_scale_init": args.layer_scale_init}
     try:
         conv = convert(args.src, args.dst, args.fmt, overrides, args.save_config, args.base_config, args.num_classes,
                        args.to)

@@ -181,6 +181,13 @@ def reshape_for(key: str, value: np.ndarray, table: Mapping[str, str]) -> np.nda
     return value
 
 
+def _is_deit3(state: Dict[str, np.ndarray], overrides: Mapping[str, Any], path: str) -> bool:
+    """Whether pos_embed has no row for the class token (the DeiT-III layout), by _prefix_pos_rows' rule."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _prefix_pos_rows(state, overrides, path) is not state
+
+
 def _prefix_pos_rows(state: Dict[str, np.ndarray], overrides: Mapping[str, Any],
                      path: str = "") -> Dict[str, np.ndarray]:
     """timm's `no_embed_class` ViTs (DeiT-III): pos_embed [1, N, D] covers the patches only and is added before the
@@ -335,6 +342,12 @@ def to_canonical(raw: Mapping[str, Any], fmt: str, path: str, meta: Optional[Dic
             o = {**_official_overrides(path), **{k: v for k, v in o.items() if v is not None}}
         if fmt == "timm":
             state = _prefix_pos_rows(state, o, path)
+        if fmt == "mmpretrain" and _is_deit3(state, o, path):
+            raise ConversionError(
+                f"'{path}' is mmpretrain's DeiT3 (no position row for the class token). mmpretrain 1.2.0's DeiT3 "
+                "layer normalises the MLP input with ln1 and never uses ln2 (deit3.py: `self.ffn(self.ln1(x), ...)`), "
+                "so no conversion is both the trained DeiT-III and mmpretrain's forward; convert timm's deit3_* "
+                "weights of the same model instead.")
     if fmt in ("safetensors",) and meta.get("arch"):
         saved = json.loads(meta["arch"])
         o = {**{k: saved.get(k) for k in ("img_size", "num_heads", "norm_eps", "pos_embed_interp", "out_indices",
