@@ -8,6 +8,7 @@ state.json (format 2): iter, scheduler, py_rng, np_rng, scaler, best {mIoU, iter
 of the run, oldest first), run (the resolved config sections a resume must match), config_sha256, model (the
 resolved `model` section the weights were built from).
 """
+import contextlib
 import errno
 import hashlib
 import json
@@ -15,7 +16,7 @@ import os
 import random
 import shutil
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 import numpy as np
 import paddle
@@ -132,6 +133,25 @@ def recover(final: str) -> None:
         os.rename(old, final)
 
 
+@contextlib.contextmanager
+def _staged(save_dir: str, name: str) -> Iterator[str]:
+    """The one atomic write of a checkpoint folder: yields an empty save_dir/name.tmp/ to fill (every file in it
+    fsynced by the caller), then fsyncs it and replaces save_dir/name with it (`_publish`). An OSError while
+    filling removes the partial folder and becomes the error that says what is still intact."""
+    final = os.path.join(save_dir, name)
+    tmp = final + ".tmp"
+    os.makedirs(save_dir, exist_ok=True)
+    recover(final)
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        os.makedirs(tmp)
+        yield tmp
+        _fsync_dir(tmp)
+    except OSError as e:
+        raise _not_written(e, tmp, final, save_dir) from e
+    _publish(tmp, final, save_dir)
+
+
 def save_checkpoint(save_dir: str, name: str, model, optimizer, scheduler, iteration: int, extra: dict = None,
                     scaler=None, best: dict = None, kept: List[str] = None, run: dict = None) -> str:
     """Write save_dir/name/{model.pdparams, model.pdopt, state.json} durably and atomically; returns the folder.
@@ -139,11 +159,6 @@ def save_checkpoint(save_dir: str, name: str, model, optimizer, scheduler, itera
     A failed write (a full disk) removes the partial folder, leaves the previous checkpoint as it was and
     raises an OSError that says so.
     """
-    final = os.path.join(save_dir, name)
-    tmp = final + ".tmp"
-    os.makedirs(save_dir, exist_ok=True)
-    recover(final)
-    shutil.rmtree(tmp, ignore_errors=True)
     run = _plain(run or {})
     state = {"format": FORMAT, "iter": int(iteration),
              "scheduler": _plain(scheduler.state_dict()) if scheduler is not None else None,
@@ -151,8 +166,7 @@ def save_checkpoint(save_dir: str, name: str, model, optimizer, scheduler, itera
              "scaler": _plain(scaler.state_dict()) if scaler is not None else None,
              "best": _plain(best if best is not None else (extra or {})), "kept": list(kept or []),
              "run": run, "config_sha256": config_hash(run), "model": run.get("resolved_model")}
-    try:
-        os.makedirs(tmp)
+    with _staged(save_dir, name) as tmp:
         paddle.save(model.state_dict(), os.path.join(tmp, "model.pdparams"))
         # keyed by structured names so a model built in another process (other unique names) can resume
         paddle.save(_rename_accumulators(optimizer.state_dict(), _param_names(model)),
@@ -161,11 +175,7 @@ def save_checkpoint(save_dir: str, name: str, model, optimizer, scheduler, itera
             json.dump(state, f)
         for f in FILES:
             _fsync_file(os.path.join(tmp, f))
-        _fsync_dir(tmp)
-    except OSError as e:
-        raise _not_written(e, tmp, final, save_dir) from e
-    _publish(tmp, final, save_dir)
-    return final
+    return os.path.join(save_dir, name)
 
 
 def _not_written(e: OSError, tmp: str, final: str, save_dir: str) -> OSError:
@@ -195,12 +205,7 @@ def copy_checkpoint(src: str, save_dir: str, name: str) -> str:
 
     The files are hard links where the file system allows (a checkpoint is never rewritten in place, and
     deleting src later leaves the copy whole), else copies; best_model costs no second write of the weights."""
-    final = os.path.join(save_dir, name)
-    tmp = final + ".tmp"
-    recover(final)
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        os.makedirs(tmp)
+    with _staged(save_dir, name) as tmp:
         for f in FILES:
             try:
                 os.link(os.path.join(src, f), os.path.join(tmp, f))
@@ -209,11 +214,7 @@ def copy_checkpoint(src: str, save_dir: str, name: str) -> str:
                     raise
                 shutil.copyfile(os.path.join(src, f), os.path.join(tmp, f))
                 _fsync_file(os.path.join(tmp, f))
-        _fsync_dir(tmp)
-    except OSError as e:
-        raise _not_written(e, tmp, final, save_dir) from e
-    _publish(tmp, final, save_dir)
-    return final
+    return os.path.join(save_dir, name)
 
 
 def restore_best_model(save_dir: str, best_iter: Optional[int]) -> None:
