@@ -181,37 +181,35 @@ def reshape_for(key: str, value: np.ndarray, table: Mapping[str, str]) -> np.nda
     return value
 
 
-def _is_deit3(state: Dict[str, np.ndarray], overrides: Mapping[str, Any], path: str) -> bool:
-    """Whether pos_embed has no row for the class token (the DeiT-III layout), by _prefix_pos_rows' rule."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return _prefix_pos_rows(state, overrides, path) is not state
-
-
-def _prefix_pos_rows(state: Dict[str, np.ndarray], overrides: Mapping[str, Any],
-                     path: str = "") -> Dict[str, np.ndarray]:
-    """timm's `no_embed_class` ViTs (DeiT-III): pos_embed [1, N, D] covers the patches only and is added before the
-    class (and distillation) token is prepended. Ours adds positions after, so a zero row per prefix token gives
-    the same sums exactly, at any input size (only the grid rows are resampled). Other files are returned as is.
+def _no_class_pos_row(state: Dict[str, np.ndarray], overrides: Mapping[str, Any], path: str = "",
+                      warn: bool = True) -> bool:
+    """Whether pos_embed [1, N, D] covers the patches only (DeiT-III: the class token gets no position).
 
     With --img-size the grid is known and N says which kind the file is. Without it, N alone is ambiguous (a
     square N is also 1 + a (k-1) x (k+1) grid), so only a file with layer scale (every timm DeiT-III has it) and a
     square N is taken for DeiT-III, with a warning naming the assumption."""
     pos, conv = state.get("backbone.pos_embed"), state.get("backbone.patch_embed.proj.weight")
     if pos is None or conv is None:
-        return state
+        return False
     n, p = int(pos.shape[1]), int(conv.shape[-1])
     size = overrides.get("img_size")
     if size:
-        if n != (size[0] // p) * (size[1] // p):  # a slot per prefix token already
-            return state
-    elif math.isqrt(n) ** 2 == n and "backbone.blocks.0.ls1.gamma" in state:
-        side = math.isqrt(n)
+        return n == (size[0] // p) * (size[1] // p)
+    if math.isqrt(n) ** 2 != n or "backbone.blocks.0.ls1.gamma" not in state:
+        return False
+    side = math.isqrt(n)
+    if warn:
         warnings.warn(f"'{path}': pos_embed has {n} rows and the blocks have layer scale, so it is read as timm's "
                       f"DeiT-III layout (no class-token row, a {side}x{side} grid). If it is a ViT with a class-token "
                       f"row on a {side - 1}x{side + 1} grid, pass --img-size {(side - 1) * p} {(side + 1) * p}.")
-    else:
-        return state
+    return True
+
+
+def _prefix_pos_rows(state: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """timm's `no_embed_class` ViTs (DeiT-III) add pos_embed before prepending the class (and distillation) token;
+    ours adds positions after, so a zero row per prefix token gives the same sums exactly, at any input size (only
+    the grid rows are resampled)."""
+    pos = state["backbone.pos_embed"]
     prefix = 2 if "backbone.dist_token" in state else 1
     zeros = np.zeros((1, prefix, pos.shape[2]), dtype=pos.dtype)
     return {**state, "backbone.pos_embed": np.concatenate([zeros, pos], axis=1)}  # [1, prefix + N, D]
@@ -340,9 +338,9 @@ def to_canonical(raw: Mapping[str, Any], fmt: str, path: str, meta: Optional[Dic
             state = to_layout(state, "paddle", "torch")
         if fmt == "official":
             o = {**_official_overrides(path), **{k: v for k, v in o.items() if v is not None}}
-        if fmt == "timm":
-            state = _prefix_pos_rows(state, o, path)
-        if fmt == "mmpretrain" and _is_deit3(state, o, path):
+        if fmt == "timm" and _no_class_pos_row(state, o, path):
+            state = _prefix_pos_rows(state)
+        if fmt == "mmpretrain" and _no_class_pos_row(state, o, path, warn=False):
             raise ConversionError(
                 f"'{path}' is mmpretrain's DeiT3 (no position row for the class token). mmpretrain 1.2.0's DeiT3 "
                 "layer normalises the MLP input with ln1 and never uses ln2 (deit3.py: `self.ffn(self.ln1(x), ...)`), "
