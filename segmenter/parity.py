@@ -4,6 +4,7 @@ Imports both frameworks and segmenter.convert, so it lives above them (segmenter
 framework); used by tools/parity.py, segmenter/bench/ and parity_tests/.
 """
 import copy
+import importlib
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -74,19 +75,22 @@ def load_into_paddle(model, canonical: Mapping[str, np.ndarray]) -> None:
     load_state_dict_strict(model, canonical, "<canonical weights>")
 
 
-def build_pair(model_cfg: Dict[str, Any]) -> Tuple[Any, Any]:
-    """(Paddle model, PyTorch model) built from one `model` config section (Segmenter or UPerNetViT), in eval mode."""
-    import segmenter.models as pm
-    import segmenter.pytorch as tm
+def build_model(model_cfg: Dict[str, Any], framework: str):
+    """The model of one `model` config section (Segmenter or UPerNetViT) in eval mode: "paddle" for ours, "torch"
+    for the twin. Imports that framework only (the twin builds on a machine without Paddle)."""
+    lib = importlib.import_module({"paddle": "segmenter.models", "torch": "segmenter.pytorch"}[framework])
     cfg = copy.deepcopy(model_cfg)
     name = cfg.pop("type", "Segmenter")
     bb = dict(cfg.pop("backbone"))
     bb.pop("type", None)
-    p = getattr(pm, name)(backbone=pm.SegmenterViT(**bb), **cfg)
-    t = getattr(tm, name)(backbone=tm.SegmenterViT(**bb), **copy.deepcopy(cfg))
-    p.eval()
-    t.eval()
-    return p, t
+    model = getattr(lib, name)(backbone=lib.SegmenterViT(**bb), **cfg)
+    model.eval()
+    return model
+
+
+def build_pair(model_cfg: Dict[str, Any]) -> Tuple[Any, Any]:
+    """(Paddle model, PyTorch model) built from one `model` config section, in eval mode."""
+    return build_model(model_cfg, "paddle"), build_model(model_cfg, "torch")
 
 
 def run_paddle(model, x: np.ndarray) -> np.ndarray:

@@ -8,7 +8,7 @@ import os
 import statistics
 import sys
 import time
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 
@@ -16,18 +16,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 ROW = "vit/vit_vit-b16_mln_upernet_8xb2-80k_ade20k-512x512"
 
 
-def timed(fns: List[Callable[[], object]], repeats: int) -> List[List[float]]:
+def timed(fns: List[Callable[[], object]], repeats: int) -> Tuple[List[List[float]], List[object]]:
     """Seconds of `repeats` calls of each fn after one warm-up call each, the fns taking turns, so a load that
-    comes and goes on the machine falls on both alike."""
-    for fn in fns:
-        fn()
+    comes and goes on the machine falls on both alike; and each fn's warm-up result."""
+    first = [fn() for fn in fns]
     out: List[List[float]] = [[] for _ in fns]
     for _ in range(repeats):
         for fn, times in zip(fns, out):
             t = time.perf_counter()
             fn()
             times.append(time.perf_counter() - t)
-    return out
+    return out, first
 
 
 def build_mmseg(size: int):
@@ -52,16 +51,6 @@ def numpy_of(out) -> np.ndarray:
     return out.cpu().numpy() if hasattr(out, "cpu") else np.asarray(out)
 
 
-def build_twin(model_cfg: dict):
-    """Our PyTorch twin from a `model` config section, without importing Paddle (a PyTorch-only machine)."""
-    import segmenter.pytorch as tm
-    cfg = dict(model_cfg)
-    name = cfg.pop("type")
-    bb = dict(cfg.pop("backbone"))
-    bb.pop("type", None)
-    return getattr(tm, name)(backbone=tm.SegmenterViT(**bb), **cfg).eval()
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=3)
@@ -77,7 +66,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     import segmenter  # noqa: F401  (our runtime settings, as every user of the package gets them)
     from segmenter.convert import model_config
     from segmenter.convert.core import to_canonical
-    from segmenter.parity import load_into_torch
+    from segmenter.parity import build_model, load_into_torch
     sys.path.insert(0, ROOT)
     from parity_tests import mmlab
     from mmseg import __version__ as mmseg_version
@@ -88,7 +77,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ref = build_mmseg(args.size)
     conv = to_canonical({k: v.numpy() for k, v in ref.state_dict().items()}, "mmseg", ROW)
     model_cfg = model_config(conv.arch, None)
-    twin = build_twin(model_cfg)
+    twin = build_model(model_cfg, "torch")
     load_into_torch(twin, conv.state)
     ref, twin = ref.to(args.device), twin.to(args.device)
 
@@ -109,15 +98,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                 synced(lambda: mmlab.mmseg_logits(ref, xt))}
     if not cuda:  # Paddle runs on the CPU here (a paddlepaddle CPU build)
         import paddle
-        from segmenter.models import UPerNetViT, SegmenterViT
         from segmenter.parity import load_into_paddle
-        cfg = dict(model_cfg)
-        cfg.pop("type")
-        bb = dict(cfg.pop("backbone"))
-        bb.pop("type")
-        ours = UPerNetViT(backbone=SegmenterViT(**bb), **cfg)
+        ours = build_model(model_cfg, "paddle")
         load_into_paddle(ours, conv.state)
-        ours.eval()
         xp = paddle.to_tensor(x)
 
         def run_ours():
@@ -125,8 +108,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                 return ours(xp)[0].numpy()
         runs = {"ours, Paddle dygraph (UPerNetViT)": run_ours, **runs}
 
-    times = dict(zip(runs, timed(list(runs.values()), args.repeats)))
-    outs = {name: numpy_of(fn()) for name, fn in runs.items()}
+    all_times, firsts = timed(list(runs.values()), args.repeats)
+    times = dict(zip(runs, all_times))
+    outs = {name: numpy_of(out) for name, out in zip(runs, firsts)}
     mm_name = list(runs)[-1]
     where = torch.cuda.get_device_name() if cuda else f"{os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads"
     print(f"ViT-B/16 UPerNet + MLN, {args.size}x{args.size}, batch {args.batch}, {args.device} ({where}"
