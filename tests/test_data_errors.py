@@ -65,6 +65,38 @@ def corrupt_image(root):
     return path, "cannot be decoded"
 
 
+def photo(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """A natural-looking RGB uint8 picture: smooth shading, edges and sensor noise (what a camera JPEG holds)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w] / max(h, w)
+    img = np.stack([110 + 80 * np.sin(7 * x + c) * np.cos(5 * y - c) + 40 * (x + y > 0.8 + 0.1 * c)
+                    for c in range(3)], -1)
+    return np.clip(img + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8)
+
+
+def truncate_jpeg(path: str) -> None:
+    """Overwrite path with a real JPEG photo of the same size, cut after half its bytes (a broken download)."""
+    h, w = np.asarray(Image.open(path)).shape[:2]
+    Image.fromarray(photo(h, w)).save(path, format="JPEG", quality=90)
+    data = open(path, "rb").read()
+    with open(path, "wb") as f:
+        f.write(data[:len(data) // 2])
+
+
+def truncated_image(root):
+    path = os.path.join(root, "images/train_1.jpg")
+    truncate_jpeg(path)
+    return path, "image file is truncated"
+
+
+def label_value_in_a_corner(root):
+    path = os.path.join(root, "labels/train_0.png")
+    lab = np.asarray(Image.open(path)).copy()
+    lab[-3:, -3:] = 9  # num_classes is 6; a 32 px random crop of 375x500 almost never holds the corner
+    Image.fromarray(lab).save(path)
+    return path, "holds values [9] outside [0, 6) that are not the ignore index 255"
+
+
 def missing_label(root):
     path = os.path.join(root, "labels/train_2.png")
     os.remove(path)
@@ -86,7 +118,8 @@ def size_mismatch(root):
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
-@pytest.mark.parametrize("break_it", [corrupt_image, missing_label, bad_label_value, size_mismatch])
+@pytest.mark.parametrize("break_it", [corrupt_image, truncated_image, missing_label, bad_label_value,
+                                      label_value_in_a_corner, size_mismatch])
 def test_train_data_error_names_the_file(data, break_it, num_workers, tmp_path):
     root, cfg = data
     path, what = break_it(root)
@@ -132,4 +165,63 @@ def test_val_tool_reports_a_bad_file_in_one_line(data, tmp_path):
     last = r.stderr.strip().splitlines()[-1]
     assert r.returncode == 1 and last.startswith(f"error: image {path} cannot be decoded"), \
         f"exit {r.returncode}, last stderr line: {last}"
+    assert "Traceback" not in r.stderr, r.stderr[-1500:]
+
+
+def paint_corner(path: str, value: int) -> None:
+    """Set the bottom-right 3x3 pixels of a label PNG to value, keeping a palette PNG a palette PNG."""
+    im = Image.open(path)
+    a = np.array(im)
+    a[-3:, -3:] = value
+    out = Image.fromarray(a)
+    if im.mode == "P":
+        out.putpalette(im.getpalette())  # an L image with a palette becomes P with the same indices
+    out.save(path)
+
+
+@pytest.mark.parametrize("kind, ignored, bad, shown", [
+    ("ADE20K", 0, 151, "[151] outside [0, 151] (ADE20K reads file value v as class v - 1; 0 is ignored)"),
+    ("Cityscapes", 255, 19, "[19] outside [0, 19)"), ("PascalContext", 255, 60, "[60] outside [0, 60)"),
+    ("PascalVOC", 255, 21, "[21] outside [0, 21)"), ("Dataset", 255, 6, "[6] outside [0, 6)")])
+def test_label_files_are_checked_as_each_paddleseg_class_reads_them(kind, ignored, bad, shown, tmp_path):
+    """A release's own values (ADE20K's 0 'other', 255 borders) pass; one bad value in a corner fails on the first
+    read of the file, before a random crop can cut it away."""
+    from segmenter.datasets.checked import CheckedDataset
+    from tests.test_dataset_classes import config
+    cfg, n = config(tmp_path, kind)
+    ds = SegBuilder(load_config(cfg)).train_dataset
+    ok, broken = ds.file_list[0][1], ds.file_list[1][1]
+    paint_corner(ok, ignored)
+    paint_corner(broken, bad)
+    data = CheckedDataset(ds, n)
+    assert data[0]["label"].shape == (48, 48), f"{kind}: the sample was not cropped to 48x48"
+    with pytest.raises(DataError) as e:
+        data[1]
+    assert f"label {broken} holds values {shown}" in str(e.value), f"{kind}: {e.value}"
+
+
+def run_tool(name: str, args: list):
+    import subprocess
+    import sys
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return subprocess.run([sys.executable, os.path.join(repo, "tools", name), *args], cwd=repo,
+                          env=dict(os.environ, PYTHONPATH=repo), capture_output=True, text=True, timeout=300)
+
+
+def test_train_and_predict_tools_stop_on_a_truncated_photo(data, tmp_path):
+    """As a user meets it: a JPEG cut in half in their own PaddleSeg Dataset, train.py with workers, predict.py."""
+    import paddle
+    root, cfg = data
+    path, _ = truncated_image(root)
+    r = run_tool("train.py", ["--config", cfg, "--save_dir", str(tmp_path / "out"), "--num_workers", "2"])
+    last = r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 1 and last.startswith(f"error: image {path} cannot be decoded (OSError: image file is "
+                                                 "truncated"), f"train.py exit {r.returncode}, last line: {last}"
+    weights = str(tmp_path / "w.pdparams")
+    paddle.save(SegBuilder(load_config(cfg)).model.state_dict(), weights)
+    r = run_tool("predict.py", ["--config", cfg, "--model_path", weights, "--image_path", path, "--save_dir",
+                                str(tmp_path / "pred")])
+    last = r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 1 and f"cannot decode image {path} (OSError: image file is truncated" in last, \
+        f"predict.py exit {r.returncode}, last line: {last}"
     assert "Traceback" not in r.stderr, r.stderr[-1500:]

@@ -8,6 +8,7 @@ from paddleseg.transforms import Compose
 from PIL import Image
 from tqdm import tqdm
 
+from segmenter.datasets.checked import decode_error
 from segmenter.engine.builder import Builder
 from segmenter.engine.infer import predict_probs, reverse_transform
 from segmenter.engine.run import load_model, test_kwargs
@@ -41,10 +42,12 @@ def output_names(files: list[str], root: str) -> list[str]:
 
 def read_image(path: str) -> np.ndarray:
     """RGB uint8 [H, W, 3] as PaddleSeg reads it (cv2.IMREAD_COLOR: grey expanded, alpha dropped, 16 bit scaled
-    to 8); an unreadable file is an error naming it."""
-    img = cv2.imread(path, cv2.IMREAD_COLOR)
+    to 8); an unreadable or truncated file is an error naming it."""
+    why = decode_error(path)  # cv2 decodes a truncated JPEG half grey, saying only "Premature end of JPEG file"
+    img = None if why else cv2.imread(path, cv2.IMREAD_COLOR)
     if img is None:
-        raise ValueError(f"predict: cannot decode image {path}; replace it or remove it from --image_path.")
+        raise ValueError(f"predict: cannot decode image {path}{f' ({why})' if why else ''}; replace it or remove it "
+                         "from --image_path.")
     return img[:, :, ::-1]  # BGR -> RGB
 
 
