@@ -220,3 +220,57 @@ print(sorted(k for k in sys.modules if k.split('.')[0] in ('paddle', 'paddleseg'
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.strip() == "[]", f"Paddle modules were imported: {run.stdout}"
+
+
+BASE_WITH_MODEL = """
+batch_size: 2
+iters: 2
+optimizer: {{type: SGD, momentum: 0.9}}
+lr_scheduler: {{type: PolynomialDecay, learning_rate: 0.01, end_lr: 0.0, power: 0.9}}
+loss: {{types: [{{type: CrossEntropyLoss}}], coef: [1]}}
+train_dataset: {{type: Dataset, dataset_root: {root}, train_path: {root}/train.txt, num_classes: 3, mode: train,
+                 transforms: [{{type: Normalize}}]}}
+val_dataset: {{type: Dataset, dataset_root: {root}, val_path: {root}/val.txt, num_classes: 3, mode: val,
+               transforms: [{{type: Normalize}}]}}
+model:
+  type: Segmenter
+  num_classes: 3
+  backbone: {{type: SegmenterViT, img_size: 32, patch_size: 8, embed_dim: 64, depth: 2, num_heads: 4, mlp_ratio: 2,
+             qkv_bias: True, norm_eps: 1.0e-06, pos_embed_interp: bilinear, pretrained: null}}
+  decoder: {{name: mask_transformer, n_layers: 1, d_model: 64, n_heads: 4, mlp_ratio: 2, qkv_bias: True,
+            norm_eps: 1.0e-06}}
+"""
+
+
+def test_convert_takes_what_weights_cannot_tell_from_the_base_config_model(tmp_path):
+    """Our .pdparams copied away from its checkpoint folder: the config written with --base-config (the config it
+    was trained from, 4 heads and eps 1e-6 where the guesses would be 1 and 1e-5) builds the same model."""
+    from paddleseg.cvlibs import Config, SegBuilder
+    from segmenter.engine.run import load_config
+    from tests import layouts
+    root = layouts.file_list(str(tmp_path))
+    base = tmp_path / "my_config.yml"
+    base.write_text(BASE_WITH_MODEL.format(root=root))
+    paddle.seed(0)
+    model = SegBuilder(load_config(str(base))).model
+    src = tmp_path / "copied_away" / "model.pdparams"
+    src.parent.mkdir()
+    paddle.save(model.state_dict(), str(src))
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "convert.py"), str(src), str(out / "m.pdparams"),
+                        "--save-config", str(out / "m.yml"), "--base-config", str(base)], cwd=str(ROOT),
+                       env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "assumed" not in r.stderr, f"exit {r.returncode}: {r.stderr[-1500:]}"
+    twin = SegBuilder(Config(str(out / "m.yml"))).model  # loads model.pretrained, the converted weights
+    x = paddle.to_tensor(np.random.default_rng(0).normal(size=(1, 3, 40, 56)).astype(np.float32))
+    model.eval(), twin.eval()
+    diff = float(np.abs(twin(x)[0].numpy() - model(x)[0].numpy()).max())
+    assert diff < 1e-5, f"the written config builds another model: max|logits diff|={diff:.3e}\n{r.stderr[-800:]}"
+
+
+def test_convert_warns_when_nothing_states_the_heads(tmp_path):
+    path, _ = _tiny_paddle_file(tmp_path)
+    base = tmp_path / "data.yml"  # a dataset section only: nothing says the heads or eps
+    base.write_text("train_dataset: {type: Dataset, dataset_root: ., train_path: t.txt, num_classes: 5}\n")
+    with pytest.warns(UserWarning, match=r"states \['num_heads', 'norm_eps', 'pos_embed_interp'\]"):
+        convert(path, str(tmp_path / "o.pdparams"), save_config=str(tmp_path / "o.yml"), base_config=str(base))

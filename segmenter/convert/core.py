@@ -420,6 +420,49 @@ def _dataset_classes(base: str) -> Optional[int]:
     return data.get("num_classes", DATASET_CLASSES.get(data.get("type")))
 
 
+def _merge(base: Dict[str, Any], over: Dict[str, Any]) -> Dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _resolved_yaml(path: str) -> Dict[str, Any]:
+    """A config with its `_base_` files merged under it, as PaddleSeg reads it (without importing paddle)."""
+    import yaml
+    with open(path) as f:
+        cfg = yaml.safe_load(f) or {}
+    bases = cfg.pop("_base_", [])
+    merged: Dict[str, Any] = {}
+    for b in [bases] if isinstance(bases, str) else bases:
+        merged = _merge(merged, _resolved_yaml(os.path.join(os.path.dirname(path), b)))
+    return _merge(merged, cfg)
+
+
+# Backbone keys a base config's model section must state as the weights show them before its other values (heads,
+# eps, pos-embed interpolation, layer scale init) are taken for these weights.
+SHOWN_BY_WEIGHTS = ("embed_dim", "depth", "patch_size")
+ALSO_COMPARED = ("in_channels", "mlp_ratio", "qkv_bias", "distilled")
+
+
+def base_model_facts(base: str, arch: Arch) -> Dict[str, Any]:
+    """What the weights cannot tell, as the base config's model section states it, when that section describes
+    these weights (the same width, depth, patch and decoder); {} otherwise."""
+    model = _resolved_yaml(base).get("model") or {}
+    bb, dec = model.get("backbone") or {}, model.get("decoder") or {}
+    if any(bb.get(k) != getattr(arch, k) for k in SHOWN_BY_WEIGHTS) or \
+            any(k in bb and bb[k] != getattr(arch, k) for k in ALSO_COMPARED):
+        return {}
+    facts = {"num_heads": bb.get("num_heads"), "norm_eps": bb.get("norm_eps"),
+             "pos_embed_interp": bb.get("pos_embed_interp"), "layer_scale_init": bb.get("layer_scale_init")}
+    if arch.decoder and arch.decoder["name"] == "mask_transformer":
+        if dec.get("name") != "mask_transformer" or any(
+                k in dec and dec[k] != arch.decoder[k] for k in ("d_model", "n_layers", "mlp_ratio", "qkv_bias")):
+            return {}
+        facts.update({"decoder_heads": dec.get("n_heads"), "decoder_norm_eps": dec.get("norm_eps")})
+    return {k: v for k, v in facts.items() if v is not None}
+
+
 def config_text(conv: Converted, weights: str, base_config: Optional[str] = None,
                 num_classes: Optional[int] = None) -> str:
     """A complete PaddleSeg config: a shipped dataset base (via an absolute `_base_`) + the exact model."""
@@ -455,14 +498,23 @@ def convert(src: str, dst: str, fmt: Optional[str] = None, overrides: Optional[D
                               f"of '{src}'; drop the flag or pass the right file.")
     if files.extension(dst) not in DEST_FORMATS:
         raise ConversionError(f"'{dst}': destination extension is not one of {sorted(DEST_FORMATS)}.")
-    guessed = [k for k in ("num_heads", "norm_eps", "pos_embed_interp")
-               if {**_recorded_overrides(src), **(overrides or {})}.get(k) is None]
-    if save_config and conv.fmt in ("paddle", "torch") and guessed:  # a config would state guesses as facts
-        warnings.warn(f"'{src}' has neither a .model.json nor a state.json beside it, so {guessed} are assumed "
-                      f"(heads = width // 64, eps {FAMILY_DEFAULTS[conv.fmt][0]}, {FAMILY_DEFAULTS[conv.fmt][1]}); "
-                      f"pass --num-heads / "
-                      f"--norm-eps / --pos-embed-interp if the model was built otherwise, or convert the checkpoint "
-                      f"folder's own model.pdparams.")
+    if save_config and conv.fmt in ("paddle", "torch"):  # a config would state guesses as facts
+        given = {**_recorded_overrides(src), **{k: v for k, v in (overrides or {}).items() if v is not None}}
+        base = os.path.abspath(base_config or default_base_config())
+        facts = {k: v for k, v in base_model_facts(base, conv.arch).items() if given.get(k) is None} \
+            if os.path.isfile(base) else {}
+        if facts:  # the base config's model section states what the weights cannot tell: build that model
+            conv = load_weights(src, fmt, {**(overrides or {}), **facts})
+        unknown = ("num_heads", "norm_eps", "pos_embed_interp") + \
+            (("decoder_heads",) if conv.arch.decoder and conv.arch.decoder["name"] == "mask_transformer" else ())
+        guessed = [k for k in unknown if {**given, **facts}.get(k) is None]
+        if guessed:
+            warnings.warn(f"'{src}' has neither a .model.json nor a state.json beside it, and no base config model "
+                          f"section of these weights' shapes states {guessed}, so they are assumed (heads = width "
+                          f"// 64, eps {FAMILY_DEFAULTS[conv.fmt][0]}, {FAMILY_DEFAULTS[conv.fmt][1]}); pass "
+                          f"--num-heads / --decoder-heads / --norm-eps / --pos-embed-interp if the model was built "
+                          f"otherwise, --base-config with the config it was trained from, or convert the checkpoint "
+                          f"folder's own model.pdparams.")
     text = config_text(conv, dst, base_config, num_classes) if save_config else None  # checked before writing
     save_weights(conv, dst, to)
     if text is not None:
