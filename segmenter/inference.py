@@ -151,14 +151,14 @@ class Inferencer(BaseInferencer):
     def __init__(self, config: str, weights: Optional[str] = None, batch_size: int = 4, **overrides: Any):
         import segmenter  # noqa: F401  (registers the components)
         from segmenter.engine.builder import Builder
-        from segmenter.engine.run import load_config, load_model, test_kwargs
+        from segmenter.engine.run import class_names_of, load_config, load_model, test_kwargs
         cfg = load_config(config)
         self.cfg = cfg
         self.model = load_model(cfg, weights) if weights else Builder(cfg).model
         self.model.eval()
         train_type = (cfg.train_dataset_cfg or {}).get("type")
         super().__init__(cfg.val_dataset_cfg or {}, test_kwargs(cfg, overrides), self.model.num_classes,
-                         train_type, batch_size=batch_size)
+                         train_type, names=class_names_of(cfg, self.model.num_classes), batch_size=batch_size)
 
     def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, list]:
         from segmenter.engine.predict import preprocess

@@ -49,7 +49,9 @@ def test_val_tool_prints_the_in_process_figures(trained):
         want = evaluate(load_model(cfg, ckpt), SegBuilder(cfg).val_dataset, 4, is_slide=True, crop_size=[32, 32],
                         stride=[16, 16], flip_horizontal=flip, progress=False)["mIoU"]
         assert abs(got - want) < 5e-5, f"val.py {label} mIoU {got} != in-process {want:.4f}"
-    assert "class IoU" in out and "class precision" in out, out
+    from segmenter.datasets.shapes import SHAPES
+    rows = re.findall(r"^\s+(\d+)\s+(\S.*?)\s+(\d\.\d{4})\s+(\d\.\d{4})$", out, re.M)
+    assert [name for _, name, _, _ in rows] == list(SHAPES), f"the per-class table does not name {SHAPES}:\n{out}"
 
 
 def test_predict_tool_writes_masks_of_the_prediction(trained, tmp_path):

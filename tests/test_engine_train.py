@@ -28,7 +28,7 @@ def test_train_eval_vdl_and_checkpoints(tmp_path):
     reader = LogReader(file_path=os.path.join(out, "vdl", os.listdir(os.path.join(out, "vdl"))[0]))
     tags = set(reader.get_tags()["scalar"])
     want = {"Train/loss", "Train/lr", "Train/batch_cost", "Train/ips", "Evaluate/mIoU", "Evaluate/Acc",
-            "Evaluate/Kappa", "Evaluate/IoU_class_0"}
+            "Evaluate/Kappa", "Evaluate/IoU_background", "Evaluate/IoU_triangle"}  # SegmenterShapes' class names
     assert want <= tags, f"missing VisualDL tags {want - tags}; found {sorted(tags)}"
     steps = [r.id for r in reader.get_data("scalar", "Train/loss")]
     assert steps == [2, 4, 6], f"Train/loss steps {steps} != [2, 4, 6]"

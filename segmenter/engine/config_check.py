@@ -6,9 +6,11 @@ component `type` without suggesting the one meant; these checks name the file, t
 import difflib
 import inspect
 import os
-from typing import Any, Dict, Iterable
+from typing import Any, Dict, Iterable, List, Optional
 
 import yaml
+
+from segmenter.class_names import NAME_KEYS, read_names
 
 # Top-level keys PaddleSeg's Config and SegBuilder read (paddleseg/cvlibs/{config,builder}.py), plus ours.
 TOP_LEVEL = ("_base_", "_inherited_", "batch_size", "iters", "train_dataset", "val_dataset", "test_dataset",
@@ -49,8 +51,8 @@ def check_yaml(path: str) -> None:
         check_yaml(base_path)
 
 
-def _check_component(path: str, where: str, section: Any, manager) -> None:
-    """`type` known to manager (with a close name), and every key an argument of its class."""
+def _check_component(path: str, where: str, section: Any, manager, extra: tuple = ()) -> None:
+    """`type` known to manager (with a close name), and every key an argument of its class (or one of extra)."""
     if not isinstance(section, dict) or "type" not in section:
         return
     kind = section["type"]
@@ -63,7 +65,7 @@ def _check_component(path: str, where: str, section: Any, manager) -> None:
     signature = inspect.signature(cls.__init__).parameters
     if any(p.kind == inspect.Parameter.VAR_KEYWORD for p in signature.values()):
         return  # a catch-all **kwargs (PaddleSeg's own classes): nothing to check against
-    params = [n for n in signature if n != "self"]
+    params = [n for n in signature if n != "self"] + list(extra)
     for key in section:
         if key != "type" and key not in params:
             raise ConfigError(f"config {path}: {where}.{key} is not an argument of {kind}; "
@@ -82,7 +84,7 @@ def check_keys(path: str, dic: Dict[str, Any]) -> None:
         _check_component(path, "model.backbone", model.get("backbone"), manager.BACKBONES)
     for name in ("train_dataset", "val_dataset"):
         section = dic.get(name)
-        _check_component(path, name, section, manager.DATASETS)
+        _check_component(path, name, section, manager.DATASETS, extra=NAME_KEYS)
         for i, t in enumerate((section or {}).get("transforms") or [] if isinstance(section, dict) else []):
             if isinstance(t, dict) and t.get("type") not in manager.TRANSFORMS.components_dict:
                 raise ConfigError(f"config {path}: {name}.transforms[{i}].type '{t.get('type')}' is not a "
@@ -91,3 +93,31 @@ def check_keys(path: str, dic: Dict[str, Any]) -> None:
         if isinstance(t, dict) and t.get("type") not in manager.LOSSES.components_dict:
             raise ConfigError(f"config {path}: loss.types[{i}].type '{t.get('type')}' is not a registered loss; "
                               f"{_close(str(t.get('type')), manager.LOSSES.components_dict)}")
+
+
+def take_class_names(path: str, dic: Dict[str, Any]) -> Optional[List[str]]:
+    """The class names the dataset sections give (checked against num_classes), taken out of the sections so that
+    PaddleSeg builds the dataset classes, which do not know these keys; None when no section gives any."""
+    from paddleseg.cvlibs import manager
+    found = {}
+    for name in ("train_dataset", "val_dataset"):
+        section = dic.get(name)
+        if not isinstance(section, dict):
+            continue
+        names = read_names(section, f"config {path}: {name}")
+        key = next((k for k in NAME_KEYS if k in section), None)
+        for k in NAME_KEYS:
+            section.pop(k, None)
+        if names is None:
+            continue
+        cls = manager.DATASETS.components_dict.get(section.get("type"))
+        n = (dic.get("model") or {}).get("num_classes") or section.get("num_classes") or \
+            getattr(cls, "NUM_CLASSES", None)
+        if n is not None and len(names) != n:
+            raise ConfigError(f"config {path}: {name}.{key} has {len(names)} names but num_classes is {n}; give one "
+                              "name per class, in class-index order.")
+        found[name] = names
+    if len(found) == 2 and found["train_dataset"] != found["val_dataset"]:
+        raise ConfigError(f"config {path}: train_dataset and val_dataset give different class names; give them once "
+                          "(in either section) or make them equal.")
+    return next(iter(found.values()), None)

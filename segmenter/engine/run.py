@@ -11,12 +11,13 @@ from paddleseg.cvlibs.config import parse_from_yaml
 from segmenter.convert.matching import WeightsMismatchError
 from segmenter.engine.builder import Builder, checker_for
 from segmenter.engine.checkpoint import run_sections
-from segmenter.engine.config_check import check_keys, check_yaml
+from segmenter.engine.config_check import check_keys, check_yaml, take_class_names
 from segmenter.engine.evaluate import evaluate
 from segmenter.engine.losses import total_loss
 from segmenter.engine.safe_load import describe_model, model_section_of, read_weights
 from segmenter.engine.train import train
 from segmenter.models.weights import load_state_dict_strict
+from segmenter.visualize.palette import class_names
 
 
 def load_config(path: str, opts: list = None, iters: int = None, batch_size: int = None,
@@ -30,7 +31,15 @@ def load_config(path: str, opts: list = None, iters: int = None, batch_size: int
                  checker=checker_for(parse_from_yaml(path)))  # evaluation-only configs too
     check_keys(path, cfg.dic)
     cfg.path = path
+    cfg.class_names = take_class_names(path, cfg.dic)  # before any dataset is built: PaddleSeg's know no such key
     return cfg
+
+
+def class_names_of(cfg: Config, num_classes: int) -> list:
+    """The config's class names: its dataset section's class_names(_file), the dataset type's standard names, or
+    'class i'."""
+    data = cfg.val_dataset_cfg or cfg.train_dataset_cfg or {}
+    return class_names(num_classes, data.get("type"), getattr(cfg, "class_names", None))
 
 
 def test_kwargs(cfg: Config, overrides: dict) -> dict:
@@ -63,6 +72,7 @@ def run_train(cfg: Config, save_dir: str, seed: int = 0, **kw) -> dict:
 
     kw.setdefault("eval_kwargs", test_kwargs(cfg, {}))  # evaluate during training as tools/val.py does
     kw.setdefault("run", run_sections(cfg.dic, save_interval=kw.get("save_interval"), log_iters=kw.get("log_iters")))
+    kw.setdefault("class_names", class_names_of(cfg, model.num_classes))
     return train(model, train_ds, b.optimizer, b.lr_scheduler, loss_fn, cfg.iters, cfg.batch_size, save_dir,
                  val_dataset=val_ds, num_classes=model.num_classes, seed=seed, **kw)
 
@@ -125,6 +135,14 @@ def run_val(cfg: Config, model_path: str, **overrides) -> dict:
     for name, r in rows:  # the published tables' columns: "slice", then "flip"
         print(f"[EVAL] {name}: {len(ds)} images  mIoU {r['mIoU']:.4f}  Acc {r['Acc']:.4f}  Kappa {r['Kappa']:.4f}  "
               f"Dice {r['Dice']:.4f}")
-    print(f"[EVAL] class IoU ({mode}):       " + " ".join(f"{v:.4f}" for v in m["class_iou"]))
-    print(f"[EVAL] class precision ({mode}): " + " ".join(f"{v:.4f}" for v in m["class_precision"]))
+    print(class_table(class_names_of(cfg, model.num_classes), m, mode))
     return m
+
+
+def class_table(names: list, m: dict, mode: str) -> str:
+    """Per-class IoU and precision, one class a row, named."""
+    w = max(len("class"), *(len(n) for n in names))
+    rows = [f"[EVAL] per class ({mode}):", f"  {'#':>3}  {'class':<{w}}  {'IoU':>6}  {'precision':>9}"]
+    rows += [f"  {c:>3}  {n:<{w}}  {iou:6.4f}  {p:9.4f}"
+             for c, (n, iou, p) in enumerate(zip(names, m["class_iou"], m["class_precision"]))]
+    return "\n".join(rows)

@@ -14,7 +14,7 @@ from segmenter.engine.checkpoint import (Resumed, copy_checkpoint, load_checkpoi
 from segmenter.engine.evaluate import evaluate
 from segmenter.engine.stops import TrainingStopped, save_dir_lock, stop_signals
 from segmenter.visualize.curves import plot_curves
-from segmenter.visualize.val_panels import log_panels
+from segmenter.visualize.val_panels import log_panels, names_of
 
 # paddle.seed(seed * SEED_STRIDE + iter) before each step: a prime above any iteration count, so distinct
 # (seed, iter) pairs give distinct paddle seeds and the masks of an iteration never depend on the iterations before
@@ -95,7 +95,7 @@ def train(model, train_dataset, optimizer, scheduler, loss_fn, iters: int, batch
           val_dataset=None, num_classes: int = None, seed: int = 0, save_interval: int = 1000, keep_k: int = 2,
           log_iters: int = 10, do_eval: bool = False, use_vdl: bool = False, resume_model: str = None,
           eval_kwargs: dict = None, save_all_ranks: bool = False, num_workers: int = 0,
-          precision: str = "fp32", run: dict = None) -> dict:
+          precision: str = "fp32", run: dict = None, class_names: list = None) -> dict:
     """Train model for iters steps; returns the last evaluation metrics (or {}).
 
     `run` (checkpoint.run_sections of the config) is recorded in every checkpoint; a resume refuses a
@@ -129,7 +129,7 @@ def train(model, train_dataset, optimizer, scheduler, loss_fn, iters: int, batch
             saving = it % save_interval == 0 or it == iters
             if saving:
                 if do_eval and val_dataset is not None:
-                    evaluate_step(state, model, val_dataset, num_classes, eval_kwargs, it, rank, writer)
+                    evaluate_step(state, model, val_dataset, num_classes, eval_kwargs, it, rank, writer, class_names)
                 if rank == 0:
                     checkpoint_step(state, save_dir, model, optimizer, scheduler, scaler, it, keep_k, run)
             if stop.requested:
@@ -191,7 +191,7 @@ def log_train(writer, it: int, iters: int, epoch: int, loss: float, lr: float, c
 
 
 def evaluate_step(state: TrainState, model, val_dataset, num_classes: int, eval_kwargs: dict, it: int, rank: int,
-                  writer) -> None:
+                  writer, class_names: list = None) -> None:
     """Evaluate on val_dataset (every rank takes part), record the metrics in state and log them on rank 0."""
     state.last_metrics = m = evaluate(model, val_dataset, num_classes, **(eval_kwargs or {}))
     state.history["mIoU"].append((it, m["mIoU"]))
@@ -201,9 +201,10 @@ def evaluate_step(state: TrainState, model, val_dataset, num_classes: int, eval_
     if writer:
         for k in ("mIoU", "Acc", "Kappa"):
             writer.add_scalar(f"Evaluate/{k}", m[k], it)
-        for c, v in enumerate(m["class_iou"]):
-            writer.add_scalar(f"Evaluate/IoU_class_{c}", float(v), it)
-        log_panels(writer, model, val_dataset, num_classes, it, eval_kwargs)  # Images: image | truth | prediction
+        names = names_of(val_dataset, len(m["class_iou"]), class_names)
+        for name, v in zip(names, m["class_iou"]):  # Evaluate/IoU_wall ... (IoU_class_0 ... when unnamed)
+            writer.add_scalar(f"Evaluate/IoU_{name.replace(' ', '_')}", float(v), it)
+        log_panels(writer, model, val_dataset, num_classes, it, eval_kwargs, names=names)  # image | truth | prediction
 
 
 def checkpoint_step(state: TrainState, save_dir: str, model, optimizer, scheduler, scaler, it: int,

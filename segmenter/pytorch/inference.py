@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from segmenter.inference import BaseInferencer
+from segmenter.class_names import read_names
 from segmenter.pytorch.config import build_model, load_config
 from segmenter.windows import window_starts
 
@@ -79,8 +80,10 @@ class Inferencer(BaseInferencer):
         if kw["is_slide"] and (not kw["crop_size"] or not kw["stride"]):
             raise ValueError(f"{config}: slide inference needs crop_size and stride (got {kw['crop_size']}, "
                              f"{kw['stride']}); set test_config in the YAML or pass crop_size=, stride=.")
+        sections = [cfg.get(k) or {} for k in ("val_dataset", "train_dataset")]
+        names = next((n for n in (read_names(s, f"config {config}: dataset") for s in sections) if n), None)
         super().__init__(cfg.get("val_dataset") or {}, kw, self.model.num_classes,
-                         (cfg.get("train_dataset") or {}).get("type"), batch_size=batch_size)
+                         (cfg.get("train_dataset") or {}).get("type"), names=names, batch_size=batch_size)
 
     def _probs(self, x: np.ndarray) -> np.ndarray:
         with torch.no_grad():

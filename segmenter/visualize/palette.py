@@ -4,6 +4,8 @@ from typing import Optional, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from segmenter.class_names import BUILT_IN
+
 IGNORE_COLOR = (255, 255, 255)  # ignored pixels of a ground truth (label 255) are drawn white
 
 
@@ -22,12 +24,14 @@ def palette(n: int) -> np.ndarray:
 
 def class_names(num_classes: int, dataset_type: Optional[str] = None,
                 names: Optional[Sequence[str]] = None) -> list[str]:
-    """Names of the classes: `names` if given, the dataset's own where it has them, else 'class i'."""
+    """Names of the classes: `names` if given, the standard names of a built-in dataset type, else 'class i'."""
+    if names is not None and len(names) != num_classes:
+        raise ValueError(f"class_names: {len(names)} names for {num_classes} classes; give one name per class.")
     if names is None and dataset_type == "SegmenterShapes":
         from segmenter.datasets.shapes import SHAPES
         names = SHAPES
-    if names is not None and len(names) != num_classes:
-        raise ValueError(f"class_names: {len(names)} names for {num_classes} classes; give one name per class.")
+    elif names is None and len(BUILT_IN.get(dataset_type, ())) == num_classes:
+        names = BUILT_IN[dataset_type]
     return list(names) if names is not None else [f"class {i}" for i in range(num_classes)]
 
 

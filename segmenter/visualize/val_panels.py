@@ -47,18 +47,18 @@ def sample_panel(model, dataset, idx: int, names: Sequence[str], pal: np.ndarray
     return panel(image, label, pred, names, pal, title), pred, label
 
 
-def names_of(dataset, num_classes: int) -> list[str]:
-    """Class names of a dataset object (its CLASS_NAMES, or a known dataset type's names)."""
-    return class_names(num_classes, type(dataset).__name__, getattr(dataset, "CLASS_NAMES", None))
+def names_of(dataset, num_classes: int, names: Optional[list] = None) -> list[str]:
+    """Class names: names (the config's), else the dataset object's CLASS_NAMES or its type's standard names."""
+    return class_names(num_classes, type(dataset).__name__, names or getattr(dataset, "CLASS_NAMES", None))
 
 
 def log_panels(writer, model, dataset, num_classes: int, step: int, infer_kwargs: Optional[dict] = None,
-               count: int = 4) -> list[str]:
+               count: int = 4, names: Optional[list] = None) -> list[str]:
     """Log the first `count` validation images as image | ground truth | prediction under the VisualDL Images tags
     `Evaluate/panel_<i>` at `step`; the same images every evaluation, so the slider shows training progress."""
     was_training = model.training
     model.eval()
-    names, pal = names_of(dataset, num_classes), palette(num_classes)
+    names, pal = names_of(dataset, num_classes, names), palette(num_classes)
     tags = []
     for i in range(min(count, len(dataset))):
         img, _, _ = sample_panel(model, dataset, i, names, pal, infer_kwargs or {}, title=f"#{i}")
@@ -76,10 +76,11 @@ def image_iou(pred: np.ndarray, label: np.ndarray, num_classes: int, ignore_inde
     return float((inter[union > 0] / union[union > 0]).mean()) if (union > 0).any() else 1.0
 
 
-def save_extreme_panels(model, dataset, num_classes: int, n: int, save_dir: str, infer_kwargs: dict) -> list[str]:
+def save_extreme_panels(model, dataset, num_classes: int, n: int, save_dir: str, infer_kwargs: dict,
+                        names: Optional[list] = None) -> list[str]:
     """Predict every image, then write the n worst and n best by image mIoU as
     save_dir/{worst,best}_<rank>_img<idx>_iou<value>.png; returns the paths (worst first)."""
-    names, pal = names_of(dataset, num_classes), palette(num_classes)
+    names, pal = names_of(dataset, num_classes, names), palette(num_classes)
     scores = []
     model.eval()
     for i in range(len(dataset)):
@@ -100,9 +101,9 @@ def run_save_panels(cfg, model_path: str, n: int, save_dir: str, **overrides) ->
     """tools/val.py --save_panels: the model and val set of a config, inference options as run_val takes them."""
     from segmenter.engine.builder import Builder
 
-    from segmenter.engine.run import load_model, test_kwargs
+    from segmenter.engine.run import class_names_of, load_model, test_kwargs
     if n < 1:
         raise ValueError(f"--save_panels {n}: give the number of worst and of best images to draw (>= 1).")
     model = load_model(cfg, model_path)
     return save_extreme_panels(model, Builder(cfg).val_dataset, model.num_classes, n, save_dir,
-                               test_kwargs(cfg, overrides))
+                               test_kwargs(cfg, overrides), class_names_of(cfg, model.num_classes))
