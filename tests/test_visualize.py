@@ -13,7 +13,7 @@ from segmenter.datasets import SegmenterShapes
 from segmenter.engine.infer import predict_probs
 from segmenter.engine.run import load_config, run_train
 from segmenter.visualize import class_names, colorize, legend, palette, panel, plot_curves
-from segmenter.visualize.panels import GAP, TITLE_H, panel_size
+from segmenter.visualize.panels import GAP, TITLE_H, panel_size, tile_scale
 from segmenter.visualize.val_panels import display_image, image_iou
 from tests.engine_helpers import write_tiny_config
 
@@ -54,11 +54,13 @@ def test_panel_tiles_are_image_truth_prediction():
     pal = palette(4)
     p = panel(img, lab, pred, SHAPES_NAMES, pal)
     h, w = panel_size(20, 30)
+    s = tile_scale(20, 30)
     assert p.shape[1] == w and p.shape[0] > h, f"panel {p.shape} vs tiles {h}x{w}"
-    tiles = [p[TITLE_H:TITLE_H + 20, k * (30 + GAP):k * (30 + GAP) + 30] for k in range(3)]
-    assert np.array_equal(tiles[0], img), "first tile is not the image"
-    assert np.array_equal(tiles[1], pal[lab]), "second tile is not the ground truth"
-    assert np.array_equal(tiles[2], pal[pred]), "third tile is not the prediction"
+    tiles = [p[TITLE_H:TITLE_H + 20 * s, k * (30 * s + GAP):k * (30 * s + GAP) + 30 * s] for k in range(3)]
+    big = lambda a: np.repeat(np.repeat(a, s, 0), s, 1)  # noqa: E731  (each pixel a s x s block)
+    assert np.array_equal(tiles[0], big(img)), "first tile is not the image"
+    assert np.array_equal(tiles[1], big(pal[lab])), "second tile is not the ground truth"
+    assert np.array_equal(tiles[2], big(pal[pred])), "third tile is not the prediction"
     with pytest.raises(ValueError, match="must have one size"):
         panel(img, lab[:10], pred, SHAPES_NAMES, pal)
 
@@ -141,3 +143,25 @@ def test_val_tool_saves_worst_and_best_panels(tmp_path):
     all_ious = sorted(round(v, 3) for v in all_ious)
     assert sorted(worst) == all_ious[:2] and sorted(best) == all_ious[-2:], \
         f"worst {sorted(worst)} best {sorted(best)} of {all_ious}"
+
+
+def test_panels_are_readable_and_say_what_white_means(monkeypatch):
+    """A quickstart-sized image (128 x 98 gave a 392 x 134 panel) gives a panel at least twice that; a truth with
+    ignored pixels (drawn white) adds a legend item saying so, drawn like a class swatch."""
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (98, 128, 3), dtype=np.uint8)
+    lab, pred = rng.integers(0, 4, (98, 128)), rng.integers(0, 4, (98, 128))
+    lab[:10] = 255
+    import segmenter.visualize.panels as panels
+    seen = []
+    monkeypatch.setattr(panels, "legend", lambda *a, **k: seen.append(k.get("extra", ())) or legend(*a, **k))
+    p = panels.panel(img, lab, pred, SHAPES_NAMES, palette(4))
+    assert p.shape[1] >= 2 * 392 and p.shape[0] >= 2 * 134, f"panel {p.shape[1]}x{p.shape[0]} (w x h)"
+    assert [t for t, rgb in seen[-1] if "ignored" in t and tuple(rgb) == (255, 255, 255)], \
+        f"the legend does not explain white: extra items {seen[-1]}"
+    panels.panel(img, np.where(lab == 255, 0, lab), pred, SHAPES_NAMES, palette(4))
+    assert not seen[-1], f"no ignored pixel, yet the legend lists {seen[-1]}"
+    plain = legend(SHAPES_NAMES, palette(4), 800, [1])
+    with_white = legend(SHAPES_NAMES, palette(4), 800, [1], extra=[("ignored (255)", (255, 255, 255))])
+    ink = lambda a: int((a.sum(2) < 100).sum())  # noqa: E731  (black pixels: swatch outlines and text)
+    assert ink(with_white) > ink(plain) + 40, f"the white item draws nothing: {ink(with_white)} vs {ink(plain)}"

@@ -56,24 +56,25 @@ def font(size: int = 12) -> ImageFont.ImageFont:
 
 
 def legend(names: Sequence[str], pal: np.ndarray, width: int, classes: Optional[Sequence[int]] = None,
-           row_height: int = 16) -> np.ndarray:
+           row_height: int = 16, extra: Sequence[tuple] = ()) -> np.ndarray:
     """A white strip [h, width, 3] uint8 of colour swatches with class names, wrapped to `width`.
 
     classes: which classes to list (default: all); a legend of 150 ADE20K classes is better cut to those present.
+    extra: further (text, RGB) items after the classes, e.g. what white (ignored pixels) means.
     """
     classes = list(range(len(names))) if classes is None else list(classes)
+    entries = [(names[c], tuple(int(v) for v in pal[c])) for c in classes] + [(t, tuple(rgb)) for t, rgb in extra]
     f = font(row_height - 4)
     items, x, y = [], 4, 2  # lay the items out first to know the strip's height
-    for c in classes:
-        w = row_height + 6 + int(f.getlength(names[c])) + 10
+    for text, rgb in entries:
+        w = row_height + 6 + int(f.getlength(text)) + 10
         if x + w > width and x > 4:
             x, y = 4, y + row_height
-        items.append((c, x, y))
+        items.append((text, rgb, x, y))
         x += w
     strip = Image.new("RGB", (width, y + row_height + 2), (255, 255, 255))
     d = ImageDraw.Draw(strip)
-    for c, x, y in items:
-        d.rectangle([x, y + 1, x + row_height - 3, y + row_height - 2], fill=tuple(int(v) for v in pal[c]),
-                    outline=(0, 0, 0))
-        d.text((x + row_height + 2, y + 1), names[c], fill=(0, 0, 0), font=f)
+    for text, rgb, x, y in items:
+        d.rectangle([x, y + 1, x + row_height - 3, y + row_height - 2], fill=rgb, outline=(0, 0, 0))
+        d.text((x + row_height + 2, y + 1), text, fill=(0, 0, 0), font=f)
     return np.asarray(strip)

@@ -22,7 +22,7 @@ import urllib.request
 import numpy as np
 from PIL import Image
 
-from segmenter.visualize.panels import GAP, TITLE_H
+from segmenter.visualize.panels import GAP, TITLE_H, tile_scale
 
 
 def free_port() -> int:
@@ -73,7 +73,8 @@ def main(argv=None) -> dict:
         run, names = tags["runs"][0], sorted(tags["tags"][0])
         if not [t for t in names if t.startswith("Evaluate/panel_")]:
             raise ValueError(f"{a.logdir} has no Evaluate/panel_* image tags ({names}); train with --use_vdl --do_eval.")
-        s, width = a.image_size, 3 * a.image_size + 2 * GAP
+        s = a.image_size * tile_scale(a.image_size, a.image_size)  # the panels enlarge small images
+        width = 3 * s + 2 * GAP
         sizes = {}
         for tag in names:
             q = urllib.parse.urlencode({"run": run, "tag": tag, "index": 0})
