@@ -165,3 +165,49 @@ def test_panels_are_readable_and_say_what_white_means(monkeypatch):
     with_white = legend(SHAPES_NAMES, palette(4), 800, [1], extra=[("ignored (255)", (255, 255, 255))])
     ink = lambda a: int((a.sum(2) < 100).sum())  # noqa: E731  (black pixels: swatch outlines and text)
     assert ink(with_white) > ink(plain) + 40, f"the white item draws nothing: {ink(with_white)} vs {ink(plain)}"
+
+
+def test_curves_draw_miou_on_its_whole_range(tmp_path, monkeypatch):
+    """A 0.002 dip in mIoU stays a 0.2 % wiggle: the axis spans 0..1 and the title prints the values."""
+    import matplotlib.pyplot as plt
+    figs = []
+    monkeypatch.setattr(plt, "close", lambda fig=None: figs.append(fig))
+    plot_curves({"loss": [(1, 2.0), (2, 1.5)], "lr": [(1, 0.1), (2, 0.05)],
+                 "mIoU": [(1, 0.612), (2, 0.610), (3, 0.6125)]}, str(tmp_path / "c.png"))
+    ax = figs[-1].axes[2]
+    assert ax.get_ylim() == (0.0, 1.0), f"mIoU axis spans {ax.get_ylim()}"
+    assert "last 0.6125" in ax.get_title() and "best 0.6125" in ax.get_title(), ax.get_title()
+
+
+def test_attention_figure_is_readable(tmp_path, monkeypatch):
+    """4 columns are at least 1200 px wide; every row has a colour bar (one scale for its maps); no title touches
+    the images of the row above."""
+    import matplotlib.pyplot as plt
+    from segmenter.visualize.attention import AttentionMaps, draw_attention_grid
+    rng = np.random.default_rng(0)
+    soft = lambda a: np.exp(a) / np.exp(a).sum(0, keepdims=True)  # noqa: E731
+    maps = AttentionMaps(box=(0, 0, 48, 64), query=(1, 2), layer=3, patch_size=16,
+                         heads=rng.random((3, 48, 64)).astype(np.float32) * [[[0.1]], [[0.5]], [[1.0]]],
+                         class_attn=rng.random((4, 48, 64)).astype(np.float32),
+                         class_masks=soft(rng.normal(size=(4, 48, 64))).astype(np.float32))
+    figs = []
+    monkeypatch.setattr(plt, "close", lambda fig=None: figs.append(fig))
+    path = draw_attention_grid(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8), maps, str(tmp_path / "a.png"),
+                               ["sky", "road", "car", "tree"], max_classes=3)
+    width = Image.open(path).size[0]
+    assert width >= 1200, f"4 columns drawn {width} px wide"
+    fig = figs[-1]
+    bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    assert len(bars) == 3, f"{len(bars)} colour bars for 3 rows"
+    heads = [im for ax in fig.axes[1:4] for im in ax.get_images()]
+    assert {im.get_clim() for im in heads} == {(0.0, float(maps.heads.max()))}, \
+        f"head maps not on one scale: {[im.get_clim() for im in heads]}"
+    r = fig.canvas.get_renderer()
+    grid = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    rows = [grid[i * 4:(i + 1) * 4] for i in range(3)]
+    for upper, lower in zip(rows, rows[1:]):
+        bottom = min(ax.get_window_extent(r).y0 for ax in upper if ax.get_images())
+        for ax in lower:
+            if ax.get_title():
+                top = ax.title.get_window_extent(r).y1
+                assert top < bottom, f"title '{ax.get_title()}' reaches y={top:.0f}, above row bottom {bottom:.0f}"

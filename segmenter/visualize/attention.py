@@ -132,31 +132,38 @@ def draw_attention_grid(image: np.ndarray, maps: AttentionMaps, path: str, names
         classes = [int(c) for c in np.argsort(-area, kind="stable")[:max_classes]]
         names = list(names) if names is not None else [f"class {c}" for c in range(len(area))]
     rows, cols = (3 if classes else 1), max(heads + 1, len(classes) + 1)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.1 * rows), squeeze=False)
+    # ~3.2 in a column at 100 dpi: 4 columns are 1280 px; constrained layout keeps titles off the row above
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols + 0.8, 3.3 * rows + 0.4), squeeze=False,
+                             layout="constrained")
     for ax in axes.ravel():
         ax.axis("off")
     where = "class token" if maps.query is None else f"patch (row {maps.query[0]}, col {maps.query[1]})"
     axes[0, 0].imshow(win)
-    axes[0, 0].set_title(f"window y{y0} x{x0}" if (h, w) != image.shape[:2] else "image", fontsize=8)
+    axes[0, 0].set_title(f"window y{y0} x{x0}" if (h, w) != image.shape[:2] else "image", fontsize=11)
     if maps.query is not None:  # the query patch as a red box
         ps = maps.patch_size
         axes[0, 0].add_patch(plt.Rectangle((maps.query[1] * ps - 0.5, maps.query[0] * ps - 0.5), ps, ps,
                                            fill=False, edgecolor="red", linewidth=1.5))
-    for k in range(heads):
-        axes[0, k + 1].imshow(maps.heads[k], cmap="viridis")
-        axes[0, k + 1].set_title(f"layer {maps.layer} head {k}", fontsize=8)
-    fig.suptitle(f"encoder attention of the {where}", fontsize=9)
+
+    def row(r: int, maps_: list, titles: list, label: str, cmap: str, top: float) -> None:
+        """Maps on one colour scale 0..top for the whole row, with its colour bar."""
+        for j, (m, t) in enumerate(zip(maps_, titles)):
+            im = axes[r, j + 1].imshow(m, cmap=cmap, vmin=0, vmax=top)
+            axes[r, j + 1].set_title(t, fontsize=11)
+        fig.colorbar(im, ax=list(axes[r, 1:]), shrink=0.85, pad=0.01).set_label(label, fontsize=10)
+
+    row(0, list(maps.heads), [f"layer {maps.layer} head {k}" for k in range(heads)],
+        "attention weight (one scale per row)", "viridis", float(maps.heads.max()) or 1.0)
+    fig.suptitle(f"encoder attention of the {where}; colour bars give each row's scale", fontsize=13)
     if classes:
         axes[1, 0].imshow(win)
-        axes[1, 0].set_title("class attention", fontsize=8)
+        axes[1, 0].set_title("class attention", fontsize=11)
         axes[2, 0].imshow(win)
-        axes[2, 0].set_title("class mask", fontsize=8)
-        for j, c in enumerate(classes):
-            axes[1, j + 1].imshow(maps.class_attn[c], cmap="viridis")
-            axes[1, j + 1].set_title(f"{names[c]} (attn)", fontsize=8)
-            axes[2, j + 1].imshow(maps.class_masks[c], cmap="magma", vmin=0, vmax=1)
-            axes[2, j + 1].set_title(f"{names[c]} (mask)", fontsize=8)
-    fig.tight_layout(rect=(0, 0, 1, 0.9 if rows == 1 else 0.96))  # room for the title
+        axes[2, 0].set_title("class mask", fontsize=11)
+        row(1, [maps.class_attn[c] for c in classes], [f"{names[c]} (attn)" for c in classes],
+            "attention weight", "viridis", float(maps.class_attn[classes].max()) or 1.0)
+        row(2, [maps.class_masks[c] for c in classes], [f"{names[c]} (mask)" for c in classes],
+            "mask probability", "magma", 1.0)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

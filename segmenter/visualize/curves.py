@@ -17,11 +17,15 @@ def plot_curves(history: dict, path: str) -> dict:
             xs, ys = zip(*history[key])
             ax.plot(xs, ys, marker="." if key == "mIoU" else None)
             shown[key] = "curve"
+            if key == "mIoU":  # on its whole range, so that a dip of 0.002 looks like one, not like a cliff
+                ax.set_ylim(0, 1)
+                ax.set_title(f"{AXES[key]} (last {ys[-1]:.4f}, best {max(ys):.4f})")
         else:
             why = "no evaluation ran:\ntrain with --do_eval" if key == "mIoU" else "no iteration logged"
             shown[key] = why
             ax.text(0.5, 0.5, why, ha="center", va="center", transform=ax.transAxes, color="gray")
-        ax.set_title(AXES[key])
+        if not ax.get_title():
+            ax.set_title(AXES[key])
         ax.set_xlabel("iteration")
         ax.set_ylabel(key)
     fig.tight_layout()
