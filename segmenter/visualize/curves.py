@@ -19,7 +19,7 @@ def plot_curves(history: dict, path: str) -> dict:
             shown[key] = "curve"
             if key == "mIoU":  # on its whole range, so that a dip of 0.002 looks like one, not like a cliff
                 ax.set_ylim(0, 1)
-                ax.set_title(f"{AXES[key]} (last {ys[-1]:.4f}, best {max(ys):.4f})")
+                ax.set_title(f"{AXES[key]}\nlast {ys[-1]:.4f}, best {max(ys):.4f}")
         else:
             why = "no evaluation ran:\ntrain with --do_eval" if key == "mIoU" else "no iteration logged"
             shown[key] = why
