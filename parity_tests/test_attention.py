@@ -96,7 +96,9 @@ def test_grid_png_and_errors(pair, tmp_path):
     path = draw_attention_grid(rgb, m, str(tmp_path / "a.png"), ["a", "b", "c", "d", "e"])
     from PIL import Image
     rows = 3 if m.class_masks is not None else 1
-    assert Image.open(path).size[1] == int(2.1 * rows * 100), f"grid PNG {Image.open(path).size} for {rows} rows"
+    from segmenter.visualize.attention import ROW_INCHES
+    assert Image.open(path).size[1] == int((ROW_INCHES * rows + 0.4) * 100), \
+        f"grid PNG {Image.open(path).size} for {rows} rows"
     with pytest.raises(ValueError, match="outside the 50x70 image"):
         attention_maps(p, x, 0, (50, 3))
     with pytest.raises(ValueError, match="layer=5 but the encoder has 2 blocks"):

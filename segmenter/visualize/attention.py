@@ -14,6 +14,8 @@ import numpy as np
 from segmenter.resample import bilinear_weights
 from segmenter.windows import window_starts
 
+COLUMN_INCHES, ROW_INCHES = 3.2, 3.3  # one map of the grid figure, with its title (+0.8 in colour bars, +0.4 title)
+
 
 @dataclass
 class AttentionMaps:
@@ -132,9 +134,9 @@ def draw_attention_grid(image: np.ndarray, maps: AttentionMaps, path: str, names
         classes = [int(c) for c in np.argsort(-area, kind="stable")[:max_classes]]
         names = list(names) if names is not None else [f"class {c}" for c in range(len(area))]
     rows, cols = (3 if classes else 1), max(heads + 1, len(classes) + 1)
-    # ~3.2 in a column at 100 dpi: 4 columns are 1280 px; constrained layout keeps titles off the row above
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols + 0.8, 3.3 * rows + 0.4), squeeze=False,
-                             layout="constrained")
+    # at 100 dpi 4 columns are 1360 px (colour bars included); constrained layout keeps titles off the row above
+    fig, axes = plt.subplots(rows, cols, figsize=(COLUMN_INCHES * cols + 0.8, ROW_INCHES * rows + 0.4),
+                             squeeze=False, layout="constrained")
     for ax in axes.ravel():
         ax.axis("off")
     where = "class token" if maps.query is None else f"patch (row {maps.query[0]}, col {maps.query[1]})"
