@@ -56,3 +56,28 @@ def test_flip_and_multiscale(model):
     assert s <= 1e-5, f"probabilities do not sum to 1: max|sum-1|={s:.2e}"
     diff = float(np.abs(flipped.numpy() - by_hand.numpy()).max())
     assert diff <= 1e-6, f"flip average vs by hand: max|diff|={diff:.2e}"
+
+
+def test_crop_size_and_stride_are_paddleseg_width_height(model):
+    """test_config's crop_size / stride are PaddleSeg's [width, height]: a non-square window gives PaddleSeg's own
+    slide_inference logits, in the Paddle engine and in the PyTorch twin."""
+    from paddleseg.core.infer import slide_inference
+    x = paddle.randn([1, 3, 56, 80])
+    crop, stride = [48, 32], [40, 24]  # 48 wide, 32 high
+    with paddle.no_grad():
+        want = slide_inference(model, x, crop, stride).numpy()
+        got = predict_probs(model, x, is_slide=True, crop_size=crop, stride=stride)
+        want_p = paddle.nn.functional.softmax(paddle.to_tensor(want), axis=1).numpy()
+    diff = float(np.abs(got.numpy() - want_p).max())
+    assert diff <= 1e-5, f"Paddle engine vs PaddleSeg slide_inference, crop [w, h] {crop}: max|diff|={diff:.2e}"
+    import torch
+    from segmenter.parity import build_pair, load_into_torch, paddle_state, tiny_model_cfg
+    from segmenter.pytorch.inference import predict_probs as torch_probs
+    p, t = build_pair(tiny_model_cfg("tiny", "linear", num_classes=3, depth=1))
+    load_into_torch(t, paddle_state(p))
+    with paddle.no_grad():
+        want = predict_probs(p, x, is_slide=True, crop_size=crop, stride=stride).numpy()
+    with torch.no_grad():
+        got = torch_probs(t, torch.from_numpy(x.numpy()), is_slide=True, crop_size=crop, stride=stride).numpy()
+    diff = float(np.abs(got - want).max())
+    assert diff <= 1e-5, f"PyTorch twin vs Paddle, crop [w, h] {crop}: max|diff|={diff:.2e}"

@@ -47,7 +47,7 @@ def main(argv=None) -> dict:
     model = Builder(cfg).model
     model.eval()
     tc = cfg.test_config
-    crop, stride = tuple(tc["crop_size"]), tuple(tc["stride"])
+    crop, stride = tuple(tc["crop_size"])[::-1], tuple(tc["stride"])[::-1]  # PaddleSeg's [w, h] -> (h, w)
     windows = len(window_starts(H, crop[0], stride[0])) * len(window_starts(W, crop[1], stride[1]))
     x = paddle.to_tensor(np.random.RandomState(0).randn(1, 3, H, W).astype("float32"))
     with paddle.no_grad():  # warm-up: one window

@@ -15,7 +15,8 @@ from segmenter.windows import window_starts
 
 def slide_logits(model: torch.nn.Module, x: torch.Tensor, crop: tuple[int, int], stride: tuple[int, int],
                  window_batch_size: int = 1) -> torch.Tensor:
-    """Logits [B, C, H, W] averaged over overlapping windows (run window_batch_size at a time)."""
+    """Logits [B, C, H, W] averaged over overlapping windows (run window_batch_size at a time); crop and stride
+    are (h, w)."""
     _, _, h, w = x.shape
     boxes = [(y, xx) for y in window_starts(h, crop[0], stride[0]) for xx in window_starts(w, crop[1], stride[1])]
     total, count = None, torch.zeros([1, 1, h, w], dtype=x.dtype)
@@ -43,7 +44,9 @@ def predict_probs(model: torch.nn.Module, x: torch.Tensor, is_slide: bool = Fals
         inputs = [xs, torch.flip(xs, dims=[3])] if flip_horizontal else [xs]
         for k, xi in enumerate(inputs):
             if is_slide:
-                logits = slide_logits(model, xi, tuple(crop_size), tuple(stride), window_batch_size)
+                # crop_size and stride are PaddleSeg's [width, height]; slide_logits takes (h, w)
+                logits = slide_logits(model, xi, (crop_size[1], crop_size[0]), (stride[1], stride[0]),
+                                      window_batch_size)
             else:
                 logits = model(xi)[0]
             if k == 1:

@@ -32,7 +32,7 @@ class AttentionMaps:
 def window_box(h: int, w: int, pixel: Optional[Tuple[int, int]], crop: Optional[Sequence[int]],
                stride: Optional[Sequence[int]]) -> Tuple[int, int, int, int]:
     """The slide window (the engine's placement) holding `pixel` (first one in scan order; the class token takes
-    the first window); the whole image without crop."""
+    the first window); the whole image without crop. crop and stride are (h, w)."""
     if crop is None:
         return 0, 0, h, w
     starts = [next(o for o in window_starts(size, c, s) if o <= p < o + c)
@@ -81,7 +81,8 @@ def attention_maps(model, image: np.ndarray, layer: int = -1, pixel: Optional[Tu
     Args:
         layer: encoder block (negative counts from the end).
         pixel: (y, x) of the query patch in image pixels; None queries the class token.
-        crop_size, stride: slide-window inference; the maps are those of the window holding `pixel`.
+        crop_size, stride: slide-window inference, PaddleSeg's [width, height] as in test_config; the maps are
+            those of the window holding `pixel`.
         decoder_layer: mask-transformer block whose class->patch attention is shown.
     """
     _, H, W = image.shape
@@ -91,7 +92,7 @@ def attention_maps(model, image: np.ndarray, layer: int = -1, pixel: Optional[Tu
                          f"0 <= x < {W}.")
     if not -vit.depth <= layer < vit.depth:
         raise ValueError(f"attention: layer={layer} but the encoder has {vit.depth} blocks; use 0..{vit.depth - 1}.")
-    y0, x0, h, w = window_box(H, W, pixel, crop_size, stride)
+    y0, x0, h, w = window_box(H, W, pixel, crop_size and crop_size[::-1], stride and stride[::-1])  # as (h, w)
     x = np.ascontiguousarray(image[None, :, y0:y0 + h, x0:x0 + w], np.float32)  # [1, 3, h, w]
     p, prefix = vit.patch_size, vit.num_prefix_tokens
     gh, gw = patch_grid(h, w, vit.patch_size)  # the model pads to whole patches
