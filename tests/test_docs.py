@@ -123,3 +123,40 @@ def test_benchmark_child_runs_in_a_fresh_interpreter():
     from segmenter.bench import paths
     r = paths.run_child("matmul", "-", 1)
     assert r.get("paddle_gflops", 0) > 0 and r.get("torch_gflops", 0) > 0 and r["peak_rss_mb"] > 0, f"child: {r}"
+
+
+def headings(path: str) -> list:
+    return [h.strip() for h in re.findall(r"^#+ (.+)$", read(path), re.M)]
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+
+
+def test_pointers_to_doc_sections_exist():
+    """`see README "Section"` in code, configs and docs, and [links](page.md#anchor), point at headings that exist
+    (sections move between pages: a pointer left behind sends the reader nowhere)."""
+    files = [os.path.join(ROOT, "README.md")] + [p for d in ("configs", "segmenter", "tools", "docs")
+                                                  for p in glob.glob(os.path.join(ROOT, d, "**", "*"), recursive=True)
+                                                  if p.endswith((".py", ".yml", ".md", ".sh"))]
+    dead = []
+    for path in files:
+        text = read(path)
+        for page, title in re.findall(r"\bsee\s+(README(?:\.md)?|(?:docs/)?[\w-]+\.md)\s+\"([^\"\n]+)\"", text):
+            target = os.path.join(ROOT, "README.md" if page.startswith("README") else
+                                  page if page.startswith("docs/") else os.path.join("docs", page))
+            if not os.path.isfile(target) or title not in headings(target):
+                dead.append(f"{os.path.relpath(path, ROOT)}: see {page} \"{title}\"")
+        for page, anchor in re.findall(r"\]\(((?:[\w.-]+/)*[\w.-]+\.md)?#([\w-]+)\)", text):
+            target = os.path.normpath(os.path.join(os.path.dirname(path), page)) if page else path
+            if not os.path.isfile(target) or anchor not in {slug(h) for h in headings(target)}:
+                dead.append(f"{os.path.relpath(path, ROOT)}: ({page}#{anchor})")
+    assert not dead, "pointers to sections that do not exist:\n" + "\n".join(dead)
+
+
+def test_the_readme_venv_is_ignored_by_git():
+    """The README creates .venv inside the clone; git status must not list its thousands of files."""
+    assert "python3.11 -m venv .venv" in read(os.path.join(ROOT, "README.md")), "the README no longer says so"
+    r = subprocess.run(["git", "check-ignore", "-q", ".venv/bin/python"], cwd=ROOT)
+    assert r.returncode == 0, ".venv/ is not in .gitignore"

@@ -13,7 +13,7 @@ def draw_sample(rng: np.random.Generator, size: int, max_shapes: int,
     The background is a dark grey (0-60) and every shape a random bright colour (each channel 100-255), so a shape
     always stands out but its colour says nothing about its class. (With a random background colour as well, a
     ViT's linear patch embedding has to untangle colour from shape first: the quickstart model then stays below
-    0.40 slice + flip mIoU on 2 CPU cores in 10 minutes, against 0.81 with this contrast rule; see README
+    0.40 slice + flip mIoU on 2 CPU cores in 10 minutes, against 0.81 with this contrast rule; see docs/training.md
     "Quickstart figures".)
     """
     img = np.full((size, size, 3), rng.uniform(0, 60), dtype=np.float32)
