@@ -338,7 +338,11 @@ def test_convert_of_a_bare_pdparams_says_what_it_assumed(trained, tmp_path):
     _, run = trained
     bare = str(tmp_path / "model.pdparams")
     shutil.copy(os.path.join(run, "iter_2", "model.pdparams"), bare)
-    with pytest.warns(UserWarning, match=r"neither a \.model\.json nor a state\.json beside it, so \['num_heads', 'norm_eps', "
-                                         r"'pos_embed_interp'\] are assumed.*--num-heads"):
+    import yaml
+    data_only = tmp_path / "data.yml"  # the training config's dataset, without its model section
+    data_only.write_text(yaml.safe_dump({"train_dataset": yaml.safe_load(open(trained[0]))["train_dataset"]}))
+    with pytest.warns(UserWarning, match=r"neither a \.model\.json nor a state\.json beside it, and no base config "
+                                         r"model section of these weights' shapes states \['num_heads', 'norm_eps', "
+                                         r"'pos_embed_interp'\], so they are assumed.*--num-heads"):
         convert(bare, str(tmp_path / "out.pdparams"), save_config=str(tmp_path / "out.yml"),
-                base_config=trained[0])
+                base_config=str(data_only))
