@@ -5,9 +5,10 @@ surfaces as "'NoneType' object has no attribute 'astype'" naming nothing; its ra
 (ResizeStepScaling, RandomPaddingCrop, RandomHorizontalFlip, RandomDistort) draw from the global np.random and
 random. CheckedDataset wraps any dataset (PaddleSeg's or ours) so that every data error is one line naming the
 file (a truncated image too, which cv2 would decode half grey with only libjpeg's "Premature end of JPEG file"
-on stderr), checks each label file as the dataset class reads it, before the transforms (a random crop would hide
-a bad value in a corner), the first time it is read, and, given a seed, reseeds both global generators from (seed, epoch, index) before each training sample:
-the batch of an iteration then depends on (seed, iteration) only, whatever the worker count or resume point.
+on stderr); it checks each label file's values as the dataset class reads them, before the transforms (a random
+crop would cut away a bad value in a corner), the first time a process reads the file; and, given a seed, it
+reseeds both global generators from (seed, epoch, index) before each training sample: the batch of an iteration
+then depends on (seed, iteration) only, whatever the worker count or resume point.
 """
 import os
 import random
