@@ -97,3 +97,26 @@ def test_vdl_scalars_and_inferencer_legend_use_the_names(tmp_path):
     assert seg.names == NAMES, f"Inferencer legend names {seg.names}"
     from segmenter.pytorch.inference import Inferencer as TorchInferencer
     assert TorchInferencer(cfg).names == NAMES, "the PyTorch Inferencer does not read class_names"
+
+
+def test_predict_tool_writes_a_legend_with_the_names(tmp_path):
+    import numpy as np
+    from PIL import Image
+    from segmenter.visualize.palette import legend, palette
+    cfg = named_config(tmp_path, val_dataset={"class_names": NAMES})
+    weights = str(tmp_path / "w.pdparams")
+    paddle.seed(0)
+    paddle.save(SegBuilder(load_config(cfg)).model.state_dict(), weights)
+    images = os.path.join(os.path.dirname(cfg), "my_data", "images")
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "predict.py"), "--config", cfg, "--model_path",
+                        weights, "--image_path", images, "--save_dir", str(tmp_path / "out")], cwd=ROOT,
+                       env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    pal = palette(6)
+    masks = [np.asarray(Image.open(os.path.join(d, f)).convert("RGB"))
+             for d, _, fs in os.walk(tmp_path / "out" / "pseudo_color") for f in fs]
+    present = sorted({c for m in masks for c in range(6) if (m == pal[c]).all(-1).any()})
+    got = np.asarray(Image.open(tmp_path / "out" / "legend.png").convert("RGB"))
+    want = legend(NAMES, pal, 640, present, row_height=20)
+    assert got.shape == want.shape and np.array_equal(got, want), \
+        f"legend.png {got.shape} is not the legend of classes {present} named {[NAMES[c] for c in present]}"

@@ -11,8 +11,8 @@ from tqdm import tqdm
 from segmenter.datasets.checked import decode_error
 from segmenter.engine.builder import Builder
 from segmenter.engine.infer import predict_probs, reverse_transform
-from segmenter.engine.run import load_model, test_kwargs
-from segmenter.visualize.palette import palette
+from segmenter.engine.run import class_names_of, load_model, test_kwargs
+from segmenter.visualize.palette import legend, palette
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -66,22 +66,26 @@ def preprocess(cfg, img: np.ndarray) -> tuple[np.ndarray, list]:
 
 def run_predict(cfg, model_path: str, image_path: str, save_dir: str, **overrides) -> list[str]:
     """Write save_dir/pseudo_color/<rel>.png and save_dir/added/<rel>.png at each input's original size, <rel>
-    being the input's path under image_path; returns the mask paths."""
+    being the input's path under image_path, and save_dir/legend.png naming the colours of the classes predicted;
+    returns the mask paths."""
     model = load_model(cfg, model_path)
     kw = test_kwargs(cfg, overrides)
     pal = palette(model.num_classes)
     files = list_images(image_path)
-    out = []
+    out, present = [], set()
     with paddle.no_grad():
         for f, name in tqdm(list(zip(files, output_names(files, image_path))), desc="predict"):
             img = read_image(f)
             x, trans_info = preprocess(cfg, img)
             probs = predict_probs(model, paddle.to_tensor(x[None]), **kw)
             pred = reverse_transform(probs, trans_info).argmax(1)[0].numpy().astype(np.uint8)
+            present.update(np.unique(pred).tolist())
             color = pal[pred]
             for d, arr in (("pseudo_color", color), ("added", (0.5 * img + 0.5 * color).astype(np.uint8))):
                 dst = os.path.join(save_dir, d, name)
                 os.makedirs(os.path.dirname(dst), exist_ok=True)
                 Image.fromarray(arr).save(dst)
             out.append(os.path.join(save_dir, "pseudo_color", name))
+    names = class_names_of(cfg, model.num_classes)
+    Image.fromarray(legend(names, pal, 640, sorted(present), row_height=20)).save(os.path.join(save_dir, "legend.png"))
     return out
