@@ -205,7 +205,7 @@ def run_tool(name: str, args: list):
     import sys
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     return subprocess.run([sys.executable, os.path.join(repo, "tools", name), *args], cwd=repo,
-                          env=dict(os.environ, PYTHONPATH=repo), capture_output=True, text=True, timeout=300)
+                          env=dict(os.environ, PYTHONPATH=repo), capture_output=True, text=True, timeout=600)
 
 
 def test_train_and_predict_tools_stop_on_a_truncated_photo(data, tmp_path):
