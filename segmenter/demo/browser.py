@@ -13,6 +13,7 @@ import base64
 import io
 import os
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -69,9 +70,9 @@ class DemoProcess:
         return self.log.getvalue().decode(errors="replace")
 
     def stop(self) -> str:
-        """End the server (SIGTERM, then SIGKILL); returns everything it printed."""
+        """End the server as Ctrl+C does (SIGINT; SIGKILL after 10 s); returns everything it printed."""
         if self.proc.poll() is None:
-            self.proc.terminate()
+            self.proc.send_signal(signal.SIGINT)
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:

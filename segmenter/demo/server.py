@@ -11,6 +11,7 @@ goes to the terminal, never to the page).
 """
 import json
 import os
+import signal
 import sys
 import traceback
 import urllib.parse
@@ -125,6 +126,10 @@ def serve(demo: Demo, host: str = "127.0.0.1", port: int = 7860) -> None:
     shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
     print(f"demo of {demo.config} ({demo.describe()}): open http://{shown}:{server.server_address[1]}/ "
           "(Ctrl+C stops it)", flush=True)
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)  # `kill` stops it as Ctrl+C does (Paddle's own handler dumps a C++ stack)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
