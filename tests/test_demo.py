@@ -5,9 +5,11 @@ import io
 import json
 import os
 import re
+import struct
 import threading
 import urllib.error
 import urllib.request
+import zlib
 
 import matplotlib
 import numpy as np
@@ -105,6 +107,13 @@ def test_attention_equals_attention_maps(demos, name, framework, slide):
         assert np.abs(mask.astype(int) - want).max() <= 1, "class mask picture is not the class's probability"
 
 
+def png_header(w: int, h: int) -> bytes:
+    """A PNG signature and IHDR claiming w x h pixels (no pixel data): what a decompression bomb starts with."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)) + chunk(b"IDAT", b"")
+
+
 def test_bad_uploads_say_what_to_do(made):
     d = Demo(*made["linear"], max_side=256, max_bytes=200_000, max_tokens=200, max_attn_bytes=10_000)
     good = png_bytes(odd_image(75, 103))
@@ -112,6 +121,9 @@ def test_bad_uploads_say_what_to_do(made):
              (b"", "is empty"),
              (good[:len(good) // 2], r"could not be decoded .*truncated or damaged"),
              (png_bytes(np.zeros((4, 300, 3), np.uint8)), r"is 300x4 px; the limit is 256 px on the longest side"),
+             (png_header(30000, 30000), r"is too large \(Image size \(900000000 pixels\) exceeds .*\); the limit is "
+                                        r"256 px on the longest side"),
+             (png_header(300, 20), r"is 300x20 px; the limit is 256 px"),
              (b"x" * 200_001, r"is 195.3 KiB; the limit is 195.3 KiB \(--max_mb\)"),
              (png_bytes(odd_image(200, 200)), r"this 200x200 px input is 625 patches .* limit is 200 "
                                                r"\(--max_tokens\): turn on slice")]

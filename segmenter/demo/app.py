@@ -11,6 +11,7 @@ import io
 import os
 import threading
 import time
+import warnings
 from collections import OrderedDict
 from typing import Any, Dict, List, Optional
 
@@ -160,17 +161,22 @@ class Demo:
                             "upload a smaller file.")
         if not data:
             raise DemoError(f"{name} is empty: pick an image file (PNG, JPEG, BMP, TIFF, WebP).")
-        Image.MAX_IMAGE_PIXELS = None  # the side limit below is ours, checked before decoding the pixels
+        too_big = f"the limit is {self.max_side} px on the longest side (--max_side): resize it first."
         try:
-            img = Image.open(io.BytesIO(data))
+            with warnings.catch_warnings():  # the side limit below is ours, checked before decoding the pixels
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                img = Image.open(io.BytesIO(data))
             w, h = img.size  # read from the header: nothing is decoded yet
+        except Image.DecompressionBombError as e:  # PIL's own limit, far above max_side's
+            raise DemoError(f"{name} is too large ({e}); {too_big}") from None
         except Exception:
             raise DemoError(f"{name} is not an image PIL can read: pick a PNG, JPEG, BMP, TIFF or WebP file.") from None
         if max(h, w) > self.max_side:
-            raise DemoError(f"{name} is {w}x{h} px; the limit is {self.max_side} px on the longest side "
-                            "(--max_side): resize it first.")
+            raise DemoError(f"{name} is {w}x{h} px; {too_big}")
         try:
-            return np.asarray(img.convert("RGB"))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                return np.asarray(img.convert("RGB"))
         except Exception as e:
             raise DemoError(f"{name} ({w}x{h} {img.format}) could not be decoded ({e}): the file may be truncated or "
                             "damaged; save it again or pick another.") from None
