@@ -109,6 +109,17 @@ def test_upload_overlay_click_attention(driver, made, tmp_path, name, framework)
         want = inferencer(framework, cfg, weights, flip_horizontal=True)(img).pred
         assert np.array_equal(got, want), f"flip: {int((got != want).sum())} pixels differ from the Inferencer"
 
+        # a bundled sample, picked from the menu, goes the same way
+        from selenium.webdriver.support.ui import Select
+
+        from segmenter.demo.samples import SAMPLES
+        driver.execute_script("document.body.dataset.state = 'picking'")
+        Select(driver.find_element("id", "sample")).select_by_value("shapes_96")
+        assert wait_state(driver) == "done", driver.find_element("id", "message").text
+        got = data_url_image(driver.find_element("id", "mask-link").get_attribute("href"))
+        want = inferencer(framework, cfg, weights, flip_horizontal=True)(SAMPLES["shapes_96"]()).pred
+        assert np.array_equal(got, want), f"sample: {int((got != want).sum())} pixels differ from the Inferencer"
+
         # bad uploads: one sentence on the page, never a traceback
         (tmp_path / "notes.png").write_text("not an image at all")
         Image.fromarray(np.zeros((2, 5000, 3), np.uint8)).save(tmp_path / "wide.png")
