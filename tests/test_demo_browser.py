@@ -75,9 +75,13 @@ def test_upload_overlay_click_attention(driver, made, tmp_path, name, framework)
         assert diff == 0, f"{name} ({framework}): page mask {got.shape} differs from the Inferencer in {diff} pixels"
         counts = np.bincount(want.ravel(), minlength=len(info["names"]))
         order = [c for c in np.argsort(-counts, kind="stable") if counts[c]]
-        rows = text(driver, "#areas tbody tr")
-        assert [r.split()[-2] for r in rows] == [str(counts[c]) for c in order], rows
-        assert text(driver, "#legend .chip") == [info["names"][c] for c in order]
+        rows, chips = text(driver, "#areas tbody tr"), text(driver, "#legend .chip")
+        listed, rest = order[:20], order[20:]  # the page lists 20 classes, then sums the rest in one line
+        want_rows = [str(counts[c]) for c in listed] + ([str(counts[rest].sum())] if rest else [])
+        assert [r.split()[-2] for r in rows] == want_rows, rows
+        assert chips == [info["names"][c] for c in listed] + ([f"and {len(rest)} more classes"] if rest else [])
+        if rest:
+            assert rows[-1].startswith(f"{len(rest)} more classes"), rows[-1]
         shown = driver.execute_script("return document.getElementById('overlay').naturalWidth")
         assert shown == 103, f"overlay is {shown} px wide, the image 103"
 

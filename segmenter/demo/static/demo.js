@@ -7,6 +7,7 @@ const state = { info: null, blob: null, name: null, id: null, click: null, last:
                 uploadToOverlayMs: null };
 window.demo = state;  // read by the browser test
 const MAX_SHOWN = [420, 520];  // width, height the image and the prediction are drawn at most
+const MAX_ROWS = 20;  // classes listed in the legend and the area table
 
 function setState(s, text, isError) {
   document.body.dataset.state = s;
@@ -102,14 +103,21 @@ async function run(blob, name) {
   $("marker").style.display = "none";
   $("mask-link").href = out.mask;
   $("mask-link").style.display = "block";
+  // the classes present, largest first; past MAX_ROWS (a 150-class model) the rest are summed in one line
+  const shown = out.areas.slice(0, MAX_ROWS), rest = out.areas.slice(MAX_ROWS);
+  const swatch = (a) => el("span", { className: "swatch", style: `background:${a.color}` });
   const legend = $("legend");
-  legend.replaceChildren(...out.areas.map((a) => el("span", { className: "chip" }, [
-    el("span", { className: "swatch", style: `background:${a.color}` }), a.name])));
-  const body = $("areas").tBodies[0];
-  body.replaceChildren(...out.areas.map((a) => el("tr", {}, [
-    el("td", {}, [el("span", { className: "swatch", style: `background:${a.color}` })]),
-    el("td", { textContent: a.name }), el("td", { className: "num", textContent: a.pixels }),
-    el("td", { className: "num", textContent: a.percent.toFixed(2) })])));
+  legend.replaceChildren(...shown.map((a) => el("span", { className: "chip" }, [swatch(a), a.name])));
+  const rows = shown.map((a) => el("tr", {}, [el("td", {}, [swatch(a)]), el("td", { textContent: a.name }),
+    el("td", { className: "num", textContent: a.pixels }), el("td", { className: "num", textContent: a.percent.toFixed(2) })]));
+  if (rest.length) {
+    const sum = (k) => rest.reduce((t, a) => t + a[k], 0);
+    legend.append(el("span", { className: "chip", textContent: `and ${rest.length} more classes` }));
+    rows.push(el("tr", { className: "rest" }, [el("td"), el("td", { textContent: `${rest.length} more classes` }),
+      el("td", { className: "num", textContent: sum("pixels") }),
+      el("td", { className: "num", textContent: sum("percent").toFixed(2) })]));
+  }
+  $("areas").tBodies[0].replaceChildren(...rows);
   showTimings();
   $("attn-title").textContent = "Attention: click a pixel of the prediction";
   $("attn-heads").replaceChildren();
