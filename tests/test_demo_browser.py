@@ -94,8 +94,11 @@ def test_upload_overlay_click_attention(driver, made, tmp_path, name, framework)
         m = attention_maps(seg.model, xin, info["depth"] - 1, (y * xin.shape[1] // 75, x * xin.shape[2] // 103), **kw)
         title = driver.find_element("id", "attn-title").text
         assert f"encoder layer {info['depth'] - 1}, patch (row {m.query[0]}, col {m.query[1]})" in title, title
-        captions = text(driver, "#attn-heads figure.head figcaption")
-        assert captions == [f"head {k} · {a.min():.3f}–{a.max():.3f}" for k, a in enumerate(m.heads)], captions
+        captions = text(driver, "#attn-heads figure.head figcaption")  # "head k · min–max", 2 significant digits
+        assert [c.split(" · ")[0] for c in captions] == [f"head {k}" for k in range(len(m.heads))], captions
+        shown = np.array([[float(v) for v in c.split(" · ")[1].split("–")] for c in captions])
+        want = np.stack([m.heads.reshape(len(m.heads), -1).min(1), m.heads.reshape(len(m.heads), -1).max(1)], 1)
+        assert np.allclose(shown, want, rtol=0.05, atol=0), f"head ranges {shown.tolist()} vs {want.tolist()}"
         masks = text(driver, "#attn-classes figure.class-mask figcaption")
         if m.class_masks is None:
             assert masks == [], masks

@@ -167,7 +167,11 @@ def main(argv=None) -> dict:
         if a.click:
             click_pixel(driver, *a.click)
         if a.screenshot:
-            height = driver.execute_script("return document.body.scrollHeight + 40")
+            from selenium.webdriver.support.ui import WebDriverWait
+            WebDriverWait(driver, 30).until(lambda d: d.execute_script(
+                "return [...document.images].every(i => !i.src || i.complete)"))  # the panel's maps laid out
+            height = driver.execute_script(  # the page's height plus the window's frame around the viewport
+                "return document.documentElement.scrollHeight + window.outerHeight - window.innerHeight + 16")
             driver.set_window_size(a.window[0], max(a.window[1], height))
             os.makedirs(os.path.dirname(os.path.abspath(a.screenshot)), exist_ok=True)
             driver.save_screenshot(a.screenshot)

@@ -134,6 +134,10 @@ function showTimings() {
   $("timings").textContent = "last run: " + parts.join(" · ");
 }
 
+function range(lo, hi) {  // a map's min-max, to two significant digits (attention weights can be 1e-5)
+  return `${lo.toPrecision(2)}–${hi.toPrecision(2)}`;
+}
+
 function figure(src, caption, cls) {
   return el("figure", { className: cls }, [el("img", { src: src, alt: caption }), el("figcaption", { textContent: caption })]);
 }
@@ -157,12 +161,12 @@ async function attend() {
   $("attn-title").textContent = `Attention of encoder layer ${out.layer}, patch (row ${out.query[0]}, col ${out.query[1]}) ` +
     `under pixel (y ${y}, x ${x}), over ${where}; each map scaled from its min to its max`;
   $("attn-heads").replaceChildren(figure(out.window, "query patch (red)", "window"),
-    ...out.heads.map((hd) => figure(hd.png, `head ${hd.head} · ${hd.min.toFixed(3)}–${hd.max.toFixed(3)}`, "head")));
+    ...out.heads.map((hd) => figure(hd.png, `head ${hd.head} · ${range(hd.min, hd.max)}`, "head")));
   const classes = $("attn-classes");
   classes.replaceChildren();
   if (out.classes.length) {
     classes.append(el("div", { className: "rowtitle", textContent: "class embeddings' attention over the patches (last decoder layer, mean over heads)" }),
-      el("div", { className: "row" }, out.classes.map((c) => figure(c.attn, `${c.name} · ${c.attn_min.toFixed(3)}–${c.attn_max.toFixed(3)}`, "class-attn"))),
+      el("div", { className: "row" }, out.classes.map((c) => figure(c.attn, `${c.name} · ${range(c.attn_min, c.attn_max)}`, "class-attn"))),
       el("div", { className: "rowtitle", textContent: "class masks (softmax probability, 0-1)" }),
       el("div", { className: "row" }, out.classes.map((c) => figure(c.mask, c.name, "class-mask"))));
   }
