@@ -103,3 +103,35 @@ def test_grid_png_and_errors(pair, tmp_path):
         attention_maps(p, x, 0, (50, 3))
     with pytest.raises(ValueError, match="layer=5 but the encoder has 2 blocks"):
         attention_maps(p, x, 5)
+
+
+@pytest.mark.parametrize("with_cls_token", [True, False])
+def test_upernet_attention_comes_from_its_vit(with_cls_token):
+    """UPerNet's ViT returns maps (out_indices); its return_attn still gives each block's attention: Paddle equals
+    the twin, and equals a ViT with the same weights that returns tokens (the flag reads the same blocks)."""
+    paddle.seed(4)
+    cfg = {"type": "UPerNetViT", "num_classes": 4,
+           "backbone": {"type": "SegmenterViT", "img_size": 32, "embed_dim": 32, "depth": 2, "num_heads": 2,
+                        "out_indices": [0, 1], "with_cls_token": with_cls_token},
+           "decode_head": {"channels": 8, "pool_scales": [1, 2]}}
+    p, t = build_pair(cfg)
+    load_into_torch(t, paddle_state(p))
+    a = attention_maps(p, image(40, 56), 1, (33, 20))
+    b = attention_maps(t, image(40, 56), 1, (33, 20))
+    assert a.heads.shape == (2, 40, 56) and a.query == (2, 1), f"heads {a.heads.shape}, query {a.query}"
+    d = np.abs(a.heads - b.heads).max()
+    assert d <= 1e-5, f"UPerNet encoder maps Paddle vs twin max|diff|={d:.2e}"
+    from segmenter.models import SegmenterViT
+    tokens_vit = SegmenterViT(img_size=32, embed_dim=32, depth=2, num_heads=2, with_cls_token=with_cls_token)
+    tokens_vit.set_state_dict(p.backbone.state_dict())
+    tokens_vit.eval()
+    with paddle.no_grad():
+        want = tokens_vit(paddle.to_tensor(image(40, 56)[None]), return_attn=True)[1][1][0].numpy()  # [heads, T, T]
+    prefix = 1 if with_cls_token else 0
+    q = prefix + 2 * 4 + 1  # patch (2, 1) of the 3x4 grid (40x56 padded to 48x64)
+    got = a.heads[:, ::16, ::16]  # one value per patch: [heads, 3, 4]
+    d = np.abs(got - want[:, q, prefix:].reshape(2, 3, 4)).max()
+    assert d <= 1e-6, f"maps vs the token-returning ViT's attention max|diff|={d:.2e}"
+    if not with_cls_token:
+        with pytest.raises(ValueError, match="no class token in its blocks"):
+            attention_maps(p, image(40, 56), 1, None)

@@ -4,5 +4,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install -q -r requirements.txt
 python -m pip install -q --no-deps mmsegmentation==1.2.2 mmpretrain==1.2.0  # their deps are in requirements.txt
-python -m pip install -q --no-deps -e .
+python -m pip install -q -e ".[demo]"  # the demo extra: selenium, for the demo tier (deps already met above)
+# The demo tier (pytest -m demo: the demo page in headless Chromium) needs Debian's chromium and its driver
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo -n"
+    if command -v apt-get >/dev/null && { $sudo apt-get update -qq && \
+            $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }; then
+        echo "installed chromium and chromium-driver for the demo tier"
+    else
+        echo "note: could not install chromium/chromium-driver (apt-get as root); the demo tier will be skipped" >&2
+    fi
+fi
 python -m pytest -q tests parity_tests "$@"

@@ -186,7 +186,8 @@ class SegmenterViT(nn.Layer):
                 ) -> Union[paddle.Tensor, Tuple[paddle.Tensor, List[paddle.Tensor]]]:
         """[B, C, H, W] -> [B, prefix + N, D]; with `return_attn` also each block's attention [B, heads, T, T].
 
-        With `out_indices`, a tuple of maps [B, D, H/p, W/p] instead (each [map, cls [B, D]] with output_cls_token).
+        With `out_indices`, a tuple of maps [B, D, H/p, W/p] instead (each [map, cls [B, D]] with output_cls_token),
+        and with `return_attn` (maps, attentions): UPerNet's attention comes from the same flag.
         """
         check_image_batch(x, self.in_channels, type(self).__name__)
         x = pad_to_patch(x, self.patch_size)
@@ -211,7 +212,7 @@ class SegmenterViT(nn.Layer):
             if self.out_indices is not None and i in self.out_indices:
                 outs.append(self.to_map(x, grid))
         if self.out_indices is not None:
-            return tuple(outs)
+            return (tuple(outs), attns) if return_attn else tuple(outs)
         return (x, attns) if return_attn else x
 
     def to_map(self, x: paddle.Tensor, grid: Tuple[int, int]) -> Union[paddle.Tensor, List[paddle.Tensor]]:

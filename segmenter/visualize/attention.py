@@ -1,4 +1,4 @@
-"""Attention maps of a Segmenter, from the `return_attn` flag of its own forward (Paddle model or PyTorch twin).
+"""Attention maps of a Segmenter or UPerNetViT, from the `return_attn` flag of its own forward (Paddle or twin).
 
 For one query (a patch given by a pixel, or the class token) the attention of every head of one encoder layer
 over the patches; for the mask-transformer decoder, each class embedding's attention over the patches and the
@@ -92,11 +92,16 @@ def attention_maps(model, image: np.ndarray, layer: int = -1, pixel: Optional[Tu
                          f"0 <= x < {W}.")
     if not -vit.depth <= layer < vit.depth:
         raise ValueError(f"attention: layer={layer} but the encoder has {vit.depth} blocks; use 0..{vit.depth - 1}.")
+    # MMSeg's ViT (UPerNet) drops the prefix tokens after the position embedding: its blocks attend patches only
+    prefix = vit.num_prefix_tokens if vit.with_cls_token else 0
+    if pixel is None and not prefix:
+        raise ValueError("attention: this backbone has no class token in its blocks (with_cls_token: False, as "
+                         "MMSeg's UPerNet); pass a pixel to query a patch.")
     y0, x0, h, w = window_box(H, W, pixel, crop_size and crop_size[::-1], stride and stride[::-1])  # as (h, w)
     x = np.ascontiguousarray(image[None, :, y0:y0 + h, x0:x0 + w], np.float32)  # [1, 3, h, w]
-    p, prefix = vit.patch_size, vit.num_prefix_tokens
+    p = vit.patch_size
     gh, gw = patch_grid(h, w, vit.patch_size)  # the model pads to whole patches
-    mask_decoder = type(model.decoder).__name__ == "MaskTransformer"
+    mask_decoder = type(getattr(model, "decoder", None)).__name__ == "MaskTransformer"
     attns, dec = _run(model, x, mask_decoder)
     if pixel is None:
         q, query = 0, None
