@@ -56,7 +56,7 @@ def _run(model, x: np.ndarray, mask_decoder: bool):
             tokens, attns = model.backbone(torch.from_numpy(x), return_attn=True)
             dec = None
             if mask_decoder:
-                grid = patch_grid(x.shape[2], x.shape[3], model.backbone.patch_size)
+                grid = patch_grid(x.shape[2], x.shape[3], model.backbone.stride)
                 masks, dattns = model.decoder(tokens[:, model.backbone.num_prefix_tokens:], grid, return_attn=True)
                 dec = masks.numpy(), [a.numpy() for a in dattns]
         return [a.numpy() for a in attns], dec
@@ -65,7 +65,7 @@ def _run(model, x: np.ndarray, mask_decoder: bool):
         tokens, attns = model.backbone(paddle.to_tensor(x), return_attn=True)
         dec = None
         if mask_decoder:
-            grid = patch_grid(x.shape[2], x.shape[3], model.backbone.patch_size)
+            grid = patch_grid(x.shape[2], x.shape[3], model.backbone.stride)
             masks, dattns = model.decoder(tokens[:, model.backbone.num_prefix_tokens:], grid, return_attn=True)
             dec = masks.numpy(), [a.numpy() for a in dattns]
     return [a.numpy() for a in attns], dec
@@ -91,8 +91,8 @@ def attention_maps(model, image: np.ndarray, layer: int = -1, pixel: Optional[Tu
         raise ValueError(f"attention: layer={layer} but the encoder has {vit.depth} blocks; use 0..{vit.depth - 1}.")
     y0, x0, h, w = window_box(H, W, pixel, crop_size, stride)
     x = np.ascontiguousarray(image[None, :, y0:y0 + h, x0:x0 + w], np.float32)  # [1, 3, h, w]
-    p, prefix = vit.patch_size, vit.num_prefix_tokens
-    gh, gw = patch_grid(h, w, vit.patch_size)  # the model pads to whole patches
+    p, prefix = vit.stride, vit.num_prefix_tokens
+    gh, gw = patch_grid(h, w, vit.stride)  # the model pads to whole patches
     mask_decoder = type(model.decoder).__name__ == "MaskTransformer"
     attns, dec = _run(model, x, mask_decoder)
     if pixel is None:
