@@ -21,7 +21,8 @@ def same_pad(x: torch.Tensor, kernel_size: int, stride: int, value: float = 0.0)
     pad_w = max((math.ceil(W / stride) - 1) * stride + kernel_size - W, 0)
     if pad_h == 0 and pad_w == 0:
         return x
-    return F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2], value=value)  # [left, right, top, bottom]
+    return F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2],
+                 value=value)  # [left, right, top, bottom]
 
 
 class StdConv2dSame(nn.Module):
