@@ -151,7 +151,8 @@ class ResNetV2(nn.Module):
 def stem_geometry(layers: List[int]) -> Tuple[int, int]:
     """(stride, channels) of the map a ResNetV2 with these stages (none: the stem alone) produces."""
     if len(layers) > len(STAGE_WIDTHS):
-        raise ValueError(f"stem_layers={list(layers)}: a ResNetV2 has at most {len(STAGE_WIDTHS)} stages.")
+        raise ValueError(f"SegmenterViT: stem_layers={list(layers)}, but a ResNetV2 has at most {len(STAGE_WIDTHS)} "
+                         f"stages; give one bottleneck count per stage, e.g. [3, 4, 9] (R50, stride 16).")
     if not layers:
         return STEM_STRIDE, STEM_WIDTH
     return STEM_STRIDE * 2 ** (len(layers) - 1), STAGE_WIDTHS[len(layers) - 1]
