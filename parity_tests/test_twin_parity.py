@@ -88,3 +88,29 @@ def test_distilled_and_attention_maps_match():
     for i, (a, b) in enumerate(zip(pa, ta)):
         g = gap(a.numpy(), b.numpy())
         assert g.max_abs <= 1e-5, f"block {i} attention max|diff|={g.max_abs:.3e}"
+
+
+# Hybrid stems (SegmenterViT(stem_layers=...)): the stem alone with 4x4 patches (stride 16) and a two-stage
+# ResNetV2 with 1x1 patches (stride 8), under Segmenter's two decoders and UPerNetViT (neck + aux head).
+HYBRID_UPERNET = {"type": "UPerNetViT", "num_classes": 5, "neck": {"scales": [4, 2, 1, 0.5]},
+                  "decode_head": {"channels": 16, "pool_scales": [1, 2, 3, 6], "dropout": 0.1},
+                  "auxiliary_head": {"in_index": -1, "channels": 8, "num_convs": 1, "dropout": 0.1}}
+
+
+@pytest.mark.parametrize("model", ["linear", "mask_transformer", "upernet"])
+@pytest.mark.parametrize("stem_layers,patch_size", [([], 4), ([1, 2], 1)])
+def test_hybrid_stem_logits_match(stem_layers, patch_size, model):
+    """Inputs 1x3x64x64 and 2x3x50x70 (not a multiple of the stride: padded to it, positions resampled)."""
+    paddle.seed(5)
+    torch.manual_seed(5)
+    cfg = tiny_model_cfg("tiny", "linear" if model == "upernet" else model, img_size=64, depth=4,
+                         pos_embed_interp="bicubic")
+    cfg["backbone"].update(stem_layers=stem_layers, patch_size=patch_size)
+    if model == "upernet":
+        cfg = {**HYBRID_UPERNET, "backbone": {**cfg["backbone"], "out_indices": [0, 1, 2, 3]}}
+    p, t = build_pair(cfg)
+    move_off_init(p, 5)
+    load_into_torch(t, paddle_state(p))
+    for b, h, w in ((1, 64, 64), (2, 50, 70)):
+        x = np.random.default_rng(h * w).standard_normal((b, 3, h, w)).astype(np.float32)
+        _check(compare(p, t, x), f"stem {stem_layers} patch {patch_size} {model} input {b}x{h}x{w}")

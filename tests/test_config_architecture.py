@@ -15,12 +15,15 @@ import segmenter  # noqa: F401  (registers the components the configs name)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED = sorted(glob.glob(os.path.join(ROOT, "configs", "segmenter", "*.yml")))
-NAME = re.compile(r"segmenter_vit_(?P<size>tiny|small|base|large)_(?P<decoder>linear|mask)_"
+NAME = re.compile(r"segmenter_vit_(?P<size>tiny|small|base|large)(?P<hybrid>_r50)?_(?P<decoder>linear|mask)_"
                   r"(?P<dataset>ade20k|cityscapes|pascal_context)_(?P<h>\d+)x(?P<w>\d+)_\d+k\.yml$")
 VIT = {  # size -> (embed_dim, depth, num_heads), patch 16, mlp_ratio 4
     "tiny": (192, 12, 3), "small": (384, 12, 6), "base": (768, 12, 12), "large": (1024, 24, 16),
 }
 PATCH, MLP_RATIO = 16, 4
+# R50+ViT-B/16 (Dosovitskiy et al. 2021, timm's vit_base_r50_s16_384): ResNet-50's first three stages (3, 4, 9
+# bottlenecks) make a stride-16 map that a 1x1 conv embeds, so tokens are 16 pixels as ViT-B/16's.
+R50_STAGES, R50_PATCH = [3, 4, 9], 1
 MASK_DECODER_LAYERS, HEAD_DIM = 2, 64
 DATASETS = {"ade20k": 150, "cityscapes": 19, "pascal_context": 60}  # classes the model predicts
 
@@ -37,10 +40,11 @@ def test_shipped_config_architecture_is_the_published_one(path):
     cfg = Config(path).dic  # PaddleSeg's own _base_ merge
     bb, dec = cfg["model"]["backbone"], cfg["model"]["decoder"]
     d, depth, heads = VIT[want["size"]]
-    got = (bb["embed_dim"], bb["depth"], bb["num_heads"], bb["patch_size"], bb["mlp_ratio"])
-    assert got == (d, depth, heads, PATCH, MLP_RATIO), \
-        f"{os.path.basename(path)}: backbone (embed, depth, heads, patch, mlp) = {got}, ViT-{want['size']} is " \
-        f"{(d, depth, heads, PATCH, MLP_RATIO)}"
+    patch, stem = (R50_PATCH, R50_STAGES) if want["hybrid"] else (PATCH, None)
+    got = (bb["embed_dim"], bb["depth"], bb["num_heads"], bb["patch_size"], bb["mlp_ratio"], bb.get("stem_layers"))
+    assert got == (d, depth, heads, patch, MLP_RATIO, stem), \
+        f"{os.path.basename(path)}: backbone (embed, depth, heads, patch, mlp, stem) = {got}, " \
+        f"{'R50+' if stem else ''}ViT-{want['size']} is {(d, depth, heads, patch, MLP_RATIO, stem)}"
     crop = [int(want["h"]), int(want["w"])]
     assert bb["img_size"] in (crop[0], crop), f"{path}: img_size {bb['img_size']}, the name says {crop}"
     train = cfg["train_dataset"]

@@ -181,3 +181,35 @@ def test_layer_scale_scales_each_residual_branch(gamma):
             want = scaled.norm(tokens + resample_pos_embed(scaled.pos_embed, (2, 2), (2, 3), 1, "bilinear")).numpy()
     d = float(np.abs(got - want).max())
     assert d <= (0.0 if gamma == 1.0 else 1e-5), f"gamma={gamma}: max|diff|={d:.2e}"
+
+
+@pytest.mark.parametrize("stem_layers,patch_size,stride", [([], 8, 32), ([1, 1], 1, 8)])
+def test_hybrid_stem_pads_to_its_stride(stem_layers, patch_size, stride):
+    """A hybrid stem's tokens cover `stride` pixels: an input that is not a multiple of it is zero-padded to one
+    (the same logits as padding by hand, cropped), and the token grid is the padded size over the stride."""
+    paddle.seed(2)
+    model = tiny_segmenter("linear", img_size=64, stem_layers=stem_layers, patch_size=patch_size)
+    model.eval()
+    h, w = 70, 45
+    gh, gw = -(-h // stride), -(-w // stride)
+    x = paddle.randn([1, 3, h, w])
+    padded = paddle.zeros([1, 3, gh * stride, gw * stride])
+    padded[:, :, :h, :w] = x
+    with paddle.no_grad():
+        tokens = model.backbone(x)
+        a = model(x)[0].numpy()
+        b = model(padded)[0].numpy()[:, :, :h, :w]
+    got = (model.backbone.stride, list(tokens.shape))
+    assert got == (stride, [1, 1 + gh * gw, 192]), f"(stride, tokens) = {got}, want {(stride, [1, 1 + gh * gw, 192])}"
+    diff = np.abs(a - b).max()
+    assert diff < 1e-5, f"max|diff| between implicit and explicit padding = {diff:.2e}"
+
+
+@pytest.mark.parametrize("kw,says", [
+    ({"stem_layers": [1, 1, 1, 1, 1], "patch_size": 1}, "at most 4 stages; give one bottleneck count per stage"),
+    ({"stem_layers": [3, 4, 9], "patch_size": 16}, "patch_size=16 is not supported on a hybrid stem"),
+    ({"stem_layers": [3, 4, 9], "patch_size": 1, "img_size": 40}, "multiple of the token stride 16"),
+])
+def test_hybrid_stem_config_errors_say_what_to_fix(kw, says):
+    with pytest.raises(ValueError, match=says):
+        tiny_vit("tiny", **kw)

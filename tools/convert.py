@@ -60,6 +60,7 @@ def main(args: argparse.Namespace) -> int:
         what = f"{a.decoder['name']} decoder, {a.num_classes} classes" if a.decoder else "backbone only"
     print(f"{args.src} ({conv.fmt}) -> {args.dst}: ViT D={a.embed_dim} depth={a.depth} heads={a.num_heads} "
           f"patch={a.patch_size} img={a.img_size}"
+          f"{'' if a.stem_layers is None else f', ResNetV2 stem {a.stem_layers} (stride {a.stride})'}"
           f"{', layer scale' if a.layer_scale_init is not None else ''}, {what}; {len(conv.state)} tensors, "
           f"{len(conv.dropped)} dropped on purpose {conv.dropped[:4]}")
     if args.save_config:

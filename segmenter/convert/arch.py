@@ -31,18 +31,25 @@ class Arch:
     neck: Optional[Dict[str, Any]] = None            # UPerNetViT: MultiLevelNeck arguments, or None
     decode_head: Optional[Dict[str, Any]] = None     # UPerNetViT: UPerHead arguments
     auxiliary_head: Optional[Dict[str, Any]] = None  # UPerNetViT: FCNHead arguments, or None
+    stem_layers: Optional[List[int]] = None    # hybrid: bottlenecks per ResNetV2 stage ([] the stem alone), or None
 
     def backbone_config(self) -> Dict[str, Any]:
         """The `model.backbone` section of a config (without dropout and pretrained)."""
         d = asdict(self)
         for key in NOT_BACKBONE:
             d.pop(key)
-        if d["layer_scale_init"] is None:  # the configs of weights without layer scale stay as they were
-            d.pop("layer_scale_init")
+        for key in ("layer_scale_init", "stem_layers"):  # the configs of plain ViT weights stay as they were
+            if d[key] is None:
+                d.pop(key)
         return {"type": "SegmenterViT", **d}
 
     def to_json(self) -> Dict[str, Any]:
         return asdict(self)
+
+    @property
+    def stride(self) -> int:
+        """Pixels per token side: the patch, times the hybrid stem's stride."""
+        return self.patch_size * (1 if self.stem_layers is None else stem_stride(self.stem_layers))
 
 
 NOT_BACKBONE = ("num_classes", "decoder", "logits_resize", "neck", "decode_head", "auxiliary_head")
@@ -52,6 +59,30 @@ MLN_SCALES = [4, 2, 1, 0.5]
 # The init value of LayerScale weights that carry it, when nothing records it: weights hold the trained gammas,
 # not where they started, and once loaded the value has no effect (timm's and mmpretrain's default 1e-5).
 LAYER_SCALE_INIT = 1e-5
+# The hybrid stem (models/resnetv2.py): a 7x7/2 conv + 3x3/2 pool of 64 channels, then stages of these widths, the
+# first at stride 1 and each next one at stride 2. Stated here too so that converting imports no framework.
+STEM_WIDTH, STEM_STRIDE, STAGE_WIDTHS = 64, 4, (256, 512, 1024, 2048)
+HYBRID = "backbone.patch_embed.backbone."
+
+
+def stem_stride(layers: List[int]) -> int:
+    return STEM_STRIDE * 2 ** (len(layers) - 1) if layers else STEM_STRIDE
+
+
+def stem_layers_of(state: Mapping[str, np.ndarray]) -> Optional[List[int]]:
+    """Bottlenecks per stage of a hybrid stem in canonical weights ([] the stem alone), None for a plain ViT."""
+    if HYBRID + "stem.conv.weight" in state:
+        return [_count(state, f"{HYBRID}stages.{i}.blocks.") for i in range(_count(state, HYBRID + "stages."))]
+    return [] if HYBRID + "conv.weight" in state else None
+
+
+def token_stride(state: Mapping[str, np.ndarray]) -> Optional[int]:
+    """Pixels per token side of canonical weights (None without a patch embedding)."""
+    conv = state.get("backbone.patch_embed.proj.weight")
+    if conv is None:
+        return None
+    layers = stem_layers_of(state)
+    return int(conv.shape[-1]) * (1 if layers is None else stem_stride(layers))
 
 
 def _count(state: Mapping[str, np.ndarray], prefix: str) -> int:
@@ -80,13 +111,17 @@ def infer_arch(state: Mapping[str, np.ndarray], source: str, norm_eps: float, po
     D = int(cls.shape[-1])
     conv = _need(state, "backbone.patch_embed.proj.weight", source)  # [D, C, p, p]
     patch, C = int(conv.shape[-1]), int(conv.shape[1])
+    layers = stem_layers_of(state)
+    if layers is not None:  # the patch embedding reads the stem's map: the image channels are the stem conv's
+        C = int(state[HYBRID + ("stem.conv.weight" if layers else "conv.weight")].shape[1])
+    stride = token_stride(state)
     distilled = "backbone.dist_token" in state
     n_grid = int(_need(state, "backbone.pos_embed", source).shape[1]) - (2 if distilled else 1)
     side = int(round(math.sqrt(n_grid)))
     if o.get("img_size") is not None:
         img = list(o["img_size"])
     elif side * side == n_grid:
-        img = [side * patch, side * patch]
+        img = [side * stride, side * stride]
     else:
         raise ValueError(f"'{source}': pos_embed holds {n_grid} grid tokens, not a square grid; "
                          f"pass the training size (--img-size H W).")
@@ -97,7 +132,7 @@ def infer_arch(state: Mapping[str, np.ndarray], source: str, norm_eps: float, po
                 distilled=distilled, norm_eps=float(o.get("norm_eps") or norm_eps),
                 pos_embed_interp=str(o.get("pos_embed_interp") or pos_embed_interp),
                 patch_bias="backbone.patch_embed.proj.bias" in state, final_norm="backbone.norm.weight" in state,
-                logits_resize=str(o.get("logits_resize") or "crop"))
+                logits_resize=str(o.get("logits_resize") or "crop"), stem_layers=layers)
     if "backbone.blocks.0.ls1.gamma" in state:
         arch.layer_scale_init = float(o.get("layer_scale_init") or LAYER_SCALE_INIT)
     if "decode_head.psp_modules.0.conv.weight" in state:
@@ -198,14 +233,41 @@ def _block_shapes(prefix: str, D: int, hidden: int, qkv_bias: bool, layer_scale:
     return s
 
 
+def _norm_shapes(prefix: str, c: int) -> Dict[str, Tuple[int, ...]]:
+    return {f"{prefix}.weight": (c,), f"{prefix}.bias": (c,)}
+
+
+def _stem_shapes(layers: List[int], c_in: int) -> Dict[str, Tuple[int, ...]]:
+    """The hybrid's ResNetV2 (timm's names under backbone.patch_embed.backbone; the stem alone when no stages)."""
+    stem = HYBRID + ("stem." if layers else "")
+    s = {stem + "conv.weight": (STEM_WIDTH, c_in, 7, 7), **_norm_shapes(stem + "norm", STEM_WIDTH)}
+    c = STEM_WIDTH
+    for i, depth in enumerate(layers):
+        out = STAGE_WIDTHS[i]
+        mid = out // 4
+        for j in range(depth):
+            b = f"{HYBRID}stages.{i}.blocks.{j}."
+            if j == 0:
+                s.update({b + "downsample.conv.weight": (out, c, 1, 1), **_norm_shapes(b + "downsample.norm", out)})
+            s.update({b + "conv1.weight": (mid, c if j == 0 else out, 1, 1), b + "conv2.weight": (mid, mid, 3, 3),
+                      b + "conv3.weight": (out, mid, 1, 1), **_norm_shapes(b + "norm1", mid),
+                      **_norm_shapes(b + "norm2", mid), **_norm_shapes(b + "norm3", out)})
+        c = out
+    return s
+
+
 def expected_shapes(arch: Arch) -> Dict[str, Tuple[int, ...]]:
     """Every canonical key the architecture has, with its shape in the canonical (Paddle) layout."""
     D, p = arch.embed_dim, arch.patch_size
     prefix = 2 if arch.distilled else 1
-    n = (arch.img_size[0] // p) * (arch.img_size[1] // p)
+    n = (arch.img_size[0] // arch.stride) * (arch.img_size[1] // arch.stride)
     s: Dict[str, Tuple[int, ...]] = {
         "backbone.cls_token": (1, 1, D), "backbone.pos_embed": (1, prefix + n, D),
         "backbone.patch_embed.proj.weight": (D, arch.in_channels, p, p)}
+    if arch.stem_layers is not None:
+        s.update(_stem_shapes(arch.stem_layers, arch.in_channels))
+        widths = STAGE_WIDTHS[:len(arch.stem_layers)]
+        s["backbone.patch_embed.proj.weight"] = (D, widths[-1] if widths else STEM_WIDTH, p, p)
     if arch.patch_bias:
         s["backbone.patch_embed.proj.bias"] = (D,)
     if arch.final_norm:

@@ -16,9 +16,9 @@ import numpy as np
 
 from segmenter.convert import files
 from segmenter.convert.keydiff import diff_keys, diff_report
-from segmenter.convert.arch import Arch, expected_shapes, infer_arch, model_config
+from segmenter.convert.arch import Arch, expected_shapes, infer_arch, model_config, token_stride
 from segmenter.convert.keymaps import (LINEAR_WEIGHTS, MMSEG_RESHAPES, MMSEG_UPERNET, NPZ, NPZ_DROP,
-                                       NPZ_OPTIMIZER_PREFIX, TABLES, TO_MMSEG_RESHAPES, TO_MMSEG_SEGMENTER,
+                                       NPZ_OPTIMIZER_PREFIX, NPZ_RESNET, NPZ_STEM, TABLES, TO_MMSEG_RESHAPES, TO_MMSEG_SEGMENTER,
                                        TO_MMSEG_UPERNET, TORCH_BN_BUFFERS, TORCH_BN_COUNTER, Rename)
 
 FORMATS = ("paddle", "torch", "safetensors", "official", "paddleseg", "timm", "npz", "mmseg", "mmpretrain")
@@ -132,20 +132,28 @@ def apply_table(raw: Mapping[str, Any], renames: Sequence[Rename], drops: Sequen
     return out, dropped
 
 
+def _zero_based(key: str) -> str:
+    """`{N-1}` in a key made by keymaps.NPZ_RESNET (Google's 1-based block / unit number N) -> N - 1."""
+    return re.sub(r"\{(\d+)-1\}", lambda m: str(int(m.group(1)) - 1), key)
+
+
 def _npz_to_canonical(raw: Mapping[str, np.ndarray], source: str) -> Tuple[Dict[str, np.ndarray], List[str],
                                                                             Dict[str, Any]]:
     dropped = []
     if any(k.startswith(NPZ_OPTIMIZER_PREFIX) for k in raw):  # saved with optimizer state: keep the weights
         dropped = [k for k in raw if not k.startswith(NPZ_OPTIMIZER_PREFIX)]
         raw = {k[len(NPZ_OPTIMIZER_PREFIX):]: v for k, v in raw.items() if k.startswith(NPZ_OPTIMIZER_PREFIX)}
-    renames = [(p, t) for p, t, _ in NPZ]
+    # A hybrid's ResNet (R50 / R26 stages, or the stem alone when there is no block1/).
+    table = NPZ + (NPZ_RESNET if "block1/unit1/conv1/kernel" in raw else NPZ_STEM if "conv_root/kernel" in raw else [])
+    renames = [(p, t) for p, t, _ in table]
     mapped, dropped_here = apply_table(raw, renames, NPZ_DROP, source, "npz")
+    mapped = {_zero_based(k): v for k, v in mapped.items()}
     reshape_of = {}
     for key in raw:
-        for p, t, how in NPZ:
+        for p, t, how in table:
             m = re.fullmatch(p, key)
             if m:
-                reshape_of[m.expand(t)] = how
+                reshape_of[_zero_based(m.expand(t))] = how
                 break
     state = {k: NPZ_RESHAPES[reshape_of[k]](np.asarray(v)) for k, v in mapped.items()}
     heads = None
@@ -191,7 +199,7 @@ def _no_class_pos_row(state: Dict[str, np.ndarray], overrides: Mapping[str, Any]
     pos, conv = state.get("backbone.pos_embed"), state.get("backbone.patch_embed.proj.weight")
     if pos is None or conv is None:
         return False
-    n, p = int(pos.shape[1]), int(conv.shape[-1])
+    n, p = int(pos.shape[1]), token_stride(state)
     size = overrides.get("img_size")
     if size:
         return n == (size[0] // p) * (size[1] // p)

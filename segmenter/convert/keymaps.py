@@ -12,6 +12,10 @@ Rename = Tuple[str, str]
 _BLOCK = r"blocks\.(\d+)\.(norm1|attn\.qkv|attn\.proj|norm2|mlp\.fc1|mlp\.fc2)\.(weight|bias)"
 # LayerScale of the encoder blocks (timm's names; SegmenterViT(layer_scale_init=...)); decoders have none.
 _LAYER_SCALE = r"blocks\.(\d+)\.(ls1|ls2)\.gamma"
+# The ResNetV2 of a hybrid ViT (timm's HybridEmbed backbone; `stem.` absent when it is the stem alone).
+_HYBRID = (r"patch_embed\.backbone\.((?:stem\.)?(?:conv\.weight|norm\.(?:weight|bias))"
+           r"|stages\.\d+\.blocks\.\d+\.(?:conv[123]\.weight|norm[123]\.(?:weight|bias)"
+           r"|downsample\.conv\.weight|downsample\.norm\.(?:weight|bias)))")
 
 # Canonical keys holding a Linear weight: [in, out] in Paddle, [out, in] in PyTorch. Everything else
 # (conv kernels, LayerNorm, tokens, pos_embed, the raw proj_patch / proj_classes matrices) never transposes.
@@ -40,6 +44,7 @@ _DENSE: List[Rename] = [
 _BARE_VIT: List[Rename] = [
     (r"(cls_token|dist_token|pos_embed)", r"backbone.\1"),
     (r"patch_embed\.proj\.(weight|bias)", r"backbone.patch_embed.proj.\1"),
+    (_HYBRID, r"backbone.patch_embed.backbone.\1"),
     (_BLOCK, r"backbone.blocks.\1.\2.\3"),
     (_LAYER_SCALE, r"backbone.blocks.\1.\2.gamma"),
     (r"norm\.(weight|bias)", r"backbone.norm.\1"),
@@ -49,6 +54,7 @@ _BARE_VIT: List[Rename] = [
 OURS: List[Rename] = [
     (r"(backbone\.(cls_token|dist_token|pos_embed))", r"\1"),
     (r"(backbone\.patch_embed\.proj\.(weight|bias))", r"\1"),
+    (r"(backbone\." + _HYBRID + ")", r"\1"),
     (r"(backbone\." + _BLOCK + ")", r"\1"),
     (r"(backbone\." + _LAYER_SCALE + ")", r"\1"),
     (r"(backbone\.norm\.(weight|bias))", r"\1"),
@@ -121,6 +127,27 @@ NPZ: List[Tuple[str, str, str]] = [
      "flatten"),
     (_NPZ_BLOCK + r"MultiHeadDotProductAttention_1/out/kernel", r"backbone.blocks.\1.attn.proj.weight", "heads_out"),
     (_NPZ_BLOCK + r"MultiHeadDotProductAttention_1/out/bias", r"backbone.blocks.\1.attn.proj.bias", "none"),
+]
+# The ResNet of the Google R50+ViT (and R26 / Ti stem) .npz, as timm's npz loader reads it: HWIO conv kernels
+# (standardised in the forward, stored raw), GroupNorm scale/bias. NPZ_STEM for a stem-only hybrid (no blockN/).
+# Google counts blocks and units from 1: `{N-1}` in a target is that 1-based index made 0-based (convert.core).
+_NPZ_UNIT = r"block(\d+)/unit(\d+)/"
+_NPZ_STAGE = r"backbone.patch_embed.backbone.stages.{\1-1}.blocks.{\2-1}."
+NPZ_RESNET: List[Tuple[str, str, str]] = [
+    (r"conv_root/kernel", r"backbone.patch_embed.backbone.stem.conv.weight", "hwio_to_oihw"),
+    (r"gn_root/scale", r"backbone.patch_embed.backbone.stem.norm.weight", "flatten"),
+    (r"gn_root/bias", r"backbone.patch_embed.backbone.stem.norm.bias", "flatten"),
+    (_NPZ_UNIT + r"conv([123])/kernel", _NPZ_STAGE + r"conv\3.weight", "hwio_to_oihw"),
+    (_NPZ_UNIT + r"gn([123])/scale", _NPZ_STAGE + r"norm\3.weight", "flatten"),
+    (_NPZ_UNIT + r"gn([123])/bias", _NPZ_STAGE + r"norm\3.bias", "flatten"),
+    (_NPZ_UNIT + r"conv_proj/kernel", _NPZ_STAGE + r"downsample.conv.weight", "hwio_to_oihw"),
+    (_NPZ_UNIT + r"gn_proj/scale", _NPZ_STAGE + r"downsample.norm.weight", "flatten"),
+    (_NPZ_UNIT + r"gn_proj/bias", _NPZ_STAGE + r"downsample.norm.bias", "flatten"),
+]
+NPZ_STEM: List[Tuple[str, str, str]] = [
+    (r"conv_root/kernel", r"backbone.patch_embed.backbone.conv.weight", "hwio_to_oihw"),
+    (r"gn_root/scale", r"backbone.patch_embed.backbone.norm.weight", "flatten"),
+    (r"gn_root/bias", r"backbone.patch_embed.backbone.norm.bias", "flatten"),
 ]
 NPZ_DROP: Tuple[str, ...] = (r"head/(kernel|bias)", r"pre_logits/(kernel|bias)")
 # Keys that are training state rather than weights, in npz files saved with the optimizer.

@@ -157,12 +157,11 @@ class Demo:
 
     def check_tokens(self, h: int, w: int, slide: bool) -> None:
         """A forward over more than max_tokens patches is refused before it runs (attention is quadratic)."""
-        ch, cw = (min(self.base_kwargs["crop_size"][0], h), min(self.base_kwargs["crop_size"][1], w)) if slide \
-            else (h, w)
-        gh, gw = patch_grid(ch, cw, self.vit.patch_size)
+        cw, ch = self.base_kwargs["crop_size"] if slide else (w, h)  # PaddleSeg's order: [width, height]
+        gh, gw = patch_grid(min(ch, h), min(cw, w), self.vit.stride)
         if gh * gw > self.max_tokens:
             hint = ("turn on slice" if self.can_slide and not slide else "upload a smaller image")
-            raise DemoError(f"this {w}x{h} px input is {gh * gw} patches of {self.vit.patch_size} px in one forward; "
+            raise DemoError(f"this {w}x{h} px input is {gh * gw} patches of {self.vit.stride} px in one forward; "
                             f"the limit is {self.max_tokens} (--max_tokens): {hint}.")
 
     def predict(self, data: bytes, slide: Optional[bool] = None, flip: Optional[bool] = None,
@@ -222,10 +221,10 @@ class Demo:
         py, px = int(y * h / H), int(x * w / W)  # the network input may be resized by the val transforms
         slide = held["slide"]
         # the windows as the engine places them (engine.infer.slide_logits reads crop_size and stride as (h, w))
-        crop_hw = tuple(self.base_kwargs["crop_size"]) if slide else None
-        stride_hw = tuple(self.base_kwargs["stride"]) if slide else None
-        bh, bw = (min(crop_hw[0], h), min(crop_hw[1], w)) if crop_hw else (h, w)
-        gh, gw = patch_grid(bh, bw, self.vit.patch_size)
+        crop = tuple(self.base_kwargs["crop_size"]) if slide else None  # PaddleSeg's order: (width, height)
+        stride = tuple(self.base_kwargs["stride"]) if slide else None
+        bh, bw = (min(crop[1], h), min(crop[0], w)) if crop else (h, w)
+        gh, gw = patch_grid(bh, bw, self.vit.stride)
         tokens = gh * gw + self.vit.num_prefix_tokens
         need = 4 * self.vit.depth * self.vit.blocks[0].attn.num_heads * tokens ** 2
         if need > self.max_attn_bytes:
@@ -235,7 +234,7 @@ class Demo:
                             f"(--max_attn_gb): {'turn on slice or ' if self.can_slide and not slide else ''}"
                             "use a smaller image.")
         with self.lock:
-            m = attention_maps(self.model, xin, layer, (py, px), crop_hw, stride_hw)
+            m = attention_maps(self.model, xin, layer, (py, px), crop, stride)
         y0, x0, bh, bw = m.box
         shown = image if (h, w) == (H, W) else np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
         win = shown[y0:y0 + bh, x0:x0 + bw].copy()

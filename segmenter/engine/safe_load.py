@@ -64,7 +64,7 @@ def describe_model(model_cfg: Optional[Dict[str, Any]]) -> str:
         return "unknown"
     bb = model_cfg.get("backbone", {}) or {}
     dec = model_cfg.get("decoder", {}) or {}
-    keys = ("embed_dim", "depth", "num_heads", "patch_size", "img_size", "norm_eps")
+    keys = ("embed_dim", "depth", "num_heads", "patch_size", "stem_layers", "img_size", "norm_eps")
     parts = [f"num_classes={model_cfg.get('num_classes')}"] + [f"backbone.{k}={bb[k]}" for k in keys if k in bb]
     return ", ".join(parts + [f"decoder.{k}={v}" for k, v in dec.items() if k not in ("dropout", "drop_path_rate")])
 

@@ -82,7 +82,7 @@ class Segmenter(nn.Layer):
         self.num_classes = num_classes
         self.logits_resize = logits_resize
         self.backbone = backbone
-        self.patch_size = backbone.patch_size
+        self.patch_size = backbone.stride  # pixels per token side (a hybrid stem strides more than its patch)
         self.decoder_cfg = dict(decoder)
         self.decoder = build_decoder(decoder, num_classes, backbone.embed_dim)
         self.pretrained = pretrained

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from segmenter.pytorch.layers import Block, run_block
 from segmenter.pytorch.pos_embed import POS_EMBED_INTERPOLATIONS, resample_pos_embed
+from segmenter.pytorch.resnetv2 import HybridEmbed, stem_geometry
 
 # name -> (embed_dim, depth, num_heads); mlp_ratio is 4 for all of them.
 VIT_PRESETS: Dict[str, Tuple[int, int, int]] = {
@@ -17,6 +18,8 @@ VIT_PRESETS: Dict[str, Tuple[int, int, int]] = {
     "large": (1024, 24, 16),
 }
 PATCH_SIZES = (8, 16, 32)
+# Patches on the map of a hybrid's ResNet stem (timm: 1, or 8 on the stem alone).
+HYBRID_PATCH_SIZES = (1, 2, 4, 8)
 
 
 def _trunc_normal(t: torch.Tensor) -> None:
@@ -76,9 +79,14 @@ class SegmenterViT(nn.Module):
     forward_features. Any input size works: H and W are zero-padded to a multiple of the patch, and the
     position embeddings are resampled when the patch grid differs from the one of `img_size`.
 
+    With `stem_layers`, the patch embedding is timm's hybrid (R50+ViT, Dosovitskiy et al.): a ResNetV2 of those
+    stages makes a stride-s map (s = 4 * 2 ** (stages - 1), or 4 for the stem alone) and a patch_size conv embeds
+    it, so a token covers `stride` = s * patch_size pixels, and inputs are padded to a multiple of that.
+
     Args:
         img_size (int|list, optional): The training size; fixes the grid `pos_embed` is stored at. Default: 512.
-        patch_size (int, optional): 8, 16 or 32. Default: 16.
+        patch_size (int, optional): 8, 16 or 32; with stem_layers, the patch on the stem's map: 1, 2, 4 or 8.
+            Default: 16.
         in_channels (int, optional): Image channels. Default: 3.
         embed_dim (int, optional): Token width (tiny 192, small 384, base 768, large 1024). Default: 384.
         depth (int, optional): Number of blocks (12, or 24 for large). Default: 12.
@@ -102,6 +110,9 @@ class SegmenterViT(nn.Module):
         with_cls_token (bool, optional): Keep the class token in the blocks (MMSeg drops it after adding the
             position embedding when False). Default: True.
         output_cls_token (bool, optional): With out_indices, each output is [map, class token [B, D]]. Default: False.
+        stem_layers (list, optional): Bottlenecks per ResNetV2 stage of a hybrid stem ([3, 4, 9] R50 at
+            stride 16, [3, 4, 6, 3] R50 and [2, 2, 2, 2] R26 at stride 32, [] the stem alone at stride 4); None
+            embeds pixel patches, as the plain ViT. Default: None.
         pretrained (str, optional): Local path of weights for this backbone; None trains from scratch. Default: None.
     """
 
@@ -126,13 +137,20 @@ class SegmenterViT(nn.Module):
                  out_indices: Optional[List[int]] = None,
                  with_cls_token: bool = True,
                  output_cls_token: bool = False,
+                 stem_layers: Optional[List[int]] = None,
                  pretrained: Optional[str] = None):
         super().__init__()
         img_size = [img_size, img_size] if isinstance(img_size, int) else list(img_size)
-        if patch_size not in PATCH_SIZES:
-            raise ValueError(f"SegmenterViT: patch_size={patch_size} is not supported; use one of {PATCH_SIZES}.")
-        if img_size[0] % patch_size or img_size[1] % patch_size:
-            raise ValueError(f"SegmenterViT: img_size={img_size} must be a multiple of patch_size={patch_size}.")
+        sizes = PATCH_SIZES if stem_layers is None else HYBRID_PATCH_SIZES
+        if patch_size not in sizes:
+            raise ValueError(f"SegmenterViT: patch_size={patch_size} is not supported"
+                             f"{'' if stem_layers is None else ' on a hybrid stem'}; use one of {sizes}.")
+        stem_stride = 1 if stem_layers is None else stem_geometry(stem_layers)[0]
+        stride = stem_stride * patch_size
+        if img_size[0] % stride or img_size[1] % stride:
+            on_stem = "" if stem_layers is None else f" on a stride-{stem_stride} stem"
+            raise ValueError(f"SegmenterViT: img_size={img_size} must be a multiple of the token stride {stride} "
+                             f"(patch_size={patch_size}{on_stem}).")
         if pos_embed_interp not in POS_EMBED_INTERPOLATIONS:
             raise ValueError(f"SegmenterViT: pos_embed_interp='{pos_embed_interp}' is not one of "
                              f"{POS_EMBED_INTERPOLATIONS}.")
@@ -142,6 +160,8 @@ class SegmenterViT(nn.Module):
             raise ValueError(f"SegmenterViT: out_indices={list(out_indices)} must lie in [-{depth}, {depth - 1}].")
         self.img_size = img_size
         self.patch_size = patch_size
+        self.stem_layers = None if stem_layers is None else list(stem_layers)
+        self.stride = stride  # pixels per token side
         self.in_channels = in_channels
         self.embed_dim = embed_dim
         self.depth = depth
@@ -153,10 +173,13 @@ class SegmenterViT(nn.Module):
         self.out_indices = None if out_indices is None else [i % depth for i in out_indices]
         self.with_cls_token = with_cls_token
         self.output_cls_token = output_cls_token
-        self.grid_size = (img_size[0] // patch_size, img_size[1] // patch_size)
+        self.grid_size = (img_size[0] // stride, img_size[1] // stride)
         num_patches = self.grid_size[0] * self.grid_size[1]
 
-        self.patch_embed = PatchEmbed(patch_size, in_channels, embed_dim, patch_bias)
+        if stem_layers is None:
+            self.patch_embed = PatchEmbed(patch_size, in_channels, embed_dim, patch_bias)
+        else:
+            self.patch_embed = HybridEmbed(self.stem_layers, patch_size, in_channels, embed_dim, patch_bias)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.dist_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if distilled else None
         self.pos_embed = nn.Parameter(torch.zeros(1, self.num_prefix_tokens + num_patches, embed_dim))
@@ -187,19 +210,19 @@ class SegmenterViT(nn.Module):
         and with `return_attn` (maps, attentions): UPerNet's attention comes from the same flag.
         """
         check_image_batch(x, self.in_channels, type(self).__name__)
-        x = pad_to_patch(x, self.patch_size)
+        x = pad_to_patch(x, self.stride)
         B, _, H, W = x.shape
         x = self.patch_embed(x)  # [B, N, D]
         prefix = [self.cls_token.expand(B, -1, -1)]
         if self.distilled:
             prefix.append(self.dist_token.expand(B, -1, -1))
         x = torch.cat(prefix + [x], dim=1)  # [B, prefix + N, D]
-        pos_embed = resample_pos_embed(self.pos_embed, self.grid_size, (H // self.patch_size, W // self.patch_size),
+        pos_embed = resample_pos_embed(self.pos_embed, self.grid_size, (H // self.stride, W // self.stride),
                                        self.num_prefix_tokens, self.pos_embed_interp)
         x = self.pos_drop(x + pos_embed)
         if not self.with_cls_token:
             x = x[:, self.num_prefix_tokens:]  # [B, N, D]: as MMSeg, the positions were added first
-        grid = (H // self.patch_size, W // self.patch_size)
+        grid = (H // self.stride, W // self.stride)
         outs = []
         attns = [] if return_attn else None
         for i, blk in enumerate(self.blocks):

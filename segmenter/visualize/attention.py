@@ -58,7 +58,7 @@ def _run(model, x: np.ndarray, mask_decoder: bool):
             tokens, attns = model.backbone(torch.from_numpy(x), return_attn=True)
             dec = None
             if mask_decoder:
-                grid = patch_grid(x.shape[2], x.shape[3], model.backbone.patch_size)
+                grid = patch_grid(x.shape[2], x.shape[3], model.backbone.stride)
                 masks, dattns = model.decoder(tokens[:, model.backbone.num_prefix_tokens:], grid, return_attn=True)
                 dec = masks.numpy(), [a.numpy() for a in dattns]
         return [a.numpy() for a in attns], dec
@@ -67,7 +67,7 @@ def _run(model, x: np.ndarray, mask_decoder: bool):
         tokens, attns = model.backbone(paddle.to_tensor(x), return_attn=True)
         dec = None
         if mask_decoder:
-            grid = patch_grid(x.shape[2], x.shape[3], model.backbone.patch_size)
+            grid = patch_grid(x.shape[2], x.shape[3], model.backbone.stride)
             masks, dattns = model.decoder(tokens[:, model.backbone.num_prefix_tokens:], grid, return_attn=True)
             dec = masks.numpy(), [a.numpy() for a in dattns]
     return [a.numpy() for a in attns], dec
@@ -99,8 +99,8 @@ def attention_maps(model, image: np.ndarray, layer: int = -1, pixel: Optional[Tu
                          "MMSeg's UPerNet); pass a pixel to query a patch.")
     y0, x0, h, w = window_box(H, W, pixel, crop_size and crop_size[::-1], stride and stride[::-1])  # as (h, w)
     x = np.ascontiguousarray(image[None, :, y0:y0 + h, x0:x0 + w], np.float32)  # [1, 3, h, w]
-    p = vit.patch_size
-    gh, gw = patch_grid(h, w, vit.patch_size)  # the model pads to whole patches
+    p = vit.stride  # pixels per token: the patch, or the hybrid stem's stride times its patch
+    gh, gw = patch_grid(h, w, vit.stride)  # the model pads to whole patches
     mask_decoder = type(getattr(model, "decoder", None)).__name__ == "MaskTransformer"
     attns, dec = _run(model, x, mask_decoder)
     if pixel is None:
