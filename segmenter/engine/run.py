@@ -5,23 +5,28 @@ import random
 import numpy as np
 import paddle
 import paddle.distributed as dist
+import yaml
 from paddleseg.cvlibs import Config, SegBuilder
 from paddleseg.cvlibs.config import parse_from_yaml
+from paddleseg.utils.utils import NoAliasDumper
 
+from segmenter.convert.files import resolve_weights
 from segmenter.convert.matching import WeightsMismatchError
 from segmenter.engine.builder import Builder, checker_for
 from segmenter.engine.checkpoint import run_sections
+from segmenter.engine.cli import say
 from segmenter.engine.config_check import check_keys, check_yaml
 from segmenter.engine.evaluate import evaluate
 from segmenter.engine.losses import total_loss
 from segmenter.engine.safe_load import describe_model, model_section_of, read_weights
 from segmenter.engine.train import train
-from segmenter.models.weights import load_state_dict_strict
+from segmenter.models.weights import load_state_dict_strict, read_state_dict
 
 
 def load_config(path: str, opts: list = None, iters: int = None, batch_size: int = None,
-                learning_rate: float = None) -> Config:
-    """PaddleSeg Config with --opts key=value overrides; a missing file is an error naming it."""
+                learning_rate: float = None, verbose: bool = False) -> Config:
+    """PaddleSeg Config with --opts key=value overrides; a missing file is an error naming it. With verbose, the
+    Builder logs each component's resolved config as PaddleSeg does."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"config {path} does not exist; pass --config with a YAML from configs/.")
     check_yaml(path)
@@ -30,6 +35,7 @@ def load_config(path: str, opts: list = None, iters: int = None, batch_size: int
                  checker=checker_for(parse_from_yaml(path)))  # evaluation-only configs too
     check_keys(path, cfg.dic)
     cfg.path = path
+    cfg.verbose = verbose
     return cfg
 
 
@@ -62,6 +68,15 @@ def run_train(cfg: Config, save_dir: str, seed: int = 0, **kw) -> dict:
         return total_loss(losses, logits, label)
 
     kw.setdefault("eval_kwargs", test_kwargs(cfg, {}))  # evaluate during training as tools/val.py does
+    if dist.get_rank() == 0:
+        bb = (cfg.model_cfg.get("backbone") or {}).get("pretrained")
+        resume = kw.get("resume_model")
+        say("train", cfg, weights=f"resumed from {resume}" if resume else (f"backbone from {bb}" if bb else
+            "random initialisation"), train_set=f"{len(train_ds)} images ({cfg.train_dataset_cfg.get('type')})",
+            val_set=f"{len(val_ds)} images, evaluated every {kw.get('save_interval')} iters" if val_ds is not None
+            else "none (pass --do_eval to evaluate)", schedule=f"{cfg.iters} iters of batch {cfg.batch_size}"
+            f"{f' x {dist.get_world_size()} ranks' if dist.get_world_size() > 1 else ''}", save_dir=save_dir)
+    kw.setdefault("config_text", yaml.dump(cfg.dic, Dumper=NoAliasDumper, sort_keys=False))  # written to save_dir/config.yml
     kw.setdefault("run", run_sections(cfg.dic, save_interval=kw.get("save_interval"), log_iters=kw.get("log_iters")))
     return train(model, train_ds, b.optimizer, b.lr_scheduler, loss_fn, cfg.iters, cfg.batch_size, save_dir,
                  val_dataset=val_ds, num_classes=model.num_classes, seed=seed, **kw)
@@ -81,10 +96,7 @@ def built(cfg: Config, builder: SegBuilder, name: str):
 def load_model(cfg: Config, model_path: str):
     """Model from cfg with weights from model_path (a .pdparams file or a checkpoint folder), read without
     running code and loaded strictly; a mismatch names the keys and the architecture the file was built for."""
-    if os.path.isdir(model_path):
-        model_path = os.path.join(model_path, "model.pdparams")
-    if not os.path.isfile(model_path):
-        raise FileNotFoundError(f"--model_path {model_path} does not exist; pass save_dir/best_model or a .pdparams.")
+    model_path = resolve_weights(model_path, "--model_path")
     model = Builder(cfg).model
     state = read_weights(model_path)
     try:
@@ -112,15 +124,23 @@ def fitting_config_hint(model_path: str, state: dict, cfg: Config) -> str:
         return "  it is not a whole Segmenter in our layout; convert it with tools/convert.py (see --from)."
 
 
+def inference_mode(kw: dict) -> str:
+    """'slice', 'whole + flip', 'slice + flip + scales [0.75, 1.0]': the inference test_kwargs describe."""
+    base = "slice" if kw["is_slide"] else "whole"
+    return base + (" + flip" if kw["flip_horizontal"] else "") + \
+        (f" + scales {list(kw['scales'])}" if tuple(kw["scales"]) != (1.0,) else "")
+
+
 def run_val(cfg: Config, model_path: str, **overrides) -> dict:
     """Evaluate a trained model on cfg's val_dataset and print the report."""
     model = load_model(cfg, model_path)
     ds = Builder(cfg).val_dataset
     kw = test_kwargs(cfg, overrides)
+    base, mode = "slice" if kw["is_slide"] else "whole", inference_mode(kw)
+    window = f", windows {kw['crop_size']} stride {kw['stride']}" if kw["is_slide"] else ""
+    say("val", cfg, weights=resolve_weights(model_path), val_set=f"{len(ds)} images "
+        f"({cfg.val_dataset_cfg.get('type')})", inference=mode + window)
     m = evaluate(model, ds, model.num_classes, **kw)
-    base = "slice" if kw["is_slide"] else "whole"
-    mode = base + (" + flip" if kw["flip_horizontal"] else "") + \
-        (f" + scales {list(kw['scales'])}" if tuple(kw["scales"]) != (1.0,) else "")
     rows = ([(base, m["plain"])] if "plain" in m else []) + [(mode, m)]
     for name, r in rows:  # the published tables' columns: "slice", then "flip"
         print(f"[EVAL] {name}: {len(ds)} images  mIoU {r['mIoU']:.4f}  Acc {r['Acc']:.4f}  Kappa {r['Kappa']:.4f}  "
@@ -128,3 +148,27 @@ def run_val(cfg: Config, model_path: str, **overrides) -> dict:
     print(f"[EVAL] class IoU ({mode}):       " + " ".join(f"{v:.4f}" for v in m["class_iou"]))
     print(f"[EVAL] class precision ({mode}): " + " ".join(f"{v:.4f}" for v in m["class_precision"]))
     return m
+
+
+def run_export(cfg: Config, weights: str, save: str, size, batch_size: int = 0, fmt: str = "paddle") -> str:
+    """tools/export.py: the model of cfg with weights (a file or a checkpoint folder; None: random init) traced at
+    size [H, W] for paddle.inference (<save>.json/.pdiparams) or ONNX (<save>, a .onnx file), with its model card."""
+    from segmenter import deploy
+    from segmenter.convert.files import write_model_card
+    if fmt == "onnx" and not save.endswith(".onnx"):
+        raise ValueError(f"--save {save}: with --format onnx give the file to write, ending in .onnx.")
+    model = Builder(cfg).model
+    if weights:
+        weights = resolve_weights(weights, "--weights")
+        load_state_dict_strict(model, read_state_dict(weights), weights)  # any format convert reads
+    say("export", cfg, weights=weights or "random initialisation", input=f"{list(size)}, batch "
+        f"{batch_size or 'variable'}", format="ONNX opset %d" % deploy.ONNX_OPSET if fmt == "onnx" else "paddle.inference")
+    if fmt == "onnx":
+        deploy.export_onnx(model, save, size, batch_size=batch_size or None)
+        written = save
+    else:
+        deploy.export(model, save, size, batch_size=batch_size or None)
+        written = f"{save}.json/.pdiparams (paddle {paddle.__version__})"
+    card = write_model_card(save, {**cfg.model_cfg, "num_classes": model.num_classes})
+    print(f"export: wrote {written} and {card}", flush=True)
+    return save
