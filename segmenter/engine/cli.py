@@ -39,7 +39,12 @@ class Parser(argparse.ArgumentParser):
         sys.exit(2)
 
     def parse_args(self, args: Optional[Sequence[str]] = None, namespace=None) -> argparse.Namespace:
-        ns, extra = self.parse_known_args(args, namespace)
+        argv = list(sys.argv[1:] if args is None else args)
+        known = {o for a in self._actions for o in a.option_strings}
+        for tok in argv:  # before argparse's own checks: `--confg x.yml` is a misspelling, not a missing --config
+            if tok.startswith("--") and tok != "--" and tok.split("=", 1)[0] not in known:
+                self.error(self.unknown(tok))
+        ns, extra = self.parse_known_args(argv, namespace)
         if extra:
             self.error(self.unknown(extra[0]))
         return ns
