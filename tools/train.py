@@ -20,7 +20,8 @@ def parse_args(argv=None):
     p.add_argument("--save_interval", type=int, default=1000, help="iterations between checkpoints (and evals)")
     p.add_argument("--keep_checkpoint_max", type=int, default=2, help="iter_N folders kept")
     p.add_argument("--log_iters", type=int, default=10, help="iterations between [TRAIN] lines")
-    p.add_argument("--do_eval", action="store_true", help="evaluate at every checkpoint, keep best_model (default: off)")
+    p.add_argument("--do_eval", action="store_true",
+                   help="evaluate at every checkpoint and keep best_model (default: off)")
     p.add_argument("--use_vdl", action="store_true", help="log to VisualDL in save_dir/vdl (default: off)")
     p.add_argument("--resume_model", help="continue from a checkpoint folder save_dir/iter_N (default: start anew)")
     p.add_argument("--num_workers", type=int, default=0,

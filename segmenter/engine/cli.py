@@ -189,5 +189,6 @@ def describe(cfg) -> str:
 def say(tool: str, cfg, **facts) -> None:
     """The header every tool prints: the config and its model, then one line per fact (weights, data sets,
     options), then the device."""
-    lines = [f"{getattr(cfg, 'path', '')} ({describe(cfg)})"] + [f"{k.replace('_', ' ')}: {v}" for k, v in facts.items()]
+    lines = [f"{getattr(cfg, 'path', '')} ({describe(cfg)})"]
+    lines += [f"{k.replace('_', ' ')}: {v}" for k, v in facts.items()]
     print("".join(f"{tool}: {line}\n" for line in lines + [f"running on {runs_on()}"]), end="", flush=True)

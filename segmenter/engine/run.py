@@ -76,7 +76,8 @@ def run_train(cfg: Config, save_dir: str, seed: int = 0, **kw) -> dict:
             val_set=f"{len(val_ds)} images, evaluated every {kw.get('save_interval')} iters" if val_ds is not None
             else "none (pass --do_eval to evaluate)", schedule=f"{cfg.iters} iters of batch {cfg.batch_size}"
             f"{f' x {dist.get_world_size()} ranks' if dist.get_world_size() > 1 else ''}", save_dir=save_dir)
-    kw.setdefault("config_text", yaml.dump(cfg.dic, Dumper=NoAliasDumper, sort_keys=False))  # written to save_dir/config.yml
+    # the resolved config, written to save_dir/config.yml (printed only with --verbose)
+    kw.setdefault("config_text", yaml.dump(cfg.dic, Dumper=NoAliasDumper, sort_keys=False))
     kw.setdefault("run", run_sections(cfg.dic, save_interval=kw.get("save_interval"), log_iters=kw.get("log_iters")))
     return train(model, train_ds, b.optimizer, b.lr_scheduler, loss_fn, cfg.iters, cfg.batch_size, save_dir,
                  val_dataset=val_ds, num_classes=model.num_classes, seed=seed, **kw)
@@ -162,7 +163,8 @@ def run_export(cfg: Config, weights: str, save: str, size, batch_size: int = 0, 
         weights = resolve_weights(weights, "--weights")
         load_state_dict_strict(model, read_state_dict(weights), weights)  # any format convert reads
     say("export", cfg, weights=weights or "random initialisation", input=f"{list(size)}, batch "
-        f"{batch_size or 'variable'}", format="ONNX opset %d" % deploy.ONNX_OPSET if fmt == "onnx" else "paddle.inference")
+        f"{batch_size or 'variable'}", format=f"ONNX opset {deploy.ONNX_OPSET}" if fmt == "onnx" else
+        "paddle.inference")
     if fmt == "onnx":
         deploy.export_onnx(model, save, size, batch_size=batch_size or None)
         written = save
