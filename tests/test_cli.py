@@ -219,7 +219,8 @@ def test_train_says_what_runs_writes_its_config_and_resumes_saying_so(tmp_path):
 @pytest.mark.slow  # several tool runs
 def test_default_output_is_short_and_free_of_known_noise(trained, tmp_path):
     t = trained
-    outs = {"val": run("val", "--config", t["cfg"], "--model_path", f"{t['run']}/best_model"),
+    outs = {"val": run("val", "--config", t["cfg"], "--model_path", f"{t['run']}/best_model", "--device", "cpu",
+                       "--precision", "fp32", "--data_format", "NCHW"),  # PaddleSeg's flags, accepted
             "export": run("export", "--config", t["cfg"], "--weights", f"{t['run']}/best_model", "--size", "32",
                           "32", "--save", tmp_path / "m"),
             "onnx": run("export", "--config", t["cfg"], "--size", "32", "32", "--format", "onnx", "--save",

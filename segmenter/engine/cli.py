@@ -129,12 +129,19 @@ def add_common(p: argparse.ArgumentParser) -> None:
                    help="also print PaddleSeg's build log with the resolved config (default: off)")
 
 
+def add_data_format(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data_format", default="NCHW", type=choice("data_format", ("NCHW",), {
+        "NHWC": "the ViT runs NCHW only; drop the flag."}), help="tensor layout, as PaddleSeg's; NCHW only")
+
+
 def add_paddleseg_eval(p: argparse.ArgumentParser, tool: str) -> None:
-    """val.py's and predict.py's PaddleSeg flags this package does not implement, each answered in one line."""
-    refuse(p, "--flip_vertical", f"only horizontal flips are averaged; use --{tool} --flip_horizontal.", 0)
-    refuse(p, "--precision", "evaluation and prediction run in fp32 here; drop the flag.")
+    """val.py's and predict.py's PaddleSeg flags: accepted where their meaning holds here, else answered in one
+    line saying what to use."""
+    p.add_argument("--precision", default="fp32", type=choice("precision", ("fp32",), {
+        "fp16": "evaluation and prediction run in fp32; drop the flag."}), help="as PaddleSeg's; fp32 only")
+    add_data_format(p)
     refuse(p, "--amp_level", "evaluation and prediction run in fp32 here; drop the flag.")
-    refuse(p, "--data_format", "the ViT runs NCHW only; drop the flag.")
+    refuse(p, "--flip_vertical", f"only horizontal flips are averaged; use --{tool} --flip_horizontal.", 0)
 
 
 def add_paddleseg_train(p: argparse.ArgumentParser) -> None:
@@ -142,8 +149,7 @@ def add_paddleseg_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--amp_level", default="O1", type=choice("amp_level", ("O1",), {
         "O2": "--precision fp16 trains with O1 mixed precision (fp32 master weights); pure fp16 (O2) is not "
               "offered."}), help="with --precision fp16: PaddleSeg's AMP level; O1 only")
-    p.add_argument("--data_format", default="NCHW", type=choice("data_format", ("NCHW",), {
-        "NHWC": "the ViT runs NCHW only; drop the flag."}), help="tensor layout, as PaddleSeg's; NCHW only")
+    add_data_format(p)
     p.add_argument("--repeats", type=choice("repeats", ("1",), {}, "; train longer with --iters"), default="1",
                    metavar="1",
                    help="PaddleSeg's dataset repeats per epoch; 1 only (train longer with --iters)")
