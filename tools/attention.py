@@ -43,6 +43,8 @@ def main(a) -> str:
         cli.apply_device(a.device)
         kw.update(opts=a.opts, verbose=a.verbose)
     seg = Inferencer(a.config, a.model_path, **kw)
+    print(f"attention: {a.config} with {a.model_path or 'random weights'} ({a.framework}"
+          f"{', ' + cli.runs_on() if a.framework == 'paddle' else ''}), image {a.image}", flush=True)
     image = read_images(a.image)[0][0]
     x, _ = seg.preprocess(image)  # the network input after the config's val transforms
     if x.shape[1:] != image.shape[:2]:  # draw the picture the model saw
