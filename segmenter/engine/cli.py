@@ -163,10 +163,12 @@ def apply_device(device: Optional[str]) -> str:
         return paddle.device.get_device()
     built = {"cpu": True, "gpu": paddle.device.is_compiled_with_cuda(), "xpu": paddle.device.is_compiled_with_xpu(),
              "npu": paddle.device.is_compiled_with_custom_device("npu"),
-             "mlu": paddle.device.is_compiled_with_custom_device("mlu")}[device]
-    if not built:
+             "mlu": paddle.device.is_compiled_with_custom_device("mlu")}
+    if not built[device]:
+        has = [d for d in DEVICES if built[d]]
         raise ValueError(f"--device {device}: this paddlepaddle {paddle.__version__} has no {device.upper()} "
-                         f"support (a CPU build); use --device cpu, or install Paddle's {device} build.")
+                         f"support (it runs on {', '.join(has)}); use --device {has[-1]}, or install Paddle's "
+                         f"{device} build.")
     paddle.set_device(device)
     return paddle.device.get_device()
 
