@@ -12,6 +12,7 @@ import paddle
 import paddle.inference as paddle_infer
 import paddle.nn as nn
 
+from segmenter.quiet import quiet_export
 from segmenter.runtime import default_threads
 
 
@@ -32,9 +33,10 @@ def export(model: nn.Layer, path_prefix: str, input_size: Sequence[int], batch_s
                                    dtype="float32", name="x")
     was_training = model.training
     model.eval()
-    static_model = paddle.jit.to_static(model, input_spec=[spec], full_graph=True)
     os.makedirs(os.path.dirname(os.path.abspath(path_prefix)), exist_ok=True)
-    paddle.jit.save(static_model, path_prefix)
+    with quiet_export():  # paddle's known chatter while tracing (segmenter/quiet.py)
+        static_model = paddle.jit.to_static(model, input_spec=[spec], full_graph=True)
+        paddle.jit.save(static_model, path_prefix)
     if was_training:
         model.train()
     return path_prefix
@@ -142,8 +144,9 @@ def export_onnx(model: nn.Layer, path: str, input_size: Sequence[int], batch_siz
         # optimize_tool "None": the default "polygraphy" makes paddle2onnx set POLYGRAPHY_AUTOINSTALL_DEPS=1, and
         # polygraphy then pip-installs onnx_graphsurgeon at run time, whose ml-dtypes upgraded numpy to 2.x here
         # and broke paddleseg's opencv; "onnxoptimizer" fails in 2.1.0 on its own pass list ("eliminate_nop_cast ").
-        paddle2onnx.export(_model_file(prefix), prefix + ".pdiparams", path, opset_version=opset,
-                           enable_onnx_checker=True, optimize_tool="None")
+        with quiet_export():
+            paddle2onnx.export(_model_file(prefix), prefix + ".pdiparams", path, opset_version=opset,
+                               enable_onnx_checker=True, optimize_tool="None")
     zero_pad_values(path)
     return path
 

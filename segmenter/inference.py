@@ -145,14 +145,17 @@ class Inferencer(BaseInferencer):
         config: path of a YAML config (PaddleSeg format).
         weights: a .pdparams or a checkpoint folder (save_dir/best_model); None keeps the random init.
         batch_size: images of one size run together, this many at a time. Default: 4.
+        opts: config overrides ["key=value", ...], as the tools' --opts. Default: None.
+        verbose: log PaddleSeg's build messages with the resolved config. Default: False.
         **overrides: is_slide, crop_size, stride, window_batch_size, flip_horizontal, scales.
     """
 
-    def __init__(self, config: str, weights: Optional[str] = None, batch_size: int = 4, **overrides: Any):
+    def __init__(self, config: str, weights: Optional[str] = None, batch_size: int = 4,
+                 opts: Optional[List[str]] = None, verbose: bool = False, **overrides: Any):
         import segmenter  # noqa: F401  (registers the components)
         from segmenter.engine.builder import Builder
         from segmenter.engine.run import class_names_of, load_config, load_model, test_kwargs
-        cfg = load_config(config)
+        cfg = load_config(config, opts, verbose=verbose)
         self.cfg = cfg
         self.model = load_model(cfg, weights) if weights else Builder(cfg).model
         self.model.eval()

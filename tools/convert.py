@@ -1,16 +1,17 @@
 """Convert Segmenter weights between formats: ours (.pdparams / .pth / .safetensors), the official checkpoint,
 PaddleSeg's released models, timm ViT, Google .npz, MMSegmentation (Segmenter, ViT/DeiT UPerNet) and mmpretrain
 ViT. The destination format follows DST's extension; `--to mmseg` writes MMSeg's layout (.pth)."""
-import argparse
 import sys
 
 from segmenter.convert import FORMATS, UnsafeFileError, convert
+from segmenter.engine.cli import Parser
+from segmenter.engine.cli_errors import run_cli
 from segmenter.resample import POS_EMBED_INTERPOLATIONS
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("src", help="source weights file")
+def parse_args(argv=None):
+    p = Parser(__doc__)
+    p.add_argument("src", help="source weights file, or a checkpoint folder (save_dir/best_model, save_dir/iter_N)")
     p.add_argument("dst", help="destination: .pdparams (Paddle), .pth (PyTorch) or .safetensors")
     p.add_argument("--from", dest="fmt", choices=FORMATS, default=None,
                    help="source family; recognised from the keys when omitted")
@@ -38,35 +39,25 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--layer-scale-init", type=float, default=None,
                    help="weights with layer scale: the init value the written config records for training from "
                         "scratch (timm's DeiT-III 1e-6; default 1e-5); loaded weights replace it")
+    p.add_argument("--verbose", action="store_true", help="list every key dropped on purpose (default: the first 4)")
     return p.parse_args(argv)
 
 
-def main(args: argparse.Namespace) -> int:
-    overrides = {"num_heads": args.num_heads, "decoder_heads": args.decoder_heads, "img_size": args.img_size,
-                 "norm_eps": args.norm_eps, "pos_embed_interp": args.pos_embed_interp,
-                 "out_indices": args.out_indices, "neck_scales": args.neck_scales, "pool_scales": args.pool_scales,
-                 "layer_scale_init": args.layer_scale_init}
+def main(args) -> int:
+    names = ("num_heads", "decoder_heads", "img_size", "norm_eps", "pos_embed_interp", "out_indices", "neck_scales",
+             "pool_scales", "layer_scale_init")
+    overrides = {k: getattr(args, k) for k in names}
     try:
         conv = convert(args.src, args.dst, args.fmt, overrides, args.save_config, args.base_config, args.num_classes,
                        args.to)
     except (ValueError, UnsafeFileError, OSError) as e:
-        print(f"convert: {e}\nNothing was written.", file=sys.stderr)
+        print(f"error: {e}\nNothing was written.", file=sys.stderr)
         return 1
-    a = conv.arch
-    if a.decode_head:
-        what = f"UPerHead{' + MultiLevelNeck' if a.neck else ''}{' + FCN aux' if a.auxiliary_head else ''}, " \
-               f"{a.num_classes} classes, maps of blocks {a.out_indices}"
-    else:
-        what = f"{a.decoder['name']} decoder, {a.num_classes} classes" if a.decoder else "backbone only"
-    print(f"{args.src} ({conv.fmt}) -> {args.dst}: ViT D={a.embed_dim} depth={a.depth} heads={a.num_heads} "
-          f"patch={a.patch_size} img={a.img_size}"
-          f"{'' if a.stem_layers is None else f', ResNetV2 stem {a.stem_layers} (stride {a.stride})'}"
-          f"{', layer scale' if a.layer_scale_init is not None else ''}, {what}; {len(conv.state)} tensors, "
-          f"{len(conv.dropped)} dropped on purpose {conv.dropped[:4]}")
-    if args.save_config:
-        print(f"config: {args.save_config}")
+    print(f"{args.src} ({conv.fmt}) -> {args.dst}: {conv.arch.describe()}; {len(conv.state)} tensors, "
+          f"{len(conv.dropped)} dropped on purpose {conv.dropped if args.verbose else conv.dropped[:4]}"
+          + (f"; config {args.save_config}" if args.save_config else ""))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(parse_args()))
+    sys.exit(run_cli(main, parse_args()))

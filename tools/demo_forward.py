@@ -1,23 +1,28 @@
 """Build a Segmenter from a config and time one forward pass on a random image."""
-import argparse
+import sys
 import time
 
-import paddle
-from paddleseg.cvlibs import Config, SegBuilder
-
 import segmenter  # noqa: F401  (registers the components)
+from segmenter.engine import cli
+from segmenter.engine.cli_errors import run_cli
 
 
-def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--config", default="configs/segmenter/segmenter_vit_small_linear_ade20k_512x512_160k.yml")
-    p.add_argument("--size", type=int, nargs=2, default=[512, 512], metavar=("H", "W"))
-    p.add_argument("--repeat", type=int, default=3)
-    return p.parse_args()
+def parse_args(argv=None):
+    p = cli.Parser(__doc__)
+    cli.add_config(p, False, "configs/segmenter/segmenter_vit_small_linear_ade20k_512x512_160k.yml")
+    p.add_argument("--size", type=int, nargs=2, default=[512, 512], metavar=("H", "W"), help="input size")
+    p.add_argument("--repeat", type=int, default=3, help="timed forward passes, after one warm-up")
+    cli.add_common(p)
+    return p.parse_args(argv)
 
 
-def main(args: argparse.Namespace) -> None:
-    model = SegBuilder(Config(args.config)).model
+def main(args) -> None:
+    import paddle
+
+    from segmenter.engine.builder import Builder
+    from segmenter.engine.run import load_config
+    cli.apply_device(args.device)
+    model = Builder(load_config(args.config, args.opts, verbose=args.verbose)).model
     model.eval()
     x = paddle.randn([1, 3, *args.size])
     times = []
@@ -31,4 +36,4 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    sys.exit(run_cli(main, parse_args()))

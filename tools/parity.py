@@ -4,26 +4,29 @@ relative L2 error and argmax agreement. Exit status 0 = within tolerance, 1 = no
   python tools/parity.py --config CFG --weights W [--image IMG | --size H W]
   python tools/parity.py --sweep        # the per-preset x decoder table (random weights, tiny depth)
 """
-import argparse
 import sys
 
 from segmenter import parity
+from segmenter.engine import cli
+from segmenter.engine.cli_errors import run_cli
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", help="PaddleSeg config of the model")
-    p.add_argument("--weights", help="weights in any supported format (default: the config's, else random)")
-    p.add_argument("--image", help="an image file (normalised with mean = std = 0.5)")
+def parse_args(argv=None):
+    p = cli.Parser(__doc__)
+    p.add_argument("--config", help="PaddleSeg config of the model (required unless --sweep)")
+    cli.add_weights(p, required=False, absent="the config's, else random")
+    p.add_argument("--image", help="an image file, normalised with mean = std = 0.5 (default: a random input)")
     p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="random input of this size (default 512 512)")
     p.add_argument("--tolerance", type=float, nargs=2, default=[parity.MAX_ABS_TOL, parity.REL_L2_TOL],
                    metavar=("MAX_ABS", "REL_L2"), help="pass bounds (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights (no --weights) and input")
-    p.add_argument("--sweep", action="store_true", help="measure Ti/S/B x linear/mask on random weights")
+    p.add_argument("--sweep", action="store_true", help="measure Ti/S/B x linear/mask on random weights (default: off)")
+    cli.add_common(p)
     return p.parse_args(argv)
 
 
-def main(args: argparse.Namespace) -> int:
+def main(args) -> int:
+    cli.apply_device(args.device)
     if args.sweep:
         rows = parity.sweep()
         print("| preset (depth 2) | decoder | max abs diff | rel L2 | argmax agreement |\n|---|---|---|---|---|")
@@ -32,8 +35,7 @@ def main(args: argparse.Namespace) -> int:
             print(f"| {r['preset']} | {r['decoder']} | {g.max_abs:.2e} | {g.rel_l2:.2e} | {100 * g.argmax_agree:.2f} % |")
         return 0 if all(r["gap"].ok(*args.tolerance) for r in rows) else 1
     if not args.config:
-        print("parity: pass --config (or --sweep)", file=sys.stderr)
-        return 2
+        raise ValueError("parity: pass --config (or --sweep).")
     import paddle
     from paddleseg.cvlibs import Config
     import segmenter  # noqa: F401  (registers the components)
@@ -48,11 +50,11 @@ def main(args: argparse.Namespace) -> int:
     Config(args.config)  # fail here, in PaddleSeg's words, on a config PaddleSeg itself would refuse
     paddle.seed(args.seed)
     pmodel, tmodel = parity.build_pair(model_cfg)
-    if args.weights:  # each framework reads the file through its own loader
+    if args.model_path:  # each framework reads the file through its own loader
         from segmenter.models.weights import load_pretrained as load_paddle
         from segmenter.pytorch.weights import load_pretrained as load_torch
-        load_paddle(pmodel, args.weights)
-        load_torch(tmodel, args.weights)
+        load_paddle(pmodel, args.model_path)
+        load_torch(tmodel, args.model_path)
     else:
         parity.load_into_torch(tmodel, parity.paddle_state(pmodel))
     x = parity.image_input(args.image, args.size, args.seed)
@@ -64,4 +66,4 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(parse_args()))
+    sys.exit(run_cli(main, parse_args()))

@@ -1,33 +1,38 @@
-"""Predict pseudo-colour masks and overlays (PNG) for an image file or a folder of images."""
-import argparse
+"""Predict pseudo-colour masks and overlays (PNG) for an image file or a folder of images.
+
+    python tools/predict.py --config X.yml --model_path output/best_model --image_path photos/ [--save_dir out]
+"""
 import sys
 
 import segmenter  # noqa: F401  (registers the components)
+from segmenter.engine import cli
 from segmenter.engine.cli_errors import run_cli
 from segmenter.engine.predict import run_predict
 from segmenter.engine.run import load_config
 
 
-def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--config", required=True)
-    p.add_argument("--model_path", required=True)
-    p.add_argument("--image_path", required=True, help="an image file or a folder of images")
-    p.add_argument("--save_dir", default="output/result")
-    p.add_argument("--is_slide", action="store_true", default=None)
-    p.add_argument("--crop_size", type=int, nargs=2)
-    p.add_argument("--stride", type=int, nargs=2)
-    p.add_argument("--aug_pred", action="store_true")
-    p.add_argument("--flip_horizontal", action="store_true")
-    p.add_argument("--opts", nargs="+", default=None)
-    return p.parse_args()
+def parse_args(argv=None):
+    p = cli.Parser(__doc__)
+    cli.add_config(p)
+    cli.add_weights(p)
+    p.add_argument("--image_path", required=True,
+                   help="an image file, or a folder: its images and those of its sub-folders (except --save_dir)")
+    p.add_argument("--no_recursive", dest="recursive", action="store_false",
+                   help="only the folder's own images, not its sub-folders (default: sub-folders are searched)")
+    p.add_argument("--save_dir", default="output/result",
+                   help="where pseudo_color/ and added/ are written; never read as input")
+    cli.add_inference(p, "aug_pred")
+    cli.add_common(p)
+    cli.add_paddleseg_eval(p, "aug_pred")
+    cli.refuse(p, "--custom_color", "masks use the class palette of segmenter/visualize/palette.py.", "+")
+    return p.parse_args(argv)
 
 
-def main(args: argparse.Namespace) -> None:
-    cfg = load_config(args.config, args.opts)
-    run_predict(cfg, args.model_path, args.image_path, args.save_dir, is_slide=args.is_slide,
-                crop_size=args.crop_size, stride=args.stride,
-                flip_horizontal=args.aug_pred and args.flip_horizontal or None)
+def main(args) -> None:
+    cfg = load_config(args.config, args.opts, verbose=args.verbose)
+    cli.apply_device(args.device)
+    run_predict(cfg, args.model_path, args.image_path, args.save_dir, args.recursive,
+                **cli.inference_overrides(args, args.aug_pred))
 
 
 if __name__ == "__main__":

@@ -1,35 +1,34 @@
-"""Evaluate a trained Segmenter: mIoU, Acc, Kappa, Dice, per-class IoU/precision; slice, flip, multi-scale."""
-import argparse
+"""Evaluate a trained Segmenter: mIoU, Acc, Kappa, Dice, per-class IoU/precision; slice, flip, multi-scale.
+
+    python tools/val.py --config X.yml --model_path output/best_model [--aug_eval --flip_horizontal]
+"""
 import sys
 
 import segmenter  # noqa: F401  (registers the components)
+from segmenter.engine import cli
 from segmenter.engine.cli_errors import run_cli
 from segmenter.engine.run import load_config, run_val
 
 
-def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--config", required=True)
-    p.add_argument("--model_path", required=True)
-    p.add_argument("--is_slide", action="store_true", default=None)
-    p.add_argument("--crop_size", type=int, nargs=2)
-    p.add_argument("--stride", type=int, nargs=2)
-    p.add_argument("--window_batch_size", type=int)
-    p.add_argument("--aug_eval", action="store_true")
-    p.add_argument("--flip_horizontal", action="store_true")
-    p.add_argument("--scales", type=float, nargs="+")
-    p.add_argument("--opts", nargs="+", default=None)
+def parse_args(argv=None):
+    p = cli.Parser(__doc__)
+    cli.add_config(p)
+    cli.add_weights(p)
+    cli.add_inference(p, "aug_eval")
     p.add_argument("--save_panels", type=int, default=0, metavar="N",
-                   help="also write image | truth | prediction PNGs of the N worst and N best images by mIoU")
+                   help="also write image | truth | prediction PNGs of the N worst and N best images by mIoU "
+                        "(default: 0, none)")
     p.add_argument("--save_dir", default="output/panels", help="where --save_panels writes")
-    return p.parse_args()
+    cli.add_common(p)
+    cli.add_paddleseg_eval(p, "aug_eval")
+    cli.refuse(p, "--num_workers", "val reads its images in the evaluating process; drop the flag.")
+    return p.parse_args(argv)
 
 
-def main(args: argparse.Namespace) -> None:
-    cfg = load_config(args.config, args.opts)
-    kw = dict(is_slide=args.is_slide, crop_size=args.crop_size, stride=args.stride,
-              window_batch_size=args.window_batch_size, flip_horizontal=args.aug_eval and args.flip_horizontal or None,
-              scales=tuple(args.scales) if args.aug_eval and args.scales else None)
+def main(args) -> None:
+    cfg = load_config(args.config, args.opts, verbose=args.verbose)
+    cli.apply_device(args.device)
+    kw = cli.inference_overrides(args, args.aug_eval)
     run_val(cfg, args.model_path, **kw)
     if args.save_panels:
         from segmenter.visualize.val_panels import run_save_panels

@@ -185,10 +185,11 @@ def run_child(path: str, name: str, repeats: int) -> dict:
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    ap = argparse.ArgumentParser(prog="tools/benchmark.py", description=__doc__.splitlines()[0])
-    ap.add_argument("--models", nargs="+", default=list(MODELS))
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--json", default="benchmark.json")
+    from segmenter.engine.cli import Parser
+    ap = Parser(__doc__.splitlines()[0], prog="tools/benchmark.py")
+    ap.add_argument("--models", nargs="+", default=list(MODELS), help=f"models to time, of {', '.join(MODELS)}")
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs per path (the best is reported)")
+    ap.add_argument("--json", default="benchmark.json", help="where the results are written as JSON")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.child:

@@ -11,7 +11,6 @@ median of `repeats`. Per-block categories are multiplied by depth. "model" is th
 dispatch overhead, cache effects). The twin's model row runs its fused SDPA; its per-op rows the explicit
 product, for comparison with Paddle's.
 """
-import argparse
 import time
 from typing import List, Optional
 
@@ -222,11 +221,13 @@ def profile(name: str, mode: str, repeats: int) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    ap = argparse.ArgumentParser(prog="tools/profile_paths.py", description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="vit_s_linear", choices=list(bm.MODELS))
+    from segmenter.engine.cli import Parser
+    ap = Parser(__doc__.splitlines()[0], prog="tools/profile_paths.py")
+    ap.add_argument("--model", default="vit_s_linear", choices=list(bm.MODELS), help="the model profiled")
     ap.add_argument("--threads", type=int, default=1, help="math threads for both frameworks")
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--mode", nargs="+", default=["forward", "train"], choices=["forward", "train"])
+    ap.add_argument("--repeats", type=int, default=5, help="profiled runs per mode")
+    ap.add_argument("--mode", nargs="+", default=["forward", "train"], choices=["forward", "train"],
+                    help="what is profiled: inference forward, training step, or both")
     a = ap.parse_args(argv)
     import paddle
     import torch

@@ -51,6 +51,18 @@ class Arch:
         """Pixels per token side: the patch, times the hybrid stem's stride."""
         return self.patch_size * (1 if self.stem_layers is None else stem_stride(self.stem_layers))
 
+    def describe(self) -> str:
+        """One line: the ViT and what sits on it (tools/convert.py prints it)."""
+        if self.decode_head:
+            head = (f"UPerHead{' + MultiLevelNeck' if self.neck else ''}{' + FCN aux' if self.auxiliary_head else ''}"
+                    f", {self.num_classes} classes, maps of blocks {self.out_indices}")
+        else:
+            head = f"{self.decoder['name']} decoder, {self.num_classes} classes" if self.decoder else "backbone only"
+        return (f"ViT D={self.embed_dim} depth={self.depth} heads={self.num_heads} patch={self.patch_size} "
+                f"img={self.img_size}"
+                f"{'' if self.stem_layers is None else f', ResNetV2 stem {self.stem_layers} (stride {self.stride})'}"
+                f"{', layer scale' if self.layer_scale_init is not None else ''}, {head}")
+
 
 NOT_BACKBONE = ("num_classes", "decoder", "logits_resize", "neck", "decode_head", "auxiliary_head")
 # What UPerNet weights cannot tell, as MMSeg's ViT configs set it (four levels).

@@ -315,7 +315,7 @@ def check_complete(state: Mapping[str, np.ndarray], arch: Arch, source: str) -> 
 
 def load_weights(path: str, fmt: Optional[str] = None, overrides: Optional[Dict[str, Any]] = None) -> Converted:
     """Read any supported weights file into canonical arrays, strictly, with the architecture it encodes."""
-    files.check_file(path)
+    path = files.resolve_weights(path)
     raw, _, meta = read_raw(path)
     fmt = fmt or detect_format(path, list(raw), meta)
     if fmt in ("paddle", "torch"):  # our files record the model they were built as: read it, never guess
@@ -500,6 +500,7 @@ def convert(src: str, dst: str, fmt: Optional[str] = None, overrides: Optional[D
             num_classes: Optional[int] = None, to: Optional[str] = None) -> Converted:
     """Convert `src` (any family) to `dst` (format from its extension, or `to="mmseg"` for MMSeg's layout in a
     .pth); optionally write a config for it."""
+    src = files.resolve_weights(src, "SRC")  # a checkpoint folder: its model.pdparams, beside its state.json
     conv = load_weights(src, fmt, overrides)
     if num_classes is not None and conv.arch.num_classes not in (None, num_classes):
         raise ConversionError(f"--num-classes {num_classes} disagrees with the {conv.arch.num_classes} classes "

@@ -57,6 +57,24 @@ def check_file(path: str) -> None:
         raise FileNotFoundError(f"weights file '{path}' does not exist; pass a local path (nothing is downloaded).")
 
 
+def resolve_weights(path: str, flag: str = "weights") -> str:
+    """The weights file a tool reads for path: path itself if a file, a checkpoint folder's model.pdparams
+    (save_dir/best_model, save_dir/iter_N). Every tool and both Inferencers take weights through this, so they
+    accept the same things; anything else is a FileNotFoundError naming path and flag and saying what to pass."""
+    if os.path.isfile(path):
+        return path
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"{flag} {path} does not exist; pass a weights file (.pdparams, .pth, "
+                                ".safetensors) or a checkpoint folder (save_dir/best_model, save_dir/iter_N).")
+    inside = os.path.join(path, "model.pdparams")
+    if os.path.isfile(inside):
+        return inside
+    found = sorted(n for n in os.listdir(path) if n == "best_model" or n.startswith("iter_"))
+    hint = f" It is a training's save_dir: pass {os.path.join(path, found[0])}." if found else ""
+    raise FileNotFoundError(f"{flag} {path} is a folder without model.pdparams; pass a weights file or a checkpoint "
+                            f"folder (save_dir/best_model, save_dir/iter_N).{hint}")
+
+
 def extension(path: str) -> str:
     """Lower-case extension including the dot."""
     return os.path.splitext(path)[1].lower()

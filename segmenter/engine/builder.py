@@ -13,6 +13,7 @@ from typing import Optional
 import paddle
 from paddleseg.cvlibs import config_checker as checker
 from paddleseg.cvlibs import SegBuilder
+from paddleseg.utils import logger
 
 
 def checker_for(dic: dict) -> Optional[checker.ConfigChecker]:
@@ -52,6 +53,22 @@ class Builder(SegBuilder):
                              f"num_classes {n}; make them equal.")
         self.show_msg("model", model_cfg)
         return self.build_component(model_cfg)
+
+    def show_msg(self, name: str, cfg: dict) -> None:
+        """PaddleSeg logs each component's resolved config as it builds it: only with --verbose (cfg.verbose)."""
+        if getattr(self.config, "verbose", False):
+            super().show_msg(name, cfg)
+
+    def _build_loss(self, loss_name: str, loss_cfg: dict):
+        """PaddleSeg's, whose warning that it copied the dataset's ignore_index into a loss lacking one (a default
+        filled in as intended, as in every config of configs/) is shown only with --verbose."""
+        if getattr(self.config, "verbose", False):
+            return super()._build_loss(loss_name, loss_cfg)
+        level, logger.log_level = logger.log_level, 0  # errors only
+        try:
+            return super()._build_loss(loss_name, loss_cfg)
+        finally:
+            logger.log_level = level
 
     @cached_property
     def train_dataset(self) -> paddle.io.Dataset:

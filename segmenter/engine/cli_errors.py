@@ -31,9 +31,10 @@ def resume_command(argv: List[str], checkpoint: str) -> str:
 
 
 def run_cli(main: Callable, args, argv: Optional[List[str]] = None) -> int:
-    """main(args); a user error prints 'error: ...' on stderr and returns 1; a signal stop returns 128 + signum."""
+    """main(args); a user error prints 'error: ...' on stderr and returns 1; a signal stop returns 128 + signum.
+    An int main returns is the exit status."""
     try:
-        main(args)
+        status = main(args)
     except TrainingStopped as e:
         print(f"{e}\nresume: {resume_command(argv or sys.argv, e.checkpoint)}", file=sys.stderr, flush=True)
         return 128 + e.signum
@@ -46,7 +47,7 @@ def run_cli(main: Callable, args, argv: Optional[List[str]] = None) -> int:
             raise
         print(f"error: {inner}", file=sys.stderr, flush=True)
         return 1
-    return 0
+    return status if isinstance(status, int) else 0
 
 
 def user_error_inside(e: BaseException) -> Optional[BaseException]:

@@ -7,11 +7,11 @@ sample['trans_info']; the predicted probabilities are brought back to the origin
 import numpy as np
 import paddle
 import paddle.distributed as dist
-from tqdm import tqdm
 
 from segmenter.datasets.checked import CheckedDataset
 from segmenter.engine.infer import predict_probs, reverse_transform
 from segmenter.engine.metrics import confusion_matrix, metrics_from_confusion
+from segmenter.engine.progress import progress as progress_of
 
 
 def sample_label(s: dict) -> np.ndarray:
@@ -34,7 +34,8 @@ def evaluate(model, dataset, num_classes: int, is_slide: bool = False, crop_size
     augmented = flip_horizontal or tuple(scales) != (1.0,)
     cm = np.zeros((2, num_classes, num_classes), np.int64)  # [augmented, plain]
     with paddle.no_grad():
-        for i in tqdm(range(rank, len(dataset), world), desc="evaluate", disable=not progress or rank != 0):
+        mine = range(rank, len(dataset), world)
+        for i in progress_of(mine, len(mine), "evaluate", enabled=progress and rank == 0):
             s = data[i]
             label = sample_label(s)
             x = paddle.to_tensor(np.asarray(s["img"], np.float32)[None])  # [3, H, W] -> [1, 3, H, W]

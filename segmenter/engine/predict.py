@@ -6,28 +6,44 @@ import numpy as np
 import paddle
 from paddleseg.transforms import Compose
 from PIL import Image
-from tqdm import tqdm
 
 from segmenter.datasets.checked import decode_error
+from segmenter.convert.files import resolve_weights
 from segmenter.engine.builder import Builder
+from segmenter.engine.cli import say
 from segmenter.engine.infer import predict_probs, reverse_transform
-from segmenter.engine.run import class_names_of, load_model, test_kwargs
+from segmenter.engine.progress import progress
+from segmenter.engine.run import class_names_of, inference_mode, load_model, test_kwargs
 from segmenter.visualize.palette import legend, palette
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
-def list_images(path: str) -> list[str]:
-    """The image files at path (a file, or a folder searched recursively); an error names the path if none."""
+def inside(path: str, folder: str) -> bool:
+    """Whether path is folder or lies under it (links resolved)."""
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return path == folder or path.startswith(folder + os.sep)
+
+
+def list_images(path: str, save_dir: str = None, recursive: bool = True) -> list[str]:
+    """The image files at path: a file, or a folder searched recursively (or not), never descending into save_dir,
+    so a second run does not predict the first run's outputs. An error names the path if there is none."""
     if os.path.isfile(path):
         return [path]
     if not os.path.isdir(path):
         raise FileNotFoundError(f"--image_path {path} does not exist; pass an image file or a folder of images.")
-    files = sorted(os.path.join(d, f) for d, _, names in os.walk(path) for f in names
-                   if f.lower().endswith(IMAGE_EXTS))
+    if save_dir and inside(path, save_dir):
+        raise ValueError(f"--image_path {path} lies inside --save_dir {save_dir}, where predictions are written; "
+                         "pass the folder of your images, or another --save_dir.")
+    files = []
+    for d, subdirs, names in os.walk(path):
+        subdirs[:] = [] if not recursive else sorted(s for s in subdirs
+                                                     if not (save_dir and inside(os.path.join(d, s), save_dir)))
+        files += [os.path.join(d, f) for f in names if f.lower().endswith(IMAGE_EXTS) and not f.startswith(".")]
     if not files:
-        raise FileNotFoundError(f"--image_path {path} holds no image ({', '.join(IMAGE_EXTS)}).")
-    return files
+        where = "" if recursive else " (sub-folders are not searched with --no_recursive)"
+        raise FileNotFoundError(f"--image_path {path} holds no image ({', '.join(IMAGE_EXTS)}){where}.")
+    return sorted(files)
 
 
 def output_names(files: list[str], root: str) -> list[str]:
@@ -64,17 +80,22 @@ def preprocess(cfg, img: np.ndarray) -> tuple[np.ndarray, list]:
     return (img.transpose(2, 0, 1).astype(np.float32) / 255.0 - mean) / std, []  # [H, W, 3] -> [3, H, W]
 
 
-def run_predict(cfg, model_path: str, image_path: str, save_dir: str, **overrides) -> list[str]:
+def run_predict(cfg, model_path: str, image_path: str, save_dir: str, recursive: bool = True, **overrides
+                ) -> list[str]:
     """Write save_dir/pseudo_color/<rel>.png and save_dir/added/<rel>.png at each input's original size, <rel>
     being the input's path under image_path, and save_dir/legend.png naming the colours of the classes predicted;
     returns the mask paths."""
     model = load_model(cfg, model_path)
     kw = test_kwargs(cfg, overrides)
     pal = palette(model.num_classes)
-    files = list_images(image_path)
+    files = list_images(image_path, save_dir, recursive)
+    window = f", windows {kw['crop_size']} stride {kw['stride']}" if kw["is_slide"] else ""
+    say("predict", cfg, weights=resolve_weights(model_path), images=f"{len(files)} from {image_path}"
+        f"{' and its sub-folders' if recursive and os.path.isdir(image_path) else ''}",
+        inference=inference_mode(kw) + window)
     out, present = [], set()
     with paddle.no_grad():
-        for f, name in tqdm(list(zip(files, output_names(files, image_path))), desc="predict"):
+        for f, name in progress(list(zip(files, output_names(files, image_path))), len(files), "predict"):
             img = read_image(f)
             x, trans_info = preprocess(cfg, img)
             probs = predict_probs(model, paddle.to_tensor(x[None]), **kw)
@@ -88,4 +109,6 @@ def run_predict(cfg, model_path: str, image_path: str, save_dir: str, **override
             out.append(os.path.join(save_dir, "pseudo_color", name))
     names = class_names_of(cfg, model.num_classes)
     Image.fromarray(legend(names, pal, 640, sorted(present), row_height=20)).save(os.path.join(save_dir, "legend.png"))
+    print(f"predict: wrote {len(out)} masks to {os.path.join(save_dir, 'pseudo_color')} and overlays to "
+          f"{os.path.join(save_dir, 'added')}; legend {os.path.join(save_dir, 'legend.png')}", flush=True)
     return out

@@ -1,28 +1,34 @@
 """Config -> builder -> engine: what tools/train.py, val.py and predict.py call."""
+import copy
 import os
 import random
 
 import numpy as np
 import paddle
 import paddle.distributed as dist
+import yaml
 from paddleseg.cvlibs import Config, SegBuilder
 from paddleseg.cvlibs.config import parse_from_yaml
+from paddleseg.utils.utils import NoAliasDumper
 
+from segmenter.convert.files import resolve_weights
 from segmenter.convert.matching import WeightsMismatchError
 from segmenter.engine.builder import Builder, checker_for
 from segmenter.engine.checkpoint import run_sections
+from segmenter.engine.cli import say
 from segmenter.engine.config_check import check_keys, check_yaml, take_class_names
 from segmenter.engine.evaluate import evaluate
 from segmenter.engine.losses import total_loss
 from segmenter.engine.safe_load import describe_model, model_section_of, read_weights
 from segmenter.engine.train import train
-from segmenter.models.weights import load_state_dict_strict
+from segmenter.models.weights import load_state_dict_strict, read_state_dict
 from segmenter.visualize.palette import class_names
 
 
 def load_config(path: str, opts: list = None, iters: int = None, batch_size: int = None,
-                learning_rate: float = None) -> Config:
-    """PaddleSeg Config with --opts key=value overrides; a missing file is an error naming it."""
+                learning_rate: float = None, verbose: bool = False) -> Config:
+    """PaddleSeg Config with --opts key=value overrides; a missing file is an error naming it. With verbose, the
+    Builder logs each component's resolved config as PaddleSeg does."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"config {path} does not exist; pass --config with a YAML from configs/.")
     check_yaml(path)
@@ -32,7 +38,18 @@ def load_config(path: str, opts: list = None, iters: int = None, batch_size: int
     check_keys(path, cfg.dic)
     cfg.path = path
     cfg.class_names = take_class_names(path, cfg.dic)  # before any dataset is built: PaddleSeg's know no such key
+    cfg.verbose = verbose
     return cfg
+
+
+def resolved_dic(cfg: Config) -> dict:
+    """The resolved config as a user writes it: load_config took class_names out of the dataset sections (PaddleSeg's
+    classes know no such key), so they go back in for save_dir/config.yml."""
+    dic = copy.deepcopy(cfg.dic)
+    for name in ("train_dataset", "val_dataset"):
+        if getattr(cfg, "class_names", None) and isinstance(dic.get(name), dict):
+            dic[name]["class_names"] = list(cfg.class_names)
+    return dic
 
 
 def class_names_of(cfg: Config, num_classes: int) -> list:
@@ -71,6 +88,16 @@ def run_train(cfg: Config, save_dir: str, seed: int = 0, **kw) -> dict:
         return total_loss(losses, logits, label)
 
     kw.setdefault("eval_kwargs", test_kwargs(cfg, {}))  # evaluate during training as tools/val.py does
+    if dist.get_rank() == 0:
+        bb = (cfg.model_cfg.get("backbone") or {}).get("pretrained")
+        resume = kw.get("resume_model")
+        say("train", cfg, weights=f"resumed from {resume}" if resume else (f"backbone from {bb}" if bb else
+            "random initialisation"), train_set=f"{len(train_ds)} images ({cfg.train_dataset_cfg.get('type')})",
+            val_set=f"{len(val_ds)} images, evaluated every {kw.get('save_interval')} iters" if val_ds is not None
+            else "none (pass --do_eval to evaluate)", schedule=f"{cfg.iters} iters of batch {cfg.batch_size}"
+            f"{f' x {dist.get_world_size()} ranks' if dist.get_world_size() > 1 else ''}", save_dir=save_dir)
+    # the resolved config, written to save_dir/config.yml (printed only with --verbose)
+    kw.setdefault("config_text", yaml.dump(resolved_dic(cfg), Dumper=NoAliasDumper, sort_keys=False))
     kw.setdefault("run", run_sections(cfg.dic, save_interval=kw.get("save_interval"), log_iters=kw.get("log_iters")))
     kw.setdefault("class_names", class_names_of(cfg, model.num_classes))
     return train(model, train_ds, b.optimizer, b.lr_scheduler, loss_fn, cfg.iters, cfg.batch_size, save_dir,
@@ -91,10 +118,7 @@ def built(cfg: Config, builder: SegBuilder, name: str):
 def load_model(cfg: Config, model_path: str):
     """Model from cfg with weights from model_path (a .pdparams file or a checkpoint folder), read without
     running code and loaded strictly; a mismatch names the keys and the architecture the file was built for."""
-    if os.path.isdir(model_path):
-        model_path = os.path.join(model_path, "model.pdparams")
-    if not os.path.isfile(model_path):
-        raise FileNotFoundError(f"--model_path {model_path} does not exist; pass save_dir/best_model or a .pdparams.")
+    model_path = resolve_weights(model_path, "--model_path")
     model = Builder(cfg).model
     state = read_weights(model_path)
     try:
@@ -122,15 +146,23 @@ def fitting_config_hint(model_path: str, state: dict, cfg: Config) -> str:
         return "  it is not a whole Segmenter in our layout; convert it with tools/convert.py (see --from)."
 
 
+def inference_mode(kw: dict) -> str:
+    """'slice', 'whole + flip', 'slice + flip + scales [0.75, 1.0]': the inference test_kwargs describe."""
+    base = "slice" if kw["is_slide"] else "whole"
+    return base + (" + flip" if kw["flip_horizontal"] else "") + \
+        (f" + scales {list(kw['scales'])}" if tuple(kw["scales"]) != (1.0,) else "")
+
+
 def run_val(cfg: Config, model_path: str, **overrides) -> dict:
     """Evaluate a trained model on cfg's val_dataset and print the report."""
     model = load_model(cfg, model_path)
     ds = Builder(cfg).val_dataset
     kw = test_kwargs(cfg, overrides)
+    base, mode = "slice" if kw["is_slide"] else "whole", inference_mode(kw)
+    window = f", windows {kw['crop_size']} stride {kw['stride']}" if kw["is_slide"] else ""
+    say("val", cfg, weights=resolve_weights(model_path), val_set=f"{len(ds)} images "
+        f"({cfg.val_dataset_cfg.get('type')})", inference=mode + window)
     m = evaluate(model, ds, model.num_classes, **kw)
-    base = "slice" if kw["is_slide"] else "whole"
-    mode = base + (" + flip" if kw["flip_horizontal"] else "") + \
-        (f" + scales {list(kw['scales'])}" if tuple(kw["scales"]) != (1.0,) else "")
     rows = ([(base, m["plain"])] if "plain" in m else []) + [(mode, m)]
     for name, r in rows:  # the published tables' columns: "slice", then "flip"
         print(f"[EVAL] {name}: {len(ds)} images  mIoU {r['mIoU']:.4f}  Acc {r['Acc']:.4f}  Kappa {r['Kappa']:.4f}  "
@@ -146,3 +178,28 @@ def class_table(names: list, m: dict, mode: str) -> str:
     rows += [f"  {c:>3}  {n:<{w}}  {iou:6.4f}  {p:9.4f}"
              for c, (n, iou, p) in enumerate(zip(names, m["class_iou"], m["class_precision"]))]
     return "\n".join(rows)
+
+
+def run_export(cfg: Config, weights: str, save: str, size, batch_size: int = 0, fmt: str = "paddle") -> str:
+    """tools/export.py: the model of cfg with weights (a file or a checkpoint folder; None: random init) traced at
+    size [H, W] for paddle.inference (<save>.json/.pdiparams) or ONNX (<save>, a .onnx file), with its model card."""
+    from segmenter import deploy
+    from segmenter.convert.files import write_model_card
+    if fmt == "onnx" and not save.endswith(".onnx"):
+        raise ValueError(f"--save {save}: with --format onnx give the file to write, ending in .onnx.")
+    model = Builder(cfg).model
+    if weights:
+        weights = resolve_weights(weights, "--weights")
+        load_state_dict_strict(model, read_state_dict(weights), weights)  # any format convert reads
+    say("export", cfg, weights=weights or "random initialisation", input=f"{list(size)}, batch "
+        f"{batch_size or 'variable'}", format=f"ONNX opset {deploy.ONNX_OPSET}" if fmt == "onnx" else
+        "paddle.inference")
+    if fmt == "onnx":
+        deploy.export_onnx(model, save, size, batch_size=batch_size or None)
+        written = save
+    else:
+        deploy.export(model, save, size, batch_size=batch_size or None)
+        written = f"{save}.json/.pdiparams (paddle {paddle.__version__})"
+    card = write_model_card(save, {**cfg.model_cfg, "num_classes": model.num_classes})
+    print(f"export: wrote {written} and {card}", flush=True)
+    return save

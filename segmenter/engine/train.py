@@ -95,12 +95,14 @@ def train(model, train_dataset, optimizer, scheduler, loss_fn, iters: int, batch
           val_dataset=None, num_classes: int = None, seed: int = 0, save_interval: int = 1000, keep_k: int = 2,
           log_iters: int = 10, do_eval: bool = False, use_vdl: bool = False, resume_model: str = None,
           eval_kwargs: dict = None, save_all_ranks: bool = False, num_workers: int = 0,
-          precision: str = "fp32", run: dict = None, class_names: list = None) -> dict:
+          precision: str = "fp32", run: dict = None, class_names: list = None,
+          config_text: str = None) -> dict:
     """Train model for iters steps; returns the last evaluation metrics (or {}).
 
     `run` (checkpoint.run_sections of the config) is recorded in every checkpoint; a resume refuses a
     checkpoint whose model, dataset or batch size differ from it. SIGINT/SIGTERM stop after the current
     iteration with a checkpoint (TrainingStopped); a second training on save_dir is refused (SaveDirBusy).
+    config_text (the resolved config) is written to save_dir/config.yml.
     """
     rank, world = dist.get_rank(), dist.get_world_size()
     net = paddle.DataParallel(model) if world > 1 else model
@@ -117,6 +119,11 @@ def train(model, train_dataset, optimizer, scheduler, loss_fn, iters: int, batch
     with save_dir_lock(save_dir, rank == 0), stop_signals() as stop:
         if rank == 0 and state.saved:  # resumed into its own save_dir: finish a best_model a crash left behind
             restore_best_model(save_dir, state.best_iter)
+        if rank == 0 and config_text is not None:
+            with open(os.path.join(save_dir, "config.yml"), "w") as f:
+                f.write(config_text)
+        if rank == 0 and resumed:
+            print(f"train: resumed from iter {start} ({resume_model})", flush=True)
         for it, epoch, img, label in batch_stream(data, batch_size, seed, start, iters, rank, world,
                                                   num_workers):
             reader_cost = time.time() - tr
@@ -142,7 +149,18 @@ def train(model, train_dataset, optimizer, scheduler, loss_fn, iters: int, batch
         paddle.save(model.state_dict(), os.path.join(save_dir, f"rank_{rank}.pdparams"))
     if rank == 0:
         plot_curves(state.history, os.path.join(save_dir, "curves.png"))
+        say_done(state, save_dir, iters, time.time() - t0, config_text is not None)
     return state.last_metrics
+
+
+def say_done(state: TrainState, save_dir: str, iters: int, seconds: float, wrote_config: bool) -> None:
+    """The closing lines: the best result and where every output went."""
+    best = (f"best mIoU {state.best:.4f} at iter {state.best_iter}: {os.path.join(save_dir, 'best_model')}"
+            if state.best_iter is not None else "no evaluation (pass --do_eval for best_model)")
+    last = os.path.join(save_dir, f"iter_{iters}")
+    print(f"train: done, {iters} iters in {seconds:.0f} s; {best}\ntrain: last checkpoint {last}; curves "
+          f"{os.path.join(save_dir, 'curves.png')}" + (f"; config {os.path.join(save_dir, 'config.yml')}"
+                                                      if wrote_config else ""), flush=True)
 
 
 def open_writer(save_dir: str):

@@ -1,6 +1,5 @@
 """Twin of `segmenter/inference.py` and `segmenter/engine/infer.py`: the Inferencer on the PyTorch model, with the
 same whole / sliding-window / flip / multi-scale inference. Imports torch only, never Paddle."""
-import os
 from typing import Any, Optional
 
 import numpy as np
@@ -74,7 +73,7 @@ class Inferencer(BaseInferencer):
         cfg = load_config(config)
         self.model = build_model(cfg)
         if weights:
-            load_pretrained(self.model, os.path.join(weights, "model.pdparams") if os.path.isdir(weights) else weights)
+            load_pretrained(self.model, weights)  # a file or a checkpoint folder (convert.files.resolve_weights)
         self.model.eval()
         tc = dict(cfg.get("test_config") or {})
         kw = {"is_slide": tc.get("is_slide", False), "crop_size": tc.get("crop_size"), "stride": tc.get("stride"),

@@ -1,0 +1,62 @@
+"""Known third-party chatter, silenced where it comes from and nowhere else: each rule names the exact line.
+
+- `No ccache found ...`: a UserWarning paddle's cpp_extension gives at `import paddle` (it only matters to people
+  compiling custom C++ ops); filtered by `silence_import_warnings()`, which `segmenter/__init__.py` calls first.
+- `Paddle static graph(PIR) not support input out tensor for now!!!!!`: a glog line paddle's C++ (eager_utils.cc)
+  writes to stderr whenever `F.softmax` is traced (paddle passes its own `out=None`), i.e. on every export; and
+  dy2static's `Find variable `attns` defined in global scope` about the attention-map list of our forward, which
+  export never asks for. `quiet_export()` drops these lines while the model is traced.
+- paddle2onnx's progress lines (`[Paddle2ONNX] ...`, `ONNX model saved in ...`): dropped by `quiet_export()` too;
+  tools/export.py says itself what it wrote.
+Any other line is passed through unchanged.
+"""
+import contextlib
+import os
+import re
+import sys
+import tempfile
+import warnings
+
+IMPORT_WARNINGS = ((r"No ccache found", r"paddle\.utils\.cpp_extension"),)  # (message, module) regexes
+EXPORT_WARNINGS = (r"Find variable `attns` defined in global scope",)
+EXPORT_LINES = re.compile(r"Paddle static graph\(PIR\) not support input out tensor for now!+$"
+                          r"|^\[Paddle2ONNX\] "
+                          r"|\[INFO\]\s+ONNX model saved in ")
+
+
+def silence_import_warnings() -> None:
+    """Filter the warnings `import paddle` gives that concern no user of this package."""
+    for message, module in IMPORT_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=UserWarning, module=module)
+
+
+@contextlib.contextmanager
+def filtered_fd(fd: int, drop: re.Pattern):
+    """Capture what C/C++ code and Python write to file descriptor fd; on exit write it back without the lines
+    that match drop."""
+    stream = {1: sys.stdout, 2: sys.stderr}[fd]
+    stream.flush()
+    saved = os.dup(fd)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), fd)
+        try:
+            yield
+        finally:
+            stream.flush()
+            os.dup2(saved, fd)
+            os.close(saved)
+            tmp.seek(0)
+            kept = [ln for ln in tmp.read().decode(errors="replace").splitlines(keepends=True)
+                    if not drop.search(ln.rstrip("\n"))]
+            if kept:
+                stream.write("".join(kept))
+                stream.flush()
+
+
+@contextlib.contextmanager
+def quiet_export():
+    """Run a paddle.jit / paddle2onnx export without the lines listed in this module's docstring."""
+    with warnings.catch_warnings(), filtered_fd(1, EXPORT_LINES), filtered_fd(2, EXPORT_LINES):
+        for message in EXPORT_WARNINGS:
+            warnings.filterwarnings("ignore", message=message, category=UserWarning)
+        yield
