@@ -230,8 +230,9 @@ def test_v0_recipe_numbers_follow_the_release(ours):
     m = cfg["model"]
     bb, opt, lr = m["backbone"], cfg["optimizer"], cfg["lr_scheduler"]
     got = (bb["embed_dim"], bb["num_heads"], bb["depth"], bb["drop_path_rate"], bb["final_norm"], bb["norm_eps"],
-           bb["pos_embed_interp"], bb["img_size"], bb["patch_bias"], bb["out_indices"], cfg["iters"], cfg["batch_size"])
-    want = (width, heads, 12, dpr, False, 1e-6, "bicubic", 512, True, [11], iters, 4)
+           bb["pos_embed_interp"], bb["img_size"], bb["patch_bias"], bb["out_indices"], bb["patch_remainder"],
+           cfg["iters"], cfg["batch_size"])
+    want = (width, heads, 12, dpr, False, 1e-6, "bicubic", 512, True, [11], "drop", iters, 4)
     assert got == want, f"{ours} {got} vs v0.x {want}"
     got = (opt["type"], opt["beta1"], opt["beta2"], opt["weight_decay"], [c["name"] for c in opt["custom_cfg"]],
            [c["weight_decay_mult"] for c in opt["custom_cfg"]], lr["learning_rate"], lr["warmup_iters"],

@@ -21,8 +21,7 @@ from segmenter.convert import convert, load_weights, model_config  # noqa: E402
 from segmenter.parity import build_pair, load_into_paddle, load_into_torch, run_paddle, run_torch  # noqa: E402
 
 REL_TOL = 1e-5  # max |diff| of the logits over max |logit| of MMSeg's
-# Multiples of the patch: v0.13's ViT floors a remainder away (its conv has no padding and it reshapes to
-# H // 16 x W // 16), MMSeg 1.x pads it, so only such inputs are the same computation in both.
+# Multiples of the patch, where v0.13 and 1.2.2 compute alike (the remainder: test_v0_drops_the_patch_remainder_...).
 SHAPES = ((2, 3, 32, 32), (2, 3, 48, 80))
 
 # MMSeg 1.2.2 name -> v0.13 name, written from mmseg 0.13.0's vit.py (PatchEmbed.proj = Conv2d with bias;
@@ -87,8 +86,8 @@ def _check(ref, path, shapes):
     a = conv.arch
     depth = a.depth
     got = (a.out_indices, a.neck, a.auxiliary_head["in_index"], a.patch_bias, a.final_norm, a.norm_eps,
-           a.pos_embed_interp)
-    want = ([depth - 1], {"scales": [0.5, 1, 2, 4]}, 0, True, False, 1e-6, "bicubic")
+           a.pos_embed_interp, a.patch_remainder)
+    want = ([depth - 1], {"scales": [0.5, 1, 2, 4]}, 0, True, False, 1e-6, "bicubic", "drop")
     assert got == want, f"architecture read from the v0.x file {got} vs the release's {want}"
     p, t = build_pair(model_config(a, None))
     load_into_paddle(p, conv.state)
@@ -124,6 +123,30 @@ def test_v0_upernet_matches_mmseg(tmp_path):
     _check(ref, path, SHAPES)
 
 
+def test_v0_drops_the_patch_remainder_as_v013(tmp_path):
+    """Sides not a multiple of 16: v0.13's conv (no padding) and its reshape to H // 16 x W // 16 ignore the last
+    H % 16 rows and W % 16 columns, and EncoderDecoder resizes the logits to the whole input. MMSeg 1.2.2 (which
+    pads instead) is run on the input cut to whole patches, its logits resized to the whole input size."""
+    ref = mmlab.build_mmseg(mmlab.upernet_v0_cfg(), seed=16)
+    path = str(tmp_path / "upernet_vit_v0.pth")
+    save_v0(ref, path)
+    conv = load_weights(path)
+    assert conv.arch.patch_remainder == "drop", conv.arch
+    p, t = build_pair(model_config(conv.arch, None))
+    load_into_paddle(p, conv.state)
+    load_into_torch(t, conv.state)
+    for shape in ((2, 3, 40, 56), (1, 3, 47, 33)):
+        x = _inputs(shape)
+        H, W = shape[2] - shape[2] % 16, shape[3] - shape[3] % 16
+        metas = [dict(img_shape=tuple(shape[2:]), ori_shape=tuple(shape[2:]))] * shape[0]
+        with torch.no_grad():
+            want = ref.inference(torch.from_numpy(x[:, :, :H, :W].copy()), metas).numpy()
+        for name, out in (("paddle", run_paddle(p, x)), ("torch twin", run_torch(t, x))):
+            assert out.shape == want.shape, f"{name} {shape}: {out.shape} vs {want.shape}"
+            r = _rel(out, want)
+            assert r <= REL_TOL, f"{name} at {shape}: max|diff|/max|ref|={r:.2e} > {REL_TOL}"
+
+
 def test_v0_auxiliary_head_reads_the_coarsest_map(tmp_path):
     """The FCN auxiliary head on neck output 0 (scale 0.5) against MMSeg's auxiliary_head on the same maps."""
     ref = mmlab.build_mmseg(mmlab.upernet_v0_cfg(), seed=12)
@@ -153,8 +176,8 @@ def test_v0_conversion_writes_the_release_architecture(tmp_path):
     conv = convert(src, dst, save_config=cfg)
     model = yaml.safe_load(open(cfg))["model"]
     got = (model["type"], model["backbone"]["out_indices"], model["neck"], model["auxiliary_head"]["in_index"],
-           model["backbone"]["patch_bias"], model["backbone"]["final_norm"])
-    assert got == ("UPerNetViT", [3], {"scales": [0.5, 1, 2, 4]}, 0, True, False), got
+           model["backbone"]["patch_bias"], model["backbone"]["final_norm"], model["backbone"]["patch_remainder"])
+    assert got == ("UPerNetViT", [3], {"scales": [0.5, 1, 2, 4]}, 0, True, False, "drop"), got
     card = read_model_card(dst)
     assert card["neck"] == {"scales": [0.5, 1, 2, 4]} and card["auxiliary_head"]["in_index"] == 0, card
     again = load_weights(dst)

@@ -31,6 +31,7 @@ class Arch:
     neck: Optional[Dict[str, Any]] = None            # UPerNetViT: MultiLevelNeck arguments, or None
     decode_head: Optional[Dict[str, Any]] = None     # UPerNetViT: UPerHead arguments
     auxiliary_head: Optional[Dict[str, Any]] = None  # UPerNetViT: FCNHead arguments, or None
+    patch_remainder: str = "pad"               # pad (official, timm, MMSeg 1.x) or drop (MMSeg v0.13's ViT)
 
     def backbone_config(self) -> Dict[str, Any]:
         """The `model.backbone` section of a config (without dropout and pretrained)."""
@@ -39,6 +40,8 @@ class Arch:
             d.pop(key)
         if d["layer_scale_init"] is None:  # the configs of weights without layer scale stay as they were
             d.pop("layer_scale_init")
+        if d["patch_remainder"] == "pad":  # likewise the default
+            d.pop("patch_remainder")
         return {"type": "SegmenterViT", **d}
 
     def to_json(self) -> Dict[str, Any]:
@@ -97,7 +100,8 @@ def infer_arch(state: Mapping[str, np.ndarray], source: str, norm_eps: float, po
                 distilled=distilled, norm_eps=float(o.get("norm_eps") or norm_eps),
                 pos_embed_interp=str(o.get("pos_embed_interp") or pos_embed_interp),
                 patch_bias="backbone.patch_embed.proj.bias" in state, final_norm="backbone.norm.weight" in state,
-                logits_resize=str(o.get("logits_resize") or "crop"))
+                logits_resize=str(o.get("logits_resize") or "crop"),
+                patch_remainder=str(o.get("patch_remainder") or "pad"))
     if "backbone.blocks.0.ls1.gamma" in state:
         arch.layer_scale_init = float(o.get("layer_scale_init") or LAYER_SCALE_INIT)
     if "decode_head.psp_modules.0.conv.weight" in state:

@@ -34,9 +34,11 @@ FAMILY_DEFAULTS: Dict[str, Tuple[float, str]] = {
 # What else a family's models do that weights cannot tell: MMSeg's heads use LayerNorm eps 1e-5 (its backbone
 # 1e-6) and resize the logits of the padded grid straight to the input size.
 # MMSeg v0.13/v0.14's UPerNet ViT configs (PR #520, before its merge): one map (block 11) into a MultiLevelNeck that
-# rescales it by [0.5, 1, 2, 4], coarsest first, and the FCN auxiliary head on map 0 (the coarsest).
+# rescales it by [0.5, 1, 2, 4], coarsest first, and the FCN auxiliary head on map 0 (the coarsest); its patch conv
+# has no padding, so pixels past the last whole patch are dropped.
 FAMILY_OVERRIDES: Dict[str, Dict[str, Any]] = {"mmseg": {"decoder_norm_eps": 1e-5, "logits_resize": "stretch"},
-                                               "mmseg0": {"neck_scales": [0.5, 1, 2, 4], "aux_in_index": 0}}
+                                               "mmseg0": {"neck_scales": [0.5, 1, 2, 4], "aux_in_index": 0,
+                                                          "patch_remainder": "drop"}}
 DEST_FORMATS = {**{e: "paddle" for e in files.PADDLE_EXTS}, ".pth": "torch", ".pt": "torch",
                 **{e: "safetensors" for e in files.SAFETENSORS_EXTS}}
 SAFETENSORS_LAYOUT = "segmenter-torch"  # metadata tag of our .safetensors (PyTorch layout)
@@ -297,7 +299,7 @@ def _recorded_overrides(path: str) -> Dict[str, Any]:
     size = bb.get("img_size")
     return {"img_size": [size, size] if isinstance(size, int) else size, "num_heads": bb.get("num_heads"),
             "norm_eps": bb.get("norm_eps"), "pos_embed_interp": bb.get("pos_embed_interp"),
-            "layer_scale_init": bb.get("layer_scale_init"),
+            "layer_scale_init": bb.get("layer_scale_init"), "patch_remainder": bb.get("patch_remainder"),
             "decoder_heads": dec.get("n_heads"), "decoder_norm_eps": dec.get("norm_eps"),
             # UPerNetViT: which maps, rescaled how, and where the auxiliary head reads (MMSeg v0.x differs from 1.x)
             "out_indices": bb.get("out_indices"), "neck_scales": (model.get("neck") or {}).get("scales"),
@@ -359,7 +361,7 @@ def to_canonical(raw: Mapping[str, Any], fmt: str, path: str, meta: Optional[Dic
     if fmt in ("safetensors",) and meta.get("arch"):
         saved = json.loads(meta["arch"])
         o = {**{k: saved.get(k) for k in ("img_size", "num_heads", "norm_eps", "pos_embed_interp", "out_indices",
-                                          "logits_resize", "layer_scale_init")},
+                                          "logits_resize", "layer_scale_init", "patch_remainder")},
              "neck_scales": (saved.get("neck") or {}).get("scales"),
              "pool_scales": (saved.get("decode_head") or {}).get("pool_scales"),
              "aux_in_index": (saved.get("auxiliary_head") or {}).get("in_index"),

@@ -17,6 +17,7 @@ VIT_PRESETS: Dict[str, Tuple[int, int, int]] = {
     "large": (1024, 24, 16),
 }
 PATCH_SIZES = (8, 16, 32)
+PATCH_REMAINDERS = ("pad", "drop")
 
 
 def _trunc_normal(t: torch.Tensor) -> None:
@@ -52,6 +53,12 @@ def pad_to_patch(x: torch.Tensor, patch_size: int) -> torch.Tensor:
     if pad_h == 0 and pad_w == 0:
         return x
     return F.pad(x, [0, pad_w, 0, pad_h], value=0.0)  # [left, right, top, bottom]
+
+
+def crop_to_patch(x: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """Drop the bottom rows / right columns past the last whole patch (a stride-p conv without padding does)."""
+    H, W = x.shape[2], x.shape[3]
+    return x[:, :, :H - H % patch_size, :W - W % patch_size]
 
 
 class PatchEmbed(nn.Module):
@@ -102,6 +109,9 @@ class SegmenterViT(nn.Module):
         with_cls_token (bool, optional): Keep the class token in the blocks (MMSeg drops it after adding the
             position embedding when False). Default: True.
         output_cls_token (bool, optional): With out_indices, each output is [map, class token [B, D]]. Default: False.
+        patch_remainder (str, optional): Image sides that are not a multiple of the patch: `pad` zero-pads them
+            bottom/right (official, timm, MMSeg 1.x); `drop` drops the pixels past the last whole patch (MMSeg
+            v0.13/v0.14's ViT, whose patch conv has no padding). Default: pad.
         pretrained (str, optional): Local path of weights for this backbone; None trains from scratch. Default: None.
     """
 
@@ -126,6 +136,7 @@ class SegmenterViT(nn.Module):
                  out_indices: Optional[List[int]] = None,
                  with_cls_token: bool = True,
                  output_cls_token: bool = False,
+                 patch_remainder: str = "pad",
                  pretrained: Optional[str] = None):
         super().__init__()
         img_size = [img_size, img_size] if isinstance(img_size, int) else list(img_size)
@@ -136,6 +147,8 @@ class SegmenterViT(nn.Module):
         if pos_embed_interp not in POS_EMBED_INTERPOLATIONS:
             raise ValueError(f"SegmenterViT: pos_embed_interp='{pos_embed_interp}' is not one of "
                              f"{POS_EMBED_INTERPOLATIONS}.")
+        if patch_remainder not in PATCH_REMAINDERS:
+            raise ValueError(f"SegmenterViT: patch_remainder='{patch_remainder}' is not one of {PATCH_REMAINDERS}.")
         if output_cls_token and not with_cls_token:
             raise ValueError("SegmenterViT: output_cls_token=True needs with_cls_token=True.")
         if out_indices is not None and any(not -depth <= i < depth for i in out_indices):
@@ -153,6 +166,7 @@ class SegmenterViT(nn.Module):
         self.out_indices = None if out_indices is None else [i % depth for i in out_indices]
         self.with_cls_token = with_cls_token
         self.output_cls_token = output_cls_token
+        self.patch_remainder = patch_remainder
         self.grid_size = (img_size[0] // patch_size, img_size[1] // patch_size)
         num_patches = self.grid_size[0] * self.grid_size[1]
 
@@ -186,7 +200,7 @@ class SegmenterViT(nn.Module):
         With `out_indices`, a tuple of maps [B, D, H/p, W/p] instead (each [map, cls [B, D]] with output_cls_token).
         """
         check_image_batch(x, self.in_channels, type(self).__name__)
-        x = pad_to_patch(x, self.patch_size)
+        x = pad_to_patch(x, self.patch_size) if self.patch_remainder == "pad" else crop_to_patch(x, self.patch_size)
         B, _, H, W = x.shape
         x = self.patch_embed(x)  # [B, N, D]
         prefix = [self.cls_token.expand(B, -1, -1)]
