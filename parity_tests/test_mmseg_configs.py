@@ -192,7 +192,7 @@ def _normalized(model):
     bb["img_size"] = [bb["img_size"]] * 2 if isinstance(bb["img_size"], int) else list(bb["img_size"])
     out["backbone"] = bb
     for part in ("backbone", "decoder", "decode_head", "auxiliary_head"):
-        for k in ("drop_rate", "attn_drop_rate", "drop_path_rate", "pretrained", "dropout"):
+        for k in ("drop_rate", "attn_drop_rate", "drop_path_rate", "drop_path_mode", "pretrained", "dropout"):
             (out.get(part) or {}).pop(k, None)
         for k, v in (out.get(part) or {}).items():
             if isinstance(v, int) and not isinstance(v, bool) and k in ("mlp_ratio",):
@@ -231,8 +231,8 @@ def test_v0_recipe_numbers_follow_the_release(ours):
     bb, opt, lr = m["backbone"], cfg["optimizer"], cfg["lr_scheduler"]
     got = (bb["embed_dim"], bb["num_heads"], bb["depth"], bb["drop_path_rate"], bb["final_norm"], bb["norm_eps"],
            bb["pos_embed_interp"], bb["img_size"], bb["patch_bias"], bb["out_indices"], bb["patch_remainder"],
-           cfg["iters"], cfg["batch_size"])
-    want = (width, heads, 12, dpr, False, 1e-6, "bicubic", 512, True, [11], "drop", iters, 4)
+           bb["drop_path_mode"], cfg["iters"], cfg["batch_size"])
+    want = (width, heads, 12, dpr, False, 1e-6, "bicubic", 512, True, [11], "drop", "mlp_dropout", iters, 4)
     assert got == want, f"{ours} {got} vs v0.x {want}"
     got = (opt["type"], opt["beta1"], opt["beta2"], opt["weight_decay"], [c["name"] for c in opt["custom_cfg"]],
            [c["weight_decay_mult"] for c in opt["custom_cfg"]], lr["learning_rate"], lr["warmup_iters"],
@@ -265,3 +265,18 @@ def test_v0_architecture_is_what_the_converter_reads_from_mmseg(ours):
         build_model({"model": copy.deepcopy(mine)})
     mine = _normalized(mine)
     assert mine == derived, f"{ours}:\n ours    {mine}\n derived {derived}"
+
+
+@pytest.mark.parametrize("ours", sorted(V0_ROWS))
+def test_v0_parameter_count_equals_mmseg(ours):
+    """At full size (12 blocks, 150 classes, heads 512 / 256): our row's parameters (auxiliary head included) and
+    MMSeg 1.2.2's model configured as the release, counted on the meta device."""
+    width, heads, _, _ = V0_ROWS[ours]
+    linspace = torch.linspace
+    with torch.device("meta"), mock.patch.object(torch, "linspace", lambda *a, **k: linspace(*a, **k, device="cpu")):
+        mm_model = mmlab.mmseg_registry().build(mmlab.upernet_v0_cfg(depth=12, width=width, heads=heads,
+                                                                     channels=512, aux_channels=256, img=512))
+        mine = build_model(load_config(os.path.join(ROOT, "configs", ours + ".yml")))
+    n_mm, n_ours = (sum(p.numel() for p in m.parameters()) for m in (mm_model, mine))
+    print(f"{ours}: {n_ours / 1e6:.2f} M parameters (MMSeg {n_mm / 1e6:.2f} M)")
+    assert n_ours == n_mm, f"{ours}: ours {n_ours} vs MMSeg {n_mm}"

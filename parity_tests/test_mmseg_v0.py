@@ -101,6 +101,7 @@ def _check(ref, path, shapes):
             r = _rel(out, ref_out)
             assert r <= REL_TOL, f"{name} vs MMSeg at {shape}: max|diff|/max|ref|={r:.2e} > {REL_TOL}"
             gaps.append((name, shape, r))
+    print("\n" + ", ".join(f"{n} {s}: max|diff|/max|ref| {r:.2e}" for n, s, r in gaps))
     return conv, p, t, gaps
 
 
@@ -206,3 +207,24 @@ def test_v0_upernet_vit_b_full_width_matches_mmseg(tmp_path):
     assert ours == n_params, f"parameters: ours {ours} vs MMSeg {n_params}"
     print(f"\nViT-B v0 UPerNet: {n_params / 1e6:.2f} M parameters; " +
           ", ".join(f"{n} {s}: {r:.2e}" for n, s, r in gaps))
+
+
+def test_v0_drop_path_rate_is_mlp_dropout():
+    """v0.13's VisionTransformer builds `Block(..., drop=dpr[i], attn_drop=attn_drop_rate, ...)` with no drop_path
+    argument: each block's rate becomes its Mlp's dropout (after the GELU and after fc2) and DropPath stays an
+    Identity. drop_path_mode: mlp_dropout builds that, in both twins; the default keeps stochastic depth."""
+    import segmenter.models as pm
+    import segmenter.pytorch as tm
+    rates = np.linspace(0, 0.1, 4)
+    for mode in ("mlp_dropout", "stochastic_depth"):
+        for name, vit in (("paddle", pm.SegmenterViT(img_size=32, embed_dim=32, depth=4, num_heads=1,
+                                                     drop_path_rate=0.1, drop_path_mode=mode)),
+                          ("torch twin", tm.SegmenterViT(img_size=32, embed_dim=32, depth=4, num_heads=1,
+                                                         drop_path_rate=0.1, drop_path_mode=mode))):
+            mlp = [float(b.mlp.drop.p) for b in vit.blocks]
+            path = [0.0 if type(b.drop_path).__name__ == "Identity" else float(b.drop_path.drop_prob)
+                    for b in vit.blocks]
+            proj = [float(b.attn.proj_drop.p) for b in vit.blocks]
+            want = (list(rates), [0.0] * 4) if mode == "mlp_dropout" else ([0.0] * 4, list(rates))
+            assert np.allclose(mlp, want[0]) and np.allclose(path, want[1]) and proj == [0.0] * 4, \
+                f"{name} {mode}: mlp dropout {mlp}, drop path {path}, proj dropout {proj}"

@@ -18,6 +18,7 @@ VIT_PRESETS: Dict[str, Tuple[int, int, int]] = {
 }
 PATCH_SIZES = (8, 16, 32)
 PATCH_REMAINDERS = ("pad", "drop")
+DROP_PATH_MODES = ("stochastic_depth", "mlp_dropout")
 
 
 def _trunc_normal(t: torch.Tensor) -> None:
@@ -99,6 +100,9 @@ class SegmenterViT(nn.Module):
         drop_rate (float, optional): Dropout after the position embedding and inside blocks. Default: 0.0.
         attn_drop_rate (float, optional): Dropout on attention weights. Default: 0.0.
         drop_path_rate (float, optional): Stochastic depth, linearly increasing over blocks. Default: 0.0.
+        drop_path_mode (str, optional): What drop_path_rate drives: `stochastic_depth`, or `mlp_dropout` (MMSeg
+            v0.13/v0.14's ViT passes each block's rate to its MLP's dropout and has no stochastic depth).
+            Default: stochastic_depth.
         patch_bias (bool, optional): Bias on the patch-embedding conv (MMSeg's ViT: False). Default: True.
         final_norm (bool, optional): LayerNorm after the last block (MMSeg's UPerNet ViT rows: False). Default: True.
         layer_scale_init (float, optional): Add LayerScale (`blocks.i.ls1.gamma`, `ls2.gamma`) to every block,
@@ -137,6 +141,7 @@ class SegmenterViT(nn.Module):
                  with_cls_token: bool = True,
                  output_cls_token: bool = False,
                  patch_remainder: str = "pad",
+                 drop_path_mode: str = "stochastic_depth",
                  pretrained: Optional[str] = None):
         super().__init__()
         img_size = [img_size, img_size] if isinstance(img_size, int) else list(img_size)
@@ -147,6 +152,8 @@ class SegmenterViT(nn.Module):
         if pos_embed_interp not in POS_EMBED_INTERPOLATIONS:
             raise ValueError(f"SegmenterViT: pos_embed_interp='{pos_embed_interp}' is not one of "
                              f"{POS_EMBED_INTERPOLATIONS}.")
+        if drop_path_mode not in DROP_PATH_MODES:
+            raise ValueError(f"SegmenterViT: drop_path_mode='{drop_path_mode}' is not one of {DROP_PATH_MODES}.")
         if patch_remainder not in PATCH_REMAINDERS:
             raise ValueError(f"SegmenterViT: patch_remainder='{patch_remainder}' is not one of {PATCH_REMAINDERS}.")
         if output_cls_token and not with_cls_token:
@@ -176,9 +183,10 @@ class SegmenterViT(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, self.num_prefix_tokens + num_patches, embed_dim))
         self.pos_drop = nn.Dropout(drop_rate)
         dpr = np.linspace(0, drop_path_rate, depth).tolist()  # stochastic depth grows with depth
+        depth_drop = drop_path_mode == "stochastic_depth"
         self.blocks = nn.ModuleList([
-            Block(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, dpr[i], norm_eps,
-                  layer_scale_init)
+            Block(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, dpr[i] if depth_drop else 0.0,
+                  norm_eps, layer_scale_init, mlp_drop=None if depth_drop else dpr[i])
             for i in range(depth)
         ])
         self.norm = nn.LayerNorm(embed_dim, eps=norm_eps) if final_norm else nn.Identity()
