@@ -64,11 +64,15 @@ def v0_name(key: str) -> str:
 
 
 def save_v0(model: torch.nn.Module, path: str) -> dict:
-    """The model's weights under v0.x names, saved as mmcv 1.x's save_checkpoint does ({meta, state_dict})."""
+    """The model's weights under v0.x names, saved as mmcv 1.x's save_checkpoint does: {meta (with the dataset's
+    CLASSES and PALETTE), state_dict, optimizer}."""
     state = {v0_name(k): v.clone() for k, v in model.state_dict().items()}
     assert len(state) == len(model.state_dict()), "V0 names collide"
-    torch.save({"meta": {"mmseg_version": "0.13.0", "config": "upernet_vit-b16_512x512_80k_ade20k.py"},
-                "state_dict": state}, path)
+    meta = {"mmseg_version": "0.13.0", "config": "upernet_vit-b16_512x512_80k_ade20k.py", "iter": 80000,
+            "CLASSES": tuple(f"class{i}" for i in range(mmlab.CLASSES)), "PALETTE": [[i, i, i] for i in range(3)]}
+    optimizer = {"state": {0: {"step": torch.tensor(1.0), "exp_avg": torch.zeros(2)}},
+                 "param_groups": [{"lr": 6e-5, "weight_decay": 0.01, "params": [0]}]}
+    torch.save({"meta": meta, "state_dict": state, "optimizer": optimizer}, path)
     return state
 
 
