@@ -54,8 +54,9 @@ def main(args: argparse.Namespace) -> int:
         return 1
     a = conv.arch
     if a.decode_head:
-        what = f"UPerHead{' + MultiLevelNeck' if a.neck else ''}{' + FCN aux' if a.auxiliary_head else ''}, " \
-               f"{a.num_classes} classes, maps of blocks {a.out_indices}"
+        neck = f" + MultiLevelNeck (scales {a.neck['scales']})" if a.neck else ""
+        aux = f" + FCN aux (map {a.auxiliary_head['in_index']})" if a.auxiliary_head else ""
+        what = f"UPerHead{neck}{aux}, {a.num_classes} classes, maps of blocks {a.out_indices}"
     else:
         what = f"{a.decoder['name']} decoder, {a.num_classes} classes" if a.decoder else "backbone only"
     print(f"{args.src} ({conv.fmt}) -> {args.dst}: ViT D={a.embed_dim} depth={a.depth} heads={a.num_heads} "
