@@ -150,6 +150,9 @@ def test_v0_drops_the_patch_remainder_as_v013(tmp_path):
             assert out.shape == want.shape, f"{name} {shape}: {out.shape} vs {want.shape}"
             r = _rel(out, want)
             assert r <= REL_TOL, f"{name} at {shape}: max|diff|/max|ref|={r:.2e} > {REL_TOL}"
+    for name, run, model in (("paddle", run_paddle, p), ("torch twin", run_torch, t)):  # no whole patch: one line
+        with pytest.raises(ValueError, match=r"holds no whole 16x16 patch"):
+            run(model, _inputs((1, 3, 12, 40)))
 
 
 def test_v0_auxiliary_head_reads_the_coarsest_map(tmp_path):
@@ -187,6 +190,13 @@ def test_v0_conversion_writes_the_release_architecture(tmp_path):
     assert card["neck"] == {"scales": [0.5, 1, 2, 4]} and card["auxiliary_head"]["in_index"] == 0, card
     again = load_weights(dst)
     assert again.fmt == "paddle" and again.arch == conv.arch, (again.arch, conv.arch)
+    back = str(tmp_path / "mm1.pth")  # to MMSeg 1.x's layout: loads strictly into 1.2.2's model so configured
+    with pytest.warns(UserWarning, match="pads sides"):
+        convert(dst, back, to="mmseg")
+    again_mm = mmlab.build_mmseg(mmlab.upernet_v0_cfg(), seed=0)
+    again_mm.load_state_dict(torch.load(back, weights_only=True)["state_dict"], strict=True)
+    x = torch.from_numpy(_inputs((2, 3, 48, 80)))
+    assert torch.equal(mmlab.mmseg_logits(again_mm, x), mmlab.mmseg_logits(ref, x)), "back in MMSeg 1.x: logits differ"
 
 
 def test_ours_and_mmseg_1x_files_are_not_taken_for_v0(tmp_path):

@@ -383,6 +383,11 @@ def to_mmseg(conv: Converted) -> Dict[str, np.ndarray]:
         raise ConversionError(f"'{conv.source}' has LayerScale (backbone.blocks.*.ls1/ls2.gamma) and MMSeg's "
                               f"VisionTransformer has none, so MMSeg could not load it; keep it in our formats "
                               f"(.pdparams, .pth, .safetensors).")
+    if conv.arch.patch_remainder == "drop":
+        warnings.warn(f"'{conv.source}' is MMSeg v0.13's model (patch_remainder: drop); MMSeg 1.x's ViT pads sides "
+                      f"that are not a multiple of {conv.arch.patch_size} instead, so its outputs there differ. "
+                      f"Build it in MMSeg 1.x with out_indices={conv.arch.out_indices}, patch_bias=True and "
+                      f"MultiLevelNeck scales {(conv.arch.neck or {}).get('scales')}.")
     table = TO_MMSEG_UPERNET if conv.arch.decode_head else TO_MMSEG_SEGMENTER
     state, _ = apply_table(to_layout(conv.state, "torch"), table, (), conv.source, "canonical")
     return {k: reshape_for(k, v, TO_MMSEG_RESHAPES if conv.arch.decoder else {}) for k, v in state.items()}

@@ -59,6 +59,9 @@ def pad_to_patch(x: torch.Tensor, patch_size: int) -> torch.Tensor:
 def crop_to_patch(x: torch.Tensor, patch_size: int) -> torch.Tensor:
     """Drop the bottom rows / right columns past the last whole patch (a stride-p conv without padding does)."""
     H, W = x.shape[2], x.shape[3]
+    if H < patch_size or W < patch_size:
+        raise ValueError(f"SegmenterViT(patch_remainder='drop'): an input of {H}x{W} holds no whole {patch_size}x"
+                         f"{patch_size} patch; give images of at least {patch_size} pixels a side.")
     return x[:, :, :H - H % patch_size, :W - W % patch_size]
 
 
