@@ -94,6 +94,28 @@ def upernet_cfg(mln: bool, final_norm: bool, aux: bool = True) -> Dict[str, Any]
     return cfg
 
 
+def upernet_v0_cfg(depth: int = 4, width: int = D, heads: int = HEADS, channels: int = 32, aux_channels: int = 16,
+                   img: int = 32) -> Dict[str, Any]:
+    """MMSeg v0.13/v0.14's UPerNet ViT rows (PR #520 before its merge, `_base_/models/upernet_vit-b16.py` at commit
+    4d77761) built from MMSeg 1.2.2's own modules: the ViT returns only its last block (out_indices=11 there), with
+    a bias on the patch conv and no final norm; MultiLevelNeck(in_channels=[D], scales=[0.5, 1, 2, 4]) repeats its
+    one input to the four scales, coarsest first; UPerHead on the four maps; FCNHead on map 0."""
+    bn = dict(type="BN", requires_grad=True)  # SyncBN in the configs: the same at inference
+    vit = dict(_vit(depth, False, out_indices=depth - 1), img_size=(img, img), embed_dims=width, num_heads=heads,
+               patch_bias=True)
+    return dict(type="EncoderDecoder", backbone=vit,
+                neck=dict(type="MultiLevelNeck", in_channels=[width], out_channels=width, scales=[0.5, 1, 2, 4]),
+                decode_head=dict(type="UPerHead", in_channels=[width] * 4, in_index=[0, 1, 2, 3],
+                                 pool_scales=(1, 2, 3, 6), channels=channels, dropout_ratio=0.1, num_classes=CLASSES,
+                                 norm_cfg=bn, align_corners=False,
+                                 loss_decode=dict(type="CrossEntropyLoss", use_sigmoid=False, loss_weight=1.0)),
+                auxiliary_head=dict(type="FCNHead", in_channels=width, in_index=0, channels=aux_channels,
+                                    num_convs=1, concat_input=False, dropout_ratio=0.1, num_classes=CLASSES,
+                                    norm_cfg=bn, align_corners=False,
+                                    loss_decode=dict(type="CrossEntropyLoss", use_sigmoid=False, loss_weight=0.4)),
+                test_cfg=dict(mode="whole"))
+
+
 def build_mmseg(cfg: Dict[str, Any], seed: int) -> torch.nn.Module:
     from mmengine.config import ConfigDict
     model = mmseg_registry().build(ConfigDict(cfg))

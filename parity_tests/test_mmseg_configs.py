@@ -40,6 +40,20 @@ ROWS = {
     "segmenter_mmseg/segmenter_vit_base_mask_ade20k_512x512_160k": "segmenter/segmenter_vit-b_mask_8xb1-160k_ade20k-512x512",
     "segmenter_mmseg/segmenter_vit_large_mask_ade20k_640x640_160k": "segmenter/segmenter_vit-l_mask_8xb1-160k_ade20k-512x512",
 }
+# MMSeg v0.13's first UPerNet ViT rows (PR #520 at commit 4d77761, trained with mmsegmentation 0.13/0.14's ViT):
+# the 1.2.2 wheel has no such config, so their recipe is checked against the numbers read in those files (below)
+# and their architecture against MMSeg 1.2.2's modules configured as that release (mmlab.upernet_v0_cfg). Their
+# train/val pipeline is v0.x's `_base_/datasets/ade20k.py` (read in the 0.20.2 wheel), number for number the 1.x
+# one the wheel's ViT-B 80k row uses, so that row's pipeline is the reference.
+V0_ROWS = {  # ours -> (embed_dim, heads, drop_path_rate, iters)
+    "upernet_vit/upernet_vit_b16_v013_ade20k_512x512_80k": (768, 12, 0.0, 80000),
+    "upernet_vit/upernet_vit_b16_v013_ade20k_512x512_160k": (768, 12, 0.0, 160000),
+    "upernet_vit/upernet_deit_s16_v013_ade20k_512x512_80k": (384, 6, 0.1, 80000),
+    "upernet_vit/upernet_deit_s16_v013_ade20k_512x512_160k": (384, 6, 0.1, 160000),
+    "upernet_vit/upernet_deit_b16_v013_ade20k_512x512_80k": (768, 12, 0.1, 80000),
+    "upernet_vit/upernet_deit_b16_v013_ade20k_512x512_160k": (768, 12, 0.1, 160000),
+}
+PIPELINE_ROWS = {**ROWS, **{k: ROWS["upernet_vit/upernet_vit_b16_mln_ade20k_512x512_80k"] for k in V0_ROWS}}
 # MMSeg's DeiT-S 160k file inherits the 80k file, schedule included; ours trains the 160k its name says.
 MMSEG_ITERS_DIFFER = {"upernet_vit/upernet_deit_s16_ade20k_512x512_160k"}
 DEPTH = 4  # blocks kept on both sides; UPerNet then reads every block (MMSeg: 2, 5, 8, 11 of 12)
@@ -54,7 +68,7 @@ def test_every_shipped_mmseg_config_is_a_row():
     shipped = {os.path.relpath(p, os.path.join(ROOT, "configs"))[:-4]
                for d in ("upernet_vit", "segmenter_mmseg")
                for p in glob.glob(os.path.join(ROOT, "configs", d, "*.yml"))}
-    assert shipped == set(ROWS), f"configs without a row check: {sorted(shipped ^ set(ROWS))}"
+    assert shipped == set(ROWS) | set(V0_ROWS), f"configs without a row check: {sorted(shipped ^ set(ROWS))}"
 
 
 @pytest.mark.parametrize("ours", sorted(ROWS))
@@ -96,14 +110,14 @@ MM_TRAIN = ["LoadImageFromFile", "LoadAnnotations", "RandomResize", "RandomCrop"
             "PhotoMetricDistortion", "PackSegInputs"]
 
 
-@pytest.mark.parametrize("ours", sorted(ROWS))
+@pytest.mark.parametrize("ours", sorted(PIPELINE_ROWS))
 def test_train_pipeline_follows_mmseg(ours):
     """Type for type and number for number (defaults included: both sides are built and their attributes read)
     against the wheel's train pipeline and data preprocessor."""
     from mmengine.registry import DefaultScope
     from mmseg.registry import TRANSFORMS
     from paddleseg.cvlibs import manager
-    cfg, mm = load_config(os.path.join(ROOT, "configs", ours + ".yml")), _mmseg_cfg(ROWS[ours])
+    cfg, mm = load_config(os.path.join(ROOT, "configs", ours + ".yml")), _mmseg_cfg(PIPELINE_ROWS[ours])
     data = cfg["train_dataset"]
     assert [t["type"] for t in data["transforms"]] == OUR_TRAIN, [t["type"] for t in data["transforms"]]
     assert [t["type"] for t in mm.train_dataloader.dataset.pipeline] == MM_TRAIN, mm.train_dataloader.dataset.pipeline
@@ -134,13 +148,13 @@ def test_train_pipeline_follows_mmseg(ours):
     assert got == want, f"{ours} Padding (size, image, label) {got} vs MMSeg's preprocessor {want}"
 
 
-@pytest.mark.parametrize("ours", sorted(ROWS))
+@pytest.mark.parametrize("ours", sorted(PIPELINE_ROWS))
 def test_val_pipeline_follows_mmseg(ours):
     """MMSeg's test_pipeline resizes to fit `scale` keeping the ratio, then normalises: ours, number for number."""
     from mmengine.registry import DefaultScope
     from mmseg.registry import TRANSFORMS
     from paddleseg.cvlibs import manager
-    cfg, mm = load_config(os.path.join(ROOT, "configs", ours + ".yml")), _mmseg_cfg(ROWS[ours])
+    cfg, mm = load_config(os.path.join(ROOT, "configs", ours + ".yml")), _mmseg_cfg(PIPELINE_ROWS[ours])
     val = cfg["val_dataset"]["transforms"]
     assert [t["type"] for t in val] == ["MMSegResize", "Normalize"], val
     mm_types = [t["type"] for t in mm.test_dataloader.dataset.pipeline]
@@ -178,7 +192,7 @@ def _normalized(model):
     bb["img_size"] = [bb["img_size"]] * 2 if isinstance(bb["img_size"], int) else list(bb["img_size"])
     out["backbone"] = bb
     for part in ("backbone", "decoder", "decode_head", "auxiliary_head"):
-        for k in ("drop_rate", "attn_drop_rate", "drop_path_rate", "pretrained", "dropout"):
+        for k in ("drop_rate", "attn_drop_rate", "drop_path_rate", "drop_path_mode", "pretrained", "dropout"):
             (out.get(part) or {}).pop(k, None)
         for k, v in (out.get(part) or {}).items():
             if isinstance(v, int) and not isinstance(v, bool) and k in ("mlp_ratio",):
@@ -205,3 +219,64 @@ def test_architecture_is_what_the_converter_reads_from_mmseg(ours):
         build_model({"model": copy.deepcopy(mine)})  # the twin builds it (unknown keys fail here)
     mine = _normalized(mine)
     assert mine == derived, f"{ours}:\n ours    {mine}\n derived {derived}"
+
+
+@pytest.mark.parametrize("ours", sorted(V0_ROWS))
+def test_v0_recipe_numbers_follow_the_release(ours):
+    """The numbers of PR #520's configs at 4d77761 and of v0.x's bases (`_base_/models/upernet_vit-b16.py`,
+    `_base_/datasets/ade20k.py` samples_per_gpu=4, `schedules/schedule_{80,160}k.py`), as read there."""
+    cfg = load_config(os.path.join(ROOT, "configs", ours + ".yml"))
+    width, heads, dpr, iters = V0_ROWS[ours]
+    m = cfg["model"]
+    bb, opt, lr = m["backbone"], cfg["optimizer"], cfg["lr_scheduler"]
+    got = (bb["embed_dim"], bb["num_heads"], bb["depth"], bb["drop_path_rate"], bb["final_norm"], bb["norm_eps"],
+           bb["pos_embed_interp"], bb["img_size"], bb["patch_bias"], bb["out_indices"], bb["patch_remainder"],
+           bb["drop_path_mode"], cfg["iters"], cfg["batch_size"])
+    want = (width, heads, 12, dpr, False, 1e-6, "bicubic", 512, True, [11], "drop", "mlp_dropout", iters, 4)
+    assert got == want, f"{ours} {got} vs v0.x {want}"
+    got = (opt["type"], opt["beta1"], opt["beta2"], opt["weight_decay"], [c["name"] for c in opt["custom_cfg"]],
+           [c["weight_decay_mult"] for c in opt["custom_cfg"]], lr["learning_rate"], lr["warmup_iters"],
+           lr["warmup_start_lr"] / lr["learning_rate"], lr["power"], lr["end_lr"])
+    want = ("AdamW", 0.9, 0.999, 0.01, ["pos_embed", "cls_token", "norm"], [0.0] * 3, 6e-5, 1500, 1e-6, 1.0, 0.0)
+    assert got[:-4] == want[:-4] and abs(got[-3] - want[-3]) < 1e-12 and got[-2:] == want[-2:], f"{got} vs {want}"
+    got = (m["neck"], m["decode_head"], m["auxiliary_head"], cfg["loss"]["coef"], cfg["test_config"]["is_slide"])
+    want = ({"scales": [0.5, 1, 2, 4]}, {"channels": 512, "pool_scales": [1, 2, 3, 6], "dropout": 0.1},
+            {"in_index": 0, "channels": 256, "num_convs": 1, "dropout": 0.1}, [1, 0.4], False)
+    assert got == want, f"{ours} heads {got} vs v0.x {want}"
+
+
+@pytest.mark.parametrize("ours", sorted(V0_ROWS))
+def test_v0_architecture_is_what_the_converter_reads_from_mmseg(ours):
+    """MMSeg 1.2.2's ViT + MultiLevelNeck + UPerHead + FCNHead configured as the v0.13 release (at DEPTH blocks)
+    -> its weights under v0.x names (test_mmseg_v0's hand list) -> `mmseg0` converter -> the model section."""
+    from parity_tests.test_mmseg_v0 import v0_name
+    width, heads, _, _ = V0_ROWS[ours]
+    linspace = torch.linspace
+    with torch.device("meta"), mock.patch.object(torch, "linspace", lambda *a, **k: linspace(*a, **k, device="cpu")):
+        mm_model = mmlab.mmseg_registry().build(mmlab.upernet_v0_cfg(depth=DEPTH, width=width, heads=heads,
+                                                                     channels=512, aux_channels=256, img=512))
+    raw = {v0_name(k): np.empty(v.shape, np.float32) for k, v in mm_model.state_dict().items()}
+    derived = _normalized(model_config(to_canonical(raw, "mmseg0", ours).arch, None))
+    mine = load_config(os.path.join(ROOT, "configs", ours + ".yml"))["model"]
+    mine["num_classes"] = 150
+    mine["backbone"]["depth"] = DEPTH
+    mine["backbone"]["out_indices"] = [DEPTH - 1]
+    with torch.device("meta"):
+        build_model({"model": copy.deepcopy(mine)})
+    mine = _normalized(mine)
+    assert mine == derived, f"{ours}:\n ours    {mine}\n derived {derived}"
+
+
+@pytest.mark.parametrize("ours", sorted(V0_ROWS))
+def test_v0_parameter_count_equals_mmseg(ours):
+    """At full size (12 blocks, 150 classes, heads 512 / 256): our row's parameters (auxiliary head included) and
+    MMSeg 1.2.2's model configured as the release, counted on the meta device."""
+    width, heads, _, _ = V0_ROWS[ours]
+    linspace = torch.linspace
+    with torch.device("meta"), mock.patch.object(torch, "linspace", lambda *a, **k: linspace(*a, **k, device="cpu")):
+        mm_model = mmlab.mmseg_registry().build(mmlab.upernet_v0_cfg(depth=12, width=width, heads=heads,
+                                                                     channels=512, aux_channels=256, img=512))
+        mine = build_model(load_config(os.path.join(ROOT, "configs", ours + ".yml")))
+    n_mm, n_ours = (sum(p.numel() for p in m.parameters()) for m in (mm_model, mine))
+    print(f"{ours}: {n_ours / 1e6:.2f} M parameters (MMSeg {n_mm / 1e6:.2f} M)")
+    assert n_ours == n_mm, f"{ours}: ours {n_ours} vs MMSeg {n_mm}"

@@ -71,7 +71,8 @@ def test_cli_writes_a_config_that_builds_the_exact_model(mmseg_file, tmp_path):
     out, cfg = str(tmp_path / "m.pdparams"), str(tmp_path / "m.yml")
     r = tool(path, out, "--save-config", cfg, "--num-heads", "1")
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "(mmseg)" in r.stdout and "UPerHead + MultiLevelNeck + FCN aux" in r.stdout, r.stdout
+    assert "(mmseg)" in r.stdout and "UPerHead + MultiLevelNeck (scales [4, 2, 1, 0.5]) + FCN aux (map -1)" \
+        in r.stdout, r.stdout
     model = SegBuilder(Config(cfg)).model  # loads m.pdparams strictly
     model.eval()
     x = np.random.RandomState(0).randn(1, 3, 40, 56).astype(np.float32)

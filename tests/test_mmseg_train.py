@@ -11,7 +11,7 @@ from segmenter.engine.run import load_config, run_train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEPTH = 4
-# Every shipped MMSeg row: the 11 UPerNet ViT/DeiT configs and MMSeg's 5 Segmenter configs.
+# Every shipped MMSeg row: the 17 UPerNet ViT/DeiT configs (6 of MMSeg v0.13) and MMSeg's 5 Segmenter configs.
 ROWS = sorted(os.path.join(family, name[:-4]) for family in ("upernet_vit", "segmenter_mmseg")
               for name in os.listdir(os.path.join(ROOT, "configs", family)) if name.endswith(".yml"))
 
@@ -44,8 +44,9 @@ def _config(row, ade20k, tmp_path) -> str:
             "train_dataset": {"dataset_root": ade20k, "transforms": train_t},
             "val_dataset": {"dataset_root": ade20k, "transforms": val_t},
             "model": {"backbone": {"depth": DEPTH, "img_size": 32}}}
-    if "upernet" in row:
-        over["model"]["backbone"]["out_indices"] = list(range(DEPTH))
+    if "upernet" in row:  # the last len(out_indices) blocks: all four, or only the last (MMSeg v0.13's rows)
+        n_maps = len(shipped.dic["model"]["backbone"]["out_indices"])
+        over["model"]["backbone"]["out_indices"] = list(range(DEPTH))[-n_maps:]
     else:
         over["test_config"] = {"crop_size": [32, 32], "stride": [32, 32]}
     path = tmp_path / "row.yml"

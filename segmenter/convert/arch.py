@@ -32,6 +32,7 @@ class Arch:
     decode_head: Optional[Dict[str, Any]] = None     # UPerNetViT: UPerHead arguments
     auxiliary_head: Optional[Dict[str, Any]] = None  # UPerNetViT: FCNHead arguments, or None
     stem_layers: Optional[List[int]] = None    # hybrid: bottlenecks per ResNetV2 stage ([] the stem alone), or None
+    patch_remainder: str = "pad"               # pad (official, timm, MMSeg 1.x) or drop (MMSeg v0.13's ViT)
 
     def backbone_config(self) -> Dict[str, Any]:
         """The `model.backbone` section of a config (without dropout and pretrained)."""
@@ -41,6 +42,8 @@ class Arch:
         for key in ("layer_scale_init", "stem_layers"):  # the configs of plain ViT weights stay as they were
             if d[key] is None:
                 d.pop(key)
+        if d["patch_remainder"] == "pad":  # likewise the default
+            d.pop("patch_remainder")
         return {"type": "SegmenterViT", **d}
 
     def to_json(self) -> Dict[str, Any]:
@@ -54,14 +57,16 @@ class Arch:
     def describe(self) -> str:
         """One line: the ViT and what sits on it (tools/convert.py prints it)."""
         if self.decode_head:
-            head = (f"UPerHead{' + MultiLevelNeck' if self.neck else ''}{' + FCN aux' if self.auxiliary_head else ''}"
-                    f", {self.num_classes} classes, maps of blocks {self.out_indices}")
+            neck = f" + MultiLevelNeck (scales {self.neck['scales']})" if self.neck else ""
+            aux = f" + FCN aux (map {self.auxiliary_head['in_index']})" if self.auxiliary_head else ""
+            head = f"UPerHead{neck}{aux}, {self.num_classes} classes, maps of blocks {self.out_indices}"
         else:
             head = f"{self.decoder['name']} decoder, {self.num_classes} classes" if self.decoder else "backbone only"
         return (f"ViT D={self.embed_dim} depth={self.depth} heads={self.num_heads} patch={self.patch_size} "
                 f"img={self.img_size}"
                 f"{'' if self.stem_layers is None else f', ResNetV2 stem {self.stem_layers} (stride {self.stride})'}"
-                f"{', layer scale' if self.layer_scale_init is not None else ''}, {head}")
+                f"{', layer scale' if self.layer_scale_init is not None else ''}"
+                f"{', patch remainder dropped' if self.patch_remainder == 'drop' else ''}, {head}")
 
 
 NOT_BACKBONE = ("num_classes", "decoder", "logits_resize", "neck", "decode_head", "auxiliary_head")
@@ -144,7 +149,8 @@ def infer_arch(state: Mapping[str, np.ndarray], source: str, norm_eps: float, po
                 distilled=distilled, norm_eps=float(o.get("norm_eps") or norm_eps),
                 pos_embed_interp=str(o.get("pos_embed_interp") or pos_embed_interp),
                 patch_bias="backbone.patch_embed.proj.bias" in state, final_norm="backbone.norm.weight" in state,
-                logits_resize=str(o.get("logits_resize") or "crop"), stem_layers=layers)
+                logits_resize=str(o.get("logits_resize") or "crop"),
+                patch_remainder=str(o.get("patch_remainder") or "pad"), stem_layers=layers)
     if "backbone.blocks.0.ls1.gamma" in state:
         arch.layer_scale_init = float(o.get("layer_scale_init") or LAYER_SCALE_INIT)
     if "decode_head.psp_modules.0.conv.weight" in state:

@@ -21,18 +21,24 @@ from segmenter.convert.keymaps import (LINEAR_WEIGHTS, MMSEG_RESHAPES, MMSEG_UPE
                                        NPZ_OPTIMIZER_PREFIX, NPZ_RESNET, NPZ_STEM, TABLES, TO_MMSEG_RESHAPES, TO_MMSEG_SEGMENTER,
                                        TO_MMSEG_UPERNET, TORCH_BN_BUFFERS, TORCH_BN_COUNTER, Rename)
 
-FORMATS = ("paddle", "torch", "safetensors", "official", "paddleseg", "timm", "npz", "mmseg", "mmpretrain")
+FORMATS = ("paddle", "torch", "safetensors", "official", "paddleseg", "timm", "npz", "mmseg", "mmseg0", "mmpretrain")
 # Which files store Linear weights [out, in] (PyTorch) rather than [in, out] (Paddle, Flax).
-TORCH_LAYOUT = {"torch", "safetensors", "official", "timm", "mmseg", "mmpretrain"}
+TORCH_LAYOUT = {"torch", "safetensors", "official", "timm", "mmseg", "mmseg0", "mmpretrain"}
 # (norm_eps, pos_embed_interp) each family trained with; weights cannot tell, so they are stated here.
 FAMILY_DEFAULTS: Dict[str, Tuple[float, str]] = {
     "paddle": (1e-5, "bilinear"), "torch": (1e-5, "bilinear"), "safetensors": (1e-5, "bilinear"),
     "official": (1e-5, "bilinear"), "paddleseg": (1e-5, "bicubic"), "timm": (1e-6, "bicubic_antialias"),
-    "npz": (1e-6, "bilinear"), "mmseg": (1e-6, "bicubic"), "mmpretrain": (1e-6, "bicubic"),
+    "npz": (1e-6, "bilinear"), "mmseg": (1e-6, "bicubic"), "mmseg0": (1e-6, "bicubic"),
+    "mmpretrain": (1e-6, "bicubic"),
 }
 # What else a family's models do that weights cannot tell: MMSeg's heads use LayerNorm eps 1e-5 (its backbone
 # 1e-6) and resize the logits of the padded grid straight to the input size.
-FAMILY_OVERRIDES: Dict[str, Dict[str, Any]] = {"mmseg": {"decoder_norm_eps": 1e-5, "logits_resize": "stretch"}}
+# MMSeg v0.13/v0.14's UPerNet ViT configs (PR #520, before its merge): one map (block 11) into a MultiLevelNeck that
+# rescales it by [0.5, 1, 2, 4], coarsest first, and the FCN auxiliary head on map 0 (the coarsest); its patch conv
+# has no padding, so pixels past the last whole patch are dropped.
+FAMILY_OVERRIDES: Dict[str, Dict[str, Any]] = {"mmseg": {"decoder_norm_eps": 1e-5, "logits_resize": "stretch"},
+                                               "mmseg0": {"neck_scales": [0.5, 1, 2, 4], "aux_in_index": 0,
+                                                          "patch_remainder": "drop"}}
 DEST_FORMATS = {**{e: "paddle" for e in files.PADDLE_EXTS}, ".pth": "torch", ".pt": "torch",
                 **{e: "safetensors" for e in files.SAFETENSORS_EXTS}}
 SAFETENSORS_LAYOUT = "segmenter-torch"  # metadata tag of our .safetensors (PyTorch layout)
@@ -245,6 +251,8 @@ def detect_format(path: str, keys: Sequence[str], meta: Optional[Dict[str, str]]
         if bare:
             return "timm"
     if ext in files.TORCH_EXTS:
+        if _has(keys, "backbone.blocks.") and any(re.match(r"decode_head\.psp_modules\.\d+\.1\.", k) for k in keys):
+            return "mmseg0"  # MMSeg v0.13/v0.14: timm-style ViT blocks, MMSeg's PPM Sequential (ours has no `.1.`)
         if _has(keys, "backbone.layers."):  # MMSeg / mmpretrain: nn.MultiheadAttention (MMSeg) vs fused qkv
             return "mmseg" if _has(keys, "decode_head.", "backbone.layers.0.attn.attn.") else "mmpretrain"
         if _has(keys, "encoder."):
@@ -299,8 +307,12 @@ def _recorded_overrides(path: str) -> Dict[str, Any]:
     size = bb.get("img_size")
     return {"img_size": [size, size] if isinstance(size, int) else size, "num_heads": bb.get("num_heads"),
             "norm_eps": bb.get("norm_eps"), "pos_embed_interp": bb.get("pos_embed_interp"),
-            "layer_scale_init": bb.get("layer_scale_init"),
-            "decoder_heads": dec.get("n_heads"), "decoder_norm_eps": dec.get("norm_eps")}
+            "layer_scale_init": bb.get("layer_scale_init"), "patch_remainder": bb.get("patch_remainder"),
+            "decoder_heads": dec.get("n_heads"), "decoder_norm_eps": dec.get("norm_eps"),
+            # UPerNetViT: which maps, rescaled how, and where the auxiliary head reads (MMSeg v0.x differs from 1.x)
+            "out_indices": bb.get("out_indices"), "neck_scales": (model.get("neck") or {}).get("scales"),
+            "pool_scales": (model.get("decode_head") or {}).get("pool_scales"),
+            "aux_in_index": (model.get("auxiliary_head") or {}).get("in_index")}
 
 
 def check_complete(state: Mapping[str, np.ndarray], arch: Arch, source: str) -> None:
@@ -357,7 +369,7 @@ def to_canonical(raw: Mapping[str, Any], fmt: str, path: str, meta: Optional[Dic
     if fmt in ("safetensors",) and meta.get("arch"):
         saved = json.loads(meta["arch"])
         o = {**{k: saved.get(k) for k in ("img_size", "num_heads", "norm_eps", "pos_embed_interp", "out_indices",
-                                          "logits_resize", "layer_scale_init")},
+                                          "logits_resize", "layer_scale_init", "patch_remainder")},
              "neck_scales": (saved.get("neck") or {}).get("scales"),
              "pool_scales": (saved.get("decode_head") or {}).get("pool_scales"),
              "aux_in_index": (saved.get("auxiliary_head") or {}).get("in_index"),
@@ -379,6 +391,11 @@ def to_mmseg(conv: Converted) -> Dict[str, np.ndarray]:
         raise ConversionError(f"'{conv.source}' has LayerScale (backbone.blocks.*.ls1/ls2.gamma) and MMSeg's "
                               f"VisionTransformer has none, so MMSeg could not load it; keep it in our formats "
                               f"(.pdparams, .pth, .safetensors).")
+    if conv.arch.patch_remainder == "drop":
+        warnings.warn(f"'{conv.source}' is MMSeg v0.13's model (patch_remainder: drop); MMSeg 1.x's ViT pads sides "
+                      f"that are not a multiple of {conv.arch.patch_size} instead, so its outputs there differ. "
+                      f"Build it in MMSeg 1.x with out_indices={conv.arch.out_indices}, patch_bias=True and "
+                      f"MultiLevelNeck scales {(conv.arch.neck or {}).get('scales')}.")
     table = TO_MMSEG_UPERNET if conv.arch.decode_head else TO_MMSEG_SEGMENTER
     state, _ = apply_table(to_layout(conv.state, "torch"), table, (), conv.source, "canonical")
     return {k: reshape_for(k, v, TO_MMSEG_RESHAPES if conv.arch.decoder else {}) for k, v in state.items()}

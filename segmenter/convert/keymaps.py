@@ -187,6 +187,20 @@ MMSEG_UPERNET: List[Rename] = _MMSEG_VIT + [
     (r"decode_head\.psp_modules\.(\d+)\.1\.bn\.running_var", r"decode_head.psp_modules.\1.bn._variance"),
 ] + _DENSE
 MMSEG_DROP: Tuple[str, ...] = (TORCH_BN_COUNTER,)
+# MMSeg v0.13 / v0.14 (mmseg/models/backbones/vit.py of those releases; the UPerNet ViT/DeiT configs of PR #520
+# before its merge, e.g. commit 4d77761): a timm-style ViT under `backbone.` (`patch_embed.proj` with a bias,
+# `blocks.i.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}` as nn.Linear, `norm` only with final_norm), then
+# MultiLevelNeck (1x1 / 3x3 ConvModules with a bias, no norm) and the heads under MMSeg's names, as in 1.x.
+MMSEG0_UPERNET: List[Rename] = [
+    (r"backbone\.(cls_token|pos_embed)", r"backbone.\1"),
+    (r"backbone\.patch_embed\.proj\.(weight|bias)", r"backbone.patch_embed.proj.\1"),
+    (r"backbone\." + _BLOCK, r"backbone.blocks.\1.\2.\3"),
+    (r"backbone\.norm\.(weight|bias)", r"backbone.norm.\1"),  # final_norm=True
+    (r"decode_head\.psp_modules\.(\d+)\.1\.(conv\.weight|bn\.weight|bn\.bias)", r"decode_head.psp_modules.\1.\2"),
+    (r"decode_head\.psp_modules\.(\d+)\.1\.bn\.running_mean", r"decode_head.psp_modules.\1.bn._mean"),
+    (r"decode_head\.psp_modules\.(\d+)\.1\.bn\.running_var", r"decode_head.psp_modules.\1.bn._variance"),
+] + _DENSE
+MMSEG0_DROP: Tuple[str, ...] = (TORCH_BN_COUNTER,)
 # Canonical key -> reshape of an MMSeg value (names in convert.core.RESHAPES), applied before the layout change.
 MMSEG_RESHAPES: Dict[str, str] = {
     r"decoder\.(proj_patch|proj_classes)": "transpose",  # nn.Linear(bias=False) [out, in] -> the raw [in, out]
@@ -218,6 +232,7 @@ TABLES: Dict[str, Tuple[List[Rename], Tuple[str, ...]]] = {
     "paddleseg": (PADDLESEG, PADDLESEG_DROP),
     "timm": (TIMM, TIMM_DROP),
     "mmseg": (MMSEG_SEGMENTER, MMSEG_DROP),        # convert.core picks MMSEG_UPERNET when the keys hold a PPM
+    "mmseg0": (MMSEG0_UPERNET, MMSEG0_DROP),
     "mmpretrain": (MMPRETRAIN, MMPRETRAIN_DROP),
 }
 

@@ -101,11 +101,12 @@ class Block(nn.Layer):
     """Pre-norm transformer block: x + drop_path(ls1(attn(norm1(x)))), then x + drop_path(ls2(mlp(norm2(x)))).
 
     ls1 / ls2 are LayerScale with `layer_scale_init`, or identities when it is None (the official Segmenter).
+    `mlp_drop` sets the MLP's dropout apart from `dropout` (MMSeg v0.13's ViT feeds its drop-path rate there).
     """
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
                  dropout: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0,
-                 norm_eps: float = 1e-5, layer_scale_init: Optional[float] = None):
+                 norm_eps: float = 1e-5, layer_scale_init: Optional[float] = None, mlp_drop: Optional[float] = None):
         super().__init__()
         if layer_scale_init is not None and not layer_scale_init > 0:
             raise ValueError(f"backbone.layer_scale_init: {layer_scale_init!r} is not a layer scale; write a positive "
@@ -116,7 +117,7 @@ class Block(nn.Layer):
         self.ls1 = LayerScale(dim, layer_scale_init) if layer_scale_init is not None else nn.Identity()
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, epsilon=norm_eps)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), dropout)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), dropout if mlp_drop is None else mlp_drop)
         self.ls2 = LayerScale(dim, layer_scale_init) if layer_scale_init is not None else nn.Identity()
 
     def forward(self, x: paddle.Tensor, return_attn: bool = False

@@ -20,6 +20,8 @@ VIT_PRESETS: Dict[str, Tuple[int, int, int]] = {
 PATCH_SIZES = (8, 16, 32)
 # Patches on the map of a hybrid's ResNet stem (timm: 1, or 8 on the stem alone).
 HYBRID_PATCH_SIZES = (1, 2, 4, 8)
+PATCH_REMAINDERS = ("pad", "drop")
+DROP_PATH_MODES = ("stochastic_depth", "mlp_dropout")
 
 
 def _trunc_normal(t: torch.Tensor) -> None:
@@ -55,6 +57,15 @@ def pad_to_patch(x: torch.Tensor, patch_size: int) -> torch.Tensor:
     if pad_h == 0 and pad_w == 0:
         return x
     return F.pad(x, [0, pad_w, 0, pad_h], value=0.0)  # [left, right, top, bottom]
+
+
+def crop_to_patch(x: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """Drop the bottom rows / right columns past the last whole patch (a stride-p conv without padding does)."""
+    H, W = x.shape[2], x.shape[3]
+    if H < patch_size or W < patch_size:
+        raise ValueError(f"SegmenterViT(patch_remainder='drop'): an input of {H}x{W} holds no whole {patch_size}x"
+                         f"{patch_size} patch; give images of at least {patch_size} pixels a side.")
+    return x[:, :, :H - H % patch_size, :W - W % patch_size]
 
 
 class PatchEmbed(nn.Module):
@@ -100,6 +111,9 @@ class SegmenterViT(nn.Module):
         drop_rate (float, optional): Dropout after the position embedding and inside blocks. Default: 0.0.
         attn_drop_rate (float, optional): Dropout on attention weights. Default: 0.0.
         drop_path_rate (float, optional): Stochastic depth, linearly increasing over blocks. Default: 0.0.
+        drop_path_mode (str, optional): What drop_path_rate drives: `stochastic_depth`, or `mlp_dropout` (MMSeg
+            v0.13/v0.14's ViT passes each block's rate to its MLP's dropout and has no stochastic depth).
+            Default: stochastic_depth.
         patch_bias (bool, optional): Bias on the patch-embedding conv (MMSeg's ViT: False). Default: True.
         final_norm (bool, optional): LayerNorm after the last block (MMSeg's UPerNet ViT rows: False). Default: True.
         layer_scale_init (float, optional): Add LayerScale (`blocks.i.ls1.gamma`, `ls2.gamma`) to every block,
@@ -113,6 +127,9 @@ class SegmenterViT(nn.Module):
         stem_layers (list, optional): Bottlenecks per ResNetV2 stage of a hybrid stem ([3, 4, 9] R50 at
             stride 16, [3, 4, 6, 3] R50 and [2, 2, 2, 2] R26 at stride 32, [] the stem alone at stride 4); None
             embeds pixel patches, as the plain ViT. Default: None.
+        patch_remainder (str, optional): Image sides that are not a multiple of the patch: `pad` zero-pads them
+            bottom/right (official, timm, MMSeg 1.x); `drop` drops the pixels past the last whole patch (MMSeg
+            v0.13/v0.14's ViT, whose patch conv has no padding). Default: pad.
         pretrained (str, optional): Local path of weights for this backbone; None trains from scratch. Default: None.
     """
 
@@ -138,6 +155,8 @@ class SegmenterViT(nn.Module):
                  with_cls_token: bool = True,
                  output_cls_token: bool = False,
                  stem_layers: Optional[List[int]] = None,
+                 patch_remainder: str = "pad",
+                 drop_path_mode: str = "stochastic_depth",
                  pretrained: Optional[str] = None):
         super().__init__()
         img_size = [img_size, img_size] if isinstance(img_size, int) else list(img_size)
@@ -154,6 +173,10 @@ class SegmenterViT(nn.Module):
         if pos_embed_interp not in POS_EMBED_INTERPOLATIONS:
             raise ValueError(f"SegmenterViT: pos_embed_interp='{pos_embed_interp}' is not one of "
                              f"{POS_EMBED_INTERPOLATIONS}.")
+        if drop_path_mode not in DROP_PATH_MODES:
+            raise ValueError(f"SegmenterViT: drop_path_mode='{drop_path_mode}' is not one of {DROP_PATH_MODES}.")
+        if patch_remainder not in PATCH_REMAINDERS:
+            raise ValueError(f"SegmenterViT: patch_remainder='{patch_remainder}' is not one of {PATCH_REMAINDERS}.")
         if output_cls_token and not with_cls_token:
             raise ValueError("SegmenterViT: output_cls_token=True needs with_cls_token=True.")
         if out_indices is not None and any(not -depth <= i < depth for i in out_indices):
@@ -173,6 +196,7 @@ class SegmenterViT(nn.Module):
         self.out_indices = None if out_indices is None else [i % depth for i in out_indices]
         self.with_cls_token = with_cls_token
         self.output_cls_token = output_cls_token
+        self.patch_remainder = patch_remainder
         self.grid_size = (img_size[0] // stride, img_size[1] // stride)
         num_patches = self.grid_size[0] * self.grid_size[1]
 
@@ -185,9 +209,10 @@ class SegmenterViT(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, self.num_prefix_tokens + num_patches, embed_dim))
         self.pos_drop = nn.Dropout(drop_rate)
         dpr = np.linspace(0, drop_path_rate, depth).tolist()  # stochastic depth grows with depth
+        depth_drop = drop_path_mode == "stochastic_depth"
         self.blocks = nn.ModuleList([
-            Block(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, dpr[i], norm_eps,
-                  layer_scale_init)
+            Block(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, dpr[i] if depth_drop else 0.0,
+                  norm_eps, layer_scale_init, mlp_drop=None if depth_drop else dpr[i])
             for i in range(depth)
         ])
         self.norm = nn.LayerNorm(embed_dim, eps=norm_eps) if final_norm else nn.Identity()
@@ -210,7 +235,7 @@ class SegmenterViT(nn.Module):
         and with `return_attn` (maps, attentions): UPerNet's attention comes from the same flag.
         """
         check_image_batch(x, self.in_channels, type(self).__name__)
-        x = pad_to_patch(x, self.stride)
+        x = pad_to_patch(x, self.stride) if self.patch_remainder == "pad" else crop_to_patch(x, self.stride)
         B, _, H, W = x.shape
         x = self.patch_embed(x)  # [B, N, D]
         prefix = [self.cls_token.expand(B, -1, -1)]
