@@ -9,6 +9,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from segmenter.engine.builder import Builder
+from segmenter.engine.compiled import inference_model
 from segmenter.engine.infer import predict_probs, reverse_transform
 from segmenter.engine.run import load_model, test_kwargs
 from segmenter.visualize.palette import palette
@@ -66,6 +67,7 @@ def run_predict(cfg, model_path: str, image_path: str, save_dir: str, **override
     being the input's path under image_path; returns the mask paths."""
     model = load_model(cfg, model_path)
     kw = test_kwargs(cfg, overrides)
+    net = inference_model(model, kw.pop("fast_path"))
     pal = palette(model.num_classes)
     files = list_images(image_path)
     out = []
@@ -73,7 +75,7 @@ def run_predict(cfg, model_path: str, image_path: str, save_dir: str, **override
         for f, name in tqdm(list(zip(files, output_names(files, image_path))), desc="predict"):
             img = read_image(f)
             x, trans_info = preprocess(cfg, img)
-            probs = predict_probs(model, paddle.to_tensor(x[None]), **kw)
+            probs = predict_probs(net, paddle.to_tensor(x[None]), **kw)
             pred = reverse_transform(probs, trans_info).argmax(1)[0].numpy().astype(np.uint8)
             color = pal[pred]
             for d, arr in (("pseudo_color", color), ("added", (0.5 * img + 0.5 * color).astype(np.uint8))):

@@ -34,10 +34,11 @@ def load_config(path: str, opts: list = None, iters: int = None, batch_size: int
 
 
 def test_kwargs(cfg: Config, overrides: dict) -> dict:
-    """Evaluation options: test_config from the YAML, then any non-None command-line override."""
+    """Evaluation options: test_config from the YAML, then any non-None command-line override. `fast_path`
+    (test_config.fast_path, default True) selects the compiled inference path (engine/compiled.py)."""
     tc = dict(cfg.test_config or {})
     kw = {"is_slide": tc.get("is_slide", False), "crop_size": tc.get("crop_size"), "stride": tc.get("stride"),
-          "window_batch_size": 1, "flip_horizontal": False, "scales": (1.0,)}
+          "window_batch_size": 1, "flip_horizontal": False, "scales": (1.0,), "fast_path": tc.get("fast_path", True)}
     kw.update({k: v for k, v in overrides.items() if v is not None})
     if kw["is_slide"] and (not kw["crop_size"] or not kw["stride"]):
         raise ValueError(f"slide inference needs crop_size and stride (got {kw['crop_size']}, {kw['stride']}); "

@@ -1,0 +1,76 @@
+"""The default inference path: the model exported once per input size and run by a `paddle.inference` predictor.
+
+Evaluation (whole, slide, flip, multi-scale), tools/predict.py and the Inferencer call `model(x)[0]` through
+`inference_model(model)`. A `CompiledModel` traces the eval-mode model (`segmenter.deploy.export`, batch left
+free) the second time it sees an input size [C, H, W] and keeps that predictor (oneDNN where paddle accepts the
+graph) for every later call at that size: slide windows share one size, so a slide evaluation compiles once; a
+size seen once (whole-image inference over images of many sizes) never pays the export. Results equal the
+dygraph model's within 1e-5 (tests/test_compiled.py); measured speed in docs/benchmarks.md.
+
+Turn it off with `test_config: {fast_path: false}` in the YAML, `SEGMENTER_FAST_PATH=0` in the environment, or
+`Inferencer(..., fast_path=False)`. The weights are read at compile time: build a new CompiledModel after changing
+them (evaluate() builds one per call, so evaluation during training sees the current weights).
+"""
+import os
+import tempfile
+import warnings
+from typing import Dict, List, Optional, Tuple
+
+import paddle
+import paddle.nn as nn
+
+COMPILE_AFTER = 2  # calls at one size before it is compiled (~2-5 s for ViT-S: about 5 forwards at 512)
+MAX_SIZES = 4  # predictors kept per model; each holds its own copy of the weights
+
+
+def fast_path_enabled(flag: Optional[bool] = None) -> bool:
+    """The fast path runs unless `flag` is False or the environment says SEGMENTER_FAST_PATH=0; it needs a CPU
+    build (on a GPU the dygraph model runs, see docs/benchmarks.md)."""
+    if flag is False or os.environ.get("SEGMENTER_FAST_PATH", "1") == "0":
+        return False
+    return paddle.get_device() == "cpu"
+
+
+class CompiledModel:
+    """Callable like the model in eval mode: x [B, C, H, W] -> [logits [B, n_cls, H, W]], each input size through
+    its own exported predictor once compiled, through the dygraph model before that (or if export fails)."""
+
+    def __init__(self, model: nn.Layer, compile_after: int = COMPILE_AFTER, max_sizes: int = MAX_SIZES):
+        self.model = model
+        self.compile_after, self.max_sizes = compile_after, max_sizes
+        self.seen: Dict[Tuple[int, ...], int] = {}
+        self.predictors: Dict[Tuple[int, ...], object] = {}
+        self.failed: Optional[str] = None  # why the model could not be exported; then dygraph throughout
+
+    def __call__(self, x: paddle.Tensor) -> List[paddle.Tensor]:
+        key = tuple(x.shape[1:])
+        pred = self.predictors.get(key)
+        if pred is None:
+            self.seen[key] = self.seen.get(key, 0) + 1
+            if (self.failed is None and self.seen[key] >= self.compile_after
+                    and len(self.predictors) < self.max_sizes):
+                pred = self._compile(key)
+        if pred is None:
+            return self.model(x)
+        return [paddle.to_tensor(o) for o in pred(x.numpy())]
+
+    def _compile(self, key: Tuple[int, ...]):
+        from segmenter import deploy
+        try:
+            with tempfile.TemporaryDirectory(prefix="segmenter_fast_") as tmp:
+                prefix = deploy.export(self.model, os.path.join(tmp, "model"), key[1:], batch_size=None)
+                pred = deploy.create_predictor(prefix)  # reads the files: they may go once it exists
+        except Exception as e:  # noqa: BLE001 (a model paddle cannot trace still runs, in dygraph)
+            self.failed = f"{type(e).__name__}: {str(e).strip().splitlines()[-1][:200] if str(e).strip() else ''}"
+            warnings.warn(f"fast path: paddle could not export {type(self.model).__name__} at {list(key)} "
+                          f"({self.failed}); running the dygraph model (set test_config.fast_path: false to skip "
+                          f"the attempt).")
+            return None
+        self.predictors[key] = pred
+        return pred
+
+
+def inference_model(model: nn.Layer, fast_path: Optional[bool] = None):
+    """`model` wrapped in a CompiledModel when the fast path is on (see fast_path_enabled), else `model` itself.
+    The model must already be in eval mode."""
+    return CompiledModel(model) if fast_path_enabled(fast_path) else model
