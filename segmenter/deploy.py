@@ -32,7 +32,10 @@ def export(model: nn.Layer, path_prefix: str, input_size: Sequence[int], batch_s
     spec = paddle.static.InputSpec([batch_size, in_channels, int(input_size[0]), int(input_size[1])],
                                    dtype="float32", name="x")
     was_training = model.training
-    had_forward = "forward" in model.__dict__
+    StaticFunction = paddle.jit.dy2static.program_translator.StaticFunction
+    prev_forward = model.__dict__.get("forward")  # a StaticFunction under to_static training, else None
+    if isinstance(prev_forward, StaticFunction):
+        prev_forward.rollback()  # trace the dygraph forward, not the training graph
     model.eval()
     os.makedirs(os.path.dirname(os.path.abspath(path_prefix)), exist_ok=True)
     try:
@@ -42,11 +45,13 @@ def export(model: nn.Layer, path_prefix: str, input_size: Sequence[int], batch_s
             static_model = paddle.jit.to_static(model, input_spec=[spec], full_graph=True)
             paddle.jit.save(static_model, path_prefix)
     finally:
-        # to_static converts the layer in place; give the caller back its dygraph model
-        if isinstance(model.forward, paddle.jit.dy2static.program_translator.StaticFunction):
+        # to_static converts the layer in place; give the caller back the forward it had
+        if isinstance(model.forward, StaticFunction):
             model.forward.rollback()
-            if not had_forward:
-                del model.__dict__["forward"]
+        if prev_forward is None:
+            model.__dict__.pop("forward", None)
+        else:
+            model.forward = prev_forward
         model.train(was_training)
     return path_prefix
 
