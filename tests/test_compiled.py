@@ -26,9 +26,11 @@ def tiny(dec: dict, seed: int = 0) -> Segmenter:
 
 
 @pytest.mark.parametrize("dec", DECODERS, ids=lambda d: d["name"])
-def test_compiled_equals_dygraph_slide_flip_scales(dec):
+def test_compiled_equals_dygraph_slide_flip_scales(dec, monkeypatch):
     """Slide windows (2 at a time), flip and two scales through CompiledModel: the probabilities of the dygraph
-    model within 1e-5, the window size compiled (at another size than img_size: the baked position embedding)."""
+    model within 1e-5, the window size compiled (at another size than img_size: the baked position embedding),
+    the 101-token windows attending in chunks of 16 rows, in both models."""
+    monkeypatch.setattr(layers, "ATTN_CHUNK", 16)
     m = tiny(dec)
     x = paddle.to_tensor(np.random.RandomState(0).rand(1, 3, 100, 160).astype("float32"))
     kw = dict(is_slide=True, crop_size=(80, 80), stride=(48, 48), window_batch_size=2, flip_horizontal=True,
@@ -115,7 +117,7 @@ def test_chunked_attention_equals_full(monkeypatch, heads, n):
     import torch
 
     from segmenter.pytorch.layers import Attention as TorchAttention
-    monkeypatch.setattr(layers, "ATTN_CHUNK", 16)
+    monkeypatch.setattr(layers, "ATTN_CHUNK", 16)  # chunked past 32 tokens
     paddle.seed(0)
     attn = layers.Attention(48, heads)
     attn.eval()
@@ -153,7 +155,7 @@ print("PEAK", json.dumps([base / 1024, resource.getrusage(resource.RUSAGE_SELF).
 @pytest.mark.slow
 def test_whole_cityscapes_image_attends_in_linear_memory():
     """A whole 2048x1024 image (8193 tokens): the full [2, 8193, 8193] map alone is 537 MB (its softmax as much
-    again); in query chunks the forward's peak grows by far less. Peak RSS of one subprocess each."""
+    again); in query chunks of 1024 rows the forward's peak grows by far less. Peak RSS of one subprocess each."""
     peaks = {}
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     for chunk in (layers.ATTN_CHUNK, 10 ** 9):

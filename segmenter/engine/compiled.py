@@ -35,8 +35,9 @@ class CompiledModel:
     """Callable like the model in eval mode: x [B, C, H, W] -> [logits [B, n_cls, H, W]], each input size through
     its own exported predictor once compiled, through the dygraph model before that (or if export fails)."""
 
-    def __init__(self, model: nn.Layer, compile_after: int = COMPILE_AFTER, max_sizes: int = MAX_SIZES):
-        self.model = model
+    def __init__(self, model: nn.Layer, compile_after: int = COMPILE_AFTER, max_sizes: int = MAX_SIZES,
+                 num_threads: Optional[int] = None):
+        self.model, self.num_threads = model, num_threads
         self.compile_after, self.max_sizes = compile_after, max_sizes
         self.seen: Dict[Tuple[int, ...], int] = {}
         self.predictors: Dict[Tuple[int, ...], object] = {}
@@ -59,7 +60,7 @@ class CompiledModel:
         try:
             with tempfile.TemporaryDirectory(prefix="segmenter_fast_") as tmp:
                 prefix = deploy.export(self.model, os.path.join(tmp, "model"), key[1:], batch_size=None)
-                pred = deploy.create_predictor(prefix)  # reads the files: they may go once it exists
+                pred = deploy.create_predictor(prefix, self.num_threads)  # reads the files: they may go once it exists
         except Exception as e:  # noqa: BLE001 (a model paddle cannot trace still runs, in dygraph)
             self.failed = f"{type(e).__name__}: {str(e).strip().splitlines()[-1][:200] if str(e).strip() else ''}"
             warnings.warn(f"fast path: paddle could not export {type(self.model).__name__} at {list(key)} "

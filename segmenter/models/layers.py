@@ -48,11 +48,10 @@ class Mlp(nn.Layer):
         return self.drop(self.fc2(x))
 
 
-ATTN_CHUNK = 1024  # query rows per chunk of chunked_attention; sequences up to this length attend in one piece
+ATTN_CHUNK = 1024  # query rows per chunk of chunked_attention, used past 2 * ATTN_CHUNK tokens (768x768 at patch 16)
 
 
-def chunked_attention(q: paddle.Tensor, k: paddle.Tensor, v: paddle.Tensor, chunk: int = ATTN_CHUNK
-                      ) -> paddle.Tensor:
+def chunked_attention(q: paddle.Tensor, k: paddle.Tensor, v: paddle.Tensor, chunk: int) -> paddle.Tensor:
     """softmax(q k^T) v for pre-scaled q, `chunk` query rows at a time: the same rows as the full product (each row's
     softmax needs only its own scores), with at most [B, heads, chunk, N] scores alive. Returns [B, N, C]."""
     outs = []
@@ -95,7 +94,7 @@ class Attention(nn.Layer):
         # (bit-identical output, the whole [N, N] map held) and no faster in the ViT-S model: equal at batch 1,
         # 7-26% slower at batch 2. Long sequences at inference go through query chunks instead (the twin's fused
         # SDPA), so memory grows as N * ATTN_CHUNK rather than N^2; training and return_attn keep the full map.
-        if not (return_attn or self.training) and q.shape[2] > ATTN_CHUNK:
+        if not (return_attn or self.training) and q.shape[2] > 2 * ATTN_CHUNK:
             return self.proj_drop(self.proj(chunked_attention(q * self.scale, k, v, ATTN_CHUNK)))
         attn = paddle.matmul(q * self.scale, k, transpose_y=True)  # [B, heads, N, N]
         attn = F.softmax(attn, axis=-1)
