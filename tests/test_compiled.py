@@ -168,3 +168,31 @@ def test_whole_cityscapes_image_attends_in_linear_memory():
         peaks[chunk] = peak - base
     chunked, full = peaks[layers.ATTN_CHUNK], peaks[10 ** 9]
     assert chunked < 500 and full > chunked + 500, f"forward peak growth: chunked {chunked:.0f} MB, full {full:.0f} MB"
+
+
+def test_a_wrong_predictor_is_caught(monkeypatch):
+    """A predictor whose logits are off (paddle 3.3.1's oneDNN did that to UPerNetViT) is replaced by MKL, then by
+    the dygraph model; the results stay the dygraph model's."""
+    from segmenter import deploy
+    m = tiny(DECODERS[0])
+    real = deploy.Predictor._run
+    bad = {"onednn": True, "mkl": False}
+
+    def skewed(self, x):
+        out = real(self, x)
+        return [o + 1.0 for o in out] if bad["onednn" if self.use_onednn else "mkl"] else out
+    monkeypatch.setattr(deploy.Predictor, "_run", skewed)
+    x = paddle.to_tensor(np.random.rand(1, 3, 64, 64).astype("float32"))
+    with paddle.no_grad():
+        ref = m(x)[0].numpy()
+        for mkl_bad in (False, True):
+            bad["mkl"] = mkl_bad
+            net = CompiledModel(m, compile_after=1)
+            with pytest.warns(UserWarning, match="oneDNN predictor of Segmenter"):
+                out = net(x)[0].numpy()
+            d = float(np.abs(out - ref).max())
+            assert d <= 1e-5, f"mkl_bad={mkl_bad}: max|diff|={d:.2e}"
+            if mkl_bad:
+                assert not net.predictors and "off by" in net.failed, (list(net.predictors), net.failed)
+            else:
+                assert [p.use_onednn for p in net.predictors.values()] == [False], "expected the MKL predictor"
