@@ -196,3 +196,16 @@ def test_a_wrong_predictor_is_caught(monkeypatch):
                 assert not net.predictors and "off by" in net.failed, (list(net.predictors), net.failed)
             else:
                 assert [p.use_onednn for p in net.predictors.values()] == [False], "expected the MKL predictor"
+
+
+@pytest.mark.parametrize("topic", [[], ["versus"]], ids=["paths", "versus"])
+def test_benchmark_gpu_refused_on_a_cpu_build(topic):
+    """`tools/benchmark.py [topic] --device gpu` on paddle's CPU build: one line saying what is missing, no traceback."""
+    if paddle.device.is_compiled_with_cuda():
+        pytest.skip("a CUDA build of Paddle: the GPU benchmark would run")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, os.path.join(root, "tools", "benchmark.py"), *topic, "--device", "gpu"],
+                       capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=root), timeout=300)
+    lines = [s for s in r.stderr.splitlines() if s.strip() and "ccache" not in s and "warnings.warn" not in s]
+    assert r.returncode != 0 and "Traceback" not in r.stderr, f"rc={r.returncode}: {r.stderr[-600:]}"
+    assert len(lines) == 1 and "--device gpu needs a CUDA build of PaddlePaddle" in lines[0], lines

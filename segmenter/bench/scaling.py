@@ -149,8 +149,15 @@ def main(argv: Optional[List[str]] = None) -> None:
     ap.add_argument("--threads", type=int, default=None, help="math threads of both frameworks (default: one per core)")
     ap.add_argument("--json", default="scaling.json", help="default: scaling.json")
     ap.add_argument("--png", default="scaling.png", help="default: scaling.png")
+    ap.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
+                    help="cpu (default); gpu needs a CUDA build of PaddlePaddle (the scaling runs are CPU-only)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
+    if a.device == "gpu":
+        from segmenter.bench.versus import require_device
+        require_device("gpu")
+        raise SystemExit("tools/benchmark.py scaling: runs on the CPU; on a GPU run `tools/benchmark.py versus "
+                         "--device gpu`.")
     if a.child:
         res = child(a.child, parse_size(a.sizes[0]), a.repeats, a.official_root, a.threads)
         print("RESULT " + json.dumps(res))
