@@ -179,9 +179,9 @@ def main(argv: Optional[List[str]] = None) -> None:
             rows.append(r)
             cells.append(f"{r['seconds']:.2f} / {r['added_mb']:.0f}" if r.get("seconds") else r.get("note", "-"))
         print(f"| {s} | {tokens} | {flops / 1e9:.0f} | " + " | ".join(cells) + " |", flush=True)
-    with open(a.json, "w") as f:
-        json.dump({"threads": a.threads, "rows": rows}, f, indent=1)
-    plot(rows, a.png)
+        with open(a.json, "w") as f:  # after every size: an interrupted run keeps the sizes it finished
+            json.dump({"threads": a.threads, "rows": rows}, f, indent=1)
+        plot(rows, a.png)
     print(f"wrote {a.json} and {a.png}")
 
 
