@@ -65,3 +65,11 @@ def test_static_training_resumes_exactly(tmp_path):
     first = weights(half, "iter_3")
     moved = max(float(np.abs(a[k] - first[k]).max()) for k in a)
     assert moved > 1e-4, f"iters 4-6 did not change the weights (max|diff|={moved:.2e})"
+
+
+def test_static_training_evaluates_through_the_default_path(tmp_path):
+    """Evaluation during static training exports the dygraph forward (the default path) and hands the static one
+    back: training goes on after the evaluation at iteration 2 and saves iteration 4."""
+    out = str(tmp_path / "run")
+    m = run_train(config(tmp_path, True, 4), out, seed=3, save_interval=2, log_iters=100, do_eval=True)
+    assert 0.0 <= m["mIoU"] <= 1.0 and os.path.isdir(os.path.join(out, "iter_4")), f"mIoU {m.get('mIoU')}"
