@@ -5,7 +5,6 @@ import shutil
 
 import numpy as np
 import paddle
-import pytest
 
 from segmenter.engine.run import load_config, run_train
 from tests.engine_helpers import write_tiny_config

@@ -171,7 +171,7 @@ def report(title: str, times: Dict[str, List[float]], flops: float) -> Dict[str,
     gflops = max(2 * MATMUL_N ** 3 / med[k] / 1e9 for k in ("matmul paddle", "matmul torch"))
     floor = flops / (gflops * 1e9)
     print(f"\n{title}; matmul floor {gflops:.1f} GFLOP/s -> {floor:.3f} s")
-    print(f"| path | s (median) | / official | x floor | runs |\n|---|---|---|---|---|")
+    print("| path | s (median) | / official | x floor | runs |\n|---|---|---|---|---|")
     rows = {}
     for k, v in times.items():
         if k.startswith("matmul"):
