@@ -3,9 +3,10 @@
 A fixed size keeps the exported graph free of the run-time position-embedding resampling (bicubic
 interpolation of a data-dependent size), so the inference passes can fuse the whole network.
 """
+import contextlib
 import os
 import warnings
-from typing import List, Optional, Sequence
+from typing import Iterator, List, Optional, Sequence
 
 import numpy as np
 import paddle
@@ -32,14 +33,54 @@ def export(model: nn.Layer, path_prefix: str, input_size: Sequence[int], batch_s
     spec = paddle.static.InputSpec([batch_size, in_channels, int(input_size[0]), int(input_size[1])],
                                    dtype="float32", name="x")
     was_training = model.training
+    StaticFunction = paddle.jit.dy2static.program_translator.StaticFunction
+    prev_forward = model.__dict__.get("forward")  # a StaticFunction under to_static training, else None
+    if isinstance(prev_forward, StaticFunction):
+        prev_forward.rollback()  # trace the dygraph forward, not the training graph
     model.eval()
     os.makedirs(os.path.dirname(os.path.abspath(path_prefix)), exist_ok=True)
-    with quiet_export():  # paddle's known chatter while tracing (segmenter/quiet.py)
-        static_model = paddle.jit.to_static(model, input_spec=[spec], full_graph=True)
-        paddle.jit.save(static_model, path_prefix)
-    if was_training:
-        model.train()
+    try:
+        with fixed_pos_embed(model, input_size), quiet_export():  # paddle's known chatter (segmenter/quiet.py)
+            static_model = paddle.jit.to_static(model, input_spec=[spec], full_graph=True)
+            paddle.jit.save(static_model, path_prefix)
+    finally:
+        # to_static converts the layer in place; give the caller back the forward it had
+        if isinstance(model.forward, StaticFunction):
+            model.forward.rollback()
+        if prev_forward is None:
+            model.__dict__.pop("forward", None)
+        else:
+            model.forward = prev_forward
+        model.train(was_training)
     return path_prefix
+
+
+@contextlib.contextmanager
+def fixed_pos_embed(model: nn.Layer, input_size: Sequence[int]) -> Iterator[None]:
+    """Within it, each SegmenterViT of `model` holds its position embedding already resampled to the patch grid of
+    `input_size`, so a graph traced at that size adds a constant instead of resampling: no interpolation in the
+    graph, which paddle 3.3.1's oneDNN executor rejects. The values are those the forward would compute (the same
+    resample_pos_embed call); the original parameter comes back on exit."""
+    from segmenter.models.pos_embed import resample_pos_embed
+    from segmenter.models.vit import SegmenterViT
+    saved = []
+    try:
+        for vit in (m for m in model.sublayers(include_self=True) if isinstance(m, SegmenterViT)):
+            p = vit.patch_size
+            grid = (-(-int(input_size[0]) // p), -(-int(input_size[1]) // p))  # after pad_to_patch
+            if grid == tuple(vit.grid_size):
+                continue
+            with paddle.no_grad():
+                pe = resample_pos_embed(vit.pos_embed, vit.grid_size, grid, vit.num_prefix_tokens,
+                                        vit.pos_embed_interp)
+            saved.append((vit, vit.pos_embed, vit.grid_size))
+            vit.pos_embed = vit.create_parameter(pe.shape, dtype=pe.dtype,
+                                                 default_initializer=nn.initializer.Assign(pe))
+            vit.grid_size = grid
+        yield
+    finally:
+        for vit, pe, grid in reversed(saved):
+            vit.pos_embed, vit.grid_size = pe, grid
 
 
 def _model_file(path_prefix: str) -> str:
@@ -56,9 +97,9 @@ class Predictor:
 
     use_onednn: True or False force it; None (default) uses oneDNN and falls back to MKL (with a warning) if
     paddle rejects the graph when loading it or at the first run: paddle 3.3.1's PIR oneDNN executor
-    fails on graphs with an interpolation (a model exported at a size other than its `img_size` resamples its
-    position embedding; logits grids above 128 take paddle's bilinear kernel). Where it runs, oneDNN was 15-20%
-    faster than MKL on the 2-core AMD machine and within the parity bounds of the eager model (BENCHMARKS.md).
+    fails on graphs with an interpolation (logits grids above 128 take paddle's bilinear kernel; `export` bakes a
+    resampled position embedding in as a constant). Where it runs, oneDNN was 15-20% faster than MKL on the
+    2-core AMD machine and within the parity bounds of the eager model (BENCHMARKS.md).
     """
 
     def __init__(self, path_prefix: str, num_threads: Optional[int] = None, use_onednn: Optional[bool] = None):

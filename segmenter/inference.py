@@ -147,21 +147,26 @@ class Inferencer(BaseInferencer):
         batch_size: images of one size run together, this many at a time. Default: 4.
         opts: config overrides ["key=value", ...], as the tools' --opts. Default: None.
         verbose: log PaddleSeg's build messages with the resolved config. Default: False.
-        **overrides: is_slide, crop_size, stride, window_batch_size, flip_horizontal, scales.
+        **overrides: is_slide, crop_size, stride, window_batch_size, flip_horizontal, scales, fast_path (False:
+            the dygraph model; default: each input size compiled once, as segmenter.engine.compiled explains;
+            changing `self.model`'s weights afterwards needs a new Inferencer).
     """
 
     def __init__(self, config: str, weights: Optional[str] = None, batch_size: int = 4,
                  opts: Optional[List[str]] = None, verbose: bool = False, **overrides: Any):
         import segmenter  # noqa: F401  (registers the components)
         from segmenter.engine.builder import Builder
+        from segmenter.engine.compiled import inference_model
         from segmenter.engine.run import class_names_of, load_config, load_model, test_kwargs
         cfg = load_config(config, opts, verbose=verbose)
         self.cfg = cfg
         self.model = load_model(cfg, weights) if weights else Builder(cfg).model
         self.model.eval()
         train_type = (cfg.train_dataset_cfg or {}).get("type")
-        super().__init__(cfg.val_dataset_cfg or {}, test_kwargs(cfg, overrides), self.model.num_classes,
-                         train_type, names=class_names_of(cfg, self.model.num_classes), batch_size=batch_size)
+        kw = test_kwargs(cfg, overrides)
+        self.net = inference_model(self.model, kw.pop("fast_path"))
+        super().__init__(cfg.val_dataset_cfg or {}, kw, self.model.num_classes, train_type,
+                         names=class_names_of(cfg, self.model.num_classes), batch_size=batch_size)
 
     def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, list]:
         from segmenter.engine.predict import preprocess
@@ -180,4 +185,4 @@ class Inferencer(BaseInferencer):
 
         from segmenter.engine.infer import predict_probs
         with paddle.no_grad():
-            return predict_probs(self.model, paddle.to_tensor(x), **self.infer_kwargs).numpy()
+            return predict_probs(self.net, paddle.to_tensor(x), **self.infer_kwargs).numpy()

@@ -135,18 +135,24 @@ def test_default_threads_survive_paddle_import(omp):
 
 
 def test_deploy_onednn_where_paddle_accepts_the_graph(tmp_path):
-    """Auto mode: oneDNN for a graph without interpolation; MKL, with a warning, where paddle's oneDNN executor
-    rejects the graph (exported at another size than img_size, so the position embedding is resampled)."""
+    """Auto mode: oneDNN for a graph without interpolation, also at another size than img_size (export bakes the
+    resampled position embedding in); MKL, with a warning, where paddle's oneDNN executor rejects the graph (one
+    traced here without export's baking, so it resamples the position embedding by interpolation)."""
     import warnings
     paddle.seed(1)
     m = Segmenter(5, SegmenterViT(img_size=64, embed_dim=64, depth=2, num_heads=2), {"name": "linear"})
     m.eval()
-    for size, want_onednn in ((64, True), (96, False)):
+    for size, want_onednn, baked in ((64, True, True), (96, True, True), (96, False, False)):
         x = np.random.RandomState(size).rand(2, 3, size, size).astype("float32")
         with paddle.no_grad():
             ref = m(paddle.to_tensor(x))[0].numpy()
-        prefix = str(tmp_path / f"s{size}" / "model")
-        deploy.export(m, prefix, (size, size), batch_size=None)
+        prefix = str(tmp_path / f"s{size}{baked}" / "model")
+        if baked:
+            deploy.export(m, prefix, (size, size), batch_size=None)
+        else:
+            spec = paddle.static.InputSpec([None, 3, size, size], dtype="float32", name="x")
+            paddle.jit.save(paddle.jit.to_static(m, input_spec=[spec], full_graph=True), prefix)
+            m.forward.rollback()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             pred = deploy.create_predictor(prefix, num_threads=1)

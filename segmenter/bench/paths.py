@@ -190,8 +190,14 @@ def main(argv: Optional[List[str]] = None) -> None:
     ap.add_argument("--models", nargs="+", default=list(MODELS), help=f"models to time, of {', '.join(MODELS)}")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per path (the best is reported)")
     ap.add_argument("--json", default="benchmark.json", help="where the results are written as JSON")
+    ap.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
+                    help="cpu; gpu needs a CUDA build of PaddlePaddle, then runs `versus --device gpu`")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
+    if a.device == "gpu":
+        from segmenter.bench import versus
+        versus.require_device("gpu")
+        return versus.main(["--device", "gpu", "--repeats", str(a.repeats)])
     if a.child:
         res = child(a.child, a.models[0], a.repeats)
         res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -60,10 +60,16 @@ def main(argv: Optional[List[str]] = None) -> int:
                    help="cpu, or cuda: the two PyTorch models only (fp32, TF32 off unless --tf32), with a GPU "
                         "build of PyTorch")
     p.add_argument("--tf32", action="store_true", help="on cuda: let both PyTorch models use TF32 matmuls")
+    p.add_argument("--threads", type=int, default=None,
+                   help="math threads of both frameworks on the CPU (default: one per core)")
     args = p.parse_args(argv)
 
     import torch
     import segmenter  # noqa: F401  (our runtime settings, as every user of the package gets them)
+    if args.threads:
+        from segmenter.runtime import configure_cpu
+        configure_cpu(num_threads=args.threads)
+        torch.set_num_threads(args.threads)
     from segmenter.convert import model_config
     from segmenter.convert.core import to_canonical
     from segmenter.parity import build_model, load_into_torch
@@ -103,12 +109,24 @@ def main(argv: Optional[List[str]] = None) -> int:
         load_into_paddle(ours, conv.state)
         xp = paddle.to_tensor(x)
 
+        from segmenter.engine.compiled import CompiledModel
+        ours.eval()
+        fast = CompiledModel(ours, compile_after=1, num_threads=args.threads)
+
         def run_ours():
             with paddle.no_grad():
                 return ours(xp)[0].numpy()
-        runs = {"ours, Paddle dygraph (UPerNetViT)": run_ours, **runs}
+
+        def run_fast():
+            with paddle.no_grad():
+                return fast(xp)[0].numpy()
+        runs = {"ours, Paddle default path (compiled UPerNetViT)": run_fast,
+                "ours, Paddle dygraph (UPerNetViT)": run_ours, **runs}
 
     all_times, firsts = timed(list(runs.values()), args.repeats)
+    if not cuda:
+        print(f"default path: compiled {[list(k) for k in fast.predictors]}, oneDNN "
+              f"{[p.use_onednn for p in fast.predictors.values()]}{', failed: ' + fast.failed if fast.failed else ''}")
     times = dict(zip(runs, all_times))
     outs = {name: numpy_of(out) for name, out in zip(runs, firsts)}
     mm_name = list(runs)[-1]

@@ -9,6 +9,7 @@ import paddle
 import paddle.distributed as dist
 
 from segmenter.datasets.checked import CheckedDataset
+from segmenter.engine.compiled import inference_model
 from segmenter.engine.infer import predict_probs, reverse_transform
 from segmenter.engine.metrics import confusion_matrix, metrics_from_confusion
 from segmenter.engine.progress import progress as progress_of
@@ -22,13 +23,15 @@ def sample_label(s: dict) -> np.ndarray:
 
 def evaluate(model, dataset, num_classes: int, is_slide: bool = False, crop_size=None, stride=None,
              window_batch_size: int = 1, flip_horizontal: bool = False, scales=(1.0,), ignore_index: int = 255,
-             progress: bool = True) -> dict:
+             progress: bool = True, fast_path: bool = True) -> dict:
     """Metrics of model on dataset; with several ranks each takes every world_size-th image and counts are summed.
     With flip or scales, out["plain"] holds the metrics of the same run's unaugmented (scale 1.0, no flip) pass,
     so one evaluation gives both columns of the published tables ("slice" and "flip"). The model's train/eval
-    mode is restored afterwards."""
+    mode is restored afterwards. fast_path: run each input size through a predictor compiled from the current
+    weights (engine/compiled.py) instead of the dygraph model."""
     was_training = model.training
     model.eval()
+    net = inference_model(model, fast_path)
     rank, world = dist.get_rank(), dist.get_world_size()
     data = CheckedDataset(dataset, num_classes)
     augmented = flip_horizontal or tuple(scales) != (1.0,)
@@ -39,7 +42,7 @@ def evaluate(model, dataset, num_classes: int, is_slide: bool = False, crop_size
             s = data[i]
             label = sample_label(s)
             x = paddle.to_tensor(np.asarray(s["img"], np.float32)[None])  # [3, H, W] -> [1, 3, H, W]
-            probs, plain = predict_probs(model, x, is_slide, crop_size, stride, window_batch_size, flip_horizontal,
+            probs, plain = predict_probs(net, x, is_slide, crop_size, stride, window_batch_size, flip_horizontal,
                                          scales, with_plain=True)
             probs = reverse_transform(probs, s.get("trans_info"))
             if tuple(probs.shape[2:]) != label.shape:

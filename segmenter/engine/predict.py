@@ -11,6 +11,7 @@ from segmenter.datasets.checked import decode_error
 from segmenter.convert.files import resolve_weights
 from segmenter.engine.builder import Builder
 from segmenter.engine.cli import say
+from segmenter.engine.compiled import inference_model
 from segmenter.engine.infer import predict_probs, reverse_transform
 from segmenter.engine.progress import progress
 from segmenter.engine.run import class_names_of, inference_mode, load_model, test_kwargs
@@ -87,6 +88,7 @@ def run_predict(cfg, model_path: str, image_path: str, save_dir: str, recursive:
     returns the mask paths."""
     model = load_model(cfg, model_path)
     kw = test_kwargs(cfg, overrides)
+    net = inference_model(model, kw.pop("fast_path"))
     pal = palette(model.num_classes)
     files = list_images(image_path, save_dir, recursive)
     window = f", windows {kw['crop_size']} stride {kw['stride']}" if kw["is_slide"] else ""
@@ -98,7 +100,7 @@ def run_predict(cfg, model_path: str, image_path: str, save_dir: str, recursive:
         for f, name in progress(list(zip(files, output_names(files, image_path))), len(files), "predict"):
             img = read_image(f)
             x, trans_info = preprocess(cfg, img)
-            probs = predict_probs(model, paddle.to_tensor(x[None]), **kw)
+            probs = predict_probs(net, paddle.to_tensor(x[None]), **kw)
             pred = reverse_transform(probs, trans_info).argmax(1)[0].numpy().astype(np.uint8)
             present.update(np.unique(pred).tolist())
             color = pal[pred]

@@ -60,10 +60,11 @@ def class_names_of(cfg: Config, num_classes: int) -> list:
 
 
 def test_kwargs(cfg: Config, overrides: dict) -> dict:
-    """Evaluation options: test_config from the YAML, then any non-None command-line override."""
+    """Evaluation options: test_config from the YAML, then any non-None command-line override. `fast_path`
+    (test_config.fast_path, default True) selects the compiled inference path (engine/compiled.py)."""
     tc = dict(cfg.test_config or {})
     kw = {"is_slide": tc.get("is_slide", False), "crop_size": tc.get("crop_size"), "stride": tc.get("stride"),
-          "window_batch_size": 1, "flip_horizontal": False, "scales": (1.0,)}
+          "window_batch_size": 1, "flip_horizontal": False, "scales": (1.0,), "fast_path": tc.get("fast_path", True)}
     kw.update({k: v for k, v in overrides.items() if v is not None})
     if kw["is_slide"] and (not kw["crop_size"] or not kw["stride"]):
         raise ValueError(f"slide inference needs crop_size and stride (got {kw['crop_size']}, {kw['stride']}); "
@@ -98,6 +99,7 @@ def run_train(cfg: Config, save_dir: str, seed: int = 0, **kw) -> dict:
             f"{f' x {dist.get_world_size()} ranks' if dist.get_world_size() > 1 else ''}", save_dir=save_dir)
     # the resolved config, written to save_dir/config.yml (printed only with --verbose)
     kw.setdefault("config_text", yaml.dump(resolved_dic(cfg), Dumper=NoAliasDumper, sort_keys=False))
+    kw.setdefault("to_static", bool(cfg.dic.get("to_static_training", False)))
     kw.setdefault("run", run_sections(cfg.dic, save_interval=kw.get("save_interval"), log_iters=kw.get("log_iters")))
     kw.setdefault("class_names", class_names_of(cfg, model.num_classes))
     return train(model, train_ds, b.optimizer, b.lr_scheduler, loss_fn, cfg.iters, cfg.batch_size, save_dir,

@@ -96,15 +96,23 @@ def train(model, train_dataset, optimizer, scheduler, loss_fn, iters: int, batch
           log_iters: int = 10, do_eval: bool = False, use_vdl: bool = False, resume_model: str = None,
           eval_kwargs: dict = None, save_all_ranks: bool = False, num_workers: int = 0,
           precision: str = "fp32", run: dict = None, class_names: list = None,
-          config_text: str = None) -> dict:
+          config_text: str = None, to_static: bool = False) -> dict:
     """Train model for iters steps; returns the last evaluation metrics (or {}).
 
     `run` (checkpoint.run_sections of the config) is recorded in every checkpoint; a resume refuses a
     checkpoint whose model, dataset or batch size differ from it. SIGINT/SIGTERM stop after the current
     iteration with a checkpoint (TrainingStopped); a second training on save_dir is refused (SaveDirBusy).
     config_text (the resolved config) is written to save_dir/config.yml.
+    to_static (the config's `to_static_training: True`, as in PaddleSeg): the model's forward and backward run as
+    a static graph (paddle.jit.to_static converts the model in place, for this process); the loss stays dygraph.
     """
     rank, world = dist.get_rank(), dist.get_world_size()
+    if to_static:
+        # Dropout and drop path draw from one generator; paddle's multi-threaded executor runs them in a varying
+        # order, so two identical runs (or a resumed one) drew other masks (weights 1e-3 apart after 3 iterations).
+        # Run the graph's ops in program order: deterministic masks, exact resume (tests/test_static_training.py).
+        paddle.set_flags({"FLAGS_new_executor_sequential_run": True})
+        model = paddle.jit.to_static(model, full_graph=True)
     net = paddle.DataParallel(model) if world > 1 else model
     scaler = amp_scaler(precision)
     resumed = load_checkpoint(resume_model, model, optimizer, scheduler, scaler, run) if resume_model else None

@@ -48,6 +48,21 @@ class Mlp(nn.Layer):
         return self.drop(self.fc2(x))
 
 
+ATTN_CHUNK = 1024  # query rows per chunk of chunked_attention, used past 2 * ATTN_CHUNK tokens (768x768 at patch 16)
+
+
+def chunked_attention(q: paddle.Tensor, k: paddle.Tensor, v: paddle.Tensor, chunk: int) -> paddle.Tensor:
+    """softmax(q k^T) v for pre-scaled q, `chunk` query rows at a time: the same rows as the full product (each row's
+    softmax needs only its own scores), with at most [B, heads, chunk, N] scores alive. Returns [B, N, C]."""
+    outs = []
+    for i in range(0, q.shape[2], chunk):
+        q_c = q[:, :, i:i + chunk]  # [B, heads, chunk, hd]
+        attn = F.softmax(paddle.matmul(q_c, k, transpose_y=True), axis=-1)  # [B, heads, chunk, N]
+        outs.append(paddle.matmul(attn, v))  # [B, heads, chunk, hd]
+    x = paddle.concat(outs, axis=2)  # [B, heads, N, hd]
+    return paddle.concat(x.unbind(1), axis=-1)  # [B, heads, N, hd] -> heads x [B, N, hd] -> [B, N, C]
+
+
 class Attention(nn.Layer):
     """Multi-head self-attention with one fused qkv projection."""
 
@@ -75,8 +90,12 @@ class Attention(nn.Layer):
         h = self.num_heads
         parts = self.qkv(x).chunk(3 * h, axis=-1)  # [B, N, 3C] -> 3 * heads x [B, N, hd]
         q, k, v = (paddle.stack(parts[i * h:(i + 1) * h], axis=1) for i in range(3))  # 3 x [B, heads, N, hd]
-        # The explicit product always: paddle 3.3's F.scaled_dot_product_attention is a composed fallback on CPU
-        # (bit-identical output) and no faster in the ViT-S model: equal at batch 1, 7-26% slower at batch 2.
+        # The explicit product: paddle 3.3's F.scaled_dot_product_attention is a composed fallback on CPU
+        # (bit-identical output, the whole [N, N] map held) and no faster in the ViT-S model: equal at batch 1,
+        # 7-26% slower at batch 2. Long sequences at inference go through query chunks instead (the twin's fused
+        # SDPA), so memory grows as N * ATTN_CHUNK rather than N^2; training and return_attn keep the full map.
+        if not (return_attn or self.training) and q.shape[2] > 2 * ATTN_CHUNK:
+            return self.proj_drop(self.proj(chunked_attention(q * self.scale, k, v, ATTN_CHUNK)))
         attn = paddle.matmul(q * self.scale, k, transpose_y=True)  # [B, heads, N, N]
         attn = F.softmax(attn, axis=-1)
         attn = self.attn_drop(attn)

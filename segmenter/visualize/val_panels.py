@@ -37,8 +37,9 @@ def sample_panel(model, dataset, idx: int, names: Sequence[str], pal: np.ndarray
     """(panel, prediction, label) of dataset[idx] predicted as evaluate() does: the probabilities are brought back
     to the label's (original) size through the sample's trans_info, and the picture is resized to it."""
     s = dataset[idx]
+    kw = {k: v for k, v in infer_kwargs.items() if k != "fast_path"}  # a few images: not worth compiling
     with paddle.no_grad():
-        probs = predict_probs(model, paddle.to_tensor(np.asarray(s["img"], np.float32)[None]), **infer_kwargs)
+        probs = predict_probs(model, paddle.to_tensor(np.asarray(s["img"], np.float32)[None]), **kw)
     pred = reverse_transform(probs, s.get("trans_info")).argmax(1)[0].numpy()  # [1, C, H, W] -> [H, W]
     label = sample_label(s)
     image = display_image(dataset, s)

@@ -1,0 +1,211 @@
+"""The default inference path (engine/compiled.py: one predictor per input size) and chunked attention equal the
+dygraph model; the switches that turn the fast path off; attention memory that grows linearly with the tokens."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import paddle
+import pytest
+
+import segmenter  # noqa: F401
+from segmenter.engine import compiled
+from segmenter.engine.compiled import CompiledModel, inference_model
+from segmenter.engine.infer import predict_probs
+from segmenter.models import Segmenter, SegmenterViT, layers
+
+DECODERS = ({"name": "linear"}, {"name": "mask_transformer", "n_layers": 1, "d_model": 64, "n_heads": 2})
+
+
+def tiny(dec: dict, seed: int = 0) -> Segmenter:
+    paddle.seed(seed)
+    m = Segmenter(5, SegmenterViT(img_size=64, embed_dim=64, depth=2, num_heads=2), dec)
+    m.eval()
+    return m
+
+
+@pytest.mark.parametrize("dec", DECODERS, ids=lambda d: d["name"])
+def test_compiled_equals_dygraph_slide_flip_scales(dec, monkeypatch):
+    """Slide windows (2 at a time), flip and two scales through CompiledModel: the probabilities of the dygraph
+    model within 1e-5, the window size compiled (at another size than img_size: the baked position embedding),
+    the 101-token windows attending in chunks of 16 rows, in both models."""
+    monkeypatch.setattr(layers, "ATTN_CHUNK", 16)
+    m = tiny(dec)
+    x = paddle.to_tensor(np.random.RandomState(0).rand(1, 3, 100, 160).astype("float32"))
+    kw = dict(is_slide=True, crop_size=(80, 80), stride=(48, 48), window_batch_size=2, flip_horizontal=True,
+              scales=(1.0, 0.75))
+    with paddle.no_grad():
+        ref = predict_probs(m, x, **kw).numpy()
+        net = CompiledModel(m)
+        out = predict_probs(net, x, **kw).numpy()
+    # 80x80 windows at scale 1, 75x80 ones at 0.75 (75x120 image), each seen 2 times (flip)
+    assert sorted(net.predictors) == [(3, 75, 80), (3, 80, 80)], f"compiled {list(net.predictors)}, seen {net.seen}"
+    assert all(p.use_onednn for p in net.predictors.values()), "a graph fell back to MKL"
+    d = float(np.abs(out - ref).max())
+    assert d <= 1e-5, f"{dec['name']}: max|diff|={d:.2e} against the dygraph model"
+    assert not isinstance(m.forward, paddle.jit.dy2static.program_translator.StaticFunction), \
+        "export left the model converted to a static function"
+    with paddle.no_grad():
+        again = m(x[:, :, :80, :80])[0]  # still a dygraph model: return_attn works
+        _, attns = m.backbone(x[:, :, :80, :80], return_attn=True)
+    assert again.shape == [1, 5, 80, 80] and len(attns) == 2
+
+
+def test_whole_image_sizes_compile_on_second_sight():
+    m = tiny(DECODERS[0])
+    net = CompiledModel(m)
+    with paddle.no_grad():
+        for hw in ((64, 64), (48, 80), (64, 64), (64, 64)):
+            x = paddle.to_tensor(np.random.RandomState(hw[1]).rand(2, 3, *hw).astype("float32"))
+            out = net(x)[0].numpy()
+            d = float(np.abs(out - m(x)[0].numpy()).max())
+            assert d <= 1e-5, f"{hw}: max|diff|={d:.2e}"
+    assert list(net.predictors) == [(3, 64, 64)] and net.seen == {(3, 64, 64): 2, (3, 48, 80): 1}, net.seen
+
+
+def test_switches_turn_the_fast_path_off(monkeypatch):
+    m = tiny(DECODERS[0])
+    assert isinstance(inference_model(m), CompiledModel)
+    assert inference_model(m, False) is m
+    monkeypatch.setenv("SEGMENTER_FAST_PATH", "0")
+    assert inference_model(m) is m
+
+
+def test_export_failure_falls_back_to_dygraph(monkeypatch):
+    """A model paddle cannot trace warns once and runs in dygraph."""
+    from segmenter import deploy
+    m = tiny(DECODERS[0])
+
+    def refuse(*a, **k):
+        raise RuntimeError("cannot trace this")
+    monkeypatch.setattr(deploy, "export", refuse)
+    net = CompiledModel(m, compile_after=1)
+    x = paddle.to_tensor(np.random.rand(1, 3, 64, 64).astype("float32"))
+    with pytest.warns(UserWarning, match="could not export Segmenter"):
+        out = net(x)[0]
+    out2 = net(x)[0]  # no second attempt, no second warning
+    assert net.failed and not net.predictors and float((out - out2).abs().max()) == 0.0
+
+
+def test_inferencer_flag(tmp_path, monkeypatch):
+    """The Inferencer's fast_path reaches inference_model; both paths give equal probabilities."""
+    from segmenter import Inferencer
+    from tests.engine_helpers import write_tiny_config
+    made = []
+    real = compiled.inference_model
+
+    def spy(model, fast_path=None):
+        made.append(fast_path)
+        return real(model, fast_path)
+    monkeypatch.setattr(compiled, "inference_model", spy)
+    paddle.seed(0)
+    cfg = write_tiny_config(tmp_path)
+    seg_fast, seg_slow = Inferencer(cfg), Inferencer(cfg, fast_path=False)
+    assert made == [True, False] and isinstance(seg_fast.net, CompiledModel) and seg_slow.net is seg_slow.model
+    seg_slow.model.set_state_dict(seg_fast.model.state_dict())
+    img = np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    a, b = seg_fast([img, img], return_probs=True), seg_slow([img, img], return_probs=True)
+    d = max(float(np.abs(x.probs - y.probs).max()) for x, y in zip(a, b))
+    assert d <= 1e-5 and seg_fast.net.predictors, f"max|diff|={d:.2e}, compiled {list(seg_fast.net.predictors)}"
+
+
+@pytest.mark.parametrize("heads,n", [(2, 65), (3, 130)])
+def test_chunked_attention_equals_full(monkeypatch, heads, n):
+    """Query chunks (eval, N > ATTN_CHUNK) give the tokens of the full product (the return_attn path), Paddle and
+    twin (whose fused SDPA is the twin line)."""
+    import torch
+
+    from segmenter.pytorch.layers import Attention as TorchAttention
+    monkeypatch.setattr(layers, "ATTN_CHUNK", 16)  # chunked past 32 tokens
+    paddle.seed(0)
+    attn = layers.Attention(48, heads)
+    attn.eval()
+    x = np.random.RandomState(n).randn(2, n, 48).astype("float32")
+    with paddle.no_grad():
+        chunked = attn(paddle.to_tensor(x)).numpy()
+        full, maps = attn(paddle.to_tensor(x), return_attn=True)
+    d = float(np.abs(chunked - full.numpy()).max())
+    assert maps.shape == [2, heads, n, n] and d <= 1e-6, f"paddle: max|diff|={d:.2e}"
+    t = TorchAttention(48, heads).eval()
+    t.load_state_dict({k: torch.from_numpy(v.numpy().T.copy() if v.ndim == 2 else v.numpy())
+                       for k, v in attn.state_dict().items()})
+    with torch.no_grad():
+        tout = t(torch.from_numpy(x)).numpy()
+    d = float(np.abs(tout - chunked).max())
+    assert d <= 1e-5, f"twin SDPA vs paddle chunks: max|diff|={d:.2e}"
+
+
+MEMORY_CHILD = r"""
+import json, resource, sys
+import numpy as np, paddle
+import segmenter
+from segmenter.models import Segmenter, SegmenterViT, layers
+layers.ATTN_CHUNK = int(sys.argv[1])
+paddle.seed(0)
+m = Segmenter(3, SegmenterViT(img_size=64, embed_dim=32, depth=1, num_heads=2), {"name": "linear"})
+m.eval()
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+with paddle.no_grad():
+    out = m(paddle.to_tensor(np.zeros((1, 3, 1024, 2048), "float32")))[0]
+print("PEAK", json.dumps([base / 1024, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, out.shape]))
+"""
+
+
+@pytest.mark.slow
+def test_whole_cityscapes_image_attends_in_linear_memory():
+    """A whole 2048x1024 image (8193 tokens): the full [2, 8193, 8193] map alone is 537 MB (its softmax as much
+    again); in query chunks of 1024 rows the forward's peak grows by far less. Peak RSS of one subprocess each."""
+    peaks = {}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for chunk in (layers.ATTN_CHUNK, 10 ** 9):
+        r = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(chunk)], capture_output=True, text=True,
+                           env=dict(os.environ, PYTHONPATH=root), timeout=300)
+        line = [s for s in r.stdout.splitlines() if s.startswith("PEAK")]
+        assert line, f"chunk {chunk}: rc={r.returncode} {r.stderr[-600:]}"
+        base, peak, shape = json.loads(line[0][5:])
+        assert shape == [1, 3, 1024, 2048], shape
+        peaks[chunk] = peak - base
+    chunked, full = peaks[layers.ATTN_CHUNK], peaks[10 ** 9]
+    assert chunked < 500 and full > chunked + 500, f"forward peak growth: chunked {chunked:.0f} MB, full {full:.0f} MB"
+
+
+def test_a_wrong_predictor_is_caught(monkeypatch):
+    """A predictor whose logits are off (paddle 3.3.1's oneDNN did that to UPerNetViT) is replaced by MKL, then by
+    the dygraph model; the results stay the dygraph model's."""
+    from segmenter import deploy
+    m = tiny(DECODERS[0])
+    real = deploy.Predictor._run
+    bad = {"onednn": True, "mkl": False}
+
+    def skewed(self, x):
+        out = real(self, x)
+        return [o + 1.0 for o in out] if bad["onednn" if self.use_onednn else "mkl"] else out
+    monkeypatch.setattr(deploy.Predictor, "_run", skewed)
+    x = paddle.to_tensor(np.random.rand(1, 3, 64, 64).astype("float32"))
+    with paddle.no_grad():
+        ref = m(x)[0].numpy()
+        for mkl_bad in (False, True):
+            bad["mkl"] = mkl_bad
+            net = CompiledModel(m, compile_after=1)
+            with pytest.warns(UserWarning, match="oneDNN predictor of Segmenter"):
+                out = net(x)[0].numpy()
+            d = float(np.abs(out - ref).max())
+            assert d <= 1e-5, f"mkl_bad={mkl_bad}: max|diff|={d:.2e}"
+            if mkl_bad:
+                assert not net.predictors and "off by" in net.failed, (list(net.predictors), net.failed)
+            else:
+                assert [p.use_onednn for p in net.predictors.values()] == [False], "expected the MKL predictor"
+
+
+@pytest.mark.parametrize("topic", [[], ["versus"]], ids=["paths", "versus"])
+def test_benchmark_gpu_refused_on_a_cpu_build(topic):
+    """`tools/benchmark.py [topic] --device gpu` on paddle's CPU build: one line saying what is missing, no traceback."""
+    if paddle.device.is_compiled_with_cuda():
+        pytest.skip("a CUDA build of Paddle: the GPU benchmark would run")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, os.path.join(root, "tools", "benchmark.py"), *topic, "--device", "gpu"],
+                       capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=root), timeout=300)
+    lines = [s for s in r.stderr.splitlines() if s.strip() and "ccache" not in s and "warnings.warn" not in s]
+    assert r.returncode != 0 and "Traceback" not in r.stderr, f"rc={r.returncode}: {r.stderr[-600:]}"
+    assert len(lines) == 1 and "--device gpu needs a CUDA build of PaddlePaddle" in lines[0], lines

@@ -1,0 +1,74 @@
+"""Static-graph training (`to_static_training: True`, as in PaddleSeg): the loss curve of dygraph training, and
+exact resume."""
+import os
+import shutil
+
+import numpy as np
+import paddle
+
+from segmenter.engine.run import load_config, run_train
+from tests.engine_helpers import write_tiny_config
+
+ITERS = 20
+
+
+def losses(save_dir: str) -> np.ndarray:
+    """Train/loss of every iteration, as VisualDL logged it."""
+    from visualdl import LogReader
+    vdl = os.path.join(save_dir, "vdl")
+    reader = LogReader(file_path=os.path.join(vdl, os.listdir(vdl)[0]))
+    return np.array([r.value for r in reader.get_data("scalar", "Train/loss")], np.float64)
+
+
+def weights(save_dir: str, name: str) -> dict:
+    return {k: v.numpy() for k, v in paddle.load(os.path.join(save_dir, name, "model.pdparams")).items()}
+
+
+def config(tmp_path, to_static: bool, iters: int = ITERS, stochastic: bool = True):
+    """The tiny config, with the top-level key PaddleSeg users write (through the config checks)."""
+    path = write_tiny_config(tmp_path)
+    with open(path, "a") as f:
+        f.write(f"to_static_training: {to_static}\n")
+    cfg = load_config(path, iters=iters)
+    assert cfg.dic["to_static_training"] is to_static
+    if not stochastic:
+        cfg.dic["model"]["backbone"].update(drop_rate=0.0, drop_path_rate=0.0)
+    return cfg
+
+
+def test_static_loss_curve_equals_dygraph(tmp_path):
+    """20 iterations of the tiny model without dropout and drop path (the static graph draws its masks in another
+    order than dygraph: the same distribution, other masks)."""
+    curves = {}
+    for to_static in (False, True):
+        out = str(tmp_path / f"static{to_static}")
+        run_train(config(tmp_path, to_static, stochastic=False), out, seed=7, save_interval=ITERS, log_iters=1, use_vdl=True)
+        curves[to_static] = losses(out)
+    dy, st = curves[False], curves[True]
+    assert len(dy) == len(st) == ITERS, f"{len(dy)} / {len(st)} logged losses"
+    rel = float(np.max(np.abs(st - dy) / np.abs(dy)))
+    assert rel <= 1e-5, f"static vs dygraph loss, max relative diff {rel:.2e} (dygraph {dy[:3]}..., static {st[:3]}...)"
+    assert dy[0] - dy[-1] > 1e-3 * dy[0], f"the loss did not move ({dy[0]:.4f} -> {dy[-1]:.4f}): a vacuous comparison"
+
+
+def test_static_training_resumes_exactly(tmp_path):
+    full, half = str(tmp_path / "full"), str(tmp_path / "half")
+    run_train(config(tmp_path, True, 6), full, seed=5, save_interval=6, log_iters=100)
+    run_train(config(tmp_path, True, 6), half, seed=5, save_interval=3, log_iters=100, keep_k=5)
+    shutil.rmtree(os.path.join(half, "iter_6"))
+    run_train(config(tmp_path, True, 6), half, seed=5, save_interval=6, log_iters=100,
+              resume_model=os.path.join(half, "iter_3"))
+    a, b = weights(full, "iter_6"), weights(half, "iter_6")
+    diff = max(float(np.abs(a[k] - b[k]).max()) for k in a)
+    assert diff <= 1e-6, f"resumed vs uninterrupted weights (static graph): max|diff|={diff:.2e}"
+    first = weights(half, "iter_3")
+    moved = max(float(np.abs(a[k] - first[k]).max()) for k in a)
+    assert moved > 1e-4, f"iters 4-6 did not change the weights (max|diff|={moved:.2e})"
+
+
+def test_static_training_evaluates_through_the_default_path(tmp_path):
+    """Evaluation during static training exports the dygraph forward (the default path) and hands the static one
+    back: training goes on after the evaluation at iteration 2 and saves iteration 4."""
+    out = str(tmp_path / "run")
+    m = run_train(config(tmp_path, True, 4), out, seed=3, save_interval=2, log_iters=100, do_eval=True)
+    assert 0.0 <= m["mIoU"] <= 1.0 and os.path.isdir(os.path.join(out, "iter_4")), f"mIoU {m.get('mIoU')}"
