@@ -1,0 +1,53 @@
+"""Peak memory per test file: with SEGMENTER_RSS_TABLE=<path> set, each test process appends one row per test file
+to <path>: the process's peak RSS when the file's last test ended, the test that raised the peak most, and the
+peak of the subprocesses it waited for. Run one file per process (tools/rss_table.sh) for a per-file peak.
+
+A row: file, tests, seconds, peak_mb, children_peak_mb, top_test, top_test_raise_mb (tab-separated, a header once)."""
+import os
+import resource
+import time
+from collections import defaultdict
+
+import pytest
+
+HEADER = "file\ttests\tseconds\tpeak_mb\tchildren_peak_mb\ttop_test\ttop_test_raise_mb\n"
+
+
+def _peak_mb(who: int) -> float:
+    return resource.getrusage(who).ru_maxrss / 1024  # Linux: kB
+
+
+class RssTable:
+    def __init__(self, path: str):
+        self.path = path
+        self.files = defaultdict(lambda: {"tests": 0, "seconds": 0.0, "peak": 0.0, "children": 0.0, "top": ("", 0.0)})
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(self, item, nextitem):
+        before, t = _peak_mb(resource.RUSAGE_SELF), time.time()
+        yield
+        row = self.files[item.location[0]]
+        row["tests"] += 1
+        row["seconds"] += time.time() - t
+        row["peak"] = _peak_mb(resource.RUSAGE_SELF)
+        row["children"] = _peak_mb(resource.RUSAGE_CHILDREN)
+        if row["peak"] - before > row["top"][1]:
+            row["top"] = (item.name, row["peak"] - before)
+
+    def pytest_sessionfinish(self, session):
+        if not self.files:
+            return
+        new = not os.path.exists(self.path)
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        with open(self.path, "a") as f:
+            if new:
+                f.write(HEADER)
+            for name, r in self.files.items():
+                f.write(f"{name}\t{r['tests']}\t{r['seconds']:.1f}\t{r['peak']:.0f}\t{r['children']:.0f}\t{r['top'][0]}\t"
+                        f"{r['top'][1]:.0f}\n")
+
+
+def pytest_configure(config):
+    path = os.environ.get("SEGMENTER_RSS_TABLE")
+    if path:
+        config.pluginmanager.register(RssTable(path), "segmenter-rss-table")
