@@ -149,7 +149,6 @@ class Inferencer(BaseInferencer):
     """
 
     def __init__(self, config: str, weights: Optional[str] = None, batch_size: int = 4, **overrides: Any):
-        import segmenter  # noqa: F401  (registers the components)
         from segmenter.engine.builder import Builder
         from segmenter.engine.run import load_config, load_model, test_kwargs
         cfg = load_config(config)

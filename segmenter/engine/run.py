@@ -17,6 +17,7 @@ from segmenter.engine.losses import total_loss
 from segmenter.engine.safe_load import describe_model, model_section_of, read_weights
 from segmenter.engine.train import train
 from segmenter.models.weights import load_state_dict_strict
+from segmenter.visualize.val_panels import save_extreme_panels
 
 
 def load_config(path: str, opts: list = None, iters: int = None, batch_size: int = None,
@@ -128,3 +129,13 @@ def run_val(cfg: Config, model_path: str, **overrides) -> dict:
     print(f"[EVAL] class IoU ({mode}):       " + " ".join(f"{v:.4f}" for v in m["class_iou"]))
     print(f"[EVAL] class precision ({mode}): " + " ".join(f"{v:.4f}" for v in m["class_precision"]))
     return m
+
+
+def run_save_panels(cfg: Config, model_path: str, n: int, save_dir: str, **overrides) -> list[str]:
+    """tools/val.py --save_panels: the n worst and n best val images of a config's model as panels, inference
+    options as run_val takes them (the pictures get the model and options; they never import this runner)."""
+    if n < 1:
+        raise ValueError(f"--save_panels {n}: give the number of worst and of best images to draw (>= 1).")
+    model = load_model(cfg, model_path)
+    return save_extreme_panels(model, Builder(cfg).val_dataset, model.num_classes, n, save_dir,
+                               test_kwargs(cfg, overrides))
