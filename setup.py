@@ -3,7 +3,8 @@ from setuptools import find_packages, setup
 setup(
     name="segmenter",
     version="0.1.0",
-    description="Segmenter (Strudel et al., ICCV 2021) as a PaddleSeg plugin, with a PyTorch twin and weight converters",
+    description="Segmenter (Strudel et al., ICCV 2021) as a PaddleSeg plugin, with a PyTorch twin and weight "
+                "converters",
     packages=find_packages(include=["segmenter", "segmenter.*"]),
     python_requires=">=3.9",
     install_requires=[
@@ -18,7 +19,8 @@ setup(
         "matplotlib>=3.7",
     ],
     extras_require={"torch": ["torch==2.14.1"], "test": ["torch==2.14.1", "pytest>=7"],
-                    # MMSeg / mmpretrain parity tests; then `pip install --no-deps mmsegmentation==1.2.2 mmpretrain==1.2.0`
+                    # MMSeg / mmpretrain parity tests; then
+                    # `pip install --no-deps mmsegmentation==1.2.2 mmpretrain==1.2.0`
                     "mmlab": ["mmengine==0.10.7", "mmcv-lite==2.1.0", "ftfy", "regex", "importlib_metadata",
                               "modelindex", "mat4py", "einops"]},
 )

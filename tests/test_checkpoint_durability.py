@@ -122,7 +122,8 @@ def test_sigkill_at_20_moments_around_saves(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("failing,intact,says", [("iter_3", "iter_1", "earlier checkpoints in .*run are intact"),
-                                                  ("best_model", "best_model", "the previous checkpoint .*best_model is intact")])
+                                                  ("best_model", "best_model",
+                                                   "the previous checkpoint .*best_model is intact")])
 def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch, failing, intact, says):
     """ENOSPC mid-file while writing iter_3's weights, or while copying iter_2 to best_model (on a file system
     without hard links, where best_model is a real copy)."""

@@ -67,6 +67,7 @@ def test_upernet_adds_the_auxiliary_logits_in_training_only():
     """The engine weighs one loss per output (coef [1, 0.4]); without the second output both would fall on
     the main logits, so the training output list itself is checked."""
     import paddle
+
     from segmenter.models import SegmenterViT, UPerNetViT
     model = UPerNetViT(num_classes=3, backbone=SegmenterViT(img_size=32, embed_dim=32, depth=2, num_heads=1,
                                                             out_indices=[0, 1]),

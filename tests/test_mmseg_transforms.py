@@ -7,8 +7,12 @@ import numpy as np
 import pytest
 import yaml
 
-from segmenter.datasets.mmseg_pipeline import (MMSegPhotoMetricDistortion, MMSegRandomCrop, MMSegRandomFlip,
-                                               MMSegRandomResize)
+from segmenter.datasets.mmseg_pipeline import (
+    MMSegPhotoMetricDistortion,
+    MMSegRandomCrop,
+    MMSegRandomFlip,
+    MMSegRandomResize,
+)
 from tests import layouts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -109,4 +113,5 @@ def test_random_flip_flips_with_probability_prob(prob):
     img = np.arange(12, dtype=np.float32).reshape(2, 2, 3)  # [H, W, C], its two columns differ
     flips = sum(not np.array_equal(flip({"img": img.copy(), "gt_fields": []})["img"], img) for _ in range(n))
     sd = (n * prob * (1 - prob)) ** 0.5
-    assert abs(flips - n * prob) <= 4 * sd, f"prob {prob}: {flips} of {n} flipped, expected {n * prob:.0f} +- {4 * sd:.0f}"
+    assert abs(flips - n * prob) <= 4 * sd, \
+        f"prob {prob}: {flips} of {n} flipped, expected {n * prob:.0f} +- {4 * sd:.0f}"

@@ -55,6 +55,7 @@ def test_export_tool_onnx(tmp_path):
     d = float(np.abs(three - np.concatenate(one)).max())
     assert d <= TOL, f"batch 3 vs three batches of 1: max|diff|={d:.2e}"
     import json
+
     import yaml
     with open(out + ".model.json") as f:  # the export says which model it holds (issue 11: files carry their arch)
         card = json.load(f)["model"]

@@ -13,7 +13,6 @@ import sys
 import numpy as np
 import paddle
 import pytest
-import torch
 from paddleseg.cvlibs import SegBuilder
 
 import segmenter  # noqa: F401
@@ -338,7 +337,7 @@ def test_convert_of_a_bare_pdparams_says_what_it_assumed(trained, tmp_path):
     _, run = trained
     bare = str(tmp_path / "model.pdparams")
     shutil.copy(os.path.join(run, "iter_2", "model.pdparams"), bare)
-    with pytest.warns(UserWarning, match=r"neither a \.model\.json nor a state\.json beside it, so \['num_heads', 'norm_eps', "
-                                         r"'pos_embed_interp'\] are assumed.*--num-heads"):
+    with pytest.warns(UserWarning, match=r"neither a \.model\.json nor a state\.json beside it, so "
+                                         r"\['num_heads', 'norm_eps', 'pos_embed_interp'\] are assumed.*--num-heads"):
         convert(bare, str(tmp_path / "out.pdparams"), save_config=str(tmp_path / "out.yml"),
                 base_config=trained[0])

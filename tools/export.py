@@ -1,6 +1,7 @@
 """Export a Segmenter config (+ optional weights) for one fixed input size: paddle.inference (default) or ONNX.
 
-    python tools/export.py --config configs/segmenter/X.yml --size 512 512 --save output/export/model [--weights m.pdparams]
+    python tools/export.py --config configs/segmenter/X.yml --size 512 512 --save output/export/model \
+        [--weights m.pdparams]
     python tools/export.py --config configs/segmenter/X.yml --size 512 512 --format onnx --save output/model.onnx
 """
 import argparse

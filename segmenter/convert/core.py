@@ -7,19 +7,31 @@ and every shape must match; otherwise `ConversionError` lists the keys and nothi
 import json
 import math
 import os
-import warnings
 import re
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from segmenter.convert import files
-from segmenter.convert.keydiff import diff_keys, diff_report
 from segmenter.convert.arch import Arch, expected_shapes, infer_arch, model_config
-from segmenter.convert.keymaps import (LINEAR_WEIGHTS, MMSEG_RESHAPES, MMSEG_UPERNET, NPZ, NPZ_DROP,
-                                       NPZ_OPTIMIZER_PREFIX, TABLES, TO_MMSEG_RESHAPES, TO_MMSEG_SEGMENTER,
-                                       TO_MMSEG_UPERNET, TORCH_BN_BUFFERS, TORCH_BN_COUNTER, Rename)
+from segmenter.convert.keydiff import diff_keys, diff_report
+from segmenter.convert.keymaps import (
+    LINEAR_WEIGHTS,
+    MMSEG_RESHAPES,
+    MMSEG_UPERNET,
+    NPZ,
+    NPZ_DROP,
+    NPZ_OPTIMIZER_PREFIX,
+    TABLES,
+    TO_MMSEG_RESHAPES,
+    TO_MMSEG_SEGMENTER,
+    TO_MMSEG_UPERNET,
+    TORCH_BN_BUFFERS,
+    TORCH_BN_COUNTER,
+    Rename,
+)
 
 FORMATS = ("paddle", "torch", "safetensors", "official", "paddleseg", "timm", "npz", "mmseg", "mmpretrain")
 # Which files store Linear weights [out, in] (PyTorch) rather than [in, out] (Paddle, Flax).
@@ -201,7 +213,8 @@ def _no_class_pos_row(state: Dict[str, np.ndarray], overrides: Mapping[str, Any]
     if warn:
         warnings.warn(f"'{path}': pos_embed has {n} rows and the blocks have layer scale, so it is read as timm's "
                       f"DeiT-III layout (no class-token row, a {side}x{side} grid). If it is a ViT with a class-token "
-                      f"row on a {side - 1}x{side + 1} grid, pass --img-size {(side - 1) * p} {(side + 1) * p}.")
+                      f"row on a {side - 1}x{side + 1} grid, pass --img-size {(side - 1) * p} {(side + 1) * p}.",
+                      stacklevel=2)
     return True
 
 
@@ -462,7 +475,7 @@ def convert(src: str, dst: str, fmt: Optional[str] = None, overrides: Optional[D
                       f"(heads = width // 64, eps {FAMILY_DEFAULTS[conv.fmt][0]}, {FAMILY_DEFAULTS[conv.fmt][1]}); "
                       f"pass --num-heads / "
                       f"--norm-eps / --pos-embed-interp if the model was built otherwise, or convert the checkpoint "
-                      f"folder's own model.pdparams.")
+                      f"folder's own model.pdparams.", stacklevel=2)
     text = config_text(conv, dst, base_config, num_classes) if save_config else None  # checked before writing
     save_weights(conv, dst, to)
     if text is not None:

@@ -101,12 +101,14 @@ def fitting_config_hint(model_path: str, state: dict, cfg: Config) -> str:
     recorded = model_section_of(model_path)
     if recorded:
         return (f"  {model_path} was trained with model: {describe_model(recorded)} "
-                f"(recorded in its state.json); the config {getattr(cfg, 'path', 'in use')} has: {describe_model(cfg.dic.get('model'))}.")
+                f"(recorded in its state.json); the config {getattr(cfg, 'path', 'in use')} has: "
+                f"{describe_model(cfg.dic.get('model'))}.")
     try:
         from segmenter.convert.arch import infer_arch
         arch = infer_arch(state, model_path, norm_eps=1e-6, pos_embed_interp="bilinear")
         return (f"  the file holds embed_dim={arch.embed_dim}, depth={arch.depth}, patch_size={arch.patch_size}, "
-                f"num_classes={arch.num_classes}, decoder={arch.decoder}; the config {getattr(cfg, 'path', 'in use')} has: "
+                f"num_classes={arch.num_classes}, decoder={arch.decoder}; "
+                f"the config {getattr(cfg, 'path', 'in use')} has: "
                 f"{describe_model(cfg.dic.get('model'))}. `python tools/convert.py {model_path} out.pdparams "
                 f"--save-config cfg.yml` writes a config for it.")
     except (ValueError, KeyError):

@@ -16,8 +16,7 @@ import paddle
 import paddle.distributed as dist
 
 from segmenter.datasets.checked import CheckedDataset
-from segmenter.engine.checkpoint import (Resumed, copy_checkpoint, load_checkpoint, restore_best_model,
-                                        save_checkpoint)
+from segmenter.engine.checkpoint import Resumed, copy_checkpoint, load_checkpoint, restore_best_model, save_checkpoint
 from segmenter.engine.evaluate import evaluate
 from segmenter.engine.stops import TrainingStopped, save_dir_lock, stop_signals
 from segmenter.visualize.curves import plot_curves
