@@ -97,3 +97,15 @@ def test_no_import_circle_in_the_package():
 def test_the_circle_finder_finds_one():
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a", "d"}, "d": set(), "e": {"e"}}
     assert cycles(graph) == [["a", "b", "c", "a"]]
+
+
+def test_every_module_imports():
+    """Each module of the package imports on its own (the fast tier touches every one at least this far)."""
+    import importlib
+    failed = {}
+    for name in sorted(modules()):
+        try:
+            importlib.import_module(name)
+        except Exception as e:  # noqa: BLE001  (collected, reported together)
+            failed[name] = f"{type(e).__name__}: {e}"
+    assert not failed, f"modules that do not import: {failed}"
