@@ -2,7 +2,7 @@
 to <path>: the process's peak RSS when the file's last test ended, the test that raised the peak most, and the
 peak of the subprocesses it waited for. Run one file per process (tools/rss_table.sh) for a per-file peak.
 
-A row: file, tests, seconds, peak_mb, children_peak_mb, top_test, top_test_raise_mb (tab-separated, a header once)."""
+A row: file, tests, seconds, peak_mb, children_peak_mb, top_test, top_test_raise_mb, slowest_test, slowest_s (tab-separated, a header once)."""
 import os
 import resource
 import time
@@ -10,7 +10,7 @@ from collections import defaultdict
 
 import pytest
 
-HEADER = "file\ttests\tseconds\tpeak_mb\tchildren_peak_mb\ttop_test\ttop_test_raise_mb\n"
+HEADER = "file\ttests\tseconds\tpeak_mb\tchildren_peak_mb\ttop_test\ttop_test_raise_mb\tslowest_test\tslowest_s\n"
 
 
 def _peak_mb(who: int) -> float:
@@ -20,7 +20,7 @@ def _peak_mb(who: int) -> float:
 class RssTable:
     def __init__(self, path: str):
         self.path = path
-        self.files = defaultdict(lambda: {"tests": 0, "seconds": 0.0, "peak": 0.0, "children": 0.0, "top": ("", 0.0)})
+        self.files = defaultdict(lambda: {"tests": 0, "seconds": 0.0, "peak": 0.0, "children": 0.0, "top": ("", 0.0), "slowest": ("", 0.0)})
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_protocol(self, item, nextitem):
@@ -29,6 +29,8 @@ class RssTable:
         row = self.files[item.location[0]]
         row["tests"] += 1
         row["seconds"] += time.time() - t
+        if time.time() - t > row["slowest"][1]:
+            row["slowest"] = (item.name, time.time() - t)
         row["peak"] = _peak_mb(resource.RUSAGE_SELF)
         row["children"] = _peak_mb(resource.RUSAGE_CHILDREN)
         if row["peak"] - before > row["top"][1]:
@@ -44,7 +46,7 @@ class RssTable:
                 f.write(HEADER)
             for name, r in self.files.items():
                 f.write(f"{name}\t{r['tests']}\t{r['seconds']:.1f}\t{r['peak']:.0f}\t{r['children']:.0f}\t{r['top'][0]}\t"
-                        f"{r['top'][1]:.0f}\n")
+                        f"{r['top'][1]:.0f}\t{r['slowest'][0]}\t{r['slowest'][1]:.1f}\n")
 
 
 def pytest_configure(config):
