@@ -1,8 +1,10 @@
 """Peak memory per test file: with SEGMENTER_RSS_TABLE=<path> set, each test process appends one row per test file
 to <path>: the process's peak RSS when the file's last test ended, the test that raised the peak most, and the
-peak of the subprocesses it waited for. Run one file per process (tools/rss_table.sh) for a per-file peak.
+peak of the subprocesses it waited for; and to <path>.tests one line per test (nodeid, seconds, peak after it).
+Run one file per process (tools/rss_table.sh) for a per-file peak.
 
-A row: file, tests, seconds, peak_mb, children_peak_mb, top_test, top_test_raise_mb, slowest_test, slowest_s (tab-separated, a header once)."""
+A row (tab-separated, a header once): file, tests, seconds, peak_mb, children_peak_mb, top_test, top_test_raise_mb,
+slowest_test, slowest_s."""
 import os
 import resource
 import time
@@ -20,7 +22,9 @@ def _peak_mb(who: int) -> float:
 class RssTable:
     def __init__(self, path: str):
         self.path = path
-        self.files = defaultdict(lambda: {"tests": 0, "seconds": 0.0, "peak": 0.0, "children": 0.0, "top": ("", 0.0), "slowest": ("", 0.0)})
+        self.tests = []  # one line per test: nodeid, seconds, process peak RSS after it (MB), to <path>.tests
+        self.files = defaultdict(lambda: {"tests": 0, "seconds": 0.0, "peak": 0.0, "children": 0.0, "top": ("", 0.0),
+                                          "slowest": ("", 0.0)})
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_protocol(self, item, nextitem):
@@ -35,10 +39,13 @@ class RssTable:
         row["children"] = _peak_mb(resource.RUSAGE_CHILDREN)
         if row["peak"] - before > row["top"][1]:
             row["top"] = (item.name, row["peak"] - before)
+        self.tests.append(f"{item.nodeid}\t{time.time() - t:.1f}\t{row['peak']:.0f}\n")
 
     def pytest_sessionfinish(self, session):
         if not self.files:
             return
+        with open(self.path + ".tests", "a") as f:
+            f.writelines(self.tests)
         new = not os.path.exists(self.path)
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         with open(self.path, "a") as f:
