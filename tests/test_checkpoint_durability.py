@@ -98,6 +98,7 @@ def loads(cfg_path: str, folder: str) -> int:
     return ckpt.load_checkpoint(folder, b.model, b.optimizer, b.lr_scheduler).iter
 
 
+@pytest.mark.slow
 def test_sigkill_at_20_moments_around_saves(tmp_path, monkeypatch):
     cfg_path = write_tiny_config(tmp_path)
     monkeypatch.setattr(train_mod, "evaluate", rising_evaluate)

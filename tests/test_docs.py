@@ -51,6 +51,7 @@ def run_bash(script: str, tmp_path, timeout: int = PAGE_TIMEOUT_S) -> subprocess
 TESTED = [p for p in PAGES if docs_test_blocks(p)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("page", TESTED, ids=[os.path.basename(p) for p in TESTED])
 def test_docs_page_commands_run(page, tmp_path):
     blocks = docs_test_blocks(page)
