@@ -7,8 +7,8 @@ import timm
 import torch
 from timm.utils import AttentionExtract
 
-from segmenter.parity import build_pair, load_into_torch, paddle_state, tiny_model_cfg
 from segmenter.engine.infer import window_starts
+from segmenter.parity import build_pair, load_into_torch, paddle_state, tiny_model_cfg
 from segmenter.visualize.attention import attention_maps, draw_attention_grid, window_box
 
 

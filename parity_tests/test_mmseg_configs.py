@@ -13,10 +13,10 @@ import torch
 
 pytest.importorskip("mmseg")
 
+import segmenter.pytorch as tm  # noqa: E402
 from parity_tests import mmlab  # noqa: E402
 from segmenter.convert import model_config  # noqa: E402
 from segmenter.convert.core import to_canonical  # noqa: E402
-import segmenter.pytorch as tm  # noqa: E402
 from segmenter.pytorch import build_model, load_config  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -29,16 +29,23 @@ ROWS = {
     "upernet_vit/upernet_deit_s16_ade20k_512x512_80k": "vit/vit_deit-s16_upernet_8xb2-80k_ade20k-512x512",
     "upernet_vit/upernet_deit_s16_ade20k_512x512_160k": "vit/vit_deit-s16_upernet_8xb2-160k_ade20k-512x512",
     "upernet_vit/upernet_deit_s16_mln_ade20k_512x512_160k": "vit/vit_deit-s16_mln_upernet_8xb2-160k_ade20k-512x512",
-    "upernet_vit/upernet_deit_s16_ln_mln_ade20k_512x512_160k": "vit/vit_deit-s16-ln_mln_upernet_8xb2-160k_ade20k-512x512",
+    "upernet_vit/upernet_deit_s16_ln_mln_ade20k_512x512_160k":
+        "vit/vit_deit-s16-ln_mln_upernet_8xb2-160k_ade20k-512x512",
     "upernet_vit/upernet_deit_b16_ade20k_512x512_80k": "vit/vit_deit-b16_upernet_8xb2-80k_ade20k-512x512",
     "upernet_vit/upernet_deit_b16_ade20k_512x512_160k": "vit/vit_deit-b16_upernet_8xb2-160k_ade20k-512x512",
     "upernet_vit/upernet_deit_b16_mln_ade20k_512x512_160k": "vit/vit_deit-b16_mln_upernet_8xb2-160k_ade20k-512x512",
-    "upernet_vit/upernet_deit_b16_ln_mln_ade20k_512x512_160k": "vit/vit_deit-b16-ln_mln_upernet_8xb2-160k_ade20k-512x512",
-    "segmenter_mmseg/segmenter_vit_tiny_mask_ade20k_512x512_160k": "segmenter/segmenter_vit-t_mask_8xb1-160k_ade20k-512x512",
-    "segmenter_mmseg/segmenter_vit_small_linear_ade20k_512x512_160k": "segmenter/segmenter_vit-s_fcn_8xb1-160k_ade20k-512x512",
-    "segmenter_mmseg/segmenter_vit_small_mask_ade20k_512x512_160k": "segmenter/segmenter_vit-s_mask_8xb1-160k_ade20k-512x512",
-    "segmenter_mmseg/segmenter_vit_base_mask_ade20k_512x512_160k": "segmenter/segmenter_vit-b_mask_8xb1-160k_ade20k-512x512",
-    "segmenter_mmseg/segmenter_vit_large_mask_ade20k_640x640_160k": "segmenter/segmenter_vit-l_mask_8xb1-160k_ade20k-512x512",
+    "upernet_vit/upernet_deit_b16_ln_mln_ade20k_512x512_160k":
+        "vit/vit_deit-b16-ln_mln_upernet_8xb2-160k_ade20k-512x512",
+    "segmenter_mmseg/segmenter_vit_tiny_mask_ade20k_512x512_160k":
+        "segmenter/segmenter_vit-t_mask_8xb1-160k_ade20k-512x512",
+    "segmenter_mmseg/segmenter_vit_small_linear_ade20k_512x512_160k":
+        "segmenter/segmenter_vit-s_fcn_8xb1-160k_ade20k-512x512",
+    "segmenter_mmseg/segmenter_vit_small_mask_ade20k_512x512_160k":
+        "segmenter/segmenter_vit-s_mask_8xb1-160k_ade20k-512x512",
+    "segmenter_mmseg/segmenter_vit_base_mask_ade20k_512x512_160k":
+        "segmenter/segmenter_vit-b_mask_8xb1-160k_ade20k-512x512",
+    "segmenter_mmseg/segmenter_vit_large_mask_ade20k_640x640_160k":
+        "segmenter/segmenter_vit-l_mask_8xb1-160k_ade20k-512x512",
 }
 # MMSeg v0.13's first UPerNet ViT rows (PR #520 at commit 4d77761, trained with mmsegmentation 0.13/0.14's ViT):
 # the 1.2.2 wheel has no such config, so their recipe is checked against the numbers read in those files (below)

@@ -13,8 +13,13 @@ from PIL import Image
 pytest.importorskip("mmseg")
 
 from parity_tests import mmlab  # noqa: E402
-from segmenter.datasets.mmseg_pipeline import (MMSegPhotoMetricDistortion, MMSegRandomCrop,  # noqa: E402
-                                               MMSegRandomFlip, MMSegRandomResize, MMSegResize)
+from segmenter.datasets.mmseg_pipeline import (  # noqa: E402
+    MMSegPhotoMetricDistortion,
+    MMSegRandomCrop,
+    MMSegRandomFlip,
+    MMSegRandomResize,
+    MMSegResize,
+)
 from tests import layouts  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -153,8 +158,10 @@ def test_photometric_distortion(size):
 # ours -> MMSeg's file: one row per dataset base (ImageNet mean at 512, 127.5 at 512, 127.5 at 640)
 PIPELINE_ROWS = {
     "upernet_vit/upernet_deit_s16_ade20k_512x512_80k": "vit/vit_deit-s16_upernet_8xb2-80k_ade20k-512x512",
-    "segmenter_mmseg/segmenter_vit_tiny_mask_ade20k_512x512_160k": "segmenter/segmenter_vit-t_mask_8xb1-160k_ade20k-512x512",
-    "segmenter_mmseg/segmenter_vit_large_mask_ade20k_640x640_160k": "segmenter/segmenter_vit-l_mask_8xb1-160k_ade20k-512x512",
+    "segmenter_mmseg/segmenter_vit_tiny_mask_ade20k_512x512_160k":
+        "segmenter/segmenter_vit-t_mask_8xb1-160k_ade20k-512x512",
+    "segmenter_mmseg/segmenter_vit_large_mask_ade20k_640x640_160k":
+        "segmenter/segmenter_vit-l_mask_8xb1-160k_ade20k-512x512",
 }
 # PaddleSeg's Normalize computes (x / 255 - mean) / std in float32, MMSeg (x - 255 mean) / (255 std): 2.4e-07 apart
 IMAGE_TOL = 1e-6

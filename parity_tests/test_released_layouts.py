@@ -104,7 +104,8 @@ def _backbone_pair(path: str, ref) -> None:
         assert got.shape == want.shape and g.max_abs <= 1e-5, f"{path} tokens {b}x{h}x{w}: {g}"
 
 
-TIMM_SIZES = ((1, 32, 32), (1, 48, 80), (2, 64, 48), (1, 16, 48))  # timm floors a size that is not a patch multiple; we pad
+# timm floors a size that is not a patch multiple; we pad
+TIMM_SIZES = ((1, 32, 32), (1, 48, 80), (2, 64, 48), (1, 16, 48))
 
 
 @pytest.mark.parametrize("ext", [".pth", ".bin", ".safetensors"])

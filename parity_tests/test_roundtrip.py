@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from segmenter.convert import convert, load_weights
-from segmenter.parity import build_pair, paddle_state, tiny_model_cfg, torch_state
 from segmenter.models.weights import load_pretrained as load_paddle
+from segmenter.parity import build_pair, paddle_state, tiny_model_cfg, torch_state
 from segmenter.pytorch.weights import load_pretrained as load_torch
 
 

@@ -145,3 +145,38 @@ def test_vit_on_a_grid_whose_rows_make_a_square_is_not_taken_for_deit3(tmp_path)
         want = ref.forward_features(torch.from_numpy(x)).numpy()
     d = float(np.abs(ours(paddle.to_tensor(x)).numpy() - want).max())
     assert d <= TOL, f"3x5 ViT: max|diff| {d:.2e}"
+
+
+def test_recorded_pos_embed_interp_is_what_timm_does(tmp_path):
+    """A timm file converted with a config: the pos-embed interpolation the config and the model card record,
+    used by our model at another grid (4x4 -> 2x5: down in one axis, where antialiasing matters, up in the other),
+    gives timm's own forward_features at that size (timm resamples the position table for dynamic_img_size)."""
+    import yaml
+    from timm.models.vision_transformer import VisionTransformer
+
+    from segmenter.convert import convert
+    from segmenter.convert.files import read_model_card
+    torch.manual_seed(5)
+    ref = VisionTransformer(img_size=64, patch_size=16, embed_dim=64, depth=1, num_heads=2, num_classes=0,
+                            dynamic_img_size=True)
+    with torch.no_grad():
+        for t in ref.state_dict().values():
+            t.add_(0.05 * torch.randn(t.shape))
+        ref.pos_embed.add_(torch.randn(ref.pos_embed.shape))  # a rough table, so the interpolations differ
+    src, dst, cfg = str(tmp_path / "vit.pth"), str(tmp_path / "vit.pdparams"), str(tmp_path / "vit.yml")
+    torch.save(ref.eval().state_dict(), src)
+    convert(src, dst, overrides={"num_heads": 2}, save_config=cfg)  # heads: weights cannot tell
+    with open(cfg) as f:
+        bb = yaml.safe_load(f)["model"]["backbone"]
+    card = read_model_card(dst)["backbone"]["pos_embed_interp"]
+    assert bb["pos_embed_interp"] == card, f"config says {bb['pos_embed_interp']}, card says {card}"
+    bb = {k: v for k, v in bb.items() if k not in ("type", "pretrained")}
+    ours = pm.SegmenterViT(**bb)
+    ours.set_state_dict({k: paddle.to_tensor(v) for k, v in strip_prefix(load_weights(dst).state, "backbone.").items()})
+    ours.eval()
+    x = np.random.RandomState(1).randn(1, 3, 32, 80).astype(np.float32)
+    with torch.no_grad():
+        want = ref.forward_features(torch.from_numpy(x)).numpy()
+    got = ours(paddle.to_tensor(x)).numpy()
+    d = float(np.abs(got - want).max())
+    assert got.shape == want.shape and d <= TOL, f"recorded {card!r}: ours vs timm at 32x80, max|diff|={d:.2e}"

@@ -44,8 +44,9 @@ def test_one_sgd_step_agrees(decoder):
     all_t = np.concatenate([tgrads[k].ravel() for k in pgrads])
     assert _rel(all_p, all_t) <= REL_TOL, f"all gradients: rel L2 {_rel(all_p, all_t):.2e}"
     worst = max(pgrads, key=lambda k: _rel(pgrads[k], tgrads[k]))
-    assert _rel(pgrads[worst], tgrads[worst]) <= REL_TOL, \
-        f"gradient of {worst}: rel L2 {_rel(pgrads[worst], tgrads[worst]):.2e} (|g|={np.linalg.norm(pgrads[worst]):.2e})"
+    assert _rel(pgrads[worst], tgrads[worst]) <= REL_TOL, (
+        f"gradient of {worst}: rel L2 {_rel(pgrads[worst], tgrads[worst]):.2e} "
+        f"(|g|={np.linalg.norm(pgrads[worst]):.2e})")
 
     popt.step()
     topt.step()

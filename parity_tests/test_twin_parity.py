@@ -6,8 +6,19 @@ import paddle
 import pytest
 import torch
 
-from segmenter.parity import (MAX_ABS_TOL, REL_L2_TOL, SWEEP_SIZES, build_pair, compare, gap,
-                                      load_into_paddle, load_into_torch, paddle_state, tiny_model_cfg, torch_state)
+from segmenter.parity import (
+    MAX_ABS_TOL,
+    REL_L2_TOL,
+    SWEEP_SIZES,
+    build_pair,
+    compare,
+    gap,
+    load_into_paddle,
+    load_into_torch,
+    paddle_state,
+    tiny_model_cfg,
+    torch_state,
+)
 
 PRESETS = ("tiny", "small", "base")
 DECODERS = ("linear", "mask_transformer")
@@ -22,7 +33,7 @@ def move_off_init(model, seed: int) -> None:
     ~5e-6 (rel L2) from a float64 run of the twin, but their mutual gap reached 1.24e-5 on small/mask 1x32x32,
     over REL_L2_TOL: fp32 conditioning, not a twin difference; 0.02 keeps the bound."""
     rng = np.random.default_rng(seed)
-    for name, param in model.named_parameters():
+    for param in model.parameters():
         if len(param.shape) != 1:
             continue
         noise = (VECTOR_STD * rng.standard_normal(tuple(param.shape))).astype(np.float32)

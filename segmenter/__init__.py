@@ -13,8 +13,8 @@ if runtime.tuning_enabled():
     runtime.configure_malloc()  # before the first large tensor: it spares ~30% of a forward in page faults
 
 try:
-    from segmenter import models  # noqa: F401  (registers SegmenterViT, Segmenter)
-    from segmenter import datasets, engine  # noqa: F401  (registers SegmenterShapes, SegmenterCrossEntropyLoss)
+    # importing registers SegmenterShapes (datasets), SegmenterCrossEntropyLoss (engine), SegmenterViT, Segmenter
+    from segmenter import datasets, engine, models  # noqa: F401
 except ModuleNotFoundError as e:  # only a missing Paddle/PaddleSeg is tolerated; any other failure surfaces
     if (e.name or "").split(".")[0] not in ("paddle", "paddleseg"):
         raise

@@ -114,7 +114,7 @@ class Predictor:
 
     def _fall_back(self, error: Exception) -> None:
         warnings.warn(f"deploy: paddle's oneDNN executor rejected {self.path_prefix} "
-                      f"({str(error).strip().splitlines()[-1][:200]}); running with MKL instead.")
+                      f"({str(error).strip().splitlines()[-1][:200]}); running with MKL instead.", stacklevel=2)
         self._may_fall_back = False
         self._load(False)
 

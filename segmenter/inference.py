@@ -154,7 +154,6 @@ class Inferencer(BaseInferencer):
 
     def __init__(self, config: str, weights: Optional[str] = None, batch_size: int = 4,
                  opts: Optional[List[str]] = None, verbose: bool = False, **overrides: Any):
-        import segmenter  # noqa: F401  (registers the components)
         from segmenter.engine.builder import Builder
         from segmenter.engine.compiled import inference_model
         from segmenter.engine.run import class_names_of, load_config, load_model, test_kwargs

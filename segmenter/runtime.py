@@ -68,7 +68,8 @@ def default_threads() -> int:
     return max(1, available_cores() // (int(local) if local.isdigit() and int(local) > 0 else 1))
 
 
-def configure_cpu(num_threads: Optional[int] = None, mkl_avx2_on_amd: bool = True) -> Dict[str, Union[int, str, bool, None]]:
+def configure_cpu(num_threads: Optional[int] = None,
+                  mkl_avx2_on_amd: bool = True) -> Dict[str, Union[int, str, bool, None]]:
     """Set Paddle's CPU math threads and, on AMD, MKL's AVX2 code path; returns what was set.
 
     Args:

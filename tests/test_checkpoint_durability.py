@@ -98,6 +98,7 @@ def loads(cfg_path: str, folder: str) -> int:
     return ckpt.load_checkpoint(folder, b.model, b.optimizer, b.lr_scheduler).iter
 
 
+@pytest.mark.slow
 def test_sigkill_at_20_moments_around_saves(tmp_path, monkeypatch):
     cfg_path = write_tiny_config(tmp_path)
     monkeypatch.setattr(train_mod, "evaluate", rising_evaluate)
@@ -122,7 +123,8 @@ def test_sigkill_at_20_moments_around_saves(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("failing,intact,says", [("iter_3", "iter_1", "earlier checkpoints in .*run are intact"),
-                                                  ("best_model", "best_model", "the previous checkpoint .*best_model is intact")])
+                                                  ("best_model", "best_model",
+                                                   "the previous checkpoint .*best_model is intact")])
 def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch, failing, intact, says):
     """ENOSPC mid-file while writing iter_3's weights, or while copying iter_2 to best_model (on a file system
     without hard links, where best_model is a real copy)."""

@@ -13,10 +13,17 @@ import torch
 
 import segmenter.models as pm
 import segmenter.pytorch as tm
-from segmenter.convert import (ConversionError, UnsafeFileError, convert, expected_shapes, infer_arch,
-                               is_linear_weight, load_weights)
-from segmenter.parity import paddle_state, tiny_model_cfg, build_pair
+from segmenter.convert import (
+    ConversionError,
+    UnsafeFileError,
+    convert,
+    expected_shapes,
+    infer_arch,
+    is_linear_weight,
+    load_weights,
+)
 from segmenter.models.weights import read_state_dict
+from segmenter.parity import build_pair, paddle_state, tiny_model_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -195,7 +202,8 @@ def test_bare_paddle_vit_with_imagenet_head_loads_as_backbone(tmp_path):
     conv = load_weights(path)
     assert conv.fmt == "paddle" and sorted(conv.dropped) == ["head.bias", "head.weight"], (conv.fmt, conv.dropped)
     other = pm.SegmenterViT(img_size=48, embed_dim=64, depth=1, num_heads=1, pretrained=path)  # pos_embed resampled
-    got, want = other.state_dict()["blocks.0.attn.qkv.weight"].numpy(), vit.state_dict()["blocks.0.attn.qkv.weight"].numpy()
+    key = "blocks.0.attn.qkv.weight"
+    got, want = other.state_dict()[key].numpy(), vit.state_dict()[key].numpy()
     assert np.array_equal(got, want), f"max|diff|={np.abs(got - want).max():.3e}"
 
 

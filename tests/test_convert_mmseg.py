@@ -109,9 +109,11 @@ def test_mis_shaped_mmseg_key_is_refused_and_nothing_written(mmseg_file, tmp_pat
 TO_MMPRETRAIN = [
     (r"patch_embed\.proj\.(.*)", r"patch_embed.projection.\1"), (r"norm\.(.*)", r"ln1.\1"),
     (r"blocks\.(\d+)\.norm1\.(.*)", r"layers.\1.ln1.\2"), (r"blocks\.(\d+)\.norm2\.(.*)", r"layers.\1.ln2.\2"),
-    (r"blocks\.(\d+)\.attn\.(.*)", r"layers.\1.attn.\2"), (r"blocks\.(\d+)\.mlp\.fc1\.(.*)", r"layers.\1.ffn.layers.0.0.\2"),
+    (r"blocks\.(\d+)\.attn\.(.*)", r"layers.\1.attn.\2"),
+    (r"blocks\.(\d+)\.mlp\.fc1\.(.*)", r"layers.\1.ffn.layers.0.0.\2"),
     (r"blocks\.(\d+)\.mlp\.fc2\.(.*)", r"layers.\1.ffn.layers.1.\2"),
-    (r"blocks\.(\d+)\.ls1\.gamma", r"layers.\1.attn.gamma1.weight"), (r"blocks\.(\d+)\.ls2\.gamma", r"layers.\1.ffn.gamma2.weight"),
+    (r"blocks\.(\d+)\.ls1\.gamma", r"layers.\1.attn.gamma1.weight"),
+    (r"blocks\.(\d+)\.ls2\.gamma", r"layers.\1.ffn.gamma2.weight"),
     (r"(cls_token|pos_embed)", r"\1"),
 ]
 

@@ -151,6 +151,7 @@ def test_empty_file_list_is_an_error(data):
 def test_val_tool_reports_a_bad_file_in_one_line(data, tmp_path):
     import subprocess
     import sys
+
     import paddle
     root, cfg = data
     weights = str(tmp_path / "w.pdparams")

@@ -105,6 +105,9 @@ def test_shapes_bad_arguments():
 
 def test_shapes_radius_sets_scale():
     small, large = SegmenterShapes(30, 96, radius=[4, 6]), SegmenterShapes(30, 96, radius=[16, 20])
-    area = lambda ds: np.mean([(ds.sample(i)[1] > 0).sum() / max(1, len(np.unique(ds.sample(i)[1])) - 1)
-                               for i in range(len(ds))])
+
+    def area(ds):
+        return np.mean([(ds.sample(i)[1] > 0).sum() / max(1, len(np.unique(ds.sample(i)[1])) - 1)
+                        for i in range(len(ds))])
+
     assert area(large) > 4 * area(small), f"mean shape area {area(large):.0f} vs {area(small):.0f} px"

@@ -8,6 +8,7 @@ import glob
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -30,8 +31,19 @@ def docs_test_blocks(path: str):
     return DOCS_TEST_BLOCK.findall(read(path))
 
 
+def python_first_on_path(tmp_path) -> str:
+    """PATH with this interpreter as `python`, so the blocks run in the environment pytest runs in (a venv that
+    is not activated, or a `python` on PATH that is another interpreter)."""
+    bin_dir = os.path.dirname(sys.executable)
+    if not os.path.samefile(shutil.which("python", path=bin_dir) or sys.executable, sys.executable):
+        bin_dir = str(tmp_path / "bin")  # this interpreter's folder has no `python` of its own: give it one
+        os.makedirs(bin_dir, exist_ok=True)
+        os.symlink(sys.executable, os.path.join(bin_dir, "python"))
+    return bin_dir + os.pathsep + os.environ.get("PATH", "")
+
+
 def run_bash(script: str, tmp_path, timeout: int = PAGE_TIMEOUT_S) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=ROOT, DOCS_TMP=str(tmp_path))
+    env = dict(os.environ, PYTHONPATH=ROOT, DOCS_TMP=str(tmp_path), PATH=python_first_on_path(tmp_path))
     return subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
@@ -39,6 +51,7 @@ def run_bash(script: str, tmp_path, timeout: int = PAGE_TIMEOUT_S) -> subprocess
 TESTED = [p for p in PAGES if docs_test_blocks(p)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("page", TESTED, ids=[os.path.basename(p) for p in TESTED])
 def test_docs_page_commands_run(page, tmp_path):
     blocks = docs_test_blocks(page)
@@ -52,6 +65,19 @@ def test_docs_test_blocks_are_found():
     text = "x\n```bash docs-test\necho a\n```\n```bash\necho no\n```\n```bash docs-test\necho b\n```\n"
     assert DOCS_TEST_BLOCK.findall(text) == ["echo a\n", "echo b\n"]
     assert TESTED, f"no page under docs/ has a docs-test block: {PAGES}"
+
+
+def test_blocks_run_this_interpreter(tmp_path, monkeypatch):
+    """`python` in a block is the interpreter running the tests, even when PATH's `python` is another one."""
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "python").write_text("#!/bin/sh\necho not-this-python\n")
+    (other / "python").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{other}{os.pathsep}{os.environ['PATH']}")
+    r = run_bash('python -c "import sys; print(sys.executable)"', tmp_path)
+    got = r.stdout.strip()
+    assert r.returncode == 0 and os.path.realpath(got) == os.path.realpath(sys.executable), \
+        f"`python` in a block ran {got!r} (exit {r.returncode}), not {sys.executable}"
 
 
 def test_readme_lists_every_docs_page():
@@ -75,7 +101,7 @@ def test_readme_first_model_runs(tmp_path):
 def test_benchmark_figures_equal_committed_json():
     """Every row of docs/benchmarks.md's tables states what benchmark_full.json holds, at the printed precision."""
     page = read(os.path.join(ROOT, "docs", "benchmarks.md"))
-    data = json.load(open(os.path.join(ROOT, "benchmark_full.json")))
+    data = json.load(open(os.path.join(ROOT, "docs", "benchmarks", "benchmark_full.json")))
     rows = {(r["model"], r["path"]): r for r in data["rows"]}
     seen = 0
     for model, path, gflop, sec, x_floor, peak in re.findall(

@@ -43,7 +43,7 @@ def test_val_tool_prints_the_in_process_figures(trained):
                "--stride", "16", "16", "--window_batch_size", "3", "--aug_eval", "--flip_horizontal")
     cfg = load_config(cfg_path)
     for label, flip in (("slice", False), ("slice + flip", True)):  # the published tables' two columns
-        line = next((l for l in out.splitlines() if l.startswith(f"[EVAL] {label}:")), None)
+        line = next((ln for ln in out.splitlines() if ln.startswith(f"[EVAL] {label}:")), None)
         assert line, f"no '[EVAL] {label}:' line in:\n{out}"
         got = float(re.search(r"mIoU (\S+)", line).group(1))
         want = evaluate(load_model(cfg, ckpt), SegBuilder(cfg).val_dataset, 4, is_slide=True, crop_size=[32, 32],

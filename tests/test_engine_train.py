@@ -94,4 +94,5 @@ def test_cross_entropy_matches_numpy(all_ignored):
     nll = -np.take_along_axis(logp, np.where(valid, y, 0)[:, None], axis=1)[:, 0]  # [B, 1, H, W] -> [B, H, W]
     ref = (nll * valid).sum() / max(valid.sum(), 1)
     got = float(SegmenterCrossEntropyLoss()(paddle.to_tensor(x), paddle.to_tensor(y)))
-    assert abs(got - ref) <= 1e-5 * max(abs(ref), 1.0), f"loss {got:.7f} vs numpy {ref:.7f}: |diff|={abs(got - ref):.2e}"
+    assert abs(got - ref) <= 1e-5 * max(abs(ref), 1.0), \
+        f"loss {got:.7f} vs numpy {ref:.7f}: |diff|={abs(got - ref):.2e}"

@@ -65,7 +65,8 @@ def test_pretrained_mismatch_names_keys(tmp_path):
         tiny_vit(depth=1, pretrained=path)
     wide = {k: v for k, v in tiny_vit(preset="small", depth=2).state_dict().items()}
     paddle.save(wide, path)
-    with pytest.raises(WeightsMismatchError, match=r"shape mismatch[\s\S]*cls_token: file \[1, 1, 384\] vs model \[1, 1, 192\]"):
+    with pytest.raises(WeightsMismatchError,
+                       match=r"shape mismatch[\s\S]*cls_token: file \[1, 1, 384\] vs model \[1, 1, 192\]"):
         tiny_vit(depth=2, pretrained=path)
 
 

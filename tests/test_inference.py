@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 from segmenter import Inferencer
-from segmenter.parity import load_into_torch, paddle_state
 from segmenter.engine.infer import predict_probs
+from segmenter.parity import load_into_torch, paddle_state
 from segmenter.pytorch.inference import Inferencer as TorchInferencer
 from segmenter.visualize import palette
 from tests.engine_helpers import write_tiny_config

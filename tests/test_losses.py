@@ -90,6 +90,28 @@ def lovasz(x, y):
     return torch.stack(out).mean()
 
 
+def ce_weight_over_all(x, y, w):
+    """avg_non_ignore False with class weights: sum(w[y] * nll) over the valid pixels, divided by the weights of
+    the valid pixels plus 1 for each ignored pixel (every pixel counts in the denominator, an ignored one as 1)."""
+    valid = y != IGNORE
+    w = torch.tensor(w)
+    den = w[y[valid]].sum() + (~valid).sum()
+    return TF.cross_entropy(x, y, weight=w, ignore_index=IGNORE, reduction="sum") / den
+
+
+def ohem_kth(x, y, thresh, min_kept):
+    """Ohem by its definition: the pixels whose true-class probability is below max(thresh, the min_kept-th
+    smallest of them) (torch.kthvalue, 1-based), cross entropy averaged over those pixels (PaddleSeg's EPS 1e-5
+    added to the kept fraction)."""
+    p = x.softmax(1).detach()
+    valid = y != IGNORE
+    prob = p.gather(1, torch.where(valid, y, 0)[:, None])[:, 0]  # [B, H, W] true-class probability
+    t = max(thresh, float(torch.kthvalue(prob[valid], min_kept).values))
+    kept = valid & (prob < t)
+    nll = TF.cross_entropy(x, torch.where(kept, y, 0), reduction="none")[kept]
+    return nll.sum() / y.numel() / (kept.sum() / y.numel() + 1e-5), int(kept.sum())
+
+
 W = [0.5, 2.0, 1.0, 3.0, 0.25]
 CASES = {
     "CrossEntropyLoss": ("{type: CrossEntropyLoss}",
@@ -97,6 +119,8 @@ CASES = {
     "CE weight": (f"{{type: CrossEntropyLoss, weight: {W}}}",
                   lambda x, y: TF.cross_entropy(x, y, weight=torch.tensor(W), ignore_index=IGNORE)),
     "CE avg_non_ignore False": ("{type: CrossEntropyLoss, avg_non_ignore: False}", ce_sum_over_all),
+    "CE weight avg_non_ignore False": (f"{{type: CrossEntropyLoss, weight: {W}, avg_non_ignore: False}}",
+                                       lambda x, y: ce_weight_over_all(x, y, W)),
     "CE top_k 0.3": ("{type: CrossEntropyLoss, top_k_percent_pixels: 0.3}", lambda x, y: ce_top_k(x, y, 0.3)),
     "CE NHWC": ("{type: CrossEntropyLoss, data_format: NHWC}", None),
     "DiceLoss": ("{type: DiceLoss}", dice),
@@ -147,3 +171,18 @@ def test_cross_entropy_ignore_index_option():
     want, gw = run_torch(lambda x, y: TF.cross_entropy(x, y, ignore_index=3), x, y)
     assert abs(got - want) <= 1e-6 * max(1.0, abs(want)), f"loss {got:.8f} vs torch {want:.8f}"
     assert np.abs(gg - gw).max() <= 1e-6, f"max|grad diff|={np.abs(gg - gw).max():.2e}"
+
+
+@pytest.mark.parametrize("min_kept", [7, 20, 41])
+def test_ohem_threshold_is_the_min_kept_th_probability(min_kept):
+    """thresh 0 is below every pixel's probability, so the min_kept-th smallest probability decides:
+    the pixels strictly below it are kept (min_kept - 1 of them, the probabilities being distinct)."""
+    from paddleseg.cvlibs import manager
+    x, y = inputs(3)
+    want, n_kept = ohem_kth(torch.tensor(x), torch.tensor(y), 0.0, min_kept)
+    assert n_kept == min_kept - 1, f"reference kept {n_kept} pixels, expected {min_kept - 1}"
+    losses = {"types": [manager.LOSSES["OhemCrossEntropyLoss"](thresh=0.0, min_kept=min_kept)], "coef": [1]}
+    got, gg = run_paddle(losses, x, y)
+    want, gw = run_torch(lambda a, b: ohem_kth(a, b, 0.0, min_kept)[0], x, y)
+    assert abs(got - want) <= 1e-6 * max(1.0, abs(want)), f"min_kept {min_kept}: loss {got:.8f} vs {want:.8f}"
+    assert np.abs(gg - gw).max() <= 1e-6, f"min_kept {min_kept}: max|grad diff|={np.abs(gg - gw).max():.2e}"

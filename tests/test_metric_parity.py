@@ -25,7 +25,7 @@ def calculate_area_paddleseg(pred, label, num_classes, ignore_index=255):
 
 def test_calculate_area_still_fails_on_paddle_3():
     """Why the test carries its own copy: if PaddleSeg's works again, use it directly."""
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017  (any failure: PaddleSeg raises whatever paddle 3 raises)
         psm.calculate_area(paddle.zeros([1, 4, 4], "int64"), paddle.zeros([1, 4, 4], "int64"), 3)
 
 
@@ -38,14 +38,14 @@ def test_metrics_equal_paddleseg(num_classes, absent):
     if absent:  # class 6 in neither labels nor predictions, class 5 predicted but never labelled
         label[label >= 5] = 0
         pred[pred == 6] = 1
-    cm = sum(confusion_matrix(p, l, num_classes) for p, l in zip(pred, label))
+    cm = sum(confusion_matrix(p, lab, num_classes) for p, lab in zip(pred, label))
 
     keep = label != 255  # independent numpy count
     inter = np.array([((pred == c) & (label == c) & keep).sum() for c in range(num_classes)])
     pred_a = np.array([((pred == c) & keep).sum() for c in range(num_classes)])
     label_a = np.array([(label == c).sum() for c in range(num_classes)])
-    areas = [calculate_area_paddleseg(paddle.to_tensor(p), paddle.to_tensor(l), num_classes)
-             for p, l in zip(pred, label)]
+    areas = [calculate_area_paddleseg(paddle.to_tensor(p), paddle.to_tensor(lab), num_classes)
+             for p, lab in zip(pred, label)]
     ps_inter, ps_pred, ps_label = (sum(a[k] for a in areas) for k in range(3))
     for name, ours, ref, ps in (("intersect", np.diag(cm), inter, ps_inter), ("pred", cm.sum(0), pred_a, ps_pred),
                                 ("label", cm.sum(1), label_a, ps_label)):

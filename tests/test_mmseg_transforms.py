@@ -7,8 +7,12 @@ import numpy as np
 import pytest
 import yaml
 
-from segmenter.datasets.mmseg_pipeline import (MMSegPhotoMetricDistortion, MMSegRandomCrop, MMSegRandomFlip,
-                                               MMSegRandomResize)
+from segmenter.datasets.mmseg_pipeline import (
+    MMSegPhotoMetricDistortion,
+    MMSegRandomCrop,
+    MMSegRandomFlip,
+    MMSegRandomResize,
+)
 from tests import layouts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -99,3 +103,15 @@ def test_samples_depend_on_seed_epoch_index_only(tmp_path):
     assert all(differ), f"epochs 0 and 1 gave the same sample for indices {[k for k in range(n) if not differ[k]]}"
     other = CheckedDataset(data.dataset, num_classes=150, seed=4)[0]
     assert not np.array_equal(other["img"], forward[0]["img"]), "seeds 3 and 4 gave the same sample 0"
+
+
+@pytest.mark.parametrize("prob", [0.0, 0.2, 0.9, 1.0])
+def test_random_flip_flips_with_probability_prob(prob):
+    """prob is the chance of a flip (MMSeg's RandomFlip(prob=0.2) flips one image in five), not of keeping it."""
+    np.random.seed(0)
+    flip, n = MMSegRandomFlip(prob=prob), 2000
+    img = np.arange(12, dtype=np.float32).reshape(2, 2, 3)  # [H, W, C], its two columns differ
+    flips = sum(not np.array_equal(flip({"img": img.copy(), "gt_fields": []})["img"], img) for _ in range(n))
+    sd = (n * prob * (1 - prob)) ** 0.5
+    assert abs(flips - n * prob) <= 4 * sd, \
+        f"prob {prob}: {flips} of {n} flipped, expected {n * prob:.0f} +- {4 * sd:.0f}"

@@ -81,7 +81,8 @@ def test_resample_pos_embed_matches_timm(mode, prefix, old, new):
                                   interpolation=mode.split("_")[0], antialias=mode.endswith("antialias")).numpy()
     for name, got in (("paddle", resample_pos_embed(paddle.to_tensor(pe), old, new, prefix, mode).numpy()),
                       ("torch", torch_resample(torch.from_numpy(pe), old, new, prefix, mode).numpy())):
-        assert got.shape == want.shape == (1, prefix + new[0] * new[1], 8), f"{name}: got {got.shape}, timm {want.shape}"
+        assert got.shape == want.shape == (1, prefix + new[0] * new[1], 8), \
+            f"{name}: got {got.shape}, timm {want.shape}"
         d = float(np.abs(got - want).max())
         assert d < 1e-5, f"{name} {mode} {old}->{new}, {prefix} prefix tokens: max|diff| against timm {d:.2e}"
     same = resample_pos_embed(paddle.to_tensor(pe), old, old, prefix, mode)

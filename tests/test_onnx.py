@@ -48,7 +48,14 @@ def test_export_tool_onnx(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     sess = deploy.create_onnx_session(out)
     assert [i.shape for i in sess.get_inputs()][0][1:] == [3, 32, 32], f"input {sess.get_inputs()[0].shape}"
+    x = np.random.RandomState(0).randn(3, 3, 32, 32).astype(np.float32)
+    one = [sess.run(None, {"x": x[i:i + 1]})[0] for i in range(3)]  # the file at batch 1 and at batch 3
+    three = sess.run(None, {"x": x})[0]
+    assert three.shape == (3, 4, 32, 32) and one[0].shape == (1, 4, 32, 32), f"{one[0].shape}, {three.shape}"
+    d = float(np.abs(three - np.concatenate(one)).max())
+    assert d <= TOL, f"batch 3 vs three batches of 1: max|diff|={d:.2e}"
     import json
+
     import yaml
     with open(out + ".model.json") as f:  # the export says which model it holds (issue 11: files carry their arch)
         card = json.load(f)["model"]

@@ -13,7 +13,6 @@ import sys
 import numpy as np
 import paddle
 import pytest
-import torch
 from paddleseg.cvlibs import SegBuilder
 
 import segmenter  # noqa: F401

@@ -102,6 +102,7 @@ def test_training_logs_panels_to_visualdl(tmp_path):
     assert tags == [f"Evaluate/panel_{i}" for i in range(4)], f"image tags {tags}"
     # the logged panel of image 0 is the one drawn from the final model's prediction
     from paddleseg.cvlibs import SegBuilder
+
     from segmenter.engine.run import load_model
     model = load_model(cfg, os.path.join(out, "iter_2"))
     ds = SegBuilder(cfg).val_dataset

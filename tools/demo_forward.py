@@ -32,7 +32,8 @@ def main(args) -> None:
             logits = model(x)[0]
             times.append(time.perf_counter() - t)
     best = min(times[1:])
-    print(f"{args.config}: input {list(x.shape)} -> logits {list(logits.shape)}; forward {best:.3f} s (best of {args.repeat})")
+    print(f"{args.config}: input {list(x.shape)} -> logits {list(logits.shape)}; "
+          f"forward {best:.3f} s (best of {args.repeat})")
 
 
 if __name__ == "__main__":

@@ -32,12 +32,14 @@ def main(args) -> int:
         print("| preset (depth 2) | decoder | max abs diff | rel L2 | argmax agreement |\n|---|---|---|---|---|")
         for r in rows:
             g = r["gap"]
-            print(f"| {r['preset']} | {r['decoder']} | {g.max_abs:.2e} | {g.rel_l2:.2e} | {100 * g.argmax_agree:.2f} % |")
+            print(f"| {r['preset']} | {r['decoder']} | {g.max_abs:.2e} | {g.rel_l2:.2e} | "
+                  f"{100 * g.argmax_agree:.2f} % |")
         return 0 if all(r["gap"].ok(*args.tolerance) for r in rows) else 1
     if not args.config:
         raise ValueError("parity: pass --config (or --sweep).")
     import paddle
     from paddleseg.cvlibs import Config
+
     import segmenter  # noqa: F401  (registers the components)
     from segmenter.pytorch import load_config
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs everything (pinned CPU stack) and runs the whole test suite: the README's test command.
+# Installs everything (pinned CPU stack), runs ruff (lint, format check) and the whole test suite: the README's
+# test command.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install -q -r requirements.txt
@@ -15,4 +16,6 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
         echo "note: could not install chromium/chromium-driver (apt-get as root); the demo tier will be skipped" >&2
     fi
 fi
+python -m ruff check .            # lint (ruff.toml)
+python -m ruff format --check .   # formatting
 python -m pytest -q tests parity_tests "$@"

@@ -7,7 +7,7 @@ import sys
 import segmenter  # noqa: F401  (registers the components)
 from segmenter.engine import cli
 from segmenter.engine.cli_errors import run_cli
-from segmenter.engine.run import load_config, run_val
+from segmenter.engine.run import load_config, run_save_panels, run_val
 
 
 def parse_args(argv=None):
@@ -31,7 +31,6 @@ def main(args) -> None:
     kw = cli.inference_overrides(args, args.aug_eval)
     run_val(cfg, args.model_path, **kw)
     if args.save_panels:
-        from segmenter.visualize.val_panels import run_save_panels
         for path in run_save_panels(cfg, args.model_path, args.save_panels, args.save_dir, **kw):
             print(f"[PANEL] {path}")
 

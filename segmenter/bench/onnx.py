@@ -35,9 +35,10 @@ def bench_model(name: str, repeats: int, tmp: str) -> dict:
     import torch
 
     from segmenter import deploy
-    from segmenter.parity import load_into_torch, paddle_state
     from segmenter.models import Segmenter, SegmenterViT
-    from segmenter.pytorch import Segmenter as TSegmenter, SegmenterViT as TSegmenterViT
+    from segmenter.parity import load_into_torch, paddle_state
+    from segmenter.pytorch import Segmenter as TSegmenter
+    from segmenter.pytorch import SegmenterViT as TSegmenterViT
     d, depth, heads, dec = MODELS[name]
     dcfg = {"name": dec} if dec == "linear" else {"name": dec, "n_layers": 2, "d_model": d, "n_heads": d // 64}
     paddle.seed(0)
@@ -55,14 +56,14 @@ def bench_model(name: str, repeats: int, tmp: str) -> dict:
             ref = m(paddle.to_tensor(x))[0].numpy()
         out[f"onnx_max_abs_{h}x{w}"] = float(np.abs(sess.run(None, {"x": x})[0] - ref).max())
         if (h, w) == (SIZE, SIZE):
-            out["onnx_s"] = timed(lambda: sess.run(None, {"x": x}), repeats)
+            out["onnx_s"] = timed(lambda sess=sess, x=x: sess.run(None, {"x": x}), repeats)
             prefix = deploy.export(m, os.path.join(tmp, f"{name}_pd"), (h, w), batch_size=None)
             pred = deploy.create_predictor(prefix)
             out["predictor_max_abs"] = float(np.abs(pred(x)[0] - ref).max())
-            out["predictor_s"] = timed(lambda: pred(x), repeats)
+            out["predictor_s"] = timed(lambda pred=pred, x=x: pred(x), repeats)
             tx = torch.from_numpy(x)
             with torch.no_grad():
-                out["twin_s"] = timed(lambda: t(tx), repeats)
+                out["twin_s"] = timed(lambda tx=tx: t(tx), repeats)
         del sess
     return out
 

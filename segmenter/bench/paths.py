@@ -37,7 +37,10 @@ def model_flops(d: int, depth: int, decoder: str, size: int = SIZE, p: int = PAT
     n = (size // p) ** 2
     t = n + 1
     f = 2 * n * 3 * p * p * d  # patch embedding
-    block = lambda t, d: 2 * t * d * 3 * d + 2 * 2 * t * t * d + 2 * t * d * d + 2 * 2 * t * d * 4 * d
+
+    def block(t: int, d: int) -> float:  # qkv, attention (scores and mix), proj, mlp
+        return 2 * t * d * 3 * d + 2 * 2 * t * t * d + 2 * t * d * d + 2 * 2 * t * d * 4 * d
+
     f += depth * block(t, d)
     if decoder == "linear":
         f += 2 * n * d * n_cls
@@ -59,6 +62,7 @@ def timed(fn, repeats: int) -> float:
 
 def build_ours(name: str):
     import paddle
+
     from segmenter.models import Segmenter, SegmenterViT
     d, depth, heads, dec = MODELS[name]
     paddle.seed(0)
@@ -67,6 +71,7 @@ def build_ours(name: str):
 
 def build_twin(name: str):
     import torch
+
     from segmenter.pytorch import Segmenter, SegmenterViT
     d, depth, heads, dec = MODELS[name]
     torch.manual_seed(0)
@@ -100,6 +105,7 @@ def child(path: str, name: str, repeats: int) -> dict:
     if path == "matmul":
         import paddle
         import torch
+
         import segmenter  # noqa: F401  (configures paddle threads / MKL)
         n = MATMUL_N
         a = np.random.rand(n, n).astype("float32")

@@ -34,8 +34,9 @@ def build_mmseg(size: int):
     import torch
     from mmengine.config import Config
     sys.path.insert(0, ROOT)
-    from parity_tests import mmlab
     import mmseg
+
+    from parity_tests import mmlab
     cfg = Config.fromfile(os.path.join(os.path.dirname(mmseg.__file__), ".mim", "configs", ROW + ".py")).model
     cfg.pop("data_preprocessor")
     cfg.pop("pretrained")
@@ -65,6 +66,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = p.parse_args(argv)
 
     import torch
+
     import segmenter  # noqa: F401  (our runtime settings, as every user of the package gets them)
     if args.threads:
         from segmenter.runtime import configure_cpu
@@ -74,8 +76,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     from segmenter.convert.core import to_canonical
     from segmenter.parity import build_model, load_into_torch
     sys.path.insert(0, ROOT)
-    from parity_tests import mmlab
     from mmseg import __version__ as mmseg_version
+
+    from parity_tests import mmlab
 
     cuda = args.device == "cuda"
     if cuda:
@@ -104,6 +107,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 synced(lambda: mmlab.mmseg_logits(ref, xt))}
     if not cuda:  # Paddle runs on the CPU here (a paddlepaddle CPU build)
         import paddle
+
         from segmenter.parity import load_into_paddle
         ours = build_model(model_cfg, "paddle")
         load_into_paddle(ours, conv.state)

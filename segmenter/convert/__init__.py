@@ -3,9 +3,20 @@
 its table (keymaps.py) -> check against the architecture (arch.py) -> write (files.py).
 Needs neither Paddle nor, except for .pth files, torch."""
 from segmenter.convert.arch import Arch, expected_shapes, infer_arch, model_config
-from segmenter.convert.core import (FORMATS, ConversionError, Converted, convert, detect_format, is_linear_weight,
-                                    load_weights, save_weights, strip_prefix, to_canonical, to_layout,
-                                    to_mmseg)
+from segmenter.convert.core import (
+    FORMATS,
+    ConversionError,
+    Converted,
+    convert,
+    detect_format,
+    is_linear_weight,
+    load_weights,
+    save_weights,
+    strip_prefix,
+    to_canonical,
+    to_layout,
+    to_mmseg,
+)
 from segmenter.convert.files import SafeUnpickler, UnsafeFileError, read_pdparams
 
 __all__ = ["Arch", "ConversionError", "Converted", "FORMATS", "SafeUnpickler", "UnsafeFileError", "convert",

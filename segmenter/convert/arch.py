@@ -193,7 +193,8 @@ def _upernet_arch(state: Mapping[str, np.ndarray], arch: Arch, source: str, o: D
     arch.decode_head = {"channels": int(seg.shape[1]), "pool_scales": list(pool_scales), "dropout": 0.1}
     if "auxiliary_head.conv_seg.weight" in state:
         aux = state["auxiliary_head.conv_seg.weight"]
-        arch.auxiliary_head = {"in_index": int(o["aux_in_index"]) if o.get("aux_in_index") is not None else -1, "channels": int(aux.shape[1]),
+        arch.auxiliary_head = {"in_index": int(o["aux_in_index"]) if o.get("aux_in_index") is not None else -1,
+                               "channels": int(aux.shape[1]),
                                "num_convs": _count(state, "auxiliary_head.convs."), "dropout": 0.1}
     return arch
 

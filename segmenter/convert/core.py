@@ -7,8 +7,8 @@ and every shape must match; otherwise `ConversionError` lists the keys and nothi
 import json
 import math
 import os
-import warnings
 import re
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -215,7 +215,8 @@ def _no_class_pos_row(state: Dict[str, np.ndarray], overrides: Mapping[str, Any]
     if warn:
         warnings.warn(f"'{path}': pos_embed has {n} rows and the blocks have layer scale, so it is read as timm's "
                       f"DeiT-III layout (no class-token row, a {side}x{side} grid). If it is a ViT with a class-token "
-                      f"row on a {side - 1}x{side + 1} grid, pass --img-size {(side - 1) * p} {(side + 1) * p}.")
+                      f"row on a {side - 1}x{side + 1} grid, pass --img-size {(side - 1) * p} {(side + 1) * p}.",
+                      stacklevel=2)
     return True
 
 
@@ -540,7 +541,7 @@ def convert(src: str, dst: str, fmt: Optional[str] = None, overrides: Optional[D
                           f"// 64, eps {FAMILY_DEFAULTS[conv.fmt][0]}, {FAMILY_DEFAULTS[conv.fmt][1]}); pass "
                           f"--num-heads / --decoder-heads / --norm-eps / --pos-embed-interp if the model was built "
                           f"otherwise, --base-config with the config it was trained from, or convert the checkpoint "
-                          f"folder's own model.pdparams.")
+                          f"folder's own model.pdparams.", stacklevel=2)
     text = config_text(conv, dst, base_config, num_classes) if save_config else None  # checked before writing
     save_weights(conv, dst, to)
     if text is not None:

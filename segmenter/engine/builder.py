@@ -11,8 +11,8 @@ from functools import cached_property
 from typing import Optional
 
 import paddle
-from paddleseg.cvlibs import config_checker as checker
 from paddleseg.cvlibs import SegBuilder
+from paddleseg.cvlibs import config_checker as checker
 from paddleseg.utils import logger
 
 

@@ -88,7 +88,8 @@ def check_keys(path: str, dic: Dict[str, Any]) -> None:
         for i, t in enumerate((section or {}).get("transforms") or [] if isinstance(section, dict) else []):
             if isinstance(t, dict) and t.get("type") not in manager.TRANSFORMS.components_dict:
                 raise ConfigError(f"config {path}: {name}.transforms[{i}].type '{t.get('type')}' is not a "
-                                  f"registered transform; {_close(str(t.get('type')), manager.TRANSFORMS.components_dict)}")
+                                  "registered transform; "
+                                  f"{_close(str(t.get('type')), manager.TRANSFORMS.components_dict)}")
     for i, t in enumerate((dic.get("loss") or {}).get("types") or []):
         if isinstance(t, dict) and t.get("type") not in manager.LOSSES.components_dict:
             raise ConfigError(f"config {path}: loss.types[{i}].type '{t.get('type')}' is not a registered loss; "

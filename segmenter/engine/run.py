@@ -23,6 +23,7 @@ from segmenter.engine.safe_load import describe_model, model_section_of, read_we
 from segmenter.engine.train import train
 from segmenter.models.weights import load_state_dict_strict, read_state_dict
 from segmenter.visualize.palette import class_names
+from segmenter.visualize.val_panels import save_extreme_panels
 
 
 def load_config(path: str, opts: list = None, iters: int = None, batch_size: int = None,
@@ -136,12 +137,14 @@ def fitting_config_hint(model_path: str, state: dict, cfg: Config) -> str:
     recorded = model_section_of(model_path)
     if recorded:
         return (f"  {model_path} was trained with model: {describe_model(recorded)} "
-                f"(recorded in its state.json); the config {getattr(cfg, 'path', 'in use')} has: {describe_model(cfg.dic.get('model'))}.")
+                f"(recorded in its state.json); the config {getattr(cfg, 'path', 'in use')} has: "
+                f"{describe_model(cfg.dic.get('model'))}.")
     try:
         from segmenter.convert.arch import infer_arch
         arch = infer_arch(state, model_path, norm_eps=1e-6, pos_embed_interp="bilinear")
         return (f"  the file holds embed_dim={arch.embed_dim}, depth={arch.depth}, patch_size={arch.patch_size}, "
-                f"num_classes={arch.num_classes}, decoder={arch.decoder}; the config {getattr(cfg, 'path', 'in use')} has: "
+                f"num_classes={arch.num_classes}, decoder={arch.decoder}; "
+                f"the config {getattr(cfg, 'path', 'in use')} has: "
                 f"{describe_model(cfg.dic.get('model'))}. `python tools/convert.py {model_path} out.pdparams "
                 f"--save-config cfg.yml` writes a config for it.")
     except (ValueError, KeyError):
@@ -205,3 +208,13 @@ def run_export(cfg: Config, weights: str, save: str, size, batch_size: int = 0, 
     card = write_model_card(save, {**cfg.model_cfg, "num_classes": model.num_classes})
     print(f"export: wrote {written} and {card}", flush=True)
     return save
+
+
+def run_save_panels(cfg: Config, model_path: str, n: int, save_dir: str, **overrides) -> list[str]:
+    """tools/val.py --save_panels: the n worst and n best val images of a config's model as panels, inference
+    options as run_val takes them (the pictures get the model and options; they never import this runner)."""
+    if n < 1:
+        raise ValueError(f"--save_panels {n}: give the number of worst and of best images to draw (>= 1).")
+    model = load_model(cfg, model_path)
+    return save_extreme_panels(model, Builder(cfg).val_dataset, model.num_classes, n, save_dir,
+                               test_kwargs(cfg, overrides), class_names_of(cfg, model.num_classes))

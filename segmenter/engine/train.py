@@ -1,7 +1,14 @@
 """Train loop: seeded data order, poly LR, atomic checkpoints + exact resume, NaN stop, VisualDL, data parallel."""
+import itertools
+import multiprocessing
 import os
 import shutil
+import signal
 import time
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -9,8 +16,7 @@ import paddle
 import paddle.distributed as dist
 
 from segmenter.datasets.checked import CheckedDataset
-from segmenter.engine.checkpoint import (Resumed, copy_checkpoint, load_checkpoint, restore_best_model,
-                                        save_checkpoint)
+from segmenter.engine.checkpoint import Resumed, copy_checkpoint, load_checkpoint, restore_best_model, save_checkpoint
 from segmenter.engine.evaluate import evaluate
 from segmenter.engine.stops import TrainingStopped, save_dir_lock, stop_signals
 from segmenter.visualize.curves import plot_curves
@@ -35,50 +41,73 @@ def stack(items: list[dict]) -> tuple[np.ndarray, np.ndarray]:
     return np.stack([s["img"] for s in items]), np.stack([s["label"] for s in items]).astype(np.int64)
 
 
-def collate(dataset, idx: list[int]) -> tuple[paddle.Tensor, paddle.Tensor]:
-    """The batch of samples idx as tensors."""
-    img, label = stack([dataset[i] for i in idx])
-    return paddle.to_tensor(img), paddle.to_tensor(label)
-
-
 def batch_stream(dataset: CheckedDataset, batch_size: int, seed: int, start: int, stop: int, rank: int,
                  world: int, num_workers: int = 0):
     """Yield (iter, epoch, img, label) for iters start + 1 .. stop. The batch of an iteration depends only on
     (seed, iter): the sample order is seeded by (seed, epoch) and each sample's random transforms by (seed, epoch,
-    index) (dataset reads key epoch * n + index), so num_workers (worker processes, one loader per epoch) and the
-    resume point never change what is trained on."""
+    index) (dataset reads key epoch * n + index), so num_workers (worker processes, one pool for the whole run)
+    and the resume point never change what is trained on."""
     n = len(dataset)
     nb = len(batches(n, batch_size, seed, 0, rank, world))
     it = start
-    while it < stop:
-        epoch, step = divmod(it, nb)
-        todo = batches(n, batch_size, seed, epoch, rank, world)[step:step + stop - it]
-        todo = [[epoch * n + i for i in b] for b in todo]  # keys telling CheckedDataset the epoch
-        if num_workers > 0:
-            source = worker_batches(dataset, todo, num_workers)
-        else:
-            source = (collate(dataset, idx) for idx in todo)
-        for img, label in source:
-            it += 1
-            yield it, epoch, img, label
+    with worker_pool(dataset, num_workers) as pool:
+        while it < stop:
+            epoch, step = divmod(it, nb)
+            todo = batches(n, batch_size, seed, epoch, rank, world)[step:step + stop - it]
+            todo = [[epoch * n + i for i in b] for b in todo]  # keys telling CheckedDataset the epoch
+            source = worker_batches(pool, todo, 2 * num_workers) if pool else (read_batch(idx, dataset) for idx in todo)
+            for img, label in source:
+                it += 1
+                yield it, epoch, paddle.to_tensor(img), paddle.to_tensor(label)
 
 
-def worker_batches(dataset: CheckedDataset, todo: list[list[int]], num_workers: int):
-    """The batches todo read by num_workers worker processes. Paddle reports a worker's exception only as "Blocking
-    queue is killed", so on failure the unread batches are read again here, which raises the error naming the
-    file (the samples are seeded, so the same one fails)."""
-    loader = paddle.io.DataLoader(dataset, batch_sampler=todo, num_workers=num_workers, collate_fn=stack,
-                                  use_shared_memory=False)
-    done, batches_in = 0, iter(loader)
+@contextmanager
+def worker_pool(dataset: CheckedDataset, num_workers: int):
+    """num_workers data-loading processes holding dataset, or None for 0. They are started by a fork server (a
+    fresh process that imported this module and nothing else), never forked from the training process: a fork
+    taken while its math-library or data threads hold a lock leaves the child waiting on that lock forever."""
+    if num_workers <= 0:
+        yield None
+        return
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])  # import once in the server, not in every worker (no effect if running)
+    pool = ProcessPoolExecutor(num_workers, mp_context=ctx, initializer=_init_worker, initargs=(dataset,))
     try:
-        for batch in batches_in:
-            done += 1
-            yield batch
-    except Exception:
-        batches_in._try_shutdown_all(1)  # stop the workers now: left to garbage collection they hang the exit
-        for idx in todo[done:]:
-            stack([dataset[i] for i in idx])
-        raise
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+_worker_dataset = None  # the dataset of a data-loading worker process
+
+
+def _init_worker(dataset: CheckedDataset):
+    global _worker_dataset
+    _worker_dataset = dataset
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the trainer, which then shuts the workers down
+
+
+def read_batch(idx: list[int], dataset: CheckedDataset = None) -> tuple[np.ndarray, np.ndarray]:
+    """The samples idx stacked (img [B, 3, H, W] float32, label [B, H, W] int64); a worker reads its own copy."""
+    dataset = dataset if dataset is not None else _worker_dataset
+    return stack([dataset[i] for i in idx])
+
+
+def worker_batches(pool: ProcessPoolExecutor, todo: list[list[int]], ahead: int):
+    """The batches todo, read in order by the pool with at most `ahead` batches in flight. A worker's error (a
+    DataError naming the file) is raised here as it was raised there."""
+    pending, rest = deque(), iter(todo)
+    for idx in itertools.islice(rest, ahead):
+        pending.append(pool.submit(read_batch, idx))
+    while pending:
+        try:
+            batch = pending.popleft().result()
+        except BrokenProcessPool:
+            raise RuntimeError("a data-loading worker died (killed, or out of memory?); train with fewer "
+                               "--num_workers or with --num_workers 0.") from None
+        for idx in itertools.islice(rest, 1):
+            pending.append(pool.submit(read_batch, idx))
+        yield batch
 
 
 @dataclass
@@ -124,7 +153,8 @@ def train(model, train_dataset, optimizer, scheduler, loss_fn, iters: int, batch
     data = CheckedDataset(train_dataset, num_classes if num_classes is not None else model.num_classes, seed)
     model.train()
     t0 = tr = time.time()
-    with save_dir_lock(save_dir, rank == 0), stop_signals() as stop:
+    stream = closing(batch_stream(data, batch_size, seed, start, iters, rank, world, num_workers))
+    with save_dir_lock(save_dir, rank == 0), stop_signals() as stop, stream as stream:  # closing shuts workers down
         if rank == 0 and state.saved:  # resumed into its own save_dir: finish a best_model a crash left behind
             restore_best_model(save_dir, state.best_iter)
         if rank == 0 and config_text is not None:
@@ -132,8 +162,7 @@ def train(model, train_dataset, optimizer, scheduler, loss_fn, iters: int, batch
                 f.write(config_text)
         if rank == 0 and resumed:
             print(f"train: resumed from iter {start} ({resume_model})", flush=True)
-        for it, epoch, img, label in batch_stream(data, batch_size, seed, start, iters, rank, world,
-                                                  num_workers):
+        for it, epoch, img, label in stream:
             reader_cost = time.time() - tr
             lv, lr = train_step(net, img, label, loss_fn, optimizer, scheduler, scaler, seed, it, save_dir)
             state.history["loss"].append((it, lv))

@@ -97,14 +97,3 @@ def save_extreme_panels(model, dataset, num_classes: int, n: int, save_dir: str,
         Image.fromarray(img).save(paths[-1])
     return paths
 
-
-def run_save_panels(cfg, model_path: str, n: int, save_dir: str, **overrides) -> list[str]:
-    """tools/val.py --save_panels: the model and val set of a config, inference options as run_val takes them."""
-    from segmenter.engine.builder import Builder
-
-    from segmenter.engine.run import class_names_of, load_model, test_kwargs
-    if n < 1:
-        raise ValueError(f"--save_panels {n}: give the number of worst and of best images to draw (>= 1).")
-    model = load_model(cfg, model_path)
-    return save_extreme_panels(model, Builder(cfg).val_dataset, model.num_classes, n, save_dir,
-                               test_kwargs(cfg, overrides), class_names_of(cfg, model.num_classes))

@@ -1,6 +1,7 @@
 """Screenshot of VisualDL's Images page in headless Chromium, checked against the panels' expected geometry.
 
-    python -m segmenter.visualize.vdl_screenshot --logdir output/vdl --image_size 96 --save docs/figures/visualdl_images.png
+    python -m segmenter.visualize.vdl_screenshot --logdir output/vdl --image_size 96 \
+        --save docs/figures/visualdl_images.png
 
 Serves VisualDL on 127.0.0.1 only, reads each `Evaluate/panel_*` image back through VisualDL's own HTTP API and
 checks its width (3 tiles + 2 gaps) and height (title + tile + legend), takes the screenshot, then finds the
@@ -72,7 +73,8 @@ def main(argv=None) -> dict:
             raise RuntimeError(f"VisualDL did not answer on {base} within 60 s")
         run, names = tags["runs"][0], sorted(tags["tags"][0])
         if not [t for t in names if t.startswith("Evaluate/panel_")]:
-            raise ValueError(f"{a.logdir} has no Evaluate/panel_* image tags ({names}); train with --use_vdl --do_eval.")
+            raise ValueError(f"{a.logdir} has no Evaluate/panel_* image tags ({names}); "
+                             "train with --use_vdl --do_eval.")
         s = a.image_size * tile_scale(a.image_size, a.image_size)  # the panels enlarge small images
         width = 3 * s + 2 * GAP
         sizes = {}
@@ -98,7 +100,7 @@ def main(argv=None) -> dict:
                              f"{len(names)} panels")
     scale = float(np.median(sides)) / s  # the page shrinks or stretches the panels to its cards
     rows: dict = {}
-    for y, x, h, w in tiles:
+    for y, x, _, _ in tiles:
         rows.setdefault(round(y / 8), []).append(x)
     steps = [b - a_ for xs in rows.values() for a_, b in zip(sorted(xs), sorted(xs)[1:])]
     want = (s + GAP) * scale

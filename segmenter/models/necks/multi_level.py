@@ -16,7 +16,8 @@ def rescale_bilinear(x: paddle.Tensor, scale: float) -> paddle.Tensor:
     """
     a_h = paddle.to_tensor(bilinear_weights_by_scale(x.shape[2], scale), dtype=x.dtype)  # [h * s, h]
     a_w = paddle.to_tensor(bilinear_weights_by_scale(x.shape[3], scale), dtype=x.dtype)  # [w * s, w]
-    return paddle.matmul(paddle.matmul(a_h, x), a_w, transpose_y=True)  # [B, C, h, w] -> [B, C, hs, w] -> [B, C, hs, ws]
+    # [B, C, h, w] -> [B, C, hs, w] -> [B, C, hs, ws]
+    return paddle.matmul(paddle.matmul(a_h, x), a_w, transpose_y=True)
 
 
 class MultiLevelNeck(nn.Layer):
