@@ -3,6 +3,7 @@
 mmcv-lite lacks the compiled `mmcv.ops`; `mmseg.models` only imports names from it (point_sample, focal-loss
 kernels) that none of the models built here calls, so a stand-in module that raises when called is enough.
 """
+
 import sys
 import types
 from typing import Any, Dict, List, Optional
@@ -33,6 +34,7 @@ def mmseg_registry():
     _stand_in_mmcv_ops()
     from mmseg.registry import MODELS
     from mmseg.utils import register_all_modules
+
     register_all_modules(init_default_scope=False)
     return MODELS
 
@@ -58,20 +60,51 @@ def randomize(model: torch.nn.Module, seed: int) -> None:
 
 
 def _vit(depth: int, final_norm: bool, out_indices: Any = -1) -> Dict[str, Any]:
-    return dict(type="VisionTransformer", img_size=(32, 32), patch_size=16, in_channels=3, embed_dims=D,
-                num_layers=depth, num_heads=HEADS, mlp_ratio=4, out_indices=out_indices, qkv_bias=True,
-                drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.0, with_cls_token=True, final_norm=final_norm,
-                norm_cfg=dict(type="LN", eps=1e-6), act_cfg=dict(type="GELU"), interpolate_mode="bicubic")
+    return dict(
+        type="VisionTransformer",
+        img_size=(32, 32),
+        patch_size=16,
+        in_channels=3,
+        embed_dims=D,
+        num_layers=depth,
+        num_heads=HEADS,
+        mlp_ratio=4,
+        out_indices=out_indices,
+        qkv_bias=True,
+        drop_rate=0.0,
+        attn_drop_rate=0.0,
+        drop_path_rate=0.0,
+        with_cls_token=True,
+        final_norm=final_norm,
+        norm_cfg=dict(type="LN", eps=1e-6),
+        act_cfg=dict(type="GELU"),
+        interpolate_mode="bicubic",
+    )
 
 
 def segmenter_cfg(head: str) -> Dict[str, Any]:
     """MMSeg's Segmenter rows (configs/segmenter/), at depth 2: `mask` or `fcn` (the linear decoder)."""
     if head == "mask":
-        decode = dict(type="SegmenterMaskTransformerHead", in_channels=D, channels=D, num_classes=CLASSES,
-                      num_layers=2, num_heads=HEADS, embed_dims=D, dropout_ratio=0.0)
+        decode = dict(
+            type="SegmenterMaskTransformerHead",
+            in_channels=D,
+            channels=D,
+            num_classes=CLASSES,
+            num_layers=2,
+            num_heads=HEADS,
+            embed_dims=D,
+            dropout_ratio=0.0,
+        )
     else:
-        decode = dict(type="FCNHead", in_channels=D, channels=D, num_convs=0, dropout_ratio=0.0,
-                      concat_input=False, num_classes=CLASSES)
+        decode = dict(
+            type="FCNHead",
+            in_channels=D,
+            channels=D,
+            num_convs=0,
+            dropout_ratio=0.0,
+            concat_input=False,
+            num_classes=CLASSES,
+        )
     decode["loss_decode"] = dict(type="CrossEntropyLoss", use_sigmoid=False, loss_weight=1.0)
     return dict(type="EncoderDecoder", backbone=_vit(2, True), decode_head=decode, test_cfg=dict(mode="whole"))
 
@@ -79,45 +112,92 @@ def segmenter_cfg(head: str) -> Dict[str, Any]:
 def upernet_cfg(mln: bool, final_norm: bool, aux: bool = True) -> Dict[str, Any]:
     """MMSeg's ViT/DeiT UPerNet rows (configs/vit/, `_base_/models/upernet_vit-b16_ln_mln.py`) at depth 4."""
     bn = dict(type="BN", requires_grad=True)  # SyncBN in the configs: the same at inference
-    cfg = dict(type="EncoderDecoder", backbone=_vit(4, final_norm, out_indices=(0, 1, 2, 3)),
-               neck=dict(type="MultiLevelNeck", in_channels=[D] * 4, out_channels=D, scales=[4, 2, 1, 0.5])
-               if mln else None,
-               decode_head=dict(type="UPerHead", in_channels=[D] * 4, in_index=[0, 1, 2, 3], pool_scales=(1, 2, 3, 6),
-                                channels=32, dropout_ratio=0.1, num_classes=CLASSES, norm_cfg=bn, align_corners=False,
-                                loss_decode=dict(type="CrossEntropyLoss", use_sigmoid=False, loss_weight=1.0)),
-               test_cfg=dict(mode="whole"))
+    cfg = dict(
+        type="EncoderDecoder",
+        backbone=_vit(4, final_norm, out_indices=(0, 1, 2, 3)),
+        neck=dict(type="MultiLevelNeck", in_channels=[D] * 4, out_channels=D, scales=[4, 2, 1, 0.5]) if mln else None,
+        decode_head=dict(
+            type="UPerHead",
+            in_channels=[D] * 4,
+            in_index=[0, 1, 2, 3],
+            pool_scales=(1, 2, 3, 6),
+            channels=32,
+            dropout_ratio=0.1,
+            num_classes=CLASSES,
+            norm_cfg=bn,
+            align_corners=False,
+            loss_decode=dict(type="CrossEntropyLoss", use_sigmoid=False, loss_weight=1.0),
+        ),
+        test_cfg=dict(mode="whole"),
+    )
     if aux:
-        cfg["auxiliary_head"] = dict(type="FCNHead", in_channels=D, in_index=3, channels=16, num_convs=1,
-                                     concat_input=False, dropout_ratio=0.1, num_classes=CLASSES, norm_cfg=bn,
-                                     align_corners=False,
-                                     loss_decode=dict(type="CrossEntropyLoss", use_sigmoid=False, loss_weight=0.4))
+        cfg["auxiliary_head"] = dict(
+            type="FCNHead",
+            in_channels=D,
+            in_index=3,
+            channels=16,
+            num_convs=1,
+            concat_input=False,
+            dropout_ratio=0.1,
+            num_classes=CLASSES,
+            norm_cfg=bn,
+            align_corners=False,
+            loss_decode=dict(type="CrossEntropyLoss", use_sigmoid=False, loss_weight=0.4),
+        )
     return cfg
 
 
-def upernet_v0_cfg(depth: int = 4, width: int = D, heads: int = HEADS, channels: int = 32, aux_channels: int = 16,
-                   img: int = 32) -> Dict[str, Any]:
+def upernet_v0_cfg(
+    depth: int = 4, width: int = D, heads: int = HEADS, channels: int = 32, aux_channels: int = 16, img: int = 32
+) -> Dict[str, Any]:
     """MMSeg v0.13/v0.14's UPerNet ViT rows (PR #520 before its merge, `_base_/models/upernet_vit-b16.py` at commit
     4d77761) built from MMSeg 1.2.2's own modules: the ViT returns only its last block (out_indices=11 there), with
     a bias on the patch conv and no final norm; MultiLevelNeck(in_channels=[D], scales=[0.5, 1, 2, 4]) repeats its
     one input to the four scales, coarsest first; UPerHead on the four maps; FCNHead on map 0."""
     bn = dict(type="BN", requires_grad=True)  # SyncBN in the configs: the same at inference
-    vit = dict(_vit(depth, False, out_indices=depth - 1), img_size=(img, img), embed_dims=width, num_heads=heads,
-               patch_bias=True)
-    return dict(type="EncoderDecoder", backbone=vit,
-                neck=dict(type="MultiLevelNeck", in_channels=[width], out_channels=width, scales=[0.5, 1, 2, 4]),
-                decode_head=dict(type="UPerHead", in_channels=[width] * 4, in_index=[0, 1, 2, 3],
-                                 pool_scales=(1, 2, 3, 6), channels=channels, dropout_ratio=0.1, num_classes=CLASSES,
-                                 norm_cfg=bn, align_corners=False,
-                                 loss_decode=dict(type="CrossEntropyLoss", use_sigmoid=False, loss_weight=1.0)),
-                auxiliary_head=dict(type="FCNHead", in_channels=width, in_index=0, channels=aux_channels,
-                                    num_convs=1, concat_input=False, dropout_ratio=0.1, num_classes=CLASSES,
-                                    norm_cfg=bn, align_corners=False,
-                                    loss_decode=dict(type="CrossEntropyLoss", use_sigmoid=False, loss_weight=0.4)),
-                test_cfg=dict(mode="whole"))
+    vit = dict(
+        _vit(depth, False, out_indices=depth - 1),
+        img_size=(img, img),
+        embed_dims=width,
+        num_heads=heads,
+        patch_bias=True,
+    )
+    return dict(
+        type="EncoderDecoder",
+        backbone=vit,
+        neck=dict(type="MultiLevelNeck", in_channels=[width], out_channels=width, scales=[0.5, 1, 2, 4]),
+        decode_head=dict(
+            type="UPerHead",
+            in_channels=[width] * 4,
+            in_index=[0, 1, 2, 3],
+            pool_scales=(1, 2, 3, 6),
+            channels=channels,
+            dropout_ratio=0.1,
+            num_classes=CLASSES,
+            norm_cfg=bn,
+            align_corners=False,
+            loss_decode=dict(type="CrossEntropyLoss", use_sigmoid=False, loss_weight=1.0),
+        ),
+        auxiliary_head=dict(
+            type="FCNHead",
+            in_channels=width,
+            in_index=0,
+            channels=aux_channels,
+            num_convs=1,
+            concat_input=False,
+            dropout_ratio=0.1,
+            num_classes=CLASSES,
+            norm_cfg=bn,
+            align_corners=False,
+            loss_decode=dict(type="CrossEntropyLoss", use_sigmoid=False, loss_weight=0.4),
+        ),
+        test_cfg=dict(mode="whole"),
+    )
 
 
 def build_mmseg(cfg: Dict[str, Any], seed: int) -> torch.nn.Module:
     from mmengine.config import ConfigDict
+
     model = mmseg_registry().build(ConfigDict(cfg))
     randomize(model, seed)
     model.eval()  # (mmpretrain's train() override returns None, so eval() does too)
@@ -131,17 +211,22 @@ def mmseg_logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         return model.inference(x, metas)
 
 
-def build_mmpretrain_vit(depth: int, seed: int, out_type: str = "raw",
-                         layer_scale_init_value: float = 0.0, deit3: bool = False) -> torch.nn.Module:
+def build_mmpretrain_vit(
+    depth: int, seed: int, out_type: str = "raw", layer_scale_init_value: float = 0.0, deit3: bool = False
+) -> torch.nn.Module:
     """mmpretrain's VisionTransformer (classification backbone), ViT-B16-like at `depth` and width D; with
     `layer_scale_init_value` > 0 its blocks carry LayerScale (randomised like every other 1-D weight). `deit3`:
     its DeiT3 backbone instead (layer scale, and no position row for the class token)."""
     _stand_in_mmcv_ops()
     from mmpretrain.models.backbones import DeiT3, VisionTransformer
+
     arch = dict(embed_dims=D, num_layers=depth, num_heads=HEADS, feedforward_channels=4 * D)
     common = dict(arch=arch, img_size=32, patch_size=16, out_type=out_type, final_norm=True, interpolate_mode="bicubic")
-    model = DeiT3(use_layer_scale=True, **common) if deit3 else \
-        VisionTransformer(layer_scale_init_value=layer_scale_init_value, **common)
+    model = (
+        DeiT3(use_layer_scale=True, **common)
+        if deit3
+        else VisionTransformer(layer_scale_init_value=layer_scale_init_value, **common)
+    )
     randomize(model, seed)
     model.eval()  # (mmpretrain's train() override returns None, so eval() does too)
     return model

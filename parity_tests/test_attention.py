@@ -1,5 +1,6 @@
 """Attention maps: Paddle vs twin on the same weights, vs timm's own ViT (AttentionExtract), and the class masks vs
 the model's output; any size (padding, resampled pos-embed) and sliding windows."""
+
 import numpy as np
 import paddle
 import pytest
@@ -28,8 +29,10 @@ def image(h, w, seed=0):
     return np.random.default_rng(seed).standard_normal((3, h, w)).astype(np.float32)
 
 
-@pytest.mark.parametrize("h,w,pixel,slide", [(32, 32, None, False), (50, 70, (45, 61), False),
-                                             (50, 70, (45, 61), True), (50, 70, None, True)])
+@pytest.mark.parametrize(
+    "h,w,pixel,slide",
+    [(32, 32, None, False), (50, 70, (45, 61), False), (50, 70, (45, 61), True), (50, 70, None, True)],
+)
 def test_paddle_and_twin_give_the_same_maps(pair, h, w, pixel, slide):
     p, t = pair
     kw = {"crop_size": (32, 32), "stride": (16, 16)} if slide else {}
@@ -49,9 +52,10 @@ def test_encoder_maps_equal_timm_attention(pair):
     """timm's VisionTransformer with the twin's backbone weights: the softmax of its blocks, read by timm's own
     AttentionExtract, gives the same per-head maps (class-token row and a patch row) on a 32x32 input."""
     _, t = pair
-    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=16, depth=2,
-                            num_classes=0, global_pool="")
-    state = {k[len("backbone."):]: v for k, v in t.state_dict().items() if k.startswith("backbone.")}
+    vit = timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=16, depth=2, num_classes=0, global_pool=""
+    )
+    state = {k[len("backbone.") :]: v for k, v in t.state_dict().items() if k.startswith("backbone.")}
     vit.load_state_dict(state, strict=True)
     vit.eval()
     x = image(32, 32)
@@ -95,10 +99,13 @@ def test_grid_png_and_errors(pair, tmp_path):
     rgb = (np.random.default_rng(0).random((50, 70, 3)) * 255).astype(np.uint8)
     path = draw_attention_grid(rgb, m, str(tmp_path / "a.png"), ["a", "b", "c", "d", "e"])
     from PIL import Image
+
     rows = 3 if m.class_masks is not None else 1
     from segmenter.visualize.attention import ROW_INCHES
-    assert Image.open(path).size[1] == int((ROW_INCHES * rows + 0.4) * 100), \
+
+    assert Image.open(path).size[1] == int((ROW_INCHES * rows + 0.4) * 100), (
         f"grid PNG {Image.open(path).size} for {rows} rows"
+    )
     with pytest.raises(ValueError, match="outside the 50x70 image"):
         attention_maps(p, x, 0, (50, 3))
     with pytest.raises(ValueError, match="layer=5 but the encoder has 2 blocks"):
@@ -110,10 +117,20 @@ def test_upernet_attention_comes_from_its_vit(with_cls_token):
     """UPerNet's ViT returns maps (out_indices); its return_attn still gives each block's attention: Paddle equals
     the twin, and equals a ViT with the same weights that returns tokens (the flag reads the same blocks)."""
     paddle.seed(4)
-    cfg = {"type": "UPerNetViT", "num_classes": 4,
-           "backbone": {"type": "SegmenterViT", "img_size": 32, "embed_dim": 32, "depth": 2, "num_heads": 2,
-                        "out_indices": [0, 1], "with_cls_token": with_cls_token},
-           "decode_head": {"channels": 8, "pool_scales": [1, 2]}}
+    cfg = {
+        "type": "UPerNetViT",
+        "num_classes": 4,
+        "backbone": {
+            "type": "SegmenterViT",
+            "img_size": 32,
+            "embed_dim": 32,
+            "depth": 2,
+            "num_heads": 2,
+            "out_indices": [0, 1],
+            "with_cls_token": with_cls_token,
+        },
+        "decode_head": {"channels": 8, "pool_scales": [1, 2]},
+    }
     p, t = build_pair(cfg)
     load_into_torch(t, paddle_state(p))
     a = attention_maps(p, image(40, 56), 1, (33, 20))
@@ -122,6 +139,7 @@ def test_upernet_attention_comes_from_its_vit(with_cls_token):
     d = np.abs(a.heads - b.heads).max()
     assert d <= 1e-5, f"UPerNet encoder maps Paddle vs twin max|diff|={d:.2e}"
     from segmenter.models import SegmenterViT
+
     tokens_vit = SegmenterViT(img_size=32, embed_dim=32, depth=2, num_heads=2, with_cls_token=with_cls_token)
     tokens_vit.set_state_dict(p.backbone.state_dict())
     tokens_vit.eval()

@@ -2,6 +2,7 @@
 B/32, the Ti stem with 8x8 patches), real timm with random weights, against our SegmenterViT(stem_layers=...) in
 Paddle and in the twin: files as timm saves them (.pth, .safetensors) and Google's R50+ViT .npz layout, converted
 by the `timm` / `npz` families, forward_features compared at square and non-square sizes, parameters counted."""
+
 import numpy as np
 import paddle
 import pytest
@@ -54,8 +55,10 @@ def _pair(conv):
     state = strip_prefix(conv.state, "backbone.")
     missing, unexpected = p.set_state_dict({k: paddle.to_tensor(v) for k, v in state.items()})
     assert not missing and not unexpected, (missing, unexpected)
-    t.load_state_dict({k: torch.from_numpy(v) for k, v in strip_prefix(to_layout(conv.state, "torch"),
-                                                                          "backbone.").items()}, strict=True)
+    t.load_state_dict(
+        {k: torch.from_numpy(v) for k, v in strip_prefix(to_layout(conv.state, "torch"), "backbone.").items()},
+        strict=True,
+    )
     return p.eval(), t.eval()
 
 
@@ -86,11 +89,18 @@ def test_hybrid_file_matches_timm_forward(name, tmp_path):
         torch.save(ref.state_dict(), path)
     else:
         from safetensors.torch import save_file
+
         save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, path)
     conv = load_weights(path)
     a = conv.arch
-    assert conv.fmt == "timm" and (a.stem_layers, a.patch_size, a.embed_dim, a.img_size, a.in_channels, a.depth) == \
-        (layers, patch, D, [TRAIN_SIZE, TRAIN_SIZE], 3, 1), (conv.fmt, a)
+    assert conv.fmt == "timm" and (a.stem_layers, a.patch_size, a.embed_dim, a.img_size, a.in_channels, a.depth) == (
+        layers,
+        patch,
+        D,
+        [TRAIN_SIZE, TRAIN_SIZE],
+        3,
+        1,
+    ), (conv.fmt, a)
     assert sorted(conv.dropped) == sorted(k for k in ref.state_dict() if k.startswith("head.")), conv.dropped
     p, t = _pair(conv)
     for shape in ((2, 3, 96, 96), (2, 3, 64, 160)):  # positions resampled from the 128x128 grid
@@ -101,8 +111,16 @@ def test_hybrid_file_matches_timm_forward(name, tmp_path):
 def test_full_r50_vit_b16_384_at_its_size():
     """vit_base_r50_s16_384 whole (12 blocks) at 384x384 and 384x256, loaded from timm's state dict as it is."""
     ref = _timm("vit_base_r50_s16_384", seed=3)
-    bb = dict(img_size=384, patch_size=1, embed_dim=768, depth=12, num_heads=12, norm_eps=1e-6,
-              pos_embed_interp="bicubic_antialias", stem_layers=[3, 4, 9])
+    bb = dict(
+        img_size=384,
+        patch_size=1,
+        embed_dim=768,
+        depth=12,
+        num_heads=12,
+        norm_eps=1e-6,
+        pos_embed_interp="bicubic_antialias",
+        stem_layers=[3, 4, 9],
+    )
     p, t = pm.SegmenterViT(**bb), tm.SegmenterViT(**bb)
     sd = {k: v.numpy() for k, v in ref.state_dict().items() if not k.startswith("head.")}
     linear = {k for k in sd if k.startswith("blocks.") and k.endswith(".weight") and sd[k].ndim == 2}
@@ -120,8 +138,9 @@ def _count_ours(name: str) -> int:
     return sum(int(np.prod(q.shape)) for q in m.parameters())
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "vit_large_r50_s32_384" else n
-                                  for n in HYBRIDS])
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n == "vit_large_r50_s32_384" else n for n in HYBRIDS]
+)
 def test_parameter_count_equals_timm(name):
     """Our whole Paddle backbone plus timm's ImageNet head (embed_dim * K + K for its default K classes: 1000, or none
     for the in21k `_224` rows; segmentation has no such classifier) has as many parameters as timm's default model
@@ -142,20 +161,35 @@ def _google_npz(ref, path: str, heads: int) -> None:
     s = {k: v.numpy() for k, v in ref.state_dict().items()}
     hwio = lambda w: w.transpose(2, 3, 1, 0)  # noqa: E731  [O, I, kh, kw] -> [kh, kw, I, O]
     stem = "patch_embed.backbone.stem." if "patch_embed.backbone.stem.conv.weight" in s else "patch_embed.backbone."
-    out = {"conv_root/kernel": hwio(s[stem + "conv.weight"]),
-           "gn_root/scale": s[stem + "norm.weight"], "gn_root/bias": s[stem + "norm.bias"],
-           "embedding/kernel": hwio(s["patch_embed.proj.weight"]), "embedding/bias": s["patch_embed.proj.bias"],
-           "cls": s["cls_token"], "Transformer/posembed_input/pos_embedding": s["pos_embed"],
-           "Transformer/encoder_norm/scale": s["norm.weight"], "Transformer/encoder_norm/bias": s["norm.bias"],
-           "head/kernel": s["head.weight"].T, "head/bias": s["head.bias"]}
+    out = {
+        "conv_root/kernel": hwio(s[stem + "conv.weight"]),
+        "gn_root/scale": s[stem + "norm.weight"],
+        "gn_root/bias": s[stem + "norm.bias"],
+        "embedding/kernel": hwio(s["patch_embed.proj.weight"]),
+        "embedding/bias": s["patch_embed.proj.bias"],
+        "cls": s["cls_token"],
+        "Transformer/posembed_input/pos_embedding": s["pos_embed"],
+        "Transformer/encoder_norm/scale": s["norm.weight"],
+        "Transformer/encoder_norm/bias": s["norm.bias"],
+        "head/kernel": s["head.weight"].T,
+        "head/bias": s["head.bias"],
+    }
     for k, v in s.items():
         parts = k.split(".")
         if parts[:3] != ["patch_embed", "backbone", "stages"]:
             continue
         i, j, layer, param = int(parts[3]), int(parts[5]), ".".join(parts[6:-1]), parts[-1]
         g = f"block{i + 1}/unit{j + 1}/"
-        names = {"conv1": "conv1", "conv2": "conv2", "conv3": "conv3", "norm1": "gn1", "norm2": "gn2",
-                 "norm3": "gn3", "downsample.conv": "conv_proj", "downsample.norm": "gn_proj"}
+        names = {
+            "conv1": "conv1",
+            "conv2": "conv2",
+            "conv3": "conv3",
+            "norm1": "gn1",
+            "norm2": "gn2",
+            "norm3": "gn3",
+            "downsample.conv": "conv_proj",
+            "downsample.norm": "gn_proj",
+        }
         leaf = {"weight": "kernel" if "conv" in layer else "scale", "bias": "bias"}[param]
         out[f"{g}{names[layer]}/{leaf}"] = hwio(v) if v.ndim == 4 else v
     D = s["cls_token"].shape[-1]
@@ -169,8 +203,8 @@ def _google_npz(ref, path: str, heads: int) -> None:
             out[f + f"MlpBlock_3/Dense_{n}/bias"] = s[p + f"mlp.fc{n + 1}.bias"]
         w, bias = s[p + "attn.qkv.weight"], s[p + "attn.qkv.bias"]  # [3D, D], [3D]
         for n, qkv in enumerate(("query", "key", "value")):
-            out[f + f"MultiHeadDotProductAttention_1/{qkv}/kernel"] = w[n * D:(n + 1) * D].T.reshape(D, heads, hd)
-            out[f + f"MultiHeadDotProductAttention_1/{qkv}/bias"] = bias[n * D:(n + 1) * D].reshape(heads, hd)
+            out[f + f"MultiHeadDotProductAttention_1/{qkv}/kernel"] = w[n * D : (n + 1) * D].T.reshape(D, heads, hd)
+            out[f + f"MultiHeadDotProductAttention_1/{qkv}/bias"] = bias[n * D : (n + 1) * D].reshape(heads, hd)
         out[f + "MultiHeadDotProductAttention_1/out/kernel"] = s[p + "attn.proj.weight"].T.reshape(heads, hd, D)
         out[f + "MultiHeadDotProductAttention_1/out/bias"] = s[p + "attn.proj.bias"]
     np.savez(path, **out)
@@ -182,6 +216,7 @@ def test_google_npz_read_by_timm_then_converted(name, tmp_path):
     differs: it must become the model it was written from. Then `--from npz` (detected) gives timm's forward in
     both frameworks, and the written config records the stem. Width 64 and 2 heads keep it small; the stem is whole."""
     from timm.models.vision_transformer import _load_weights
+
     small = dict(embed_dim=64, num_heads=2, depth=2, img_size=128)
     ref = _timm(name, seed=5, **small)
     path = str(tmp_path / "R50+ViT.npz")
@@ -192,15 +227,21 @@ def test_google_npz_read_by_timm_then_converted(name, tmp_path):
         assert torch.equal(read_back.state_dict()[k], v), f"timm's npz loader reads {k} differently"
     cfg = str(tmp_path / "hybrid.yml")
     # timm's forward resamples positions bicubic with antialias; the npz family's default is bilinear (Google's).
-    conv = convert(path, str(tmp_path / "hybrid.pdparams"), overrides={"pos_embed_interp": "bicubic_antialias"},
-                   save_config=cfg)
+    conv = convert(
+        path, str(tmp_path / "hybrid.pdparams"), overrides={"pos_embed_interp": "bicubic_antialias"}, save_config=cfg
+    )
     layers, patch, _, _ = HYBRIDS[name]
     a = conv.arch
-    assert conv.fmt == "npz" and (a.stem_layers, a.patch_size, a.num_heads, a.img_size) == \
-        (layers, patch, 2, [128, 128]), (conv.fmt, a)
+    assert conv.fmt == "npz" and (a.stem_layers, a.patch_size, a.num_heads, a.img_size) == (
+        layers,
+        patch,
+        2,
+        [128, 128],
+    ), (conv.fmt, a)
     p, t = _pair(conv)
     _compare(ref, p, t, (2, 3, 64, 96), f"{name} via .npz")
     import yaml
+
     with open(cfg) as f:
         bb = yaml.safe_load(f)["model"]["backbone"]
     assert (bb["stem_layers"], bb["patch_size"]) == (layers, patch), bb

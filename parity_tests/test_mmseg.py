@@ -86,6 +86,7 @@ def test_mmseg_upernet_auxiliary_head_matches_mmseg(tmp_path):
 def test_mmpretrain_deit3_is_refused_naming_why(tmp_path):
     """mmpretrain's DeiT3 layer feeds ln1(x) to the MLP and leaves ln2 unused: refused, saying so."""
     from segmenter.convert import ConversionError
+
     ref = mmlab.build_mmpretrain_vit(depth=2, seed=4, deit3=True)
     path = str(tmp_path / "deit3_mmpretrain.pth")
     mmlab.save_as_mm(ref, path, prefix="backbone.")
@@ -110,8 +111,10 @@ def test_mmpretrain_vit_matches_mmpretrain(layer_scale, tmp_path):
     p.eval()
     t.eval()
     p.set_state_dict({k: paddle.to_tensor(v) for k, v in strip_prefix(conv.state, "backbone.").items()})
-    t.load_state_dict({k: torch.from_numpy(v) for k, v in
-                       strip_prefix(to_layout(conv.state, "torch"), "backbone.").items()}, strict=True)
+    t.load_state_dict(
+        {k: torch.from_numpy(v) for k, v in strip_prefix(to_layout(conv.state, "torch"), "backbone.").items()},
+        strict=True,
+    )
     for shape in SHAPES:
         x = _inputs(shape)
         with torch.no_grad():
@@ -128,6 +131,7 @@ def test_roundtrip_back_to_mmseg_is_bit_identical(which, tmp_path):
     """MMSeg .pth -> our .pdparams -> (our .pth) -> MMSeg .pth: every tensor bit-identical, and MMSeg loads the
     file strictly and gives the same logits. BatchNorm batch counters are training state: written as 0."""
     from segmenter.convert import convert
+
     cfg = mmlab.segmenter_cfg(which) if which in ("mask", "fcn") else mmlab.upernet_cfg(*UPERNET_ROWS[which])
     ref = mmlab.build_mmseg(cfg, seed=5)
     src, mid, back = str(tmp_path / "mm.pth"), str(tmp_path / "ours.pdparams"), str(tmp_path / "back.pth")
@@ -150,8 +154,10 @@ def test_roundtrip_back_to_mmseg_is_bit_identical(which, tmp_path):
 def test_vit_options_match_mmseg_backbone(with_cls_token, output_cls_token):
     """out_indices maps, with_cls_token (dropped after the positions) and output_cls_token against MMSeg's ViT."""
     from segmenter.convert.core import to_canonical
-    cfg = dict(mmlab._vit(2, True, out_indices=(0, 1)), with_cls_token=with_cls_token,
-               output_cls_token=output_cls_token)
+
+    cfg = dict(
+        mmlab._vit(2, True, out_indices=(0, 1)), with_cls_token=with_cls_token, output_cls_token=output_cls_token
+    )
     ref = mmlab.build_mmseg(cfg, seed=8)
     raw = {"backbone." + k: v.numpy() for k, v in ref.state_dict().items()}
     conv = to_canonical(raw, "mmseg", "mmseg backbone")

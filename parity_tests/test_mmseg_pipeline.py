@@ -3,6 +3,7 @@ mmseg/mmcv classes and run on MMSeg's dict layout (BGR uint8 `img`, `gt_seg_map`
 and labels must be equal, and both sides must have drawn the same random numbers (the generator states after
 the transform are compared). Then the whole train pipeline: PaddleSeg's ADE20K dataset built from a shipped
 config against MMSeg's pipeline from the wheel's config plus its SegDataPreProcessor, on the same files."""
+
 import os
 
 import numpy as np
@@ -32,6 +33,7 @@ def mm_transform(cfg: dict):
     """A transform from MMSeg's registry, built in MMSeg's scope (RandomResize then builds mmseg's Resize)."""
     from mmengine.registry import DefaultScope
     from mmseg.registry import TRANSFORMS
+
     mmlab.mmseg_registry()
     with DefaultScope.overwrite_default_scope("mmseg"):
         return TRANSFORMS.build(cfg)
@@ -47,14 +49,19 @@ def pair(h: int, w: int, seed: int):
     label[: h // 8] = 255
     b = min(60, h // 3, w // 3)  # block side
     for k, (y, x) in enumerate(rng.integers(0, [h - b, w - b], (4, 2))):
-        label[y:y + b, x:x + b] = k
+        label[y : y + b, x : x + b] = k
     return np.clip(img, 0, 255).astype(np.uint8), label
 
 
 def run_both(ours, theirs, rgb: np.ndarray, label: np.ndarray, seed: int):
     """(our img, our label, MMSeg's img turned RGB, MMSeg's label); the generators must end in one state."""
-    mm = {"img": np.ascontiguousarray(rgb[..., ::-1]), "gt_seg_map": label.copy(), "seg_fields": ["gt_seg_map"],
-          "img_shape": rgb.shape[:2], "ori_shape": rgb.shape[:2]}
+    mm = {
+        "img": np.ascontiguousarray(rgb[..., ::-1]),
+        "gt_seg_map": label.copy(),
+        "seg_fields": ["gt_seg_map"],
+        "img_shape": rgb.shape[:2],
+        "ori_shape": rgb.shape[:2],
+    }
     np.random.seed(seed)
     mm = theirs(mm)
     mm_state = np.random.get_state()[1:3]
@@ -63,8 +70,9 @@ def run_both(ours, theirs, rgb: np.ndarray, label: np.ndarray, seed: int):
     np.random.seed(seed)
     data = ours(data)
     state = np.random.get_state()[1:3]
-    assert np.array_equal(state[0], mm_state[0]) and state[1] == mm_state[1], \
+    assert np.array_equal(state[0], mm_state[0]) and state[1] == mm_state[1], (
         f"seed {seed}: the two transforms drew different amounts of random numbers"
+    )
     return data["img"], data["label"], mm["img"][..., ::-1], mm["gt_seg_map"]
 
 
@@ -158,10 +166,8 @@ def test_photometric_distortion(size):
 # ours -> MMSeg's file: one row per dataset base (ImageNet mean at 512, 127.5 at 512, 127.5 at 640)
 PIPELINE_ROWS = {
     "upernet_vit/upernet_deit_s16_ade20k_512x512_80k": "vit/vit_deit-s16_upernet_8xb2-80k_ade20k-512x512",
-    "segmenter_mmseg/segmenter_vit_tiny_mask_ade20k_512x512_160k":
-        "segmenter/segmenter_vit-t_mask_8xb1-160k_ade20k-512x512",
-    "segmenter_mmseg/segmenter_vit_large_mask_ade20k_640x640_160k":
-        "segmenter/segmenter_vit-l_mask_8xb1-160k_ade20k-512x512",
+    "segmenter_mmseg/segmenter_vit_tiny_mask_ade20k_512x512_160k": "segmenter/segmenter_vit-t_mask_8xb1-160k_ade20k-512x512",
+    "segmenter_mmseg/segmenter_vit_large_mask_ade20k_640x640_160k": "segmenter/segmenter_vit-l_mask_8xb1-160k_ade20k-512x512",
 }
 # PaddleSeg's Normalize computes (x / 255 - mean) / std in float32, MMSeg (x - 255 mean) / (255 std): 2.4e-07 apart
 IMAGE_TOL = 1e-6
@@ -177,7 +183,7 @@ def ade_root(tmp_path_factory):
         label = np.asarray(Image.open(os.path.join(folder, name))).copy()
         h, w = label.shape
         label[:, : w // 6] = 0
-        label[h // 6:, w // 6:] = 9  # 5/6 of the labelled pixels: cat_max_ratio 0.75 redraws
+        label[h // 6 :, w // 6 :] = 9  # 5/6 of the labelled pixels: cat_max_ratio 0.75 redraws
         Image.fromarray(label).save(os.path.join(folder, name))
     return root
 
@@ -186,17 +192,30 @@ def paddleseg_train_set(row: str, root: str, tmp_path):
     """PaddleSeg's ADE20K, built by our engine's builder from the shipped config with only dataset_root changed."""
     from segmenter.engine.builder import Builder
     from segmenter.engine.run import load_config
+
     path = tmp_path / "row.yml"
-    path.write_text(yaml.safe_dump({"_base_": os.path.join(ROOT, "configs", row + ".yml"),
-                                    "train_dataset": {"dataset_root": root}, "val_dataset": {"dataset_root": root}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "_base_": os.path.join(ROOT, "configs", row + ".yml"),
+                "train_dataset": {"dataset_root": root},
+                "val_dataset": {"dataset_root": root},
+            }
+        )
+    )
     return Builder(load_config(str(path))).train_dataset
 
 
 def mmseg_train_sample(cfg, img_path: str, seg_path: str, preprocessor):
     """MMSeg's train_pipeline from the wheel's config (LoadImageFromFile ... PackSegInputs), then its
     SegDataPreProcessor in training mode (BGR -> RGB, normalise, pad to the crop size)."""
-    results = {"img_path": img_path, "seg_map_path": seg_path, "reduce_zero_label": True, "seg_fields": [],
-               "sample_idx": 0}
+    results = {
+        "img_path": img_path,
+        "seg_map_path": seg_path,
+        "reduce_zero_label": True,
+        "seg_fields": [],
+        "sample_idx": 0,
+    }
     for t in cfg.train_dataloader.dataset.pipeline:
         results = mm_transform(t)(results)
     out = preprocessor({"inputs": [results["inputs"]], "data_samples": [results["data_samples"]]}, training=True)
@@ -207,6 +226,7 @@ def mmseg_train_sample(cfg, img_path: str, seg_path: str, preprocessor):
 @pytest.mark.parametrize("row", sorted(PIPELINE_ROWS))
 def test_train_pipeline_equals_mmseg(row, ade_root, tmp_path):
     from mmengine.config import Config
+
     cfg = Config.fromfile(os.path.join(MM, PIPELINE_ROWS[row] + ".py"))
     preprocessor = mmlab.mmseg_registry().build(cfg.model.data_preprocessor)
     ds = paddleseg_train_set(row, ade_root, tmp_path)
@@ -217,11 +237,13 @@ def test_train_pipeline_equals_mmseg(row, ade_root, tmp_path):
             want_img, want_lab, pad = mmseg_train_sample(cfg, img_path, seg_path, preprocessor)
             np.random.seed(seed)
             got = ds[idx]
-            assert np.array_equal(got["label"], want_lab), \
+            assert np.array_equal(got["label"], want_lab), (
                 f"{row} sample {idx} seed {seed}: {int((got['label'] != want_lab).sum())} label pixels differ"
+            )
             d = float(np.abs(got["img"] - want_img).max())
-            assert got["img"].shape == want_img.shape and d <= IMAGE_TOL, \
+            assert got["img"].shape == want_img.shape and d <= IMAGE_TOL, (
                 f"{row} sample {idx} seed {seed}: image {got['img'].shape} vs {want_img.shape}, max|diff|={d:.2e}"
+            )
             worst, padded = max(worst, d), padded + (sum(pad) > 0)  # (left, right, top, bottom) MMSeg padded
     assert padded, f"{row}: no sample needed padding; the pad step went untested"
     print(f"{row}: {padded} padded samples, image max|diff|={worst:.2e}")

@@ -8,7 +8,6 @@ and an FCN auxiliary head on map 0. MMSeg 1.2.2's VisionTransformer and MultiLev
 when configured so (`parity_tests/mmlab.py: upernet_v0_cfg`); only their parameter names differ. The v0.x names
 come from V0_NAMES below, a list written from the v0.13 source, independent of the converter's table.
 """
-import os
 
 import numpy as np
 import pytest
@@ -56,7 +55,7 @@ def v0_name(key: str) -> str:
     """A 1.2.2 key of the model -> the key v0.13 saves for the same tensor (neck and heads: unchanged)."""
     if not key.startswith("backbone."):
         return key
-    rest = key[len("backbone."):]
+    rest = key[len("backbone.") :]
     if rest.startswith("layers."):
         _, i, tail = rest.split(".", 2)
         return f"backbone.blocks.{i}.{V0_BLOCK_NAMES[tail]}"
@@ -68,10 +67,17 @@ def save_v0(model: torch.nn.Module, path: str) -> dict:
     CLASSES and PALETTE), state_dict, optimizer}."""
     state = {v0_name(k): v.clone() for k, v in model.state_dict().items()}
     assert len(state) == len(model.state_dict()), "V0 names collide"
-    meta = {"mmseg_version": "0.13.0", "config": "upernet_vit-b16_512x512_80k_ade20k.py", "iter": 80000,
-            "CLASSES": tuple(f"class{i}" for i in range(mmlab.CLASSES)), "PALETTE": [[i, i, i] for i in range(3)]}
-    optimizer = {"state": {0: {"step": torch.tensor(1.0), "exp_avg": torch.zeros(2)}},
-                 "param_groups": [{"lr": 6e-5, "weight_decay": 0.01, "params": [0]}]}
+    meta = {
+        "mmseg_version": "0.13.0",
+        "config": "upernet_vit-b16_512x512_80k_ade20k.py",
+        "iter": 80000,
+        "CLASSES": tuple(f"class{i}" for i in range(mmlab.CLASSES)),
+        "PALETTE": [[i, i, i] for i in range(3)],
+    }
+    optimizer = {
+        "state": {0: {"step": torch.tensor(1.0), "exp_avg": torch.zeros(2)}},
+        "param_groups": [{"lr": 6e-5, "weight_decay": 0.01, "params": [0]}],
+    }
     torch.save({"meta": meta, "state_dict": state, "optimizer": optimizer}, path)
     return state
 
@@ -89,8 +95,16 @@ def _check(ref, path, shapes):
     assert conv.fmt == "mmseg0", f"{path} recognised as {conv.fmt}"
     a = conv.arch
     depth = a.depth
-    got = (a.out_indices, a.neck, a.auxiliary_head["in_index"], a.patch_bias, a.final_norm, a.norm_eps,
-           a.pos_embed_interp, a.patch_remainder)
+    got = (
+        a.out_indices,
+        a.neck,
+        a.auxiliary_head["in_index"],
+        a.patch_bias,
+        a.final_norm,
+        a.norm_eps,
+        a.pos_embed_interp,
+        a.patch_remainder,
+    )
     want = ([depth - 1], {"scales": [0.5, 1, 2, 4]}, 0, True, False, 1e-6, "bicubic", "drop")
     assert got == want, f"architecture read from the v0.x file {got} vs the release's {want}"
     p, t = build_pair(model_config(a, None))
@@ -114,10 +128,26 @@ def test_v0_names_cover_exactly_the_v013_modules():
     bias), tokens; nothing of 1.2.2's names left over."""
     ref = mmlab.build_mmseg(mmlab.upernet_v0_cfg(depth=2), seed=10)
     names = {v0_name(k) for k in ref.state_dict() if k.startswith("backbone.")}
-    block = {"norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.qkv.bias", "attn.proj.weight", "attn.proj.bias",
-             "norm2.weight", "norm2.bias", "mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight", "mlp.fc2.bias"}
-    want = {"backbone.patch_embed.proj.weight", "backbone.patch_embed.proj.bias", "backbone.cls_token",
-            "backbone.pos_embed"} | {f"backbone.blocks.{i}.{n}" for i in range(2) for n in block}
+    block = {
+        "norm1.weight",
+        "norm1.bias",
+        "attn.qkv.weight",
+        "attn.qkv.bias",
+        "attn.proj.weight",
+        "attn.proj.bias",
+        "norm2.weight",
+        "norm2.bias",
+        "mlp.fc1.weight",
+        "mlp.fc1.bias",
+        "mlp.fc2.weight",
+        "mlp.fc2.bias",
+    }
+    want = {
+        "backbone.patch_embed.proj.weight",
+        "backbone.patch_embed.proj.bias",
+        "backbone.cls_token",
+        "backbone.pos_embed",
+    } | {f"backbone.blocks.{i}.{n}" for i in range(2) for n in block}
     assert names == want, sorted(names ^ want)
 
 
@@ -150,7 +180,7 @@ def test_v0_drops_the_patch_remainder_as_v013(tmp_path):
             assert out.shape == want.shape, f"{name} {shape}: {out.shape} vs {want.shape}"
             r = _rel(out, want)
             assert r <= REL_TOL, f"{name} at {shape}: max|diff|/max|ref|={r:.2e} > {REL_TOL}"
-    for name, run, model in (("paddle", run_paddle, p), ("torch twin", run_torch, t)):  # no whole patch: one line
+    for _name, run, model in (("paddle", run_paddle, p), ("torch twin", run_torch, t)):  # no whole patch: one line
         with pytest.raises(ValueError, match=r"holds no whole 16x16 patch"):
             run(model, _inputs((1, 3, 12, 40)))
 
@@ -177,14 +207,23 @@ def test_v0_conversion_writes_the_release_architecture(tmp_path):
     """tools/convert's path: the written config and the card hold out_indices [last], scales [0.5, 1, 2, 4]
     and aux in_index 0; converting our file again (card read) gives the same architecture."""
     import yaml
+
     from segmenter.convert.files import read_model_card
+
     ref = mmlab.build_mmseg(mmlab.upernet_v0_cfg(), seed=13)
     src, dst, cfg = str(tmp_path / "v0.pth"), str(tmp_path / "ours.pdparams"), str(tmp_path / "ours.yml")
     save_v0(ref, src)
     conv = convert(src, dst, save_config=cfg)
     model = yaml.safe_load(open(cfg))["model"]
-    got = (model["type"], model["backbone"]["out_indices"], model["neck"], model["auxiliary_head"]["in_index"],
-           model["backbone"]["patch_bias"], model["backbone"]["final_norm"], model["backbone"]["patch_remainder"])
+    got = (
+        model["type"],
+        model["backbone"]["out_indices"],
+        model["neck"],
+        model["auxiliary_head"]["in_index"],
+        model["backbone"]["patch_bias"],
+        model["backbone"]["final_norm"],
+        model["backbone"]["patch_remainder"],
+    )
     assert got == ("UPerNetViT", [3], {"scales": [0.5, 1, 2, 4]}, 0, True, False, "drop"), got
     card = read_model_card(dst)
     assert card["neck"] == {"scales": [0.5, 1, 2, 4]} and card["auxiliary_head"]["in_index"] == 0, card
@@ -210,17 +249,22 @@ def test_ours_and_mmseg_1x_files_are_not_taken_for_v0(tmp_path):
 @pytest.mark.slow
 def test_v0_upernet_vit_b_full_width_matches_mmseg(tmp_path):
     """ViT-B/16 at full width and depth (768, 12 heads, 12 blocks, UPerHead 512, aux 256) at 512x512, batch 1."""
-    ref = mmlab.build_mmseg(mmlab.upernet_v0_cfg(depth=12, width=768, heads=12, channels=512, aux_channels=256,
-                                                 img=512), seed=15)
-    n_params = sum(v.numel() for k, v in ref.state_dict().items() if not k.endswith(("running_mean", "running_var",
-                                                                                        "num_batches_tracked")))
+    ref = mmlab.build_mmseg(
+        mmlab.upernet_v0_cfg(depth=12, width=768, heads=12, channels=512, aux_channels=256, img=512), seed=15
+    )
+    n_params = sum(
+        v.numel()
+        for k, v in ref.state_dict().items()
+        if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))
+    )
     path = str(tmp_path / "upernet_vit-b16_v0.pth")
     save_v0(ref, path)
     conv, p, t, gaps = _check(ref, path, [(1, 3, 512, 512)])
     ours = sum(int(np.prod(v.shape)) for k, v in conv.state.items() if not k.endswith(("_mean", "_variance")))
     assert ours == n_params, f"parameters: ours {ours} vs MMSeg {n_params}"
-    print(f"\nViT-B v0 UPerNet: {n_params / 1e6:.2f} M parameters; " +
-          ", ".join(f"{n} {s}: {r:.2e}" for n, s, r in gaps))
+    print(
+        f"\nViT-B v0 UPerNet: {n_params / 1e6:.2f} M parameters; " + ", ".join(f"{n} {s}: {r:.2e}" for n, s, r in gaps)
+    )
 
 
 def test_v0_drop_path_rate_is_mlp_dropout():
@@ -229,16 +273,29 @@ def test_v0_drop_path_rate_is_mlp_dropout():
     Identity. drop_path_mode: mlp_dropout builds that, in both twins; the default keeps stochastic depth."""
     import segmenter.models as pm
     import segmenter.pytorch as tm
+
     rates = np.linspace(0, 0.1, 4)
     for mode in ("mlp_dropout", "stochastic_depth"):
-        for name, vit in (("paddle", pm.SegmenterViT(img_size=32, embed_dim=32, depth=4, num_heads=1,
-                                                     drop_path_rate=0.1, drop_path_mode=mode)),
-                          ("torch twin", tm.SegmenterViT(img_size=32, embed_dim=32, depth=4, num_heads=1,
-                                                         drop_path_rate=0.1, drop_path_mode=mode))):
+        for name, vit in (
+            (
+                "paddle",
+                pm.SegmenterViT(
+                    img_size=32, embed_dim=32, depth=4, num_heads=1, drop_path_rate=0.1, drop_path_mode=mode
+                ),
+            ),
+            (
+                "torch twin",
+                tm.SegmenterViT(
+                    img_size=32, embed_dim=32, depth=4, num_heads=1, drop_path_rate=0.1, drop_path_mode=mode
+                ),
+            ),
+        ):
             mlp = [float(b.mlp.drop.p) for b in vit.blocks]
-            path = [0.0 if type(b.drop_path).__name__ == "Identity" else float(b.drop_path.drop_prob)
-                    for b in vit.blocks]
+            path = [
+                0.0 if type(b.drop_path).__name__ == "Identity" else float(b.drop_path.drop_prob) for b in vit.blocks
+            ]
             proj = [float(b.attn.proj_drop.p) for b in vit.blocks]
             want = (list(rates), [0.0] * 4) if mode == "mlp_dropout" else ([0.0] * 4, list(rates))
-            assert np.allclose(mlp, want[0]) and np.allclose(path, want[1]) and proj == [0.0] * 4, \
+            assert np.allclose(mlp, want[0]) and np.allclose(path, want[1]) and proj == [0.0] * 4, (
                 f"{name} {mode}: mlp dropout {mlp}, drop path {path}, proj dropout {proj}"
+            )

@@ -4,6 +4,7 @@ Random weights are saved in PaddleSeg's layout, converted by tools/convert.py, a
 PyTorch twin, built from the written config, must give PaddleSeg's logits (inputs multiples of 16, since
 PaddleSeg does not pad).
 """
+
 import subprocess
 import sys
 from pathlib import Path
@@ -30,13 +31,22 @@ def _paddleseg_model(decoder: str, embed_dim: int, heads: int):
     mp = pytest.MonkeyPatch()
     mp.setattr(VisionTransformer, "init_weight", lambda self: None)
     try:
-        bb = VisionTransformer(img_size=32, patch_size=16, embed_dim=embed_dim, depth=2, num_heads=heads,
-                               mlp_ratio=4, qkv_bias=True, final_norm=True)
+        bb = VisionTransformer(
+            img_size=32,
+            patch_size=16,
+            embed_dim=embed_dim,
+            depth=2,
+            num_heads=heads,
+            mlp_ratio=4,
+            qkv_bias=True,
+            final_norm=True,
+        )
         if decoder == "linear":
             model = LinearSegmenter(num_classes=NUM_CLASSES, backbone=bb)
         else:
-            model = MaskSegmenter(num_classes=NUM_CLASSES, backbone=bb, h_embed_dim=embed_dim, h_depth=2,
-                                  h_num_heads=heads)
+            model = MaskSegmenter(
+                num_classes=NUM_CLASSES, backbone=bb, h_embed_dim=embed_dim, h_depth=2, h_num_heads=heads
+            )
     finally:
         mp.undo()
     # Perturb every parameter so that LayerNorm scales, biases and tokens are not their trivial init values.
@@ -54,10 +64,17 @@ def test_converted_paddleseg_model_matches(tmp_path, decoder, embed_dim, heads):
     src = tmp_path / "paddleseg_model.pdparams"
     paddle.save(ps.state_dict(), str(src))
     out_dir = tmp_path / "out"
-    cmd = [sys.executable, str(ROOT / "tools/convert.py"), str(src), str(out_dir / "ours.pdparams"),
-           "--save-config", str(out_dir / "ours.yml")]
-    run = subprocess.run(cmd, capture_output=True, text=True, cwd=str(tmp_path),
-                         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    cmd = [
+        sys.executable,
+        str(ROOT / "tools/convert.py"),
+        str(src),
+        str(out_dir / "ours.pdparams"),
+        "--save-config",
+        str(out_dir / "ours.yml"),
+    ]
+    run = subprocess.run(
+        cmd, capture_output=True, text=True, cwd=str(tmp_path), env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+    )
     assert run.returncode == 0, f"convert failed ({run.returncode}): {run.stderr[-2000:]}"
     assert "(paddleseg)" in run.stdout, f"format not recognised as PaddleSeg: {run.stdout}"
     ours = SegBuilder(Config(str(out_dir / "ours.yml"))).model
@@ -69,5 +86,6 @@ def test_converted_paddleseg_model_matches(tmp_path, decoder, embed_dim, heads):
         ref = run_paddle(ps, x)
         for name, got in (("Paddle", run_paddle(ours, x)), ("PyTorch twin", run_torch(twin, x))):
             g = gap(ref, got)
-            assert g.max_abs <= 1e-4 and g.rel_l2 <= 1e-5 and g.argmax_agree == 1.0, \
+            assert g.max_abs <= 1e-4 and g.rel_l2 <= 1e-5 and g.argmax_agree == 1.0, (
                 f"{decoder} {b}x{h}x{w}: PaddleSeg vs our {name}: {g}"
+            )

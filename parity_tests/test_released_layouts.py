@@ -5,6 +5,7 @@ reproduce the twin, or timm's own forward for the timm and .npz files.
 
 The .npz layout is written by hand (JAX is not installed) and checked with timm's own Google-checkpoint loader.
 """
+
 import numpy as np
 import paddle
 import pytest
@@ -38,19 +39,25 @@ def _twin(decoder: str, distilled: bool = False) -> tm.Segmenter:
     """D=128 with 4 heads (not 128 // 64): only variant.yml can tell the converter the head count."""
     torch.manual_seed(0)
     bb = tm.SegmenterViT(img_size=32, patch_size=16, embed_dim=128, depth=2, num_heads=4, distilled=distilled)
-    dec = {"name": "linear"} if decoder == "linear" else {
-        "name": "mask_transformer", "n_layers": 2, "d_model": 128, "n_heads": 2, "qkv_bias": True}
+    dec = (
+        {"name": "linear"}
+        if decoder == "linear"
+        else {"name": "mask_transformer", "n_layers": 2, "d_model": 128, "n_heads": 2, "qkv_bias": True}
+    )
     model = tm.Segmenter(num_classes=150, backbone=bb, decoder=dec)
     _perturb(model, 1)
     return model.eval()
 
 
-@pytest.mark.parametrize("decoder,distilled", [("linear", False), ("mask_transformer", False),
-                                               ("mask_transformer", True)])
+@pytest.mark.parametrize(
+    "decoder,distilled", [("linear", False), ("mask_transformer", False), ("mask_transformer", True)]
+)
 def test_official_checkpoint(tmp_path, decoder, distilled):
     twin = _twin(decoder, distilled)
-    state = {("encoder." + k[len("backbone."):] if k.startswith("backbone.") else k): v
-             for k, v in twin.state_dict().items()}
+    state = {
+        ("encoder." + k[len("backbone.") :] if k.startswith("backbone.") else k): v
+        for k, v in twin.state_dict().items()
+    }
     state["encoder.head.weight"] = torch.randn(1000, 128)  # the ImageNet classifier, unused for segmentation
     state["encoder.head.bias"] = torch.randn(1000)
     if distilled:
@@ -58,16 +65,35 @@ def test_official_checkpoint(tmp_path, decoder, distilled):
         state["encoder.head_dist.bias"] = torch.randn(1000)
     ckpt_dir = tmp_path / "seg_tiny_mask"
     ckpt_dir.mkdir()
-    torch.save({"model": state, "n_cls": 150, "epoch": 63,
-                "optimizer": {"state": {}, "param_groups": [{"lr": 1e-5, "momentum": 0.9, "params": [0]}]},
-                "lr_scheduler": {"last_epoch": 63}}, str(ckpt_dir / "checkpoint.pth"))
-    net = {"backbone": "vit_tiny_patch16_384", "d_model": 128, "n_heads": 4, "n_layers": 2, "image_size": [32, 32],
-           "patch_size": 16, "distilled": distilled, "dropout": 0.0, "drop_path_rate": 0.1, "n_cls": 150,
-           "normalization": "vit", "decoder": {"name": decoder, "n_layers": 2, "drop_path_rate": 0.0, "dropout": 0.1}}
+    torch.save(
+        {
+            "model": state,
+            "n_cls": 150,
+            "epoch": 63,
+            "optimizer": {"state": {}, "param_groups": [{"lr": 1e-5, "momentum": 0.9, "params": [0]}]},
+            "lr_scheduler": {"last_epoch": 63},
+        },
+        str(ckpt_dir / "checkpoint.pth"),
+    )
+    net = {
+        "backbone": "vit_tiny_patch16_384",
+        "d_model": 128,
+        "n_heads": 4,
+        "n_layers": 2,
+        "image_size": [32, 32],
+        "patch_size": 16,
+        "distilled": distilled,
+        "dropout": 0.0,
+        "drop_path_rate": 0.1,
+        "n_cls": 150,
+        "normalization": "vit",
+        "decoder": {"name": decoder, "n_layers": 2, "drop_path_rate": 0.0, "dropout": 0.1},
+    }
     (ckpt_dir / "variant.yml").write_text(yaml.safe_dump({"net_kwargs": net}))
 
-    conv = convert(str(ckpt_dir / "checkpoint.pth"), str(tmp_path / "ours.pdparams"),
-                   save_config=str(tmp_path / "ours.yml"))
+    conv = convert(
+        str(ckpt_dir / "checkpoint.pth"), str(tmp_path / "ours.pdparams"), save_config=str(tmp_path / "ours.yml")
+    )
     assert conv.fmt == "official", f"detected {conv.fmt}"
     assert sorted(conv.dropped) == sorted(k for k in state if ".head" in k and k.startswith("encoder.")), conv.dropped
     model = SegBuilder(Config(str(tmp_path / "ours.yml"))).model
@@ -81,9 +107,11 @@ def _timm_vit():
     """timm's own VisionTransformer (D=128, 4 heads, eps 1e-6), every weight moved off its init value; a
     patch-multiple input of any size (dynamic_img_size: timm resizes the pos-embed grid bicubic with antialias)."""
     from timm.models.vision_transformer import VisionTransformer
+
     torch.manual_seed(2)
-    model = VisionTransformer(img_size=32, patch_size=16, embed_dim=128, depth=2, num_heads=4, num_classes=1000,
-                              dynamic_img_size=True)
+    model = VisionTransformer(
+        img_size=32, patch_size=16, embed_dim=128, depth=2, num_heads=4, num_classes=1000, dynamic_img_size=True
+    )
     _perturb(model, 3)
     return model.eval()
 
@@ -91,8 +119,16 @@ def _timm_vit():
 def _backbone_pair(path: str, ref) -> None:
     """Our Paddle backbone given `path` directly as `pretrained`, as a config's backbone.pretrained would,
     against timm's forward_features (tokens after the final norm)."""
-    p = pm.SegmenterViT(img_size=32, patch_size=16, embed_dim=128, depth=2, num_heads=4, norm_eps=1e-6,
-                        pos_embed_interp="bicubic_antialias", pretrained=path)
+    p = pm.SegmenterViT(
+        img_size=32,
+        patch_size=16,
+        embed_dim=128,
+        depth=2,
+        num_heads=4,
+        norm_eps=1e-6,
+        pos_embed_interp="bicubic_antialias",
+        pretrained=path,
+    )
     p.eval()
     for b, h, w in TIMM_SIZES:
         x = np.random.default_rng(h).standard_normal((b, 3, h, w)).astype(np.float32)
@@ -127,11 +163,16 @@ def _flax_npz(ref, path: str) -> None:
     s = {k: v.numpy() for k, v in ref.state_dict().items()}
     D, H = 128, 4
     hd = D // H
-    out = {"embedding/kernel": s["patch_embed.proj.weight"].transpose(2, 3, 1, 0),  # [D, C, p, p] -> [p, p, C, D]
-           "embedding/bias": s["patch_embed.proj.bias"], "cls": s["cls_token"],
-           "Transformer/posembed_input/pos_embedding": s["pos_embed"],
-           "Transformer/encoder_norm/scale": s["norm.weight"], "Transformer/encoder_norm/bias": s["norm.bias"],
-           "head/kernel": s["head.weight"].T, "head/bias": s["head.bias"]}
+    out = {
+        "embedding/kernel": s["patch_embed.proj.weight"].transpose(2, 3, 1, 0),  # [D, C, p, p] -> [p, p, C, D]
+        "embedding/bias": s["patch_embed.proj.bias"],
+        "cls": s["cls_token"],
+        "Transformer/posembed_input/pos_embedding": s["pos_embed"],
+        "Transformer/encoder_norm/scale": s["norm.weight"],
+        "Transformer/encoder_norm/bias": s["norm.bias"],
+        "head/kernel": s["head.weight"].T,
+        "head/bias": s["head.bias"],
+    }
     for i in range(2):
         b, f = f"blocks.{i}.", f"Transformer/encoderblock_{i}/"
         out[f + "LayerNorm_0/scale"], out[f + "LayerNorm_0/bias"] = s[b + "norm1.weight"], s[b + "norm1.bias"]
@@ -141,8 +182,8 @@ def _flax_npz(ref, path: str) -> None:
             out[f + f"MlpBlock_3/Dense_{j}/bias"] = s[b + f"mlp.fc{j + 1}.bias"]
         w, bias = s[b + "attn.qkv.weight"], s[b + "attn.qkv.bias"]  # [3D, D], [3D]
         for n, name in enumerate(("query", "key", "value")):
-            out[f + f"MultiHeadDotProductAttention_1/{name}/kernel"] = w[n * D:(n + 1) * D].T.reshape(D, H, hd)
-            out[f + f"MultiHeadDotProductAttention_1/{name}/bias"] = bias[n * D:(n + 1) * D].reshape(H, hd)
+            out[f + f"MultiHeadDotProductAttention_1/{name}/kernel"] = w[n * D : (n + 1) * D].T.reshape(D, H, hd)
+            out[f + f"MultiHeadDotProductAttention_1/{name}/bias"] = bias[n * D : (n + 1) * D].reshape(H, hd)
         out[f + "MultiHeadDotProductAttention_1/out/kernel"] = s[b + "attn.proj.weight"].T.reshape(H, hd, D)
         out[f + "MultiHeadDotProductAttention_1/out/bias"] = s[b + "attn.proj.bias"]
     np.savez(path, **out)
@@ -152,6 +193,7 @@ def test_google_npz_as_backbone_pretrained_and_converted(tmp_path):
     """The hand-written .npz is first read by timm's own Google-checkpoint loader: the model it fills must equal
     the model it was written from, so the layout is Google's as timm reads it, not only as we read it."""
     from timm.models.vision_transformer import _load_weights
+
     ref = _timm_vit()
     path = str(tmp_path / "augreg.npz")
     _flax_npz(ref, path)

@@ -1,4 +1,5 @@
 """Paddle -> PyTorch -> Paddle and through .safetensors: every array comes back bit-identical."""
+
 import numpy as np
 import paddle
 import pytest
@@ -13,8 +14,9 @@ from segmenter.pytorch.weights import load_pretrained as load_torch
 def _identical(a, b, what):
     assert set(a) == set(b), f"{what}: key sets differ: {sorted(set(a) ^ set(b))[:10]}"
     for k in a:
-        assert a[k].shape == b[k].shape and a[k].dtype == b[k].dtype, \
+        assert a[k].shape == b[k].shape and a[k].dtype == b[k].dtype, (
             f"{what}: {k} {a[k].shape}/{a[k].dtype} vs {b[k].shape}/{b[k].dtype}"
+        )
         n = int((a[k] != b[k]).sum())
         assert n == 0, f"{what}: {k} differs in {n} elements (max|diff|={np.abs(a[k] - b[k]).max():.3e})"
 
@@ -33,8 +35,15 @@ def test_paddle_torch_paddle_and_safetensors_bit_identical(tmp_path, decoder):
     convert(str(tmp_path / "c.safetensors"), str(tmp_path / "d.pdparams"))
     convert(str(tmp_path / "c.safetensors"), str(tmp_path / "e.pth"))
     for name in ("b.pdparams", "d.pdparams"):
-        _identical(original, {k: np.asarray(v) for k, v in paddle.load(str(tmp_path / name)).items()
-                              if isinstance(v, np.ndarray) or hasattr(v, "shape")}, f"paddle.load({name})")
+        _identical(
+            original,
+            {
+                k: np.asarray(v)
+                for k, v in paddle.load(str(tmp_path / name)).items()
+                if isinstance(v, np.ndarray) or hasattr(v, "shape")
+            },
+            f"paddle.load({name})",
+        )
     for name in ("a.pth", "e.pth"):  # the .pth holds exactly what the twin's own state dict would
         sd = torch.load(str(tmp_path / name), weights_only=True)
         load_torch(t, str(tmp_path / name))

@@ -1,5 +1,6 @@
 """Files written by real timm models (timm's own VisionTransformer, state dicts as timm saves them, .pth and
 .safetensors), converted by the `timm` family, against timm's own forward_features."""
+
 import numpy as np
 import paddle
 import pytest
@@ -16,6 +17,7 @@ TOL = 1e-5
 def _timm_vit(distilled: bool, seed: int):
     from timm.models.deit import VisionTransformerDistilled
     from timm.models.vision_transformer import VisionTransformer
+
     cls = VisionTransformerDistilled if distilled else VisionTransformer
     torch.manual_seed(seed)
     m = cls(img_size=32, patch_size=16, embed_dim=128, depth=2, num_heads=2, num_classes=10)
@@ -33,6 +35,7 @@ def test_timm_file_matches_timm_forward(distilled, ext, tmp_path):
         torch.save(ref.state_dict(), path)
     else:
         from safetensors.torch import save_file
+
         save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, path)
     conv = load_weights(path)
     assert conv.fmt == "timm" and conv.arch.distilled == distilled, (conv.fmt, conv.arch)
@@ -57,18 +60,23 @@ def test_timm_layer_scale_matches_timm_forward(model, tmp_path):
     DeiT-III (timm's own config, at depth 2 and width 64) also has no position slot for the class token."""
     import segmenter.pytorch as tm
     from segmenter.convert import convert, to_layout
+
     torch.manual_seed(11)
     args = dict(img_size=(32, 48), embed_dim=64, depth=2, num_heads=1, num_classes=10)
     if model == "vit_init_values":
         from timm.models.vision_transformer import VisionTransformer
+
         ref = VisionTransformer(patch_size=16, init_values=1e-5, **args)
     else:
         ref = timm.create_model(model, pretrained=False, **args)
         assert ref.no_embed_class and ref.pos_embed.shape[1] == 6, ref.pos_embed.shape
     with torch.no_grad():
         for name, t in ref.state_dict().items():
-            t.copy_(1.0 + 0.2 * torch.randn(t.shape) if name.endswith((".gamma", "norm1.weight", "norm2.weight"))
-                    else t + 0.05 * torch.randn(t.shape))
+            t.copy_(
+                1.0 + 0.2 * torch.randn(t.shape)
+                if name.endswith((".gamma", "norm1.weight", "norm2.weight"))
+                else t + 0.05 * torch.randn(t.shape)
+            )
     ref.eval()
     path, ours_pth = str(tmp_path / "timm.pth"), str(tmp_path / "ours.pth")
     torch.save(ref.state_dict(), path)
@@ -78,8 +86,10 @@ def test_timm_layer_scale_matches_timm_forward(model, tmp_path):
     bb.pop("type")
     p, t = pm.SegmenterViT(**bb), tm.SegmenterViT(**bb)
     p.set_state_dict({k: paddle.to_tensor(v) for k, v in strip_prefix(conv.state, "backbone.").items()})
-    t.load_state_dict({k: torch.from_numpy(v) for k, v in
-                       strip_prefix(to_layout(conv.state, "torch"), "backbone.").items()}, strict=True)
+    t.load_state_dict(
+        {k: torch.from_numpy(v) for k, v in strip_prefix(to_layout(conv.state, "torch"), "backbone.").items()},
+        strict=True,
+    )
     p.eval()
     t.eval()
     x = np.random.RandomState(1).randn(2, 3, 32, 48).astype(np.float32)
@@ -123,6 +133,7 @@ def test_vit_on_a_grid_whose_rows_make_a_square_is_not_taken_for_deit3(tmp_path)
     scale it is not DeiT-III: without --img-size the converter refuses (naming the flag) rather than guess, and
     with --img-size 48 80 it matches timm's forward."""
     from timm.models.vision_transformer import VisionTransformer
+
     torch.manual_seed(13)
     ref = VisionTransformer(img_size=(48, 80), patch_size=16, embed_dim=64, depth=1, num_heads=1, num_classes=10)
     with torch.no_grad():
@@ -156,9 +167,11 @@ def test_recorded_pos_embed_interp_is_what_timm_does(tmp_path):
 
     from segmenter.convert import convert
     from segmenter.convert.files import read_model_card
+
     torch.manual_seed(5)
-    ref = VisionTransformer(img_size=64, patch_size=16, embed_dim=64, depth=1, num_heads=2, num_classes=0,
-                            dynamic_img_size=True)
+    ref = VisionTransformer(
+        img_size=64, patch_size=16, embed_dim=64, depth=1, num_heads=2, num_classes=0, dynamic_img_size=True
+    )
     with torch.no_grad():
         for t in ref.state_dict().values():
             t.add_(0.05 * torch.randn(t.shape))

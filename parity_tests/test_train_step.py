@@ -1,4 +1,5 @@
 """One training step in each framework from the same weights and batch: loss, gradients and updates agree."""
+
 import numpy as np
 import paddle
 import paddle.nn.functional as PF
@@ -46,12 +47,14 @@ def test_one_sgd_step_agrees(decoder):
     worst = max(pgrads, key=lambda k: _rel(pgrads[k], tgrads[k]))
     assert _rel(pgrads[worst], tgrads[worst]) <= REL_TOL, (
         f"gradient of {worst}: rel L2 {_rel(pgrads[worst], tgrads[worst]):.2e} "
-        f"(|g|={np.linalg.norm(pgrads[worst]):.2e})")
+        f"(|g|={np.linalg.norm(pgrads[worst]):.2e})"
+    )
 
     popt.step()
     topt.step()
     after_p = paddle_state(p)
     after_t = to_layout({k: v.detach().numpy() for k, v in t.state_dict().items()}, "paddle", "torch")
     worst = max(after_p, key=lambda k: _rel(after_p[k], after_t[k]))
-    assert _rel(after_p[worst], after_t[worst]) <= REL_TOL, \
+    assert _rel(after_p[worst], after_t[worst]) <= REL_TOL, (
         f"updated {worst}: rel L2 {_rel(after_p[worst], after_t[worst]):.2e}"
+    )

@@ -1,4 +1,5 @@
 """Paddle model vs its PyTorch twin, weights exported in both directions, Ti/S/B widths (depth 2) x decoders x sizes."""
+
 import functools
 
 import numpy as np
@@ -103,9 +104,13 @@ def test_distilled_and_attention_maps_match():
 
 # Hybrid stems (SegmenterViT(stem_layers=...)): the stem alone with 4x4 patches (stride 16) and a two-stage
 # ResNetV2 with 1x1 patches (stride 8), under Segmenter's two decoders and UPerNetViT (neck + aux head).
-HYBRID_UPERNET = {"type": "UPerNetViT", "num_classes": 5, "neck": {"scales": [4, 2, 1, 0.5]},
-                  "decode_head": {"channels": 16, "pool_scales": [1, 2, 3, 6], "dropout": 0.1},
-                  "auxiliary_head": {"in_index": -1, "channels": 8, "num_convs": 1, "dropout": 0.1}}
+HYBRID_UPERNET = {
+    "type": "UPerNetViT",
+    "num_classes": 5,
+    "neck": {"scales": [4, 2, 1, 0.5]},
+    "decode_head": {"channels": 16, "pool_scales": [1, 2, 3, 6], "dropout": 0.1},
+    "auxiliary_head": {"in_index": -1, "channels": 8, "num_convs": 1, "dropout": 0.1},
+}
 
 
 @pytest.mark.parametrize("model", ["linear", "mask_transformer", "upernet"])
@@ -114,8 +119,9 @@ def test_hybrid_stem_logits_match(stem_layers, patch_size, model):
     """Inputs 1x3x64x64 and 2x3x50x70 (not a multiple of the stride: padded to it, positions resampled)."""
     paddle.seed(5)
     torch.manual_seed(5)
-    cfg = tiny_model_cfg("tiny", "linear" if model == "upernet" else model, img_size=64, depth=4,
-                         pos_embed_interp="bicubic")
+    cfg = tiny_model_cfg(
+        "tiny", "linear" if model == "upernet" else model, img_size=64, depth=4, pos_embed_interp="bicubic"
+    )
     cfg["backbone"].update(stem_layers=stem_layers, patch_size=patch_size)
     if model == "upernet":
         cfg = {**HYBRID_UPERNET, "backbone": {**cfg["backbone"], "out_indices": [0, 1, 2, 3]}}

@@ -5,6 +5,7 @@ Paddle's CPU runtime is tuned (threads, MKL's AVX2 path on AMD; see segmenter/ru
 A PyTorch-only install can still use `segmenter.pytorch` and `segmenter.convert`, which never import Paddle.
 Either way glibc's malloc is told to keep freed memory for reuse (runtime.configure_malloc).
 """
+
 from segmenter import quiet, runtime
 
 quiet.silence_import_warnings()  # before Paddle is imported: its `No ccache found` warning (see segmenter/quiet.py)

@@ -3,6 +3,7 @@
 A fixed size keeps the exported graph free of the run-time position-embedding resampling (bicubic
 interpolation of a data-dependent size), so the inference passes can fuse the whole network.
 """
+
 import contextlib
 import os
 import warnings
@@ -30,8 +31,9 @@ def export(model: nn.Layer, path_prefix: str, input_size: Sequence[int], batch_s
     if len(input_size) != 2:
         raise ValueError(f"export: input_size must be (H, W); got {list(input_size)}.")
     in_channels = model.backbone.in_channels if hasattr(model, "backbone") else 3
-    spec = paddle.static.InputSpec([batch_size, in_channels, int(input_size[0]), int(input_size[1])],
-                                   dtype="float32", name="x")
+    spec = paddle.static.InputSpec(
+        [batch_size, in_channels, int(input_size[0]), int(input_size[1])], dtype="float32", name="x"
+    )
     was_training = model.training
     StaticFunction = paddle.jit.dy2static.program_translator.StaticFunction
     prev_forward = model.__dict__.get("forward")  # a StaticFunction under to_static training, else None
@@ -63,6 +65,7 @@ def fixed_pos_embed(model: nn.Layer, input_size: Sequence[int]) -> Iterator[None
     resample_pos_embed call); the original parameter comes back on exit."""
     from segmenter.models.pos_embed import resample_pos_embed
     from segmenter.models.vit import SegmenterViT
+
     saved = []
     try:
         for vit in (m for m in model.sublayers(include_self=True) if isinstance(m, SegmenterViT)):
@@ -71,11 +74,11 @@ def fixed_pos_embed(model: nn.Layer, input_size: Sequence[int]) -> Iterator[None
             if grid == tuple(vit.grid_size):
                 continue
             with paddle.no_grad():
-                pe = resample_pos_embed(vit.pos_embed, vit.grid_size, grid, vit.num_prefix_tokens,
-                                        vit.pos_embed_interp)
+                pe = resample_pos_embed(vit.pos_embed, vit.grid_size, grid, vit.num_prefix_tokens, vit.pos_embed_interp)
             saved.append((vit, vit.pos_embed, vit.grid_size))
-            vit.pos_embed = vit.create_parameter(pe.shape, dtype=pe.dtype,
-                                                 default_initializer=nn.initializer.Assign(pe))
+            vit.pos_embed = vit.create_parameter(
+                pe.shape, dtype=pe.dtype, default_initializer=nn.initializer.Assign(pe)
+            )
             vit.grid_size = grid
         yield
     finally:
@@ -88,8 +91,10 @@ def _model_file(path_prefix: str) -> str:
     for ext in (".json", ".pdmodel"):
         if os.path.exists(path_prefix + ext):
             return path_prefix + ext
-    raise FileNotFoundError(f"No exported model at {path_prefix}.json or {path_prefix}.pdmodel; "
-                            f"run tools/export.py --save {path_prefix} first.")
+    raise FileNotFoundError(
+        f"No exported model at {path_prefix}.json or {path_prefix}.pdmodel; "
+        f"run tools/export.py --save {path_prefix} first."
+    )
 
 
 class Predictor:
@@ -113,8 +118,11 @@ class Predictor:
             self._fall_back(e)
 
     def _fall_back(self, error: Exception) -> None:
-        warnings.warn(f"deploy: paddle's oneDNN executor rejected {self.path_prefix} "
-                      f"({str(error).strip().splitlines()[-1][:200]}); running with MKL instead.", stacklevel=2)
+        warnings.warn(
+            f"deploy: paddle's oneDNN executor rejected {self.path_prefix} "
+            f"({str(error).strip().splitlines()[-1][:200]}); running with MKL instead.",
+            stacklevel=2,
+        )
         self._may_fall_back = False
         self._load(False)
 
@@ -154,8 +162,9 @@ class Predictor:
         return [o.copy_to_cpu() for o in self.outputs]
 
 
-def create_predictor(path_prefix: str, num_threads: Optional[int] = None,
-                     use_onednn: Optional[bool] = None) -> Predictor:
+def create_predictor(
+    path_prefix: str, num_threads: Optional[int] = None, use_onednn: Optional[bool] = None
+) -> Predictor:
     """Load an export of `export()` for CPU inference with `num_threads` (default: all cores); oneDNN where
     paddle accepts the graph, else MKL (see `Predictor`)."""
     return Predictor(path_prefix, num_threads, use_onednn)
@@ -164,8 +173,9 @@ def create_predictor(path_prefix: str, num_threads: Optional[int] = None,
 ONNX_OPSET = 17
 
 
-def export_onnx(model: nn.Layer, path: str, input_size: Sequence[int], batch_size: Optional[int] = None,
-                opset: int = ONNX_OPSET) -> str:
+def export_onnx(
+    model: nn.Layer, path: str, input_size: Sequence[int], batch_size: Optional[int] = None, opset: int = ONNX_OPSET
+) -> str:
     """Export `model` to ONNX through `export()` and paddle2onnx: input "x" [batch, C, H, W] with H, W fixed and
     the batch dynamic when batch_size is None; output the logits [batch, n_cls, H, W]. Returns `path`.
 
@@ -176,9 +186,12 @@ def export_onnx(model: nn.Layer, path: str, input_size: Sequence[int], batch_siz
     try:
         import paddle2onnx
     except ModuleNotFoundError as e:
-        raise ModuleNotFoundError("export_onnx needs paddle2onnx: pip install 'paddle2onnx==2.1.0' "
-                                  "'onnx==1.17.0' 'numpy<2' (see requirements.txt).") from e
+        raise ModuleNotFoundError(
+            "export_onnx needs paddle2onnx: pip install 'paddle2onnx==2.1.0' "
+            "'onnx==1.17.0' 'numpy<2' (see requirements.txt)."
+        ) from e
     import tempfile
+
     with tempfile.TemporaryDirectory() as tmp:
         prefix = export(model, os.path.join(tmp, "model"), input_size, batch_size)
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -186,8 +199,14 @@ def export_onnx(model: nn.Layer, path: str, input_size: Sequence[int], batch_siz
         # polygraphy then pip-installs onnx_graphsurgeon at run time, whose ml-dtypes upgraded numpy to 2.x here
         # and broke paddleseg's opencv; "onnxoptimizer" fails in 2.1.0 on its own pass list ("eliminate_nop_cast ").
         with quiet_export():
-            paddle2onnx.export(_model_file(prefix), prefix + ".pdiparams", path, opset_version=opset,
-                               enable_onnx_checker=True, optimize_tool="None")
+            paddle2onnx.export(
+                _model_file(prefix),
+                prefix + ".pdiparams",
+                path,
+                opset_version=opset,
+                enable_onnx_checker=True,
+                optimize_tool="None",
+            )
     zero_pad_values(path)
     return path
 
@@ -201,10 +220,17 @@ def zero_pad_values(path: str) -> int:
     """
     import onnx
     from onnx import numpy_helper
+
     model = onnx.load(path)
     g = model.graph
-    pads = [n for n in g.node if n.op_type == "Pad" and len(n.input) > 2 and n.input[2]
-            and all(a.name != "mode" or a.s in (b"", b"constant") for a in n.attribute)]
+    pads = [
+        n
+        for n in g.node
+        if n.op_type == "Pad"
+        and len(n.input) > 2
+        and n.input[2]
+        and all(a.name != "mode" or a.s in (b"", b"constant") for a in n.attribute)
+    ]
     if not pads:
         return 0
     name = "segmenter.pad_zero"
@@ -220,6 +246,7 @@ def zero_pad_values(path: str) -> int:
 def create_onnx_session(path: str, num_threads: Optional[int] = None):
     """An onnxruntime CPU session for an ONNX export; run it with `session.run(None, {"x": x})[0]`."""
     import onnxruntime as ort
+
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No ONNX model at {path}; run tools/export.py --format onnx --save {path} first.")
     opts = ort.SessionOptions()

@@ -10,6 +10,7 @@ The framework-free part (reading inputs, normalising, batching, results) is `Bas
 PyTorch twin `segmenter.pytorch.inference.Inferencer`; only `_load` and `_probs` touch a framework, which is why
 Paddle is imported inside them rather than at the top (the twin must import this file without Paddle).
 """
+
 import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Union
@@ -26,6 +27,7 @@ ImageInput = Union[str, np.ndarray]
 @dataclass
 class Prediction:
     """The result for one image: `pred` [H, W] int64 at the original size, `probs` [C, H, W] if asked for."""
+
     image: np.ndarray  # RGB uint8 [H, W, 3]
     pred: np.ndarray
     names: List[str]
@@ -50,6 +52,7 @@ class Prediction:
     def show(self, alpha: float = 0.5) -> None:
         """Show the overlay with matplotlib (in a notebook, inline)."""
         import matplotlib.pyplot as plt
+
         plt.figure(figsize=(8, 8 * self.image.shape[0] / self.image.shape[1]))
         plt.imshow(self.overlay(alpha))
         plt.axis("off")
@@ -69,8 +72,10 @@ def read_images(inputs: Union[ImageInput, Sequence[ImageInput]]) -> tuple[list[n
     for it in items:
         if isinstance(it, str):
             if not os.path.isfile(it):
-                raise FileNotFoundError(f"Inferencer: image {it} does not exist; pass an image file, a folder, "
-                                        "or an RGB uint8 array [H, W, 3].")
+                raise FileNotFoundError(
+                    f"Inferencer: image {it} does not exist; pass an image file, a folder, "
+                    "or an RGB uint8 array [H, W, 3]."
+                )
             try:
                 images.append(np.asarray(Image.open(it).convert("RGB")))
             except Exception as e:
@@ -79,8 +84,10 @@ def read_images(inputs: Union[ImageInput, Sequence[ImageInput]]) -> tuple[list[n
         else:
             a = np.asarray(it)
             if a.ndim != 3 or a.shape[2] != 3 or a.dtype != np.uint8:
-                raise ValueError(f"Inferencer: an array input must be RGB uint8 [H, W, 3]; got {a.dtype} "
-                                 f"{list(a.shape)}. Convert with np.asarray(PIL.Image.open(f).convert('RGB')).")
+                raise ValueError(
+                    f"Inferencer: an array input must be RGB uint8 [H, W, 3]; got {a.dtype} "
+                    f"{list(a.shape)}. Convert with np.asarray(PIL.Image.open(f).convert('RGB'))."
+                )
             images.append(a)
             paths.append(None)
     return images, paths, single
@@ -95,8 +102,15 @@ class BaseInferencer:
         num_classes, dataset_type: for the class names of the legend.
     """
 
-    def __init__(self, val_cfg: Dict[str, Any], infer_kwargs: Dict[str, Any], num_classes: int,
-                 dataset_type: Optional[str] = None, names: Optional[Sequence[str]] = None, batch_size: int = 4):
+    def __init__(
+        self,
+        val_cfg: Dict[str, Any],
+        infer_kwargs: Dict[str, Any],
+        num_classes: int,
+        dataset_type: Optional[str] = None,
+        names: Optional[Sequence[str]] = None,
+        batch_size: int = 4,
+    ):
         self.mean = np.asarray(val_cfg.get("mean", (0.5, 0.5, 0.5)), np.float32)[:, None, None]
         self.std = np.asarray(val_cfg.get("std", (0.5, 0.5, 0.5)), np.float32)[:, None, None]
         self.infer_kwargs = dict(infer_kwargs)
@@ -111,8 +125,9 @@ class BaseInferencer:
         """Probabilities [C, h, w] of the network input -> [C, H, W] at the image's original size."""
         return probs
 
-    def __call__(self, inputs: Union[ImageInput, Sequence[ImageInput]], return_probs: bool = False
-                 ) -> Union[Prediction, List[Prediction]]:
+    def __call__(
+        self, inputs: Union[ImageInput, Sequence[ImageInput]], return_probs: bool = False
+    ) -> Union[Prediction, List[Prediction]]:
         """Segment a path, an RGB uint8 array, a list of them or a folder; one Prediction per image (a list unless
         a single image was given). Images of one size are run together, batch_size at a time."""
         images, paths, single = read_images(inputs)
@@ -123,7 +138,7 @@ class BaseInferencer:
         results: List[Optional[Prediction]] = [None] * len(images)
         for idx in by_size.values():
             for k in range(0, len(idx), self.batch_size):
-                chunk = idx[k:k + self.batch_size]
+                chunk = idx[k : k + self.batch_size]
                 x = np.stack([prepared[i][0] for i in chunk])  # [B, 3, h, w]
                 probs = self._probs(x)  # [B, C, h, w]
                 for j, i in enumerate(chunk):
@@ -152,11 +167,19 @@ class Inferencer(BaseInferencer):
             changing `self.model`'s weights afterwards needs a new Inferencer).
     """
 
-    def __init__(self, config: str, weights: Optional[str] = None, batch_size: int = 4,
-                 opts: Optional[List[str]] = None, verbose: bool = False, **overrides: Any):
+    def __init__(
+        self,
+        config: str,
+        weights: Optional[str] = None,
+        batch_size: int = 4,
+        opts: Optional[List[str]] = None,
+        verbose: bool = False,
+        **overrides: Any,
+    ):
         from segmenter.engine.builder import Builder
         from segmenter.engine.compiled import inference_model
         from segmenter.engine.run import class_names_of, load_config, load_model, test_kwargs
+
         cfg = load_config(config, opts, verbose=verbose)
         self.cfg = cfg
         self.model = load_model(cfg, weights) if weights else Builder(cfg).model
@@ -164,11 +187,18 @@ class Inferencer(BaseInferencer):
         train_type = (cfg.train_dataset_cfg or {}).get("type")
         kw = test_kwargs(cfg, overrides)
         self.net = inference_model(self.model, kw.pop("fast_path"))
-        super().__init__(cfg.val_dataset_cfg or {}, kw, self.model.num_classes, train_type,
-                         names=class_names_of(cfg, self.model.num_classes), batch_size=batch_size)
+        super().__init__(
+            cfg.val_dataset_cfg or {},
+            kw,
+            self.model.num_classes,
+            train_type,
+            names=class_names_of(cfg, self.model.num_classes),
+            batch_size=batch_size,
+        )
 
     def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, list]:
         from segmenter.engine.predict import preprocess
+
         return preprocess(self.cfg, image)
 
     def restore(self, probs: np.ndarray, trans_info: list) -> np.ndarray:
@@ -177,11 +207,13 @@ class Inferencer(BaseInferencer):
         import paddle
 
         from segmenter.engine.infer import reverse_transform
+
         return reverse_transform(paddle.to_tensor(probs[None]), trans_info)[0].numpy()
 
     def _probs(self, x: np.ndarray) -> np.ndarray:
         import paddle
 
         from segmenter.engine.infer import predict_probs
+
         with paddle.no_grad():
             return predict_probs(self.net, paddle.to_tensor(x), **self.infer_kwargs).numpy()

@@ -3,6 +3,7 @@
 Imports both frameworks and segmenter.convert, so it lives above them (segmenter.convert itself needs neither
 framework); used by tools/parity.py, segmenter/bench/ and parity_tests/.
 """
+
 import copy
 import importlib
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ REL_L2_TOL = 1e-5
 @dataclass
 class Gap:
     """How far two logit tensors are apart."""
+
     max_abs: float
     rel_l2: float
     argmax_agree: float  # fraction of pixels whose arg-max class agrees
@@ -66,12 +68,14 @@ def torch_state(model) -> Dict[str, np.ndarray]:
 def load_into_torch(model, canonical: Mapping[str, np.ndarray]) -> None:
     """Set a twin module from canonical weights (strictly)."""
     from segmenter.pytorch.weights import load_state_dict_strict
+
     load_state_dict_strict(model, to_layout(canonical, "torch"), "<canonical weights>")
 
 
 def load_into_paddle(model, canonical: Mapping[str, np.ndarray]) -> None:
     """Set a Paddle layer from canonical weights (strictly)."""
     from segmenter.models.weights import load_state_dict_strict
+
     load_state_dict_strict(model, canonical, "<canonical weights>")
 
 
@@ -95,12 +99,14 @@ def build_pair(model_cfg: Dict[str, Any]) -> Tuple[Any, Any]:
 
 def run_paddle(model, x: np.ndarray) -> np.ndarray:
     import paddle
+
     with paddle.no_grad():
         return model(paddle.to_tensor(x))[0].numpy()
 
 
 def run_torch(model, x: np.ndarray) -> np.ndarray:
     import torch
+
     with torch.no_grad():
         return model(torch.from_numpy(x))[0].numpy()
 
@@ -110,31 +116,66 @@ def compare(paddle_model, torch_model, x: np.ndarray) -> Gap:
     return gap(run_paddle(paddle_model, x), run_torch(torch_model, x))
 
 
-def tiny_model_cfg(preset: str, decoder: str, num_classes: int = 5, img_size: int = 32, depth: int = 2,
-                   pos_embed_interp: str = "bilinear", decoder_qkv_bias: bool = True) -> Dict[str, Any]:
+def tiny_model_cfg(
+    preset: str,
+    decoder: str,
+    num_classes: int = 5,
+    img_size: int = 32,
+    depth: int = 2,
+    pos_embed_interp: str = "bilinear",
+    decoder_qkv_bias: bool = True,
+) -> Dict[str, Any]:
     """A `model` config with a preset's width and heads but `depth` blocks and a small `img_size` (for tests)."""
     from segmenter.pytorch.vit import VIT_PRESETS
+
     D, _, heads = VIT_PRESETS[preset]
     dec: Dict[str, Any] = {"name": "linear"}
     if decoder == "mask_transformer":
-        dec = {"name": "mask_transformer", "n_layers": 2, "d_model": D, "n_heads": max(1, D // 64), "mlp_ratio": 4,
-               "dropout": 0.0, "drop_path_rate": 0.0, "qkv_bias": decoder_qkv_bias, "norm_eps": 1e-5}
-    return {"type": "Segmenter", "num_classes": num_classes,
-            "backbone": {"type": "SegmenterViT", "img_size": img_size, "patch_size": 16, "embed_dim": D,
-                         "depth": depth, "num_heads": heads, "mlp_ratio": 4, "qkv_bias": True,
-                         "norm_eps": 1e-5, "pos_embed_interp": pos_embed_interp},
-            "decoder": dec}
+        dec = {
+            "name": "mask_transformer",
+            "n_layers": 2,
+            "d_model": D,
+            "n_heads": max(1, D // 64),
+            "mlp_ratio": 4,
+            "dropout": 0.0,
+            "drop_path_rate": 0.0,
+            "qkv_bias": decoder_qkv_bias,
+            "norm_eps": 1e-5,
+        }
+    return {
+        "type": "Segmenter",
+        "num_classes": num_classes,
+        "backbone": {
+            "type": "SegmenterViT",
+            "img_size": img_size,
+            "patch_size": 16,
+            "embed_dim": D,
+            "depth": depth,
+            "num_heads": heads,
+            "mlp_ratio": 4,
+            "qkv_bias": True,
+            "norm_eps": 1e-5,
+            "pos_embed_interp": pos_embed_interp,
+        },
+        "decoder": dec,
+    }
 
 
 # The input sizes the sweep and the tests cover: (batch, H, W) for a 32 px / patch 16 model.
 SWEEP_SIZES: Sequence[Tuple[int, int, int]] = ((1, 32, 32), (1, 32, 48), (1, 40, 57), (2, 64, 80))
 
 
-def sweep(presets: Sequence[str] = ("tiny", "small", "base"), decoders: Sequence[str] = ("linear", "mask_transformer"),
-          sizes: Sequence[Tuple[int, int, int]] = SWEEP_SIZES, seeds: Sequence[int] = (0, 1, 2),
-          depth: int = 2, interps: Sequence[str] = ("bilinear", "bicubic")) -> List[Dict[str, Any]]:
+def sweep(
+    presets: Sequence[str] = ("tiny", "small", "base"),
+    decoders: Sequence[str] = ("linear", "mask_transformer"),
+    sizes: Sequence[Tuple[int, int, int]] = SWEEP_SIZES,
+    seeds: Sequence[int] = (0, 1, 2),
+    depth: int = 2,
+    interps: Sequence[str] = ("bilinear", "bicubic"),
+) -> List[Dict[str, Any]]:
     """Largest gap per preset x decoder over sizes, seeds and pos-embed interpolations (random weights)."""
     import paddle
+
     rows = []
     for preset in presets:
         for dec in decoders:
@@ -147,8 +188,11 @@ def sweep(presets: Sequence[str] = ("tiny", "small", "base"), decoders: Sequence
                     for b, h, w in sizes:
                         x = np.random.default_rng(seed).standard_normal((b, 3, h, w)).astype(np.float32)
                         g = compare(p, t, x)
-                        worst = Gap(max(worst.max_abs, g.max_abs), max(worst.rel_l2, g.rel_l2),
-                                    min(worst.argmax_agree, g.argmax_agree))
+                        worst = Gap(
+                            max(worst.max_abs, g.max_abs),
+                            max(worst.rel_l2, g.rel_l2),
+                            min(worst.argmax_agree, g.argmax_agree),
+                        )
             rows.append({"preset": preset, "decoder": dec, "gap": worst})
     return rows
 
@@ -157,9 +201,8 @@ def image_input(path: Optional[str], size: Optional[Sequence[int]], seed: int = 
     """[1, 3, H, W] float32: an image normalised with mean = std = 0.5, or a seeded random one of `size`."""
     if path:
         from PIL import Image
+
         img = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255.0
         return ((img - 0.5) / 0.5).transpose(2, 0, 1)[None].copy()  # [H, W, 3] -> [1, 3, H, W]
     h, w = size if size else (512, 512)
     return np.random.default_rng(seed).uniform(-1, 1, (1, 3, int(h), int(w))).astype(np.float32)
-
-

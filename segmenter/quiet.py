@@ -10,6 +10,7 @@
   tools/export.py says itself what it wrote.
 Any other line is passed through unchanged.
 """
+
 import contextlib
 import os
 import re
@@ -19,9 +20,11 @@ import warnings
 
 IMPORT_WARNINGS = ((r"No ccache found", r"paddle\.utils\.cpp_extension"),)  # (message, module) regexes
 EXPORT_WARNINGS = (r"Find variable `attns` defined in global scope",)
-EXPORT_LINES = re.compile(r"Paddle static graph\(PIR\) not support input out tensor for now!+$"
-                          r"|^\[Paddle2ONNX\] "
-                          r"|\[INFO\]\s+ONNX model saved in ")
+EXPORT_LINES = re.compile(
+    r"Paddle static graph\(PIR\) not support input out tensor for now!+$"
+    r"|^\[Paddle2ONNX\] "
+    r"|\[INFO\]\s+ONNX model saved in "
+)
 
 
 def silence_import_warnings() -> None:
@@ -46,8 +49,11 @@ def filtered_fd(fd: int, drop: re.Pattern):
             os.dup2(saved, fd)
             os.close(saved)
             tmp.seek(0)
-            kept = [ln for ln in tmp.read().decode(errors="replace").splitlines(keepends=True)
-                    if not drop.search(ln.rstrip("\n"))]
+            kept = [
+                ln
+                for ln in tmp.read().decode(errors="replace").splitlines(keepends=True)
+                if not drop.search(ln.rstrip("\n"))
+            ]
             if kept:
                 stream.write("".join(kept))
                 stream.flush()

@@ -1,4 +1,5 @@
 """Framework-neutral (numpy) resampling weights shared by the Paddle model and its PyTorch twin."""
+
 import functools
 
 import numpy as np

@@ -25,6 +25,7 @@ Why this exists (measured on a 2-core AMD EPYC, paddlepaddle 3.3.1, see BENCHMAR
 `SEGMENTER_CPU_TUNING=0` to leave the defaults.
 The deployment predictor takes its own thread count (`segmenter.deploy.create_predictor`).
 """
+
 import ctypes
 import os
 import sys
@@ -68,8 +69,9 @@ def default_threads() -> int:
     return max(1, available_cores() // (int(local) if local.isdigit() and int(local) > 0 else 1))
 
 
-def configure_cpu(num_threads: Optional[int] = None,
-                  mkl_avx2_on_amd: bool = True) -> Dict[str, Union[int, str, bool, None]]:
+def configure_cpu(
+    num_threads: Optional[int] = None, mkl_avx2_on_amd: bool = True
+) -> Dict[str, Union[int, str, bool, None]]:
     """Set Paddle's CPU math threads and, on AMD, MKL's AVX2 code path; returns what was set.
 
     Args:

@@ -1,4 +1,5 @@
 """Slide-window placement, shared by the Paddle engine, the PyTorch twin and the attention maps (no framework)."""
+
 import math
 
 

@@ -1,4 +1,5 @@
 """A tiny quickstart config for engine tests (embed 32, depth 2, 32 px)."""
+
 import os
 
 TINY_YAML = """

@@ -1,4 +1,5 @@
 """Small shared builders for the tests."""
+
 from typing import Any, Dict
 
 from segmenter.models import VIT_PRESETS, Segmenter, SegmenterViT
@@ -7,8 +8,9 @@ from segmenter.models import VIT_PRESETS, Segmenter, SegmenterViT
 def tiny_vit(preset: str = "tiny", depth: int = 1, patch_size: int = 16, img_size: int = 32, **kw: Any) -> SegmenterViT:
     """A preset's width and heads with few blocks, so tests stay fast."""
     embed_dim, _, num_heads = VIT_PRESETS[preset]
-    return SegmenterViT(img_size=img_size, patch_size=patch_size, embed_dim=embed_dim, depth=depth,
-                        num_heads=num_heads, **kw)
+    return SegmenterViT(
+        img_size=img_size, patch_size=patch_size, embed_dim=embed_dim, depth=depth, num_heads=num_heads, **kw
+    )
 
 
 def decoder_cfg(name: str, d_model: int, **kw: Any) -> Dict[str, Any]:
@@ -30,6 +32,7 @@ def run_tool_in_process(name: str, argv: list) -> None:
     import os
     import runpy
     import sys
+
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     old = sys.argv
     sys.argv = [name, *argv]

@@ -4,6 +4,7 @@ Every image is structured and non-square: blocks of classes, the class written i
 R = 40 * class + 20 (so `oracle_class` can read it back), so an H/W swap or a missing normalisation shows.
 Each layout function writes under root and returns the dataset_root a config should point at.
 """
+
 import os
 
 import numpy as np
@@ -60,8 +61,14 @@ def ade20k(root: str, n_train: int = 2, n_val: int = 2) -> str:
         for i in range(n):
             h, w = SIZES[i % len(SIZES)]
             name = f"ADE_{tag}_{i + 1:08d}"
-            _pair(f"{base}/images/{split}/{name}.jpg", f"{base}/annotations/{split}/{name}.png", h, w, i,
-                  code=lambda c: c + 1)
+            _pair(
+                f"{base}/images/{split}/{name}.jpg",
+                f"{base}/annotations/{split}/{name}.png",
+                h,
+                w,
+                i,
+                code=lambda c: c + 1,
+            )
     return base
 
 
@@ -72,8 +79,13 @@ def cityscapes(root: str, scale: int = 8, n_train: int = 2, n_val: int = 2) -> s
     for split, city, n in (("train", "aachen", n_train), ("val", "frankfurt", n_val)):
         for i in range(n):
             stem = f"{city}_000000_{i:06d}"
-            _pair(f"{base}/leftImg8bit/{split}/{city}/{stem}_leftImg8bit.png",
-                  f"{base}/gtFine/{split}/{city}/{stem}_gtFine_labelTrainIds.png", 1024 // scale, 2048 // scale, i)
+            _pair(
+                f"{base}/leftImg8bit/{split}/{city}/{stem}_leftImg8bit.png",
+                f"{base}/gtFine/{split}/{city}/{stem}_gtFine_labelTrainIds.png",
+                1024 // scale,
+                2048 // scale,
+                i,
+            )
     return base
 
 

@@ -5,6 +5,7 @@ Run one file per process (tools/rss_table.sh) for a per-file peak.
 
 A row (tab-separated, a header once): file, tests, seconds, peak_mb, children_peak_mb, top_test, top_test_raise_mb,
 slowest_test, slowest_s."""
+
 import os
 import resource
 import time
@@ -23,8 +24,9 @@ class RssTable:
     def __init__(self, path: str):
         self.path = path
         self.tests = []  # one line per test: nodeid, seconds, process peak RSS after it (MB), to <path>.tests
-        self.files = defaultdict(lambda: {"tests": 0, "seconds": 0.0, "peak": 0.0, "children": 0.0, "top": ("", 0.0),
-                                          "slowest": ("", 0.0)})
+        self.files = defaultdict(
+            lambda: {"tests": 0, "seconds": 0.0, "peak": 0.0, "children": 0.0, "top": ("", 0.0), "slowest": ("", 0.0)}
+        )
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_protocol(self, item, nextitem):
@@ -52,8 +54,10 @@ class RssTable:
             if new:
                 f.write(HEADER)
             for name, r in self.files.items():
-                f.write(f"{name}\t{r['tests']}\t{r['seconds']:.1f}\t{r['peak']:.0f}\t{r['children']:.0f}\t{r['top'][0]}\t"
-                        f"{r['top'][1]:.0f}\t{r['slowest'][0]}\t{r['slowest'][1]:.1f}\n")
+                f.write(
+                    f"{name}\t{r['tests']}\t{r['seconds']:.1f}\t{r['peak']:.0f}\t{r['children']:.0f}\t{r['top'][0]}\t"
+                    f"{r['top'][1]:.0f}\t{r['slowest'][0]}\t{r['slowest'][1]:.1f}\n"
+                )
 
 
 def pytest_configure(config):

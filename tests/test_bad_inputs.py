@@ -3,6 +3,7 @@
 Rows backed elsewhere: corrupt image, label out of range, missing dataset root (tests/test_datasets.py), NaN loss
 (tests/test_engine_train.py), mismatched / malicious / truncated checkpoint (tests/test_trusted_files.py).
 """
+
 import importlib.util
 import os
 import sys
@@ -54,30 +55,50 @@ def test_yaml_syntax_error_names_the_line(tmp_path):
         load_config(str(path))
 
 
-@pytest.mark.parametrize("edit,expect", [
-    (lambda d: d.update(batch_sise=d.pop("batch_size")), r"unknown top-level key 'batch_sise'; did you mean "
-                                                          r"'batch_size'"),
-    (lambda d: d.update(modle=d.pop("model")), r"unknown top-level key 'modle'; did you mean 'model'"),
-    (lambda d: d["model"]["backbone"].update(embed_dims=d["model"]["backbone"].pop("embed_dim")),
-     r"model\.backbone\.embed_dims is not an argument of SegmenterViT; did you mean 'embed_dim'"),
-    (lambda d: d["model"].update(num_class=4), r"model\.num_class is not an argument of Segmenter; did you mean "
-                                               r"'num_classes'"),
-])
+@pytest.mark.parametrize(
+    "edit,expect",
+    [
+        (
+            lambda d: d.update(batch_sise=d.pop("batch_size")),
+            r"unknown top-level key 'batch_sise'; did you mean "
+            r"'batch_size'",
+        ),
+        (lambda d: d.update(modle=d.pop("model")), r"unknown top-level key 'modle'; did you mean 'model'"),
+        (
+            lambda d: d["model"]["backbone"].update(embed_dims=d["model"]["backbone"].pop("embed_dim")),
+            r"model\.backbone\.embed_dims is not an argument of SegmenterViT; did you mean 'embed_dim'",
+        ),
+        (
+            lambda d: d["model"].update(num_class=4),
+            r"model\.num_class is not an argument of Segmenter; did you mean "
+            r"'num_classes'",
+        ),
+    ],
+)
 def test_unknown_key_suggests_the_close_name(tmp_path, edit, expect):
     with pytest.raises(ConfigError, match=expect):
         load_config(tiny_with(tmp_path, edit))
 
 
-@pytest.mark.parametrize("edit,expect", [
-    (lambda d: d["model"]["backbone"].update(type="SegmenterVit"),
-     r"model\.backbone\.type 'SegmenterVit' is not registered in PaddleSeg's backbones manager; did you mean "
-     r"'SegmenterViT'"),
-    (lambda d: d["train_dataset"].update(type="SegmenterShape"),
-     r"train_dataset\.type 'SegmenterShape' is not registered .*did you mean 'SegmenterShapes'"),
-    (lambda d: d["loss"]["types"][0].update(type="SegmenterCrossEntropy"),
-     r"loss\.types\[0\]\.type 'SegmenterCrossEntropy' is not a registered loss; did you mean "
-     r"'SegmenterCrossEntropyLoss'"),
-])
+@pytest.mark.parametrize(
+    "edit,expect",
+    [
+        (
+            lambda d: d["model"]["backbone"].update(type="SegmenterVit"),
+            r"model\.backbone\.type 'SegmenterVit' is not registered in PaddleSeg's backbones manager; did you mean "
+            r"'SegmenterViT'",
+        ),
+        (
+            lambda d: d["train_dataset"].update(type="SegmenterShape"),
+            r"train_dataset\.type 'SegmenterShape' is not registered .*did you mean 'SegmenterShapes'",
+        ),
+        (
+            lambda d: d["loss"]["types"][0].update(type="SegmenterCrossEntropy"),
+            r"loss\.types\[0\]\.type 'SegmenterCrossEntropy' is not a registered loss; did you mean "
+            r"'SegmenterCrossEntropyLoss'",
+        ),
+    ],
+)
 def test_unknown_type_suggests_close_names(tmp_path, edit, expect):
     with pytest.raises(ConfigError, match=expect):
         load_config(tiny_with(tmp_path, edit))
@@ -88,13 +109,23 @@ def test_empty_file_list_through_the_cli(tmp_path, capsys):
     (tmp_path / "list.txt").write_text("")
 
     def edit(d):
-        d["train_dataset"] = {"type": "Dataset", "dataset_root": str(tmp_path / "data"), "mode": "train",
-                              "train_path": str(tmp_path / "list.txt"), "num_classes": 4,
-                              "transforms": [{"type": "Normalize"}]}
+        d["train_dataset"] = {
+            "type": "Dataset",
+            "dataset_root": str(tmp_path / "data"),
+            "mode": "train",
+            "train_path": str(tmp_path / "list.txt"),
+            "num_classes": 4,
+            "transforms": [{"type": "Normalize"}],
+        }
         d["val_dataset"] = dict(d["train_dataset"], mode="val", val_path=d["train_dataset"]["train_path"])
+
     rc, err = cli("train", ["--config", tiny_with(tmp_path, edit), "--save_dir", str(tmp_path / "out")], capsys)
-    assert rc == 1 and "list.txt" in err and "number of samples in train_dataset is 0" in err and \
-        len(err.strip().splitlines()) == 1, err
+    assert (
+        rc == 1
+        and "list.txt" in err
+        and "number of samples in train_dataset is 0" in err
+        and len(err.strip().splitlines()) == 1
+    ), err
 
 
 def test_predict_on_a_folder_with_non_image_files(tmp_path, capsys):

@@ -1,6 +1,7 @@
 """Durable saves: a training process SIGKILLed at 24 moments around its saves always leaves a newest complete
 checkpoint that resumes (after which best_model is the recorded best) and no folder that loads half; a full disk
 (ENOSPC) leaves the previous checkpoint intact."""
+
 import errno
 import importlib
 import json
@@ -40,10 +41,23 @@ def run(cfg_path: str, save_dir: str, resume: str = None) -> None:
     losses = b.loss
     rising_evaluate.calls = 0
     train_mod.evaluate = rising_evaluate
-    train_mod.train(b.model, b.train_dataset, b.optimizer, b.lr_scheduler,
-                    lambda logits, label: total_loss(losses, logits, label), ITERS, 4, save_dir,
-                    val_dataset=b.val_dataset, num_classes=4, save_interval=1, keep_k=2, log_iters=100, do_eval=True,
-                    resume_model=resume)
+    train_mod.train(
+        b.model,
+        b.train_dataset,
+        b.optimizer,
+        b.lr_scheduler,
+        lambda logits, label: total_loss(losses, logits, label),
+        ITERS,
+        4,
+        save_dir,
+        val_dataset=b.val_dataset,
+        num_classes=4,
+        save_interval=1,
+        keep_k=2,
+        log_iters=100,
+        do_eval=True,
+        resume_model=resume,
+    )
 
 
 def die_at(k: int) -> None:
@@ -57,6 +71,7 @@ def die_at(k: int) -> None:
                 if state["n"] == k:
                     os.kill(os.getpid(), signal.SIGKILL)
             return fn(*a, **kw)
+
         return wrapper
 
     real_save = train_mod.save_checkpoint
@@ -116,15 +131,21 @@ def test_sigkill_at_20_moments_around_saves(tmp_path, monkeypatch):
         best = os.path.join(save_dir, "best_model")
         best_iter = ckpt.read_state(best)["iter"] if os.path.isdir(best) else None  # the one the run records
         survived += code == -signal.SIGKILL and final["iter"] == ITERS and best_iter == final["best"]["iter"]
-        report.append(f"k={k}: exit {code}, {folders}, resumed {newest} -> iter_{final['iter']}, best_model "
-                      f"iter {best_iter} (recorded best: iter {final['best']['iter']})")
+        report.append(
+            f"k={k}: exit {code}, {folders}, resumed {newest} -> iter_{final['iter']}, best_model "
+            f"iter {best_iter} (recorded best: iter {final['best']['iter']})"
+        )
     print("\n".join(report))
     assert survived == len(MOMENTS) == 24, f"{survived}/{len(MOMENTS)} kills survived:\n" + "\n".join(report)
 
 
-@pytest.mark.parametrize("failing,intact,says", [("iter_3", "iter_1", "earlier checkpoints in .*run are intact"),
-                                                  ("best_model", "best_model",
-                                                   "the previous checkpoint .*best_model is intact")])
+@pytest.mark.parametrize(
+    "failing,intact,says",
+    [
+        ("iter_3", "iter_1", "earlier checkpoints in .*run are intact"),
+        ("best_model", "best_model", "the previous checkpoint .*best_model is intact"),
+    ],
+)
 def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch, failing, intact, says):
     """ENOSPC mid-file while writing iter_3's weights, or while copying iter_2 to best_model (on a file system
     without hard links, where best_model is a real copy)."""
@@ -141,6 +162,7 @@ def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch, failing,
 
         def save(obj, path, *a, **kw):
             return partial_then_full(path) if os.sep + "iter_3.tmp" + os.sep in path else real(obj, path, *a, **kw)
+
         monkeypatch.setattr(paddle, "save", save)
     else:
         real_copy = shutil.copyfile
@@ -150,6 +172,7 @@ def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch, failing,
 
         def copyfile(src, dst, *a, **kw):
             return partial_then_full(dst) if os.sep + "iter_2" + os.sep in src else real_copy(src, dst, *a, **kw)
+
         monkeypatch.setattr(os, "link", no_links)
         monkeypatch.setattr(shutil, "copyfile", copyfile)
     save_dir = str(tmp_path / "run")

@@ -3,6 +3,7 @@ mistake is one `error:` line naming the culprit and never a traceback, --help de
 default, PaddleSeg's habitual flags are accepted or refused in one line, the default output is a few lines a person
 reads (the resolved config goes to save_dir/config.yml or behind --verbose), progress is a bar on a terminal and
 lines in a pipe, and predict.py never reads its own --save_dir."""
+
 import argparse
 import os
 import pty
@@ -27,8 +28,15 @@ CUDA = paddle.device.is_compiled_with_cuda()
 
 def run(tool: str, *args: str, cwd: str = ROOT, stdout=subprocess.PIPE) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, os.path.join(ROOT, "tools", f"{tool}.py"), *map(str, args)], cwd=cwd,
-                          env=env, stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tools", f"{tool}.py"), *map(str, args)],
+        cwd=cwd,
+        env=env,
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=300,
+    )
 
 
 def ok(r: subprocess.CompletedProcess, what: str) -> str:
@@ -48,53 +56,83 @@ def trained(tmp_path_factory):
 
 # (tool, argv, the culprit the error line must name); {tmp} {cfg} {run} {img} are filled from `trained`
 NOPE = "{tmp}/nope.yml"
-MISTAKES = [
-    ("train", ["--config", NOPE], "nope.yml"),
-    ("val", ["--config", NOPE, "--model_path", "{run}/best_model"], "nope.yml"),
-    ("predict", ["--config", NOPE, "--model_path", "{run}/best_model", "--image_path", "{img}"], "nope.yml"),
-    ("export", ["--config", NOPE, "--save", "{tmp}/e"], "nope.yml"),
-    ("attention", ["--config", NOPE, "--image", "{img}"], "nope.yml"),
-    ("demo_forward", ["--config", NOPE], "nope.yml"),
-    ("parity", ["--config", NOPE], "nope.yml"),
-    ("val", ["--config", "{cfg}", "--model_path", "{tmp}/gone"], "{tmp}/gone"),
-    ("predict", ["--config", "{cfg}", "--model_path", "{tmp}/gone", "--image_path", "{img}"], "{tmp}/gone"),
-    ("export", ["--config", "{cfg}", "--weights", "{tmp}/gone", "--save", "{tmp}/e"], "{tmp}/gone"),
-    ("attention", ["--config", "{cfg}", "--model_path", "{tmp}/gone", "--image", "{img}"], "{tmp}/gone"),
-    ("convert", ["{tmp}/gone", "{tmp}/o.pdparams"], "{tmp}/gone"),
-    ("parity", ["--config", "{cfg}", "--weights", "{tmp}/gone"], "{tmp}/gone"),
-    # a folder without weights: the save_dir itself instead of save_dir/best_model
-    ("val", ["--config", "{cfg}", "--model_path", "{run}"], "{run}/best_model"),
-    ("predict", ["--config", "{cfg}", "--model_path", "{run}", "--image_path", "{img}"], "{run}/best_model"),
-    ("export", ["--config", "{cfg}", "--weights", "{run}", "--save", "{tmp}/e"], "{run}/best_model"),
-    ("attention", ["--config", "{cfg}", "--model_path", "{run}", "--image", "{img}"], "{run}/best_model"),
-    ("convert", ["{run}", "{tmp}/o.pdparams"], "{run}/best_model"),
-    ("parity", ["--config", "{cfg}", "--weights", "{run}"], "{run}/best_model"),
-    # bad values
-    ("train", ["--config", "{cfg}", "--iters", "ten"], "--iters"),
-    ("val", ["--config", "{cfg}", "--model_path", "{run}/best_model", "--crop_size", "32"], "--crop_size"),
-    ("export", ["--config", "{cfg}", "--save", "{tmp}/e", "--format", "tflite"], "--format"),
-    ("export", ["--config", "{cfg}", "--save", "{tmp}/e", "--format", "onnx"], "--save {tmp}/e"),
-    ("predict", ["--config", "{cfg}", "--model_path", "{run}/best_model", "--image_path", "{tmp}/none"], "{tmp}/none"),
-    ("predict", ["--config", "{cfg}", "--model_path", "{run}/best_model", "--image_path", "{run}", "--save_dir",
-                 "{tmp}"], "--image_path {run}"),
-    ("attention", ["--config", "{cfg}", "--image", "{tmp}/no.jpg"], "{tmp}/no.jpg"),
-    ("convert", ["{run}/best_model", "{tmp}/o.xyz"], "o.xyz"),
-    ("benchmark", ["nosuchtopic"], "nosuchtopic"),
-    ("profile_paths", ["--model", "vit_x"], "--model"),
-    # PaddleSeg's flags this package does not implement
-    ("train", ["--config", "{cfg}", "--profiler_options", "batch_range=[1,3]"], "--profiler_options"),
-    ("train", ["--config", "{cfg}", "--data_format", "NHWC"], "--data_format"),
-    ("train", ["--config", "{cfg}", "--amp_level", "O2"], "--amp_level"),
-    ("train", ["--config", "{cfg}", "--repeats", "2"], "--repeats"),
-    ("val", ["--config", "{cfg}", "--model_path", "{run}/best_model", "--flip_vertical"], "--flip_vertical"),
-    ("val", ["--config", "{cfg}", "--model_path", "{run}/best_model", "--num_workers", "2"], "--num_workers"),
-    ("val", ["--config", "{cfg}", "--model_path", "{run}/best_model", "--precision", "fp16"], "--precision"),
-    ("predict", ["--config", "{cfg}", "--model_path", "{run}/best_model", "--image_path", "{img}",
-                 "--custom_color", "1", "2", "3"], "--custom_color"),
-] + [(t, ["--bogus_flag"], "--bogus_flag") for t in TOOLS] + [("train", ["--confg", "{cfg}"], "--config")] + (
-    [] if CUDA else [("train", ["--config", "{cfg}", "--device", "gpu"], "--device gpu"),
-                     ("val", ["--config", "{cfg}", "--model_path", "{run}/best_model", "--device", "gpu"],
-                      "--device gpu")])
+MISTAKES = (
+    [
+        ("train", ["--config", NOPE], "nope.yml"),
+        ("val", ["--config", NOPE, "--model_path", "{run}/best_model"], "nope.yml"),
+        ("predict", ["--config", NOPE, "--model_path", "{run}/best_model", "--image_path", "{img}"], "nope.yml"),
+        ("export", ["--config", NOPE, "--save", "{tmp}/e"], "nope.yml"),
+        ("attention", ["--config", NOPE, "--image", "{img}"], "nope.yml"),
+        ("demo_forward", ["--config", NOPE], "nope.yml"),
+        ("parity", ["--config", NOPE], "nope.yml"),
+        ("val", ["--config", "{cfg}", "--model_path", "{tmp}/gone"], "{tmp}/gone"),
+        ("predict", ["--config", "{cfg}", "--model_path", "{tmp}/gone", "--image_path", "{img}"], "{tmp}/gone"),
+        ("export", ["--config", "{cfg}", "--weights", "{tmp}/gone", "--save", "{tmp}/e"], "{tmp}/gone"),
+        ("attention", ["--config", "{cfg}", "--model_path", "{tmp}/gone", "--image", "{img}"], "{tmp}/gone"),
+        ("convert", ["{tmp}/gone", "{tmp}/o.pdparams"], "{tmp}/gone"),
+        ("parity", ["--config", "{cfg}", "--weights", "{tmp}/gone"], "{tmp}/gone"),
+        # a folder without weights: the save_dir itself instead of save_dir/best_model
+        ("val", ["--config", "{cfg}", "--model_path", "{run}"], "{run}/best_model"),
+        ("predict", ["--config", "{cfg}", "--model_path", "{run}", "--image_path", "{img}"], "{run}/best_model"),
+        ("export", ["--config", "{cfg}", "--weights", "{run}", "--save", "{tmp}/e"], "{run}/best_model"),
+        ("attention", ["--config", "{cfg}", "--model_path", "{run}", "--image", "{img}"], "{run}/best_model"),
+        ("convert", ["{run}", "{tmp}/o.pdparams"], "{run}/best_model"),
+        ("parity", ["--config", "{cfg}", "--weights", "{run}"], "{run}/best_model"),
+        # bad values
+        ("train", ["--config", "{cfg}", "--iters", "ten"], "--iters"),
+        ("val", ["--config", "{cfg}", "--model_path", "{run}/best_model", "--crop_size", "32"], "--crop_size"),
+        ("export", ["--config", "{cfg}", "--save", "{tmp}/e", "--format", "tflite"], "--format"),
+        ("export", ["--config", "{cfg}", "--save", "{tmp}/e", "--format", "onnx"], "--save {tmp}/e"),
+        (
+            "predict",
+            ["--config", "{cfg}", "--model_path", "{run}/best_model", "--image_path", "{tmp}/none"],
+            "{tmp}/none",
+        ),
+        (
+            "predict",
+            ["--config", "{cfg}", "--model_path", "{run}/best_model", "--image_path", "{run}", "--save_dir", "{tmp}"],
+            "--image_path {run}",
+        ),
+        ("attention", ["--config", "{cfg}", "--image", "{tmp}/no.jpg"], "{tmp}/no.jpg"),
+        ("convert", ["{run}/best_model", "{tmp}/o.xyz"], "o.xyz"),
+        ("benchmark", ["nosuchtopic"], "nosuchtopic"),
+        ("profile_paths", ["--model", "vit_x"], "--model"),
+        # PaddleSeg's flags this package does not implement
+        ("train", ["--config", "{cfg}", "--profiler_options", "batch_range=[1,3]"], "--profiler_options"),
+        ("train", ["--config", "{cfg}", "--data_format", "NHWC"], "--data_format"),
+        ("train", ["--config", "{cfg}", "--amp_level", "O2"], "--amp_level"),
+        ("train", ["--config", "{cfg}", "--repeats", "2"], "--repeats"),
+        ("val", ["--config", "{cfg}", "--model_path", "{run}/best_model", "--flip_vertical"], "--flip_vertical"),
+        ("val", ["--config", "{cfg}", "--model_path", "{run}/best_model", "--num_workers", "2"], "--num_workers"),
+        ("val", ["--config", "{cfg}", "--model_path", "{run}/best_model", "--precision", "fp16"], "--precision"),
+        (
+            "predict",
+            [
+                "--config",
+                "{cfg}",
+                "--model_path",
+                "{run}/best_model",
+                "--image_path",
+                "{img}",
+                "--custom_color",
+                "1",
+                "2",
+                "3",
+            ],
+            "--custom_color",
+        ),
+    ]
+    + [(t, ["--bogus_flag"], "--bogus_flag") for t in TOOLS]
+    + [("train", ["--confg", "{cfg}"], "--config")]
+    + (
+        []
+        if CUDA
+        else [
+            ("train", ["--config", "{cfg}", "--device", "gpu"], "--device gpu"),
+            ("val", ["--config", "{cfg}", "--model_path", "{run}/best_model", "--device", "gpu"], "--device gpu"),
+        ]
+    )
+)
 
 
 def fill(s: str, t: dict) -> str:
@@ -102,16 +140,16 @@ def fill(s: str, t: dict) -> str:
 
 
 @pytest.mark.slow  # ~50 tool runs, 3-10 s each
-@pytest.mark.parametrize("tool,argv,culprit", MISTAKES,
-                         ids=[f"{t}:{' '.join(a[-2:])}" for t, a, _ in MISTAKES])
+@pytest.mark.parametrize("tool,argv,culprit", MISTAKES, ids=[f"{t}:{' '.join(a[-2:])}" for t, a, _ in MISTAKES])
 def test_a_user_mistake_is_one_error_line_never_a_traceback(trained, tool, argv, culprit):
     r = run(tool, *[fill(a, trained) for a in argv], cwd=trained["tmp"])
     out = r.stdout + r.stderr
     errors = [line for line in out.splitlines() if "error:" in line]
     assert r.returncode != 0, f"tools/{tool}.py {argv} exited 0:\n{out[-2000:]}"
     assert "Traceback" not in out, f"tools/{tool}.py {argv} ended in a traceback:\n{out[-3000:]}"
-    assert len(errors) == 1 and fill(culprit, trained) in errors[0], \
+    assert len(errors) == 1 and fill(culprit, trained) in errors[0], (
         f"tools/{tool}.py {argv}: want one error: line naming {fill(culprit, trained)!r}, got:\n{out[-2000:]}"
+    )
     assert "unrecognized arguments" not in out, out
 
 
@@ -134,11 +172,19 @@ def test_every_tool_takes_a_checkpoint_folder(trained, tool, argv):
 @pytest.mark.parametrize("framework", ["paddle", "torch"])
 def test_both_inferencers_take_a_checkpoint_folder_and_print_nothing(trained, framework):
     module = "segmenter.pytorch.inference" if framework == "torch" else "segmenter.inference"
-    code = (f"from {module} import Inferencer\n"
-            f"seg = Inferencer({trained['cfg']!r}, {os.path.join(trained['run'], 'best_model')!r})\n"
-            f"seg({trained['img']!r})\n")
-    r = subprocess.run([sys.executable, "-c", code], cwd=trained["tmp"], capture_output=True, text=True,
-                       env=dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1"), timeout=300)
+    code = (
+        f"from {module} import Inferencer\n"
+        f"seg = Inferencer({trained['cfg']!r}, {os.path.join(trained['run'], 'best_model')!r})\n"
+        f"seg({trained['img']!r})\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=trained["tmp"],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1"),
+        timeout=300,
+    )
     assert r.returncode == 0 and r.stdout + r.stderr == "", f"rc {r.returncode}, printed:\n{r.stdout}{r.stderr}"
 
 
@@ -150,6 +196,7 @@ def parser_of(tool: str) -> argparse.ArgumentParser:
     def spy(self, args=None, namespace=None):
         caught.append(self)
         return real(self, args, namespace)
+
     old_argv = sys.argv
     sys.argv = [f"tools/{tool}.py", "--help"]
     argparse.ArgumentParser.parse_known_args = spy
@@ -168,8 +215,11 @@ def parser_of(tool: str) -> argparse.ArgumentParser:
 def test_help_describes_every_option_with_its_default(tool, capsys):
     text = ok(run(tool, "--help"), f"tools/{tool}.py --help")
     entries = re.split(r"\n(?=  \S)", text.split("\noptions:\n", 1)[1])  # one entry per option
-    positional = text.split("\npositional arguments:\n", 1)[1].split("\noptions:\n")[0] if \
-        "\npositional arguments:\n" in text else ""
+    positional = (
+        text.split("\npositional arguments:\n", 1)[1].split("\noptions:\n")[0]
+        if "\npositional arguments:\n" in text
+        else ""
+    )
     parser = parser_of(tool)
     capsys.readouterr()
     missing, no_default = [], []
@@ -183,14 +233,19 @@ def test_help_describes_every_option_with_its_default(tool, capsys):
             continue
         entry = next((e for e in entries if re.match(rf"  {re.escape(a.option_strings[0])}\b", e)), None)
         sig = entry and re.match(r"  (\S+(?: \S+)*?(?:, \S+(?: \S+)*?)*)(?:\s{2,}|\n|$)", entry)
-        words = entry[sig.end():].split() if sig else []
+        words = entry[sig.end() :].split() if sig else []
         if not words:
             missing.append(a.option_strings[0])
-        elif a.default is not None and a.default is not False and a.default != argparse.SUPPRESS \
-                and "default" not in entry:
+        elif (
+            a.default is not None
+            and a.default is not False
+            and a.default != argparse.SUPPRESS
+            and "default" not in entry
+        ):
             no_default.append(f"{a.option_strings[0]} (default {a.default!r})")
-    assert not missing and not no_default, \
+    assert not missing and not no_default, (
         f"tools/{tool}.py --help: options without a description {missing}; defaults not stated {no_default}"
+    )
 
 
 def test_tools_are_thin_front_doors():
@@ -201,17 +256,56 @@ def test_tools_are_thin_front_doors():
 @pytest.mark.slow  # several tool runs
 def test_train_says_what_runs_writes_its_config_and_resumes_saying_so(tmp_path):
     cfg = write_tiny_config(tmp_path)
-    out = ok(run("train", "--config", cfg, "--save_dir", tmp_path / "run", "--save_interval", "3", "--do_eval",
-                 "--device", "cpu", "--amp_level", "O1", "--data_format", "NCHW", "--repeats", "1"), "train")
-    for want in ("train: running on cpu", "train set: 16 images", "val set: 4 images", "6 iters of batch 4",
-                 "best mIoU", f"{tmp_path / 'run' / 'best_model'}", f"config {tmp_path / 'run' / 'config.yml'}"):
+    out = ok(
+        run(
+            "train",
+            "--config",
+            cfg,
+            "--save_dir",
+            tmp_path / "run",
+            "--save_interval",
+            "3",
+            "--do_eval",
+            "--device",
+            "cpu",
+            "--amp_level",
+            "O1",
+            "--data_format",
+            "NCHW",
+            "--repeats",
+            "1",
+        ),
+        "train",
+    )
+    for want in (
+        "train: running on cpu",
+        "train set: 16 images",
+        "val set: 4 images",
+        "6 iters of batch 4",
+        "best mIoU",
+        f"{tmp_path / 'run' / 'best_model'}",
+        f"config {tmp_path / 'run' / 'config.yml'}",
+    ):
         assert want in out, f"train's output lacks {want!r}:\n{out}"
     assert len(out.splitlines()) < 25 and "Use the following config" not in out and "backbone:" not in out, out
     written = yaml.safe_load(open(tmp_path / "run" / "config.yml"))
     assert written["model"]["backbone"]["embed_dim"] == 32 and written["iters"] == 6, written
     assert written["loss"]["types"][0]["ignore_index"] == 255, "config.yml is not the resolved config"
-    out = ok(run("train", "--config", cfg, "--save_dir", tmp_path / "run", "--resume_model", tmp_path / "run" /
-                 "iter_3", "--iters", "7", "--verbose"), "train --resume_model")
+    out = ok(
+        run(
+            "train",
+            "--config",
+            cfg,
+            "--save_dir",
+            tmp_path / "run",
+            "--resume_model",
+            tmp_path / "run" / "iter_3",
+            "--iters",
+            "7",
+            "--verbose",
+        ),
+        "train --resume_model",
+    )
     assert f"resumed from iter 3 ({tmp_path / 'run' / 'iter_3'})" in out, out
     assert "Use the following config to build model" in out, f"--verbose shows no resolved config:\n{out}"
 
@@ -219,18 +313,56 @@ def test_train_says_what_runs_writes_its_config_and_resumes_saying_so(tmp_path):
 @pytest.mark.slow  # several tool runs
 def test_default_output_is_short_and_free_of_known_noise(trained, tmp_path):
     t = trained
-    outs = {"val": run("val", "--config", t["cfg"], "--model_path", f"{t['run']}/best_model", "--device", "cpu",
-                       "--precision", "fp32", "--data_format", "NCHW"),  # PaddleSeg's flags, accepted
-            "export": run("export", "--config", t["cfg"], "--weights", f"{t['run']}/best_model", "--size", "32",
-                          "32", "--save", tmp_path / "m"),
-            "onnx": run("export", "--config", t["cfg"], "--size", "32", "32", "--format", "onnx", "--save",
-                        tmp_path / "m.onnx"),
-            "predict": run("predict", "--config", t["cfg"], "--model_path", f"{t['run']}/best_model",
-                           "--image_path", t["img"], cwd=str(tmp_path))}
+    outs = {
+        "val": run(
+            "val",
+            "--config",
+            t["cfg"],
+            "--model_path",
+            f"{t['run']}/best_model",
+            "--device",
+            "cpu",
+            "--precision",
+            "fp32",
+            "--data_format",
+            "NCHW",
+        ),  # PaddleSeg's flags, accepted
+        "export": run(
+            "export",
+            "--config",
+            t["cfg"],
+            "--weights",
+            f"{t['run']}/best_model",
+            "--size",
+            "32",
+            "32",
+            "--save",
+            tmp_path / "m",
+        ),
+        "onnx": run(
+            "export", "--config", t["cfg"], "--size", "32", "32", "--format", "onnx", "--save", tmp_path / "m.onnx"
+        ),
+        "predict": run(
+            "predict",
+            "--config",
+            t["cfg"],
+            "--model_path",
+            f"{t['run']}/best_model",
+            "--image_path",
+            t["img"],
+            cwd=str(tmp_path),
+        ),
+    }
     for name, r in outs.items():
         text = ok(r, name) + r.stderr
-        for noise in ("No ccache found", "PIR) not support input out tensor", "Find variable `attns`",
-                      "[Paddle2ONNX]", "Use the following config", "Add the `ignore_index`"):
+        for noise in (
+            "No ccache found",
+            "PIR) not support input out tensor",
+            "Find variable `attns`",
+            "[Paddle2ONNX]",
+            "Use the following config",
+            "Add the `ignore_index`",
+        ):
             assert noise not in text, f"{name} printed {noise!r}:\n{text}"
         assert f"{name.replace('onnx', 'export')}: running on cpu" in text, text
     assert "predict: wrote 1 masks to output/result/pseudo_color" in outs["predict"].stdout, outs["predict"].stdout
@@ -264,14 +396,26 @@ def test_predict_never_reads_its_save_dir(trained, tmp_path):
     (photos / "sub").mkdir(parents=True)
     for i, name in enumerate(["a.png", "sub/b.jpg"]):
         Image.fromarray(SegmenterShapes(1, 40, seed=i, mode="val").sample(0)[0]).save(photos / name)
-    args = ("predict", "--config", trained["cfg"], "--model_path", f"{trained['run']}/best_model",
-            "--image_path", "photos", "--save_dir", "photos/out")
+    args = (
+        "predict",
+        "--config",
+        trained["cfg"],
+        "--model_path",
+        f"{trained['run']}/best_model",
+        "--image_path",
+        "photos",
+        "--save_dir",
+        "photos/out",
+    )
     listing = []
     for _ in range(2):  # the second run meets the first run's outputs inside image_path
         out = ok(run(*args, cwd=str(tmp_path)), "predict")
         assert "images: 2 from photos" in out, out
-        listing.append(sorted(os.path.relpath(os.path.join(d, f), photos / "out")
-                              for d, _, fs in os.walk(photos / "out") for f in fs))
+        listing.append(
+            sorted(
+                os.path.relpath(os.path.join(d, f), photos / "out") for d, _, fs in os.walk(photos / "out") for f in fs
+            )
+        )
     want = ["added/a.png", "added/sub/b.png", "pseudo_color/a.png", "pseudo_color/sub/b.png"]
     assert listing == [want, want], f"outputs after run 1 and 2: {listing}"
     out = ok(run(*args, "--no_recursive", cwd=str(tmp_path)), "predict --no_recursive")
@@ -283,6 +427,7 @@ def test_predict_never_reads_its_save_dir(trained, tmp_path):
 def test_every_default_is_stated_by_the_formatter_itself():
     """HelpFormatter appends the default where the text leaves it out, 0 included (0 == False in Python)."""
     from segmenter.engine.cli import Parser
+
     p = Parser("x", prog="x")
     p.add_argument("--n", type=int, default=0, help="count")
     p.add_argument("--k", type=int, default=None, help="kept unless set")

@@ -1,5 +1,6 @@
 """The default inference path (engine/compiled.py: one predictor per input size) and chunked attention equal the
 dygraph model; the switches that turn the fast path off; attention memory that grows linearly with the tokens."""
+
 import json
 import os
 import subprocess
@@ -33,8 +34,14 @@ def test_compiled_equals_dygraph_slide_flip_scales(dec, monkeypatch):
     monkeypatch.setattr(layers, "ATTN_CHUNK", 16)
     m = tiny(dec)
     x = paddle.to_tensor(np.random.RandomState(0).rand(1, 3, 100, 160).astype("float32"))
-    kw = dict(is_slide=True, crop_size=(80, 80), stride=(48, 48), window_batch_size=2, flip_horizontal=True,
-              scales=(1.0, 0.75))
+    kw = dict(
+        is_slide=True,
+        crop_size=(80, 80),
+        stride=(48, 48),
+        window_batch_size=2,
+        flip_horizontal=True,
+        scales=(1.0, 0.75),
+    )
     with paddle.no_grad():
         ref = predict_probs(m, x, **kw).numpy()
         net = CompiledModel(m)
@@ -44,8 +51,9 @@ def test_compiled_equals_dygraph_slide_flip_scales(dec, monkeypatch):
     assert all(p.use_onednn for p in net.predictors.values()), "a graph fell back to MKL"
     d = float(np.abs(out - ref).max())
     assert d <= 1e-5, f"{dec['name']}: max|diff|={d:.2e} against the dygraph model"
-    assert not isinstance(m.forward, paddle.jit.dy2static.program_translator.StaticFunction), \
+    assert not isinstance(m.forward, paddle.jit.dy2static.program_translator.StaticFunction), (
         "export left the model converted to a static function"
+    )
     with paddle.no_grad():
         again = m(x[:, :, :80, :80])[0]  # still a dygraph model: return_attn works
         _, attns = m.backbone(x[:, :, :80, :80], return_attn=True)
@@ -75,10 +83,12 @@ def test_switches_turn_the_fast_path_off(monkeypatch):
 def test_export_failure_falls_back_to_dygraph(monkeypatch):
     """A model paddle cannot trace warns once and runs in dygraph."""
     from segmenter import deploy
+
     m = tiny(DECODERS[0])
 
     def refuse(*a, **k):
         raise RuntimeError("cannot trace this")
+
     monkeypatch.setattr(deploy, "export", refuse)
     net = CompiledModel(m, compile_after=1)
     x = paddle.to_tensor(np.random.rand(1, 3, 64, 64).astype("float32"))
@@ -92,12 +102,14 @@ def test_inferencer_flag(tmp_path, monkeypatch):
     """The Inferencer's fast_path reaches inference_model; both paths give equal probabilities."""
     from segmenter import Inferencer
     from tests.engine_helpers import write_tiny_config
+
     made = []
     real = compiled.inference_model
 
     def spy(model, fast_path=None):
         made.append(fast_path)
         return real(model, fast_path)
+
     monkeypatch.setattr(compiled, "inference_model", spy)
     paddle.seed(0)
     cfg = write_tiny_config(tmp_path)
@@ -117,6 +129,7 @@ def test_chunked_attention_equals_full(monkeypatch, heads, n):
     import torch
 
     from segmenter.pytorch.layers import Attention as TorchAttention
+
     monkeypatch.setattr(layers, "ATTN_CHUNK", 16)  # chunked past 32 tokens
     paddle.seed(0)
     attn = layers.Attention(48, heads)
@@ -128,8 +141,9 @@ def test_chunked_attention_equals_full(monkeypatch, heads, n):
     d = float(np.abs(chunked - full.numpy()).max())
     assert maps.shape == [2, heads, n, n] and d <= 1e-6, f"paddle: max|diff|={d:.2e}"
     t = TorchAttention(48, heads).eval()
-    t.load_state_dict({k: torch.from_numpy(v.numpy().T.copy() if v.ndim == 2 else v.numpy())
-                       for k, v in attn.state_dict().items()})
+    t.load_state_dict(
+        {k: torch.from_numpy(v.numpy().T.copy() if v.ndim == 2 else v.numpy()) for k, v in attn.state_dict().items()}
+    )
     with torch.no_grad():
         tout = t(torch.from_numpy(x)).numpy()
     d = float(np.abs(tout - chunked).max())
@@ -158,15 +172,20 @@ def test_whole_cityscapes_image_attends_in_linear_memory():
     again); in query chunks of 1024 rows the forward's peak grows by far less. Peak RSS of one subprocess each."""
     peaks = {}
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    for chunk in (layers.ATTN_CHUNK, 10 ** 9):
-        r = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(chunk)], capture_output=True, text=True,
-                           env=dict(os.environ, PYTHONPATH=root), timeout=300)
+    for chunk in (layers.ATTN_CHUNK, 10**9):
+        r = subprocess.run(
+            [sys.executable, "-c", MEMORY_CHILD, str(chunk)],
+            capture_output=True,
+            text=True,
+            env=dict(os.environ, PYTHONPATH=root),
+            timeout=300,
+        )
         line = [s for s in r.stdout.splitlines() if s.startswith("PEAK")]
         assert line, f"chunk {chunk}: rc={r.returncode} {r.stderr[-600:]}"
         base, peak, shape = json.loads(line[0][5:])
         assert shape == [1, 3, 1024, 2048], shape
         peaks[chunk] = peak - base
-    chunked, full = peaks[layers.ATTN_CHUNK], peaks[10 ** 9]
+    chunked, full = peaks[layers.ATTN_CHUNK], peaks[10**9]
     assert chunked < 500 and full > chunked + 500, f"forward peak growth: chunked {chunked:.0f} MB, full {full:.0f} MB"
 
 
@@ -174,6 +193,7 @@ def test_a_wrong_predictor_is_caught(monkeypatch):
     """A predictor whose logits are off (paddle 3.3.1's oneDNN did that to UPerNetViT) is replaced by MKL, then by
     the dygraph model; the results stay the dygraph model's."""
     from segmenter import deploy
+
     m = tiny(DECODERS[0])
     real = deploy.Predictor._run
     bad = {"onednn": True, "mkl": False}
@@ -181,6 +201,7 @@ def test_a_wrong_predictor_is_caught(monkeypatch):
     def skewed(self, x):
         out = real(self, x)
         return [o + 1.0 for o in out] if bad["onednn" if self.use_onednn else "mkl"] else out
+
     monkeypatch.setattr(deploy.Predictor, "_run", skewed)
     x = paddle.to_tensor(np.random.rand(1, 3, 64, 64).astype("float32"))
     with paddle.no_grad():
@@ -200,12 +221,18 @@ def test_a_wrong_predictor_is_caught(monkeypatch):
 
 @pytest.mark.parametrize("topic", [[], ["versus"]], ids=["paths", "versus"])
 def test_benchmark_gpu_refused_on_a_cpu_build(topic):
-    """`tools/benchmark.py [topic] --device gpu` on paddle's CPU build: one line saying what is missing, no traceback."""
+    """`tools/benchmark.py [topic] --device gpu` on paddle's CPU build: one line saying what is missing, no
+    traceback."""
     if paddle.device.is_compiled_with_cuda():
         pytest.skip("a CUDA build of Paddle: the GPU benchmark would run")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    r = subprocess.run([sys.executable, os.path.join(root, "tools", "benchmark.py"), *topic, "--device", "gpu"],
-                       capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=root), timeout=300)
+    r = subprocess.run(
+        [sys.executable, os.path.join(root, "tools", "benchmark.py"), *topic, "--device", "gpu"],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=root),
+        timeout=300,
+    )
     lines = [s for s in r.stderr.splitlines() if s.strip() and "ccache" not in s and "warnings.warn" not in s]
     assert r.returncode != 0 and "Traceback" not in r.stderr, f"rc={r.returncode}: {r.stderr[-600:]}"
     assert len(lines) == 1 and "--device gpu needs a CUDA build of PaddlePaddle" in lines[0], lines

@@ -1,5 +1,6 @@
 """segmenter.convert: safety of loading, strictness, the transpose table, detection, --save-config, the CLI,
 and that the PyTorch twin and the converters work without Paddle."""
+
 import os
 import pickle
 import subprocess
@@ -51,8 +52,11 @@ def test_malicious_pdparams_runs_nothing(tmp_path):
     path = tmp_path / "evil.pdparams"
     with open(path, "wb") as f:
         pickle.dump({"backbone.cls_token": np.zeros((1, 1, 8), np.float32), "x": _Payload(str(marker))}, f, protocol=4)
-    for load in (load_weights, read_state_dict, lambda p: pm.SegmenterViT(embed_dim=64, depth=1, num_heads=1,
-                                                                           img_size=32, pretrained=p)):
+    for load in (
+        load_weights,
+        read_state_dict,
+        lambda p: pm.SegmenterViT(embed_dim=64, depth=1, num_heads=1, img_size=32, pretrained=p),
+    ):
         with pytest.raises(UnsafeFileError, match="builtins.exec"):
             load(str(path))
         assert not marker.exists(), f"the payload ran while loading through {load}"
@@ -87,28 +91,55 @@ def test_transpose_table_is_exactly_the_linear_layers(decoder):
 def published_layout(d: int, depth: int, n_cls: int, grid: int, decoder: str, distilled: bool):
     """Paddle-layout shapes of a Segmenter ViT/16, written out from the official key layout (REFERENCE.md), not from
     the code under test; and the keys that are torch Linear weights (stored [out, in] there)."""
-    shapes = {"backbone.cls_token": (1, 1, d), "backbone.pos_embed": (1, (2 if distilled else 1) + grid, d),
-              "backbone.patch_embed.proj.weight": (d, 3, 16, 16), "backbone.patch_embed.proj.bias": (d,),
-              "backbone.norm.weight": (d,), "backbone.norm.bias": (d,)}
+    shapes = {
+        "backbone.cls_token": (1, 1, d),
+        "backbone.pos_embed": (1, (2 if distilled else 1) + grid, d),
+        "backbone.patch_embed.proj.weight": (d, 3, 16, 16),
+        "backbone.patch_embed.proj.bias": (d,),
+        "backbone.norm.weight": (d,),
+        "backbone.norm.bias": (d,),
+    }
     if distilled:
         shapes["backbone.dist_token"] = (1, 1, d)
-    block = {"norm1.weight": (d,), "norm1.bias": (d,), "attn.qkv.weight": (d, 3 * d), "attn.qkv.bias": (3 * d,),
-             "attn.proj.weight": (d, d), "attn.proj.bias": (d,), "norm2.weight": (d,), "norm2.bias": (d,),
-             "mlp.fc1.weight": (d, 4 * d), "mlp.fc1.bias": (4 * d,), "mlp.fc2.weight": (4 * d, d), "mlp.fc2.bias": (d,)}
+    block = {
+        "norm1.weight": (d,),
+        "norm1.bias": (d,),
+        "attn.qkv.weight": (d, 3 * d),
+        "attn.qkv.bias": (3 * d,),
+        "attn.proj.weight": (d, d),
+        "attn.proj.bias": (d,),
+        "norm2.weight": (d,),
+        "norm2.bias": (d,),
+        "mlp.fc1.weight": (d, 4 * d),
+        "mlp.fc1.bias": (4 * d,),
+        "mlp.fc2.weight": (4 * d, d),
+        "mlp.fc2.bias": (d,),
+    }
     blocks = {f"backbone.blocks.{i}": block for i in range(depth)}
     if decoder == "linear":
         shapes.update({"decoder.head.weight": (d, n_cls), "decoder.head.bias": (n_cls,)})
     else:
         blocks.update({f"decoder.blocks.{j}": block for j in range(2)})
-        shapes.update({"decoder.cls_emb": (1, n_cls, d), "decoder.proj_dec.weight": (d, d),
-                       "decoder.proj_dec.bias": (d,),
-                       "decoder.proj_patch": (d, d), "decoder.proj_classes": (d, d),  # raw matrices, not Linear
-                       "decoder.decoder_norm.weight": (d,), "decoder.decoder_norm.bias": (d,),
-                       "decoder.mask_norm.weight": (n_cls,), "decoder.mask_norm.bias": (n_cls,)})
+        shapes.update(
+            {
+                "decoder.cls_emb": (1, n_cls, d),
+                "decoder.proj_dec.weight": (d, d),
+                "decoder.proj_dec.bias": (d,),
+                "decoder.proj_patch": (d, d),
+                "decoder.proj_classes": (d, d),  # raw matrices, not Linear
+                "decoder.decoder_norm.weight": (d,),
+                "decoder.decoder_norm.bias": (d,),
+                "decoder.mask_norm.weight": (n_cls,),
+                "decoder.mask_norm.bias": (n_cls,),
+            }
+        )
     for prefix, b in blocks.items():
         shapes.update({f"{prefix}.{k}": v for k, v in b.items()})
-    linear = {k for k in shapes if k.endswith(("qkv.weight", "attn.proj.weight", "fc1.weight", "fc2.weight",
-                                               "head.weight", "proj_dec.weight"))}
+    linear = {
+        k
+        for k in shapes
+        if k.endswith(("qkv.weight", "attn.proj.weight", "fc1.weight", "fc2.weight", "head.weight", "proj_dec.weight"))
+    }
     return shapes, linear
 
 
@@ -123,16 +154,22 @@ def test_expected_shapes_match_both_twins(decoder, distilled):
     state = paddle_state(p)
     arch = infer_arch(state, "<test>", 1e-5, "bilinear", {"num_heads": 6, "decoder_heads": 6})
     got = (arch.embed_dim, arch.depth, arch.patch_size, arch.num_classes, arch.distilled, arch.decoder["name"])
-    assert got == (384, 2, 16, 5, distilled, decoder), \
+    assert got == (384, 2, 16, 5, distilled, decoder), (
         f"infer_arch read (width, depth, patch, classes, distilled, decoder) {got}"
-    for what, shapes in (("expected_shapes", expected_shapes(arch)),
-                         ("paddle model", {k: tuple(v.shape) for k, v in state.items()})):
+    )
+    for what, shapes in (
+        ("expected_shapes", expected_shapes(arch)),
+        ("paddle model", {k: tuple(v.shape) for k, v in state.items()}),
+    ):
         wrong = {k: (shapes.get(k), want.get(k)) for k in set(want) | set(shapes) if shapes.get(k) != want.get(k)}
         assert not wrong, f"{what}: key -> (got, published) {wrong}"
     torch_shapes = {k: tuple(v.shape) for k, v in t.state_dict().items()}
     torch_want = {k: (s[::-1] if k in linear else s) for k, s in want.items()}
-    wrong = {k: (torch_shapes.get(k), torch_want.get(k)) for k in set(torch_want) | set(torch_shapes)
-             if torch_shapes.get(k) != torch_want.get(k)}
+    wrong = {
+        k: (torch_shapes.get(k), torch_want.get(k))
+        for k in set(torch_want) | set(torch_shapes)
+        if torch_shapes.get(k) != torch_want.get(k)
+    }
     assert not wrong, f"torch twin: key -> (got, published) {wrong}"
 
 
@@ -149,8 +186,12 @@ def test_missing_key_is_an_error_naming_it_and_cli_writes_nothing(tmp_path):
     with pytest.raises(ConversionError, match=r"backbone\.blocks\.1\.mlp\.fc2\.bias"):
         load_weights(bad)
     dst, cfg = tmp_path / "out.pth", tmp_path / "out.yml"
-    run = subprocess.run([sys.executable, str(ROOT / "tools/convert.py"), bad, str(dst), "--save-config", str(cfg)],
-                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "tools/convert.py"), bad, str(dst), "--save-config", str(cfg)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert run.returncode == 1, f"exit {run.returncode}: {run.stderr[-500:]}"
     assert "blocks.1.mlp.fc2.bias" in run.stderr and "Nothing was written" in run.stderr, run.stderr[-500:]
     assert not dst.exists() and not cfg.exists() and not list(tmp_path.glob("*.partial")), os.listdir(tmp_path)
@@ -183,6 +224,7 @@ def test_backbone_weights_config_builds_from_another_directory(tmp_path, monkeyp
     assert conv.arch.decoder is None and conv.arch.num_heads == 1, conv.arch
     monkeypatch.chdir("/")
     from paddleseg.cvlibs import Config, SegBuilder
+
     model = SegBuilder(Config(str(out / "seg.yml"))).model  # loads backbone.pretrained from the file
     for k, v in vit.state_dict().items():
         got = model.backbone.state_dict()[k].numpy()
@@ -219,13 +261,14 @@ sys.meta_path.insert(0, Block())
 import torch
 import segmenter.pytorch as tm
 from segmenter.convert import convert
-convert({path!r}, {str(tmp_path / 'm.pth')!r})
-m = tm.build_model({str(ROOT / 'configs/segmenter/segmenter_vit_small_linear_ade20k_512x512_160k.yml')!r})
+convert({path!r}, {str(tmp_path / "m.pth")!r})
+m = tm.build_model({str(ROOT / "configs/segmenter/segmenter_vit_small_linear_ade20k_512x512_160k.yml")!r})
 b = tm.SegmenterViT(img_size=32, embed_dim=192, depth=2, num_heads=3, pretrained={path!r})
 print(sorted(k for k in sys.modules if k.split('.')[0] in ('paddle', 'paddleseg')))
 """
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.strip() == "[]", f"Paddle modules were imported: {run.stdout}"
 
@@ -254,8 +297,10 @@ def test_convert_takes_what_weights_cannot_tell_from_the_base_config_model(tmp_p
     """Our .pdparams copied away from its checkpoint folder: the config written with --base-config (the config it
     was trained from, 4 heads and eps 1e-6 where the guesses would be 1 and 1e-5) builds the same model."""
     from paddleseg.cvlibs import Config, SegBuilder
+
     from segmenter.engine.run import load_config
     from tests import layouts
+
     root = layouts.file_list(str(tmp_path))
     base = tmp_path / "my_config.yml"
     base.write_text(BASE_WITH_MODEL.format(root=root))
@@ -265,9 +310,23 @@ def test_convert_takes_what_weights_cannot_tell_from_the_base_config_model(tmp_p
     src.parent.mkdir()
     paddle.save(model.state_dict(), str(src))
     out = tmp_path / "out"
-    r = subprocess.run([sys.executable, str(ROOT / "tools" / "convert.py"), str(src), str(out / "m.pdparams"),
-                        "--save-config", str(out / "m.yml"), "--base-config", str(base)], cwd=str(ROOT),
-                       env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "tools" / "convert.py"),
+            str(src),
+            str(out / "m.pdparams"),
+            "--save-config",
+            str(out / "m.yml"),
+            "--base-config",
+            str(base),
+        ],
+        cwd=str(ROOT),
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0 and "assumed" not in r.stderr, f"exit {r.returncode}: {r.stderr[-1500:]}"
     twin = SegBuilder(Config(str(out / "m.yml"))).model  # loads model.pretrained, the converted weights
     x = paddle.to_tensor(np.random.default_rng(0).normal(size=(1, 3, 40, 56)).astype(np.float32))

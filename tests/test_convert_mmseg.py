@@ -2,6 +2,7 @@
 cannot convert completely are refused with the keys named and nothing written (no MMSeg install needed: the
 files are written in MMSeg's layout from our twin by the TO_MMSEG tables, which parity_tests check against MMSeg;
 the mmpretrain layer-scale file by a small inverse table here, checked against mmpretrain in parity_tests)."""
+
 import importlib.util
 import os
 import subprocess
@@ -20,13 +21,25 @@ from segmenter.convert.files import write_torch_checkpoint
 from segmenter.parity import build_pair, torch_state
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY_UPERNET = {"type": "UPerNetViT", "num_classes": 150,
-                "backbone": {"type": "SegmenterViT", "img_size": 32, "embed_dim": 64, "depth": 4, "num_heads": 1,
-                             "norm_eps": 1e-6, "pos_embed_interp": "bicubic", "patch_bias": False,
-                             "final_norm": False, "out_indices": [0, 1, 2, 3]},
-                "neck": {"scales": [4, 2, 1, 0.5]},
-                "decode_head": {"channels": 16, "pool_scales": [1, 2, 3, 6], "dropout": 0.1},
-                "auxiliary_head": {"in_index": -1, "channels": 8, "num_convs": 1, "dropout": 0.1}}
+TINY_UPERNET = {
+    "type": "UPerNetViT",
+    "num_classes": 150,
+    "backbone": {
+        "type": "SegmenterViT",
+        "img_size": 32,
+        "embed_dim": 64,
+        "depth": 4,
+        "num_heads": 1,
+        "norm_eps": 1e-6,
+        "pos_embed_interp": "bicubic",
+        "patch_bias": False,
+        "final_norm": False,
+        "out_indices": [0, 1, 2, 3],
+    },
+    "neck": {"scales": [4, 2, 1, 0.5]},
+    "decode_head": {"channels": 16, "pool_scales": [1, 2, 3, 6], "dropout": 0.1},
+    "auxiliary_head": {"in_index": -1, "channels": 8, "num_convs": 1, "dropout": 0.1},
+}
 
 
 def _convert_main():
@@ -47,8 +60,14 @@ def refused(capsys, *args: str) -> str:
 
 def tool(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, os.path.join(ROOT, "tools", "convert.py"), *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tools", "convert.py"), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +90,9 @@ def test_cli_writes_a_config_that_builds_the_exact_model(mmseg_file, tmp_path):
     out, cfg = str(tmp_path / "m.pdparams"), str(tmp_path / "m.yml")
     r = tool(path, out, "--save-config", cfg, "--num-heads", "1")
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "(mmseg)" in r.stdout and "UPerHead + MultiLevelNeck (scales [4, 2, 1, 0.5]) + FCN aux (map -1)" \
-        in r.stdout, r.stdout
+    assert (
+        "(mmseg)" in r.stdout and "UPerHead + MultiLevelNeck (scales [4, 2, 1, 0.5]) + FCN aux (map -1)" in r.stdout
+    ), r.stdout
     model = SegBuilder(Config(cfg)).model  # loads m.pdparams strictly
     model.eval()
     x = np.random.RandomState(0).randn(1, 3, 40, 56).astype(np.float32)
@@ -107,8 +127,10 @@ def test_mis_shaped_mmseg_key_is_refused_and_nothing_written(mmseg_file, tmp_pat
 # Our twin's backbone keys -> mmpretrain's VisionTransformer keys (the inverse of keymaps.MMPRETRAIN, written out
 # here so the test does not check the table against itself).
 TO_MMPRETRAIN = [
-    (r"patch_embed\.proj\.(.*)", r"patch_embed.projection.\1"), (r"norm\.(.*)", r"ln1.\1"),
-    (r"blocks\.(\d+)\.norm1\.(.*)", r"layers.\1.ln1.\2"), (r"blocks\.(\d+)\.norm2\.(.*)", r"layers.\1.ln2.\2"),
+    (r"patch_embed\.proj\.(.*)", r"patch_embed.projection.\1"),
+    (r"norm\.(.*)", r"ln1.\1"),
+    (r"blocks\.(\d+)\.norm1\.(.*)", r"layers.\1.ln1.\2"),
+    (r"blocks\.(\d+)\.norm2\.(.*)", r"layers.\1.ln2.\2"),
     (r"blocks\.(\d+)\.attn\.(.*)", r"layers.\1.attn.\2"),
     (r"blocks\.(\d+)\.mlp\.fc1\.(.*)", r"layers.\1.ffn.layers.0.0.\2"),
     (r"blocks\.(\d+)\.mlp\.fc2\.(.*)", r"layers.\1.ffn.layers.1.\2"),
@@ -122,14 +144,25 @@ TO_MMPRETRAIN = [
 def layer_scale_file(tmp_path_factory):
     """A 2-block twin ViT with LayerScale (gammas around 1, not the init value), saved in mmpretrain's layout."""
     import re
+
     torch.manual_seed(1)
-    twin = tm.SegmenterViT(img_size=32, embed_dim=64, depth=2, num_heads=1, norm_eps=1e-6,
-                           pos_embed_interp="bicubic", layer_scale_init=1e-5)
+    twin = tm.SegmenterViT(
+        img_size=32,
+        embed_dim=64,
+        depth=2,
+        num_heads=1,
+        norm_eps=1e-6,
+        pos_embed_interp="bicubic",
+        layer_scale_init=1e-5,
+    )
     state = {}
     with torch.no_grad():
         for k, t in twin.state_dict().items():
-            t.copy_(1.0 + 0.2 * torch.randn(t.shape) if k.endswith((".gamma", "norm1.weight", "norm2.weight"))
-                    else t + 0.05 * torch.randn(t.shape))
+            t.copy_(
+                1.0 + 0.2 * torch.randn(t.shape)
+                if k.endswith((".gamma", "norm1.weight", "norm2.weight"))
+                else t + 0.05 * torch.randn(t.shape)
+            )
             new = next(re.sub(p, r, k) for p, r in TO_MMPRETRAIN if re.fullmatch(p, k))
             state["backbone." + new] = t.clone()
     assert sum(".gamma" in k for k in state) == 4, sorted(state)
@@ -141,6 +174,7 @@ def layer_scale_file(tmp_path_factory):
 def test_mmpretrain_layer_scale_converts_and_the_config_builds_it(layer_scale_file, tmp_path):
     """gamma1 / gamma2 become ls1 / ls2; the written config and model card rebuild the model with layer scale."""
     from segmenter.convert import convert
+
     path, twin = layer_scale_file
     out, cfg = str(tmp_path / "vit.pdparams"), str(tmp_path / "seg.yml")
     conv = convert(path, out, save_config=cfg, overrides={"num_heads": 1})
@@ -177,10 +211,12 @@ def test_mis_shaped_layer_scale_is_refused_naming_the_key(layer_scale_file, tmp_
 def test_layer_scale_is_not_written_to_mmseg(layer_scale_file, tmp_path):
     """MMSeg's ViT has no layer scale: --to mmseg refuses instead of writing a file MMSeg cannot load."""
     from segmenter.convert import ConversionError
+
     conv = load_weights(layer_scale_file[0], overrides={"num_heads": 1})
     conv.arch.num_classes, conv.arch.decoder = 150, {"name": "linear"}
-    conv.state.update({"decoder.head.weight": np.zeros((64, 150), np.float32),
-                       "decoder.head.bias": np.zeros(150, np.float32)})
+    conv.state.update(
+        {"decoder.head.weight": np.zeros((64, 150), np.float32), "decoder.head.bias": np.zeros(150, np.float32)}
+    )
     with pytest.raises(ConversionError, match="layer scale|LayerScale"):
         to_mmseg(conv)
 
@@ -188,10 +224,14 @@ def test_layer_scale_is_not_written_to_mmseg(layer_scale_file, tmp_path):
 def test_layer_scale_init_flag_reaches_the_written_config(layer_scale_file, tmp_path):
     """--layer-scale-init sets the value the config records (the weights cannot tell it); loading is unchanged."""
     import yaml
+
     mod = _convert_main()
     out, cfg = str(tmp_path / "vit.pdparams"), str(tmp_path / "seg.yml")
-    rc = mod.main(mod.parse_args([layer_scale_file[0], out, "--num-heads", "1", "--layer-scale-init", "1e-6",
-                                  "--save-config", cfg]))
+    rc = mod.main(
+        mod.parse_args(
+            [layer_scale_file[0], out, "--num-heads", "1", "--layer-scale-init", "1e-6", "--save-config", cfg]
+        )
+    )
     assert rc == 0
     with open(cfg) as f:
         assert yaml.safe_load(f)["model"]["backbone"]["layer_scale_init"] == 1e-6

@@ -1,4 +1,5 @@
 """Errors from data name the file, with PaddleSeg's own dataset classes too, also inside worker processes."""
+
 import os
 
 import numpy as np
@@ -69,8 +70,9 @@ def photo(h: int, w: int, seed: int = 0) -> np.ndarray:
     """A natural-looking RGB uint8 picture: smooth shading, edges and sensor noise (what a camera JPEG holds)."""
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:h, 0:w] / max(h, w)
-    img = np.stack([110 + 80 * np.sin(7 * x + c) * np.cos(5 * y - c) + 40 * (x + y > 0.8 + 0.1 * c)
-                    for c in range(3)], -1)
+    img = np.stack(
+        [110 + 80 * np.sin(7 * x + c) * np.cos(5 * y - c) + 40 * (x + y > 0.8 + 0.1 * c) for c in range(3)], -1
+    )
     return np.clip(img + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8)
 
 
@@ -80,7 +82,7 @@ def truncate_jpeg(path: str) -> None:
     Image.fromarray(photo(h, w)).save(path, format="JPEG", quality=90)
     data = open(path, "rb").read()
     with open(path, "wb") as f:
-        f.write(data[:len(data) // 2])
+        f.write(data[: len(data) // 2])
 
 
 def truncated_image(root):
@@ -118,15 +120,27 @@ def size_mismatch(root):
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
-@pytest.mark.parametrize("break_it", [corrupt_image, truncated_image, missing_label, bad_label_value,
-                                      label_value_in_a_corner, size_mismatch])
+@pytest.mark.parametrize(
+    "break_it", [corrupt_image, truncated_image, missing_label, bad_label_value, label_value_in_a_corner, size_mismatch]
+)
 def test_train_data_error_names_the_file(data, break_it, num_workers, tmp_path):
     root, cfg = data
     path, what = break_it(root)
     b = SegBuilder(load_config(cfg))
     with pytest.raises(Exception) as e:  # every sample is read within 2 epochs of 2 batches of 2
-        train(b.model, b.train_dataset, b.optimizer, b.lr_scheduler, lambda x, y: b.loss["types"][0](x, y), 4, 2,
-              str(tmp_path / "out"), num_workers=num_workers, log_iters=100, save_interval=100)
+        train(
+            b.model,
+            b.train_dataset,
+            b.optimizer,
+            b.lr_scheduler,
+            lambda x, y: b.loss["types"][0](x, y),
+            4,
+            2,
+            str(tmp_path / "out"),
+            num_workers=num_workers,
+            log_iters=100,
+            save_interval=100,
+        )
     msg = str(e.value)
     assert path in msg and what in msg, f"num_workers={num_workers}: error does not name {path} / '{what}':\n{msg}"
 
@@ -153,6 +167,7 @@ def test_val_tool_reports_a_bad_file_in_one_line(data, tmp_path):
     import sys
 
     import paddle
+
     root, cfg = data
     weights = str(tmp_path / "w.pdparams")
     paddle.save(SegBuilder(load_config(cfg)).model.state_dict(), weights)
@@ -160,12 +175,18 @@ def test_val_tool_reports_a_bad_file_in_one_line(data, tmp_path):
     with open(path, "wb") as f:
         f.write(b"\x89PNG broken")
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    r = subprocess.run([sys.executable, os.path.join(repo, "tools", "val.py"), "--config", cfg, "--model_path",
-                        weights], cwd=repo, env=dict(os.environ, PYTHONPATH=repo), capture_output=True, text=True,
-                       timeout=300)
+    r = subprocess.run(
+        [sys.executable, os.path.join(repo, "tools", "val.py"), "--config", cfg, "--model_path", weights],
+        cwd=repo,
+        env=dict(os.environ, PYTHONPATH=repo),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     last = r.stderr.strip().splitlines()[-1]
-    assert r.returncode == 1 and last.startswith(f"error: image {path} cannot be decoded"), \
+    assert r.returncode == 1 and last.startswith(f"error: image {path} cannot be decoded"), (
         f"exit {r.returncode}, last stderr line: {last}"
+    )
     assert "Traceback" not in r.stderr, r.stderr[-1500:]
 
 
@@ -180,15 +201,22 @@ def paint_corner(path: str, value: int) -> None:
     out.save(path)
 
 
-@pytest.mark.parametrize("kind, ignored, bad, shown", [
-    ("ADE20K", 0, 151, "[151] outside [0, 151] (ADE20K reads file value v as class v - 1; 0 is ignored)"),
-    ("Cityscapes", 255, 19, "[19] outside [0, 19)"), ("PascalContext", 255, 60, "[60] outside [0, 60)"),
-    ("PascalVOC", 255, 21, "[21] outside [0, 21)"), ("Dataset", 255, 6, "[6] outside [0, 6)")])
+@pytest.mark.parametrize(
+    "kind, ignored, bad, shown",
+    [
+        ("ADE20K", 0, 151, "[151] outside [0, 151] (ADE20K reads file value v as class v - 1; 0 is ignored)"),
+        ("Cityscapes", 255, 19, "[19] outside [0, 19)"),
+        ("PascalContext", 255, 60, "[60] outside [0, 60)"),
+        ("PascalVOC", 255, 21, "[21] outside [0, 21)"),
+        ("Dataset", 255, 6, "[6] outside [0, 6)"),
+    ],
+)
 def test_label_files_are_checked_as_each_paddleseg_class_reads_them(kind, ignored, bad, shown, tmp_path):
     """A release's own values (ADE20K's 0 'other', 255 borders) pass; one bad value in a corner fails on the first
     read of the file, before a random crop can cut it away."""
     from segmenter.datasets.checked import CheckedDataset
     from tests.test_dataset_classes import config
+
     cfg, n = config(tmp_path, kind)
     ds = SegBuilder(load_config(cfg)).train_dataset
     ok, broken = ds.file_list[0][1], ds.file_list[1][1]
@@ -204,25 +232,37 @@ def test_label_files_are_checked_as_each_paddleseg_class_reads_them(kind, ignore
 def run_tool(name: str, args: list):
     import subprocess
     import sys
+
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    return subprocess.run([sys.executable, os.path.join(repo, "tools", name), *args], cwd=repo,
-                          env=dict(os.environ, PYTHONPATH=repo), capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, os.path.join(repo, "tools", name), *args],
+        cwd=repo,
+        env=dict(os.environ, PYTHONPATH=repo),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_train_and_predict_tools_stop_on_a_truncated_photo(data, tmp_path):
     """As a user meets it: a JPEG cut in half in their own PaddleSeg Dataset, train.py with workers, predict.py."""
     import paddle
+
     root, cfg = data
     path, _ = truncated_image(root)
     r = run_tool("train.py", ["--config", cfg, "--save_dir", str(tmp_path / "out"), "--num_workers", "2"])
     last = r.stderr.strip().splitlines()[-1]
-    assert r.returncode == 1 and last.startswith(f"error: image {path} cannot be decoded (OSError: image file is "
-                                                 "truncated"), f"train.py exit {r.returncode}, last line: {last}"
+    assert r.returncode == 1 and last.startswith(
+        f"error: image {path} cannot be decoded (OSError: image file is truncated"
+    ), f"train.py exit {r.returncode}, last line: {last}"
     weights = str(tmp_path / "w.pdparams")
     paddle.save(SegBuilder(load_config(cfg)).model.state_dict(), weights)
-    r = run_tool("predict.py", ["--config", cfg, "--model_path", weights, "--image_path", path, "--save_dir",
-                                str(tmp_path / "pred")])
+    r = run_tool(
+        "predict.py",
+        ["--config", cfg, "--model_path", weights, "--image_path", path, "--save_dir", str(tmp_path / "pred")],
+    )
     last = r.stderr.strip().splitlines()[-1]
-    assert r.returncode == 1 and f"cannot decode image {path} (OSError: image file is truncated" in last, \
+    assert r.returncode == 1 and f"cannot decode image {path} (OSError: image file is truncated" in last, (
         f"predict.py exit {r.returncode}, last line: {last}"
+    )
     assert "Traceback" not in r.stderr, r.stderr[-1500:]

@@ -4,6 +4,7 @@ holds a lock (a math library's pool, the data pipeline, an allocator) waits for 
 server, so a lock held in the trainer is free in them. This test holds one on purpose, in a live thread, after the
 same warm-up (evaluation and a training without workers), and trains with 2 workers several times in that process.
 """
+
 import os
 import subprocess
 import sys
@@ -54,16 +55,26 @@ for r in range(repeats):
 @pytest.mark.slow
 def test_workers_do_not_inherit_a_held_lock(tmp_path):
     from tests.test_data_errors import dataset_yaml
+
     root = layouts.file_list(str(tmp_path), n_train=4, n_val=2)
     cfg = tmp_path / "cfg.yml"
     cfg.write_text(dataset_yaml(root))
     t = time.time()
     try:
-        r = subprocess.run([sys.executable, "-c", SCRIPT, str(cfg), str(tmp_path / "out"), str(REPEATS)], cwd=ROOT,
-                           env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True, timeout=150)
+        r = subprocess.run(
+            [sys.executable, "-c", SCRIPT, str(cfg), str(tmp_path / "out"), str(REPEATS)],
+            cwd=ROOT,
+            env=dict(os.environ, PYTHONPATH=ROOT),
+            capture_output=True,
+            text=True,
+            timeout=150,
+        )
     except subprocess.TimeoutExpired as e:
         done = (e.stdout or b"").decode().count("trained with 2 workers")
-        pytest.fail(f"training with 2 workers hung after {done}/{REPEATS} runs ({time.time() - t:.0f} s): a worker "
-                    "waits on a lock the trainer held when it started")
-    assert r.returncode == 0 and r.stdout.count("trained with 2 workers") == REPEATS, \
+        pytest.fail(
+            f"training with 2 workers hung after {done}/{REPEATS} runs ({time.time() - t:.0f} s): a worker "
+            "waits on a lock the trainer held when it started"
+        )
+    assert r.returncode == 0 and r.stdout.count("trained with 2 workers") == REPEATS, (
         f"exit {r.returncode}\n{r.stdout[-1000:]}\n{r.stderr[-3000:]}"
+    )

@@ -1,6 +1,7 @@
 """All 10 shipped dataset configs (the R50+ViT-B hybrid's two included), run as a user would (tools/train.py
---do_eval, then tools/val.py --aug_eval --flip_horizontal) on stand-ins of the real ADE20K / Cityscapes / Pascal Context layouts, changing only the
-dataset root, the depth (1) and the batch size (1, to fit the CI budget)."""
+--do_eval, then tools/val.py --aug_eval --flip_horizontal) on stand-ins of the real ADE20K / Cityscapes / Pascal
+Context layouts, changing only the dataset root, the depth (1) and the batch size (1, to fit the CI budget)."""
+
 import glob
 import os
 import re
@@ -38,15 +39,38 @@ def test_shipped_config_trains_and_evaluates(config, roots, tmp_path, capsys):
     dataset = next(k for k in LAYOUT if f"_{k}_" in config)
     root = roots[dataset]
     cfg = os.path.join(ROOT, "configs", "segmenter", config)
-    opts = ["--opts", f"train_dataset.dataset_root={root}", f"val_dataset.dataset_root={root}",
-            "model.backbone.depth=1"]
+    opts = [
+        "--opts",
+        f"train_dataset.dataset_root={root}",
+        f"val_dataset.dataset_root={root}",
+        "model.backbone.depth=1",
+    ]
     save = str(tmp_path / "run")
-    out = run_tool("train.py", ["--config", cfg, "--iters", "2", "--batch_size", "1", "--do_eval",
-                                "--save_interval", "2", "--save_dir", save, *opts], capsys)
+    out = run_tool(
+        "train.py",
+        [
+            "--config",
+            cfg,
+            "--iters",
+            "2",
+            "--batch_size",
+            "1",
+            "--do_eval",
+            "--save_interval",
+            "2",
+            "--save_dir",
+            save,
+            *opts,
+        ],
+        capsys,
+    )
     assert re.search(r"\[EVAL\] iter 2 mIoU \d\.\d+", out), f"{config}: no evaluation line in:\n{out[-1500:]}"
     assert os.path.isfile(os.path.join(save, "iter_2", "model.pdparams")), f"{config}: no iter_2 checkpoint"
-    out = run_tool("val.py", ["--config", cfg, "--model_path", os.path.join(save, "iter_2"), "--aug_eval",
-                              "--flip_horizontal", *opts], capsys)
+    out = run_tool(
+        "val.py",
+        ["--config", cfg, "--model_path", os.path.join(save, "iter_2"), "--aug_eval", "--flip_horizontal", *opts],
+        capsys,
+    )
     figures = re.findall(r"\[EVAL\] (slice|slice \+ flip): 1 images\s+mIoU (\d\.\d+)", out)
     assert [f[0] for f in figures] == ["slice", "slice + flip"], f"{config}: val.py printed:\n{out[-1500:]}"
     assert all(0.0 <= float(f[1]) <= 1.0 for f in figures), figures

@@ -1,4 +1,5 @@
 """The shapes dataset (deterministic, class = shape not colour) and the checks of the file-list dataset."""
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -107,7 +108,8 @@ def test_shapes_radius_sets_scale():
     small, large = SegmenterShapes(30, 96, radius=[4, 6]), SegmenterShapes(30, 96, radius=[16, 20])
 
     def area(ds):
-        return np.mean([(ds.sample(i)[1] > 0).sum() / max(1, len(np.unique(ds.sample(i)[1])) - 1)
-                        for i in range(len(ds))])
+        return np.mean(
+            [(ds.sample(i)[1] > 0).sum() / max(1, len(np.unique(ds.sample(i)[1])) - 1) for i in range(len(ds))]
+        )
 
     assert area(large) > 4 * area(small), f"mean shape area {area(large):.0f} vs {area(small):.0f} px"

@@ -1,6 +1,7 @@
 """The demo page's server side without a browser (tests/test_demo_browser.py drives the page in Chromium): the
 prediction equals the Inferencer's, the attention equals attention_maps, bad uploads get one clear sentence, the
 HTTP answers never carry a traceback, and the page loads nothing from outside."""
+
 import io
 import json
 import os
@@ -48,12 +49,19 @@ def demos(made):
         if (name, framework) not in cache:
             cache[name, framework] = Demo(*made[name], framework)
         return cache[name, framework]
+
     return get
 
 
-CASES = [("linear", "paddle", None, None), ("linear", "paddle", False, True), ("mask", "paddle", True, False),
-         ("mask", "paddle", False, True), ("upernet", "paddle", None, None), ("linear", "torch", True, True),
-         ("upernet", "torch", None, None)]
+CASES = [
+    ("linear", "paddle", None, None),
+    ("linear", "paddle", False, True),
+    ("mask", "paddle", True, False),
+    ("mask", "paddle", False, True),
+    ("upernet", "paddle", None, None),
+    ("linear", "torch", True, True),
+    ("upernet", "torch", None, None),
+]
 
 
 @pytest.mark.parametrize("name,framework,slide,flip", CASES)
@@ -76,8 +84,10 @@ def test_prediction_equals_the_inferencer(made, demos, name, framework, slide, f
     assert np.array_equal(data_url_image(out["image"]), img), "the image shown is not the upload"
 
 
-@pytest.mark.parametrize("name,framework,slide", [("linear", "paddle", True), ("mask", "paddle", True),
-                                                  ("mask", "torch", False), ("upernet", "paddle", None)])
+@pytest.mark.parametrize(
+    "name,framework,slide",
+    [("linear", "paddle", True), ("mask", "paddle", True), ("mask", "torch", False), ("upernet", "paddle", None)],
+)
 def test_attention_equals_attention_maps(demos, name, framework, slide):
     d = demos(name, framework)
     img = odd_image(75, 103, seed=3)
@@ -108,30 +118,43 @@ def test_attention_equals_attention_maps(demos, name, framework, slide):
 
 def png_header(w: int, h: int) -> bytes:
     """A PNG signature and IHDR claiming w x h pixels (no pixel data): what a decompression bomb starts with."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)) + chunk(b"IDAT", b"")
 
 
 def test_bad_uploads_say_what_to_do(made):
     d = Demo(*made["linear"], max_side=256, max_bytes=200_000, max_tokens=200, max_attn_bytes=10_000)
     good = png_bytes(odd_image(75, 103))
-    cases = [(b"this is a text file", "not an image PIL can read: pick a PNG, JPEG"),
-             (b"", "is empty"),
-             (good[:len(good) // 2], r"could not be decoded .*truncated or damaged"),
-             (png_bytes(np.zeros((4, 300, 3), np.uint8)), r"is 300x4 px; the limit is 256 px on the longest side"),
-             (png_header(30000, 30000), r"is too large \(Image size \(900000000 pixels\) exceeds .*\); the limit is "
-                                        r"256 px on the longest side"),
-             (png_header(300, 20), r"is 300x20 px; the limit is 256 px"),
-             (b"x" * 200_001, r"is 195.3 KiB; the limit is 195.3 KiB \(--max_mb\)"),
-             (png_bytes(odd_image(200, 200)), r"this 200x200 px input is 625 patches .* limit is 200 "
-                                               r"\(--max_tokens\): turn on slice")]
+    cases = [
+        (b"this is a text file", "not an image PIL can read: pick a PNG, JPEG"),
+        (b"", "is empty"),
+        (good[: len(good) // 2], r"could not be decoded .*truncated or damaged"),
+        (png_bytes(np.zeros((4, 300, 3), np.uint8)), r"is 300x4 px; the limit is 256 px on the longest side"),
+        (
+            png_header(30000, 30000),
+            r"is too large \(Image size \(900000000 pixels\) exceeds .*\); the limit is "
+            r"256 px on the longest side",
+        ),
+        (png_header(300, 20), r"is 300x20 px; the limit is 256 px"),
+        (b"x" * 200_001, r"is 195.3 KiB; the limit is 195.3 KiB \(--max_mb\)"),
+        (
+            png_bytes(odd_image(200, 200)),
+            r"this 200x200 px input is 625 patches .* limit is 200 "
+            r"\(--max_tokens\): turn on slice",
+        ),
+    ]
     for data, msg in cases:
         with pytest.raises(DemoError, match=msg):
             d.predict(data, slide=False)
     out = d.predict(good, slide=True)  # 64 px windows: 64 patches each
-    with pytest.raises(DemoError, match=r"attention of this 64x64 px window takes 33.0 KiB \(1 layers x 2 heads x 65"
-                                        r"\^2 tokens\); the limit is 9.8 KiB \(--max_attn_gb\)"):
+    with pytest.raises(
+        DemoError,
+        match=r"attention of this 64x64 px window takes 33.0 KiB \(1 layers x 2 heads x 65"
+        r"\^2 tokens\); the limit is 9.8 KiB \(--max_attn_gb\)",
+    ):
         d.attention(out["id"], 10, 10)
     d.max_attn_bytes = 1 << 30
     with pytest.raises(DemoError, match=r"pixel \(y=75, x=0\) is outside the 103x75 image"):
@@ -189,12 +212,13 @@ def test_http_answers_carry_a_sentence_never_a_traceback(served, monkeypatch):
     click = json.dumps({"id": out["id"], "y": 3, "x": 45}).encode()
     code, body = ask(base + "/api/attention", click, "application/json")
     assert code == 200 and json.loads(body)["query"] == [0, 5], body
-    code, body = ask(base + "/api/attention", b"{\"id\": 1}", "application/json")
+    code, body = ask(base + "/api/attention", b'{"id": 1}', "application/json")
     assert code == 400 and "needs JSON" in json.loads(body)["error"]
     assert ask(base + "/nope")[0] == 404
 
     def broken(*a, **k):
         raise RuntimeError("boom\nsecond line")
+
     monkeypatch.setattr(demo, "predict", broken)
     code, body = ask(base + "/api/predict", png_bytes(odd_image(40, 50)))
     err = json.loads(body)["error"]
@@ -210,15 +234,24 @@ def test_the_page_loads_nothing_from_outside():
 
 def test_front_door(made, monkeypatch, capsys):
     import importlib.util
+
     spec = importlib.util.spec_from_file_location("demo_tool", os.path.join(ROOT, "tools", "demo.py"))
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     assert len(open(spec.origin).read().splitlines()) < 70, "tools/demo.py should stay a thin front door"
     import segmenter.demo
+
     seen = {}
     monkeypatch.setattr(segmenter.demo, "serve", lambda demo, host, port: seen.update(host=host, port=port))
-    assert tool.run_cli(tool.main, tool.parse_args(["--config", made["linear"][0], "--weights", made["linear"][1],
-                                                    "--host", "0.0.0.0", "--port", "0"])) == 0
+    assert (
+        tool.run_cli(
+            tool.main,
+            tool.parse_args(
+                ["--config", made["linear"][0], "--weights", made["linear"][1], "--host", "0.0.0.0", "--port", "0"]
+            ),
+        )
+        == 0
+    )
     assert seen == {"host": "0.0.0.0", "port": 0}
     assert "warning: --host 0.0.0.0 serves the demo to other machines too" in capsys.readouterr().err
     assert tool.run_cli(tool.main, tool.parse_args(["--config", "nope.yml", "--weights", "none"])) == 1

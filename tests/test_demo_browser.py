@@ -5,6 +5,7 @@ Inferencer's, reads the legend and the area table, clicks a pixel and reads the 
 attention_maps, toggles flip, and sends bad uploads; for each model family and the PyTorch twin.
 The `demo` tier (about 2 minutes): python -m pytest -m demo tests/test_demo_browser.py
 """
+
 import os
 
 import numpy as np
@@ -15,15 +16,20 @@ from segmenter.demo.browser import DemoProcess, chromium_paths, click_pixel, dat
 from segmenter.visualize.attention import attention_maps
 from tests.demo_helpers import odd_image, random_weights, tiny_config
 
-pytestmark = [pytest.mark.demo, pytest.mark.slow,
-              pytest.mark.skipif(chromium_paths() is None,
-                                 reason="needs chromium and chromedriver (tools/run_tests.sh installs them)")]
+pytestmark = [
+    pytest.mark.demo,
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        chromium_paths() is None, reason="needs chromium and chromedriver (tools/run_tests.sh installs them)"
+    ),
+]
 
 
 @pytest.fixture(scope="module")
 def driver():
     pytest.importorskip("selenium", reason="pip install -e .[demo] (selenium)")
     from segmenter.demo.browser import chrome
+
     d = chrome(1400, 1100)
     yield d
     d.quit()
@@ -51,8 +57,9 @@ def text(driver, css):
     return [e.text for e in driver.find_elements("css selector", css)]
 
 
-@pytest.mark.parametrize("name,framework", [("linear", "paddle"), ("mask", "paddle"), ("upernet", "paddle"),
-                                            ("mask", "torch")])
+@pytest.mark.parametrize(
+    "name,framework", [("linear", "paddle"), ("mask", "paddle"), ("upernet", "paddle"), ("mask", "torch")]
+)
 def test_upload_overlay_click_attention(driver, made, tmp_path, name, framework):
     cfg, weights = made[name]
     img = odd_image(75, 103, seed=5)  # no patch divides 75 or 103
@@ -120,6 +127,7 @@ def test_upload_overlay_click_attention(driver, made, tmp_path, name, framework)
         from selenium.webdriver.support.ui import Select
 
         from segmenter.demo.samples import SAMPLES
+
         driver.execute_script("document.body.dataset.state = 'picking'")
         Select(driver.find_element("id", "sample")).select_by_value("shapes_96")
         assert wait_state(driver) == "done", driver.find_element("id", "message").text
@@ -138,7 +146,8 @@ def test_upload_overlay_click_attention(driver, made, tmp_path, name, framework)
         assert "Traceback" not in driver.page_source
         outside = driver.execute_script(
             "return performance.getEntriesByType('resource').map(e => e.name)"
-            ".filter(u => !u.startsWith(location.origin) && !u.startsWith('data:'))")
+            ".filter(u => !u.startsWith(location.origin) && !u.startsWith('data:'))"
+        )
         assert outside == [], f"the page fetched from outside the demo server: {outside}"
     finally:
         log = server.stop()

@@ -1,4 +1,5 @@
 """A two-rank evaluation gives exactly the single-process confusion matrices (each rank sees half the images)."""
+
 import os
 import subprocess
 import sys
@@ -19,15 +20,35 @@ def test_two_rank_evaluation_equals_single_process(tmp_path):
     b = SegBuilder(load_config(cfg))
     weights = str(tmp_path / "w.pdparams")
     paddle.save(b.model.state_dict(), weights)
-    one = evaluate(b.model, b.val_dataset, 4, is_slide=True, crop_size=[32, 32], stride=[16, 16],
-                   flip_horizontal=True, progress=False)
+    one = evaluate(
+        b.model,
+        b.val_dataset,
+        4,
+        is_slide=True,
+        crop_size=[32, 32],
+        stride=[16, 16],
+        flip_horizontal=True,
+        progress=False,
+    )
     env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir",
-           str(tmp_path / "log"), os.path.join(ROOT, "tests", "dist_eval_script.py"), cfg, weights,
-           str(tmp_path / "cm.npy")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "paddle.distributed.launch",
+        "--nproc_per_node",
+        "2",
+        "--log_dir",
+        str(tmp_path / "log"),
+        os.path.join(ROOT, "tests", "dist_eval_script.py"),
+        cfg,
+        weights,
+        str(tmp_path / "cm.npy"),
+    ]
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, f"launch exited {r.returncode}:\n{r.stderr[-2000:]}"
     two = np.load(tmp_path / "cm.npy")
     for name, a, b2 in (("slice + flip", one["confusion"], two[0]), ("slice", one["plain"]["confusion"], two[1])):
-        assert (a == b2).all(), f"{name}: 2-rank confusion sums {b2.sum()} px, single {a.sum()} px; differ at " \
-                                f"{np.argwhere(a != b2)[:3].tolist()}"
+        assert (a == b2).all(), (
+            f"{name}: 2-rank confusion sums {b2.sum()} px, single {a.sum()} px; differ at "
+            f"{np.argwhere(a != b2)[:3].tolist()}"
+        )

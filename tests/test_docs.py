@@ -4,6 +4,7 @@ README's table of contents, docs/benchmarks.md's figures against the committed J
 A page's blocks run in order in one `bash -euo pipefail` shell, cwd = repo root, PYTHONPATH = repo root and
 `$DOCS_TMP` = a fresh temp dir for anything the commands write.
 """
+
 import glob
 import json
 import os
@@ -44,8 +45,9 @@ def python_first_on_path(tmp_path) -> str:
 
 def run_bash(script: str, tmp_path, timeout: int = PAGE_TIMEOUT_S) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=ROOT, DOCS_TMP=str(tmp_path), PATH=python_first_on_path(tmp_path))
-    return subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 TESTED = [p for p in PAGES if docs_test_blocks(p)]
@@ -56,8 +58,10 @@ TESTED = [p for p in PAGES if docs_test_blocks(p)]
 def test_docs_page_commands_run(page, tmp_path):
     blocks = docs_test_blocks(page)
     r = run_bash("\n".join(blocks), tmp_path)
-    assert r.returncode == 0, (f"{os.path.relpath(page, ROOT)}: its {len(blocks)} docs-test block(s) exited "
-                               f"{r.returncode}\n--- stdout\n{r.stdout[-2000:]}\n--- stderr\n{r.stderr[-3000:]}")
+    assert r.returncode == 0, (
+        f"{os.path.relpath(page, ROOT)}: its {len(blocks)} docs-test block(s) exited "
+        f"{r.returncode}\n--- stdout\n{r.stdout[-2000:]}\n--- stderr\n{r.stderr[-3000:]}"
+    )
 
 
 def test_docs_test_blocks_are_found():
@@ -76,8 +80,9 @@ def test_blocks_run_this_interpreter(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", f"{other}{os.pathsep}{os.environ['PATH']}")
     r = run_bash('python -c "import sys; print(sys.executable)"', tmp_path)
     got = r.stdout.strip()
-    assert r.returncode == 0 and os.path.realpath(got) == os.path.realpath(sys.executable), \
+    assert r.returncode == 0 and os.path.realpath(got) == os.path.realpath(sys.executable), (
         f"`python` in a block ran {got!r} (exit {r.returncode}), not {sys.executable}"
+    )
 
 
 def test_readme_lists_every_docs_page():
@@ -92,8 +97,14 @@ def test_readme_first_model_runs(tmp_path):
     readme = read(os.path.join(ROOT, "README.md"))
     code = re.search(r"^```python\n(.*?)^```$", readme, re.S | re.M).group(1)
     promised = re.search(r"# (\[[\d, ]+\])", code).group(1)
-    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
-                       capture_output=True, text=True, timeout=PAGE_TIMEOUT_S)
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=ROOT),
+        capture_output=True,
+        text=True,
+        timeout=PAGE_TIMEOUT_S,
+    )
     assert r.returncode == 0, f"README first model exited {r.returncode}: {r.stderr[-2000:]}"
     assert r.stdout.strip().splitlines()[-1] == promised, f"printed {r.stdout.strip()!r}, README says {promised}"
 
@@ -105,7 +116,8 @@ def test_benchmark_figures_equal_committed_json():
     rows = {(r["model"], r["path"]): r for r in data["rows"]}
     seen = 0
     for model, path, gflop, sec, x_floor, peak in re.findall(
-            r"^\| (\w+) \| (\w+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| (\d+) \|$", page, re.M):
+        r"^\| (\w+) \| (\w+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| (\d+) \|$", page, re.M
+    ):
         r = rows.pop((model, path), None)
         assert r is not None, f"docs/benchmarks.md has a row {model} {path} that benchmark_full.json lacks"
         want = (f"{r['gflop']:.1f}", f"{r['seconds']:.3f}", f"{r['x_floor']:.2f}", f"{r['peak_rss_mb']:.0f}")
@@ -132,6 +144,7 @@ def data_row(data: dict, model: str, path: str) -> dict:
 def test_benchmark_front_door_dispatches_topics(monkeypatch):
     """`tools/benchmark.py [topic] [args]`: a topic's main gets the arguments after it; options alone go to paths."""
     from segmenter.bench import paths, profile
+
     got = []
     monkeypatch.setattr(paths, "main", lambda argv: got.append(("paths", argv)))
     monkeypatch.setattr(profile, "main", lambda argv: got.append(("profile", argv)))
@@ -147,6 +160,7 @@ def test_benchmark_front_door_dispatches_topics(monkeypatch):
 def test_benchmark_child_runs_in_a_fresh_interpreter():
     """`paths` measures each path in `python -m segmenter.bench.paths --child ...` on this copy of the package."""
     from segmenter.bench import paths
+
     r = paths.run_child("matmul", "-", 1)
     assert r.get("paddle_gflops", 0) > 0 and r.get("torch_gflops", 0) > 0 and r["peak_rss_mb"] > 0, f"child: {r}"
 
@@ -163,17 +177,26 @@ def slug(heading: str) -> str:
 def test_pointers_to_doc_sections_exist():
     """`see README "Section"` in code, configs and docs, and [links](page.md#anchor), point at headings that exist
     (sections move between pages: a pointer left behind sends the reader nowhere)."""
-    files = [os.path.join(ROOT, "README.md")] + [p for d in ("configs", "segmenter", "tools", "docs")
-                                                  for p in glob.glob(os.path.join(ROOT, d, "**", "*"), recursive=True)
-                                                  if p.endswith((".py", ".yml", ".md", ".sh"))]
+    files = [os.path.join(ROOT, "README.md")] + [
+        p
+        for d in ("configs", "segmenter", "tools", "docs")
+        for p in glob.glob(os.path.join(ROOT, d, "**", "*"), recursive=True)
+        if p.endswith((".py", ".yml", ".md", ".sh"))
+    ]
     dead = []
     for path in files:
         text = read(path)
         for page, title in re.findall(r"\bsee\s+(README(?:\.md)?|(?:docs/)?[\w-]+\.md)\s+\"([^\"\n]+)\"", text):
-            target = os.path.join(ROOT, "README.md" if page.startswith("README") else
-                                  page if page.startswith("docs/") else os.path.join("docs", page))
+            target = os.path.join(
+                ROOT,
+                "README.md"
+                if page.startswith("README")
+                else page
+                if page.startswith("docs/")
+                else os.path.join("docs", page),
+            )
             if not os.path.isfile(target) or title not in headings(target):
-                dead.append(f"{os.path.relpath(path, ROOT)}: see {page} \"{title}\"")
+                dead.append(f'{os.path.relpath(path, ROOT)}: see {page} "{title}"')
         for page, anchor in re.findall(r"\]\(((?:[\w.-]+/)*[\w.-]+\.md)?#([\w-]+)\)", text):
             target = os.path.normpath(os.path.join(os.path.dirname(path), page)) if page else path
             if not os.path.isfile(target) or anchor not in {slug(h) for h in headings(target)}:
@@ -192,17 +215,32 @@ def test_troubleshooting_quotes_the_shadowing_error(tmp_path):
     """Python started in the folder holding a clone named `segmenter` prints the error the page quotes; the fix
     it gives (run from inside the clone) imports the package."""
     import shutil
+
     clone = tmp_path / "segmenter"
     shutil.copytree(os.path.join(ROOT, "segmenter"), clone / "segmenter")  # the clone's layout: no __init__ on top
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    r = subprocess.run([sys.executable, "-c", "from segmenter import Inferencer"], cwd=tmp_path, env=env,
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-c", "from segmenter import Inferencer"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     if r.returncode == 0:
-        pytest.skip("this environment's installed segmenter is found before the current folder (not an editable "
-                    "install through an import hook), so nothing shadows it")
+        pytest.skip(
+            "this environment's installed segmenter is found before the current folder (not an editable "
+            "install through an import hook), so nothing shadows it"
+        )
     error = r.stderr.strip().splitlines()[-1].split(": ", 1)[1]
     page = read(os.path.join(ROOT, "docs", "troubleshooting.md"))
     assert f"`{error}`" in page, f"docs/troubleshooting.md does not quote Python's message: {error}"
-    r = subprocess.run([sys.executable, "-c", "from segmenter import Inferencer"], cwd=clone, env=env,
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-c", "from segmenter import Inferencer"],
+        cwd=clone,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, f"the fix (run inside the clone) fails: {r.stderr[-1000:]}"

@@ -1,4 +1,5 @@
 """Two CPU processes under paddle.distributed.launch train with data parallel and end with equal weights."""
+
 import os
 import subprocess
 import sys
@@ -15,9 +16,28 @@ def test_two_process_data_parallel(tmp_path):
     cfg = write_tiny_config(tmp_path)
     out = str(tmp_path / "dp")
     env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir",
-           str(tmp_path / "log"), os.path.join(ROOT, "tools", "train.py"), "--config", cfg, "--iters", "3",
-           "--save_dir", out, "--save_interval", "3", "--log_iters", "1", "--do_eval", "--save_all_ranks"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "paddle.distributed.launch",
+        "--nproc_per_node",
+        "2",
+        "--log_dir",
+        str(tmp_path / "log"),
+        os.path.join(ROOT, "tools", "train.py"),
+        "--config",
+        cfg,
+        "--iters",
+        "3",
+        "--save_dir",
+        out,
+        "--save_interval",
+        "3",
+        "--log_iters",
+        "1",
+        "--do_eval",
+        "--save_all_ranks",
+    ]
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
     logs = "".join(open(os.path.join(tmp_path, "log", f)).read()[-2000:] for f in sorted(os.listdir(tmp_path / "log")))
     assert r.returncode == 0, f"launch exited {r.returncode}:\n{r.stderr[-2000:]}\n{logs}"

@@ -1,5 +1,6 @@
 """The command-line tools end to end on a tiny trained model: val.py's report, predict.py's PNGs, --num_workers
 and --precision."""
+
 import os
 import re
 import subprocess
@@ -23,8 +24,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def tool(name: str, *args: str) -> str:
     env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
-    r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", name), *args], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tools", name), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, f"tools/{name} exited {r.returncode}:\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
     return r.stdout
 
@@ -39,17 +46,42 @@ def trained(tmp_path_factory):
 
 def test_val_tool_prints_the_in_process_figures(trained):
     cfg_path, ckpt = trained
-    out = tool("val.py", "--config", cfg_path, "--model_path", ckpt, "--is_slide", "--crop_size", "32", "32",
-               "--stride", "16", "16", "--window_batch_size", "3", "--aug_eval", "--flip_horizontal")
+    out = tool(
+        "val.py",
+        "--config",
+        cfg_path,
+        "--model_path",
+        ckpt,
+        "--is_slide",
+        "--crop_size",
+        "32",
+        "32",
+        "--stride",
+        "16",
+        "16",
+        "--window_batch_size",
+        "3",
+        "--aug_eval",
+        "--flip_horizontal",
+    )
     cfg = load_config(cfg_path)
     for label, flip in (("slice", False), ("slice + flip", True)):  # the published tables' two columns
         line = next((ln for ln in out.splitlines() if ln.startswith(f"[EVAL] {label}:")), None)
         assert line, f"no '[EVAL] {label}:' line in:\n{out}"
         got = float(re.search(r"mIoU (\S+)", line).group(1))
-        want = evaluate(load_model(cfg, ckpt), SegBuilder(cfg).val_dataset, 4, is_slide=True, crop_size=[32, 32],
-                        stride=[16, 16], flip_horizontal=flip, progress=False)["mIoU"]
+        want = evaluate(
+            load_model(cfg, ckpt),
+            SegBuilder(cfg).val_dataset,
+            4,
+            is_slide=True,
+            crop_size=[32, 32],
+            stride=[16, 16],
+            flip_horizontal=flip,
+            progress=False,
+        )["mIoU"]
         assert abs(got - want) < 5e-5, f"val.py {label} mIoU {got} != in-process {want:.4f}"
     from segmenter.datasets.shapes import SHAPES
+
     rows = re.findall(r"^\s+(\d+)\s+(\S.*?)\s+(\d\.\d{4})\s+(\d\.\d{4})$", out, re.M)
     assert [name for _, name, _, _ in rows] == list(SHAPES), f"the per-class table does not name {SHAPES}:\n{out}"
 
@@ -62,8 +94,17 @@ def test_predict_tool_writes_masks_of_the_prediction(trained, tmp_path):
     for i in range(2):
         Image.fromarray(ds.sample(i)[0]).save(images / f"im{i}.png")
     (images / "notes.txt").write_text("not an image")
-    tool("predict.py", "--config", cfg_path, "--model_path", ckpt, "--image_path", str(images),
-         "--save_dir", str(tmp_path / "out"))
+    tool(
+        "predict.py",
+        "--config",
+        cfg_path,
+        "--model_path",
+        ckpt,
+        "--image_path",
+        str(images),
+        "--save_dir",
+        str(tmp_path / "out"),
+    )
     model, pal = load_model(load_config(cfg_path), ckpt), palette(4)
     for i in range(2):
         mask = np.asarray(Image.open(tmp_path / "out" / "pseudo_color" / f"im{i}.png").convert("RGB"))
@@ -80,8 +121,14 @@ def test_predict_tool_writes_masks_of_the_prediction(trained, tmp_path):
 def test_num_workers_trains_on_the_same_batches(tmp_path):
     path = write_tiny_config(tmp_path)
     for workers in (0, 2):
-        run_train(load_config(path, iters=4), str(tmp_path / f"w{workers}"), seed=2, save_interval=4,
-                  log_iters=100, num_workers=workers)
+        run_train(
+            load_config(path, iters=4),
+            str(tmp_path / f"w{workers}"),
+            seed=2,
+            save_interval=4,
+            log_iters=100,
+            num_workers=workers,
+        )
     a = paddle.load(str(tmp_path / "w0" / "iter_4" / "model.pdparams"))
     b = paddle.load(str(tmp_path / "w2" / "iter_4" / "model.pdparams"))
     diff = max(float(np.abs(a[k].numpy() - b[k].numpy()).max()) for k in a)

@@ -1,4 +1,5 @@
 """Train a tiny model from a config: runs, exact resume, checkpoints, VisualDL tags, NaN stop."""
+
 import os
 
 import numpy as np
@@ -16,8 +17,17 @@ def weights(save_dir: str, name: str) -> dict:
 def test_train_eval_vdl_and_checkpoints(tmp_path):
     cfg = load_config(write_tiny_config(tmp_path))
     out = str(tmp_path / "run")
-    m = run_train(cfg, out, seed=3, save_interval=2, keep_k=2, log_iters=2, do_eval=True, use_vdl=True,
-                  eval_kwargs={"is_slide": True, "crop_size": [32, 32], "stride": [16, 16], "flip_horizontal": True})
+    m = run_train(
+        cfg,
+        out,
+        seed=3,
+        save_interval=2,
+        keep_k=2,
+        log_iters=2,
+        do_eval=True,
+        use_vdl=True,
+        eval_kwargs={"is_slide": True, "crop_size": [32, 32], "stride": [16, 16], "flip_horizontal": True},
+    )
     assert 0.0 <= m["mIoU"] <= 1.0, f"mIoU {m['mIoU']} out of [0, 1]"
     kept = sorted(d for d in os.listdir(out) if d.startswith("iter_"))
     assert kept == ["iter_4", "iter_6"], f"keep_k=2 should keep the last two checkpoints, found {kept}"
@@ -25,10 +35,20 @@ def test_train_eval_vdl_and_checkpoints(tmp_path):
     assert not [d for d in os.listdir(out) if d.endswith((".tmp", ".old"))], f"leftovers {os.listdir(out)}"
     assert os.path.getsize(os.path.join(out, "curves.png")) > 1000, "curves.png missing or empty"
     from visualdl import LogReader
+
     reader = LogReader(file_path=os.path.join(out, "vdl", os.listdir(os.path.join(out, "vdl"))[0]))
     tags = set(reader.get_tags()["scalar"])
-    want = {"Train/loss", "Train/lr", "Train/batch_cost", "Train/ips", "Evaluate/mIoU", "Evaluate/Acc",
-            "Evaluate/Kappa", "Evaluate/IoU_background", "Evaluate/IoU_triangle"}  # SegmenterShapes' class names
+    want = {
+        "Train/loss",
+        "Train/lr",
+        "Train/batch_cost",
+        "Train/ips",
+        "Evaluate/mIoU",
+        "Evaluate/Acc",
+        "Evaluate/Kappa",
+        "Evaluate/IoU_background",
+        "Evaluate/IoU_triangle",
+    }  # SegmenterShapes' class names
     assert want <= tags, f"missing VisualDL tags {want - tags}; found {sorted(tags)}"
     steps = [r.id for r in reader.get_data("scalar", "Train/loss")]
     assert steps == [2, 4, 6], f"Train/loss steps {steps} != [2, 4, 6]"
@@ -43,9 +63,16 @@ def test_resume_equals_uninterrupted(tmp_path):
     run_train(load_config(path, iters=6), half, seed=5, save_interval=3, log_iters=100, keep_k=5)
     # simulate the interruption: keep only iter_3, then resume from it in a fresh model
     import shutil
+
     shutil.rmtree(os.path.join(half, "iter_6"))
-    run_train(load_config(path, iters=6), half, seed=5, save_interval=6, log_iters=100,
-              resume_model=os.path.join(half, "iter_3"))
+    run_train(
+        load_config(path, iters=6),
+        half,
+        seed=5,
+        save_interval=6,
+        log_iters=100,
+        resume_model=os.path.join(half, "iter_3"),
+    )
     a, b = weights(full, "iter_6"), weights(half, "iter_6")
     diff = max(float(np.abs(a[k] - b[k]).max()) for k in a)
     assert diff <= 1e-6, f"resumed vs uninterrupted weights: max|diff|={diff:.2e}"
@@ -69,8 +96,7 @@ def test_nan_loss_stops_and_keeps_checkpoint(tmp_path):
 
     out = str(tmp_path / "nan")
     with pytest.raises(FloatingPointError, match="at iter 3"):
-        train(b.model, b.train_dataset, b.optimizer, b.lr_scheduler, loss_fn, 6, 4, out, save_interval=2,
-              log_iters=100)
+        train(b.model, b.train_dataset, b.optimizer, b.lr_scheduler, loss_fn, 6, 4, out, save_interval=2, log_iters=100)
     kept = sorted(os.listdir(out))
     assert kept == ["iter_2"], f"after the NaN stop the save_dir should hold iter_2 only, found {kept}"
     w = weights(out, "iter_2")
@@ -94,5 +120,6 @@ def test_cross_entropy_matches_numpy(all_ignored):
     nll = -np.take_along_axis(logp, np.where(valid, y, 0)[:, None], axis=1)[:, 0]  # [B, 1, H, W] -> [B, H, W]
     ref = (nll * valid).sum() / max(valid.sum(), 1)
     got = float(SegmenterCrossEntropyLoss()(paddle.to_tensor(x), paddle.to_tensor(y)))
-    assert abs(got - ref) <= 1e-5 * max(abs(ref), 1.0), \
+    assert abs(got - ref) <= 1e-5 * max(abs(ref), 1.0), (
         f"loss {got:.7f} vs numpy {ref:.7f}: |diff|={abs(got - ref):.2e}"
+    )

@@ -1,4 +1,5 @@
 """Bad input fails with messages that name the key, the path or the expectation."""
+
 import os
 
 import numpy as np
@@ -40,11 +41,14 @@ def test_unknown_decoder_name():
         Segmenter(3, tiny_vit(), {"name": "mask"})
 
 
-@pytest.mark.parametrize("shape,dtype,pattern", [
-    ([3, 32, 32], "float32", r"\[B, 3, H, W\].*\[3, 32, 32\]"),
-    ([1, 1, 32, 32], "float32", r"\[B, 3, H, W\].*\[1, 1, 32, 32\]"),
-    ([1, 3, 32, 32], "int64", r"float.*int64"),
-])
+@pytest.mark.parametrize(
+    "shape,dtype,pattern",
+    [
+        ([3, 32, 32], "float32", r"\[B, 3, H, W\].*\[3, 32, 32\]"),
+        ([1, 1, 32, 32], "float32", r"\[B, 3, H, W\].*\[1, 1, 32, 32\]"),
+        ([1, 3, 32, 32], "int64", r"float.*int64"),
+    ],
+)
 def test_bad_input_tensor(shape, dtype, pattern):
     model = tiny_segmenter()
     with pytest.raises((ValueError, TypeError), match=pattern):
@@ -65,8 +69,9 @@ def test_pretrained_mismatch_names_keys(tmp_path):
         tiny_vit(depth=1, pretrained=path)
     wide = {k: v for k, v in tiny_vit(preset="small", depth=2).state_dict().items()}
     paddle.save(wide, path)
-    with pytest.raises(WeightsMismatchError,
-                       match=r"shape mismatch[\s\S]*cls_token: file \[1, 1, 384\] vs model \[1, 1, 192\]"):
+    with pytest.raises(
+        WeightsMismatchError, match=r"shape mismatch[\s\S]*cls_token: file \[1, 1, 384\] vs model \[1, 1, 192\]"
+    ):
         tiny_vit(depth=2, pretrained=path)
 
 

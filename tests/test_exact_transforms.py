@@ -1,5 +1,6 @@
 """Exactness with PaddleSeg's random transforms (the shipped ADE20K train pipeline, which draws from the global
 np.random / random): resume and --num_workers 2 give the weights of one uninterrupted single-worker run."""
+
 import os
 import shutil
 

@@ -1,5 +1,6 @@
 """The package's modules import one another without a circle (read from the source with ast: imports inside
 functions count too, since a late import only hides a circle). The floors are in docs/development.md."""
+
 import ast
 import os
 
@@ -30,7 +31,7 @@ def imports(name: str, path: str, known: dict) -> set:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:  # relative: from the package holding this module
-                parts = name.split(".")[:len(name.split(".")) - node.level + is_pkg]
+                parts = name.split(".")[: len(name.split(".")) - node.level + is_pkg]
                 base = ".".join(parts + ([base] if base else []))
             targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
         else:
@@ -102,6 +103,7 @@ def test_the_circle_finder_finds_one():
 def test_every_module_imports():
     """Each module of the package imports on its own (the fast tier touches every one at least this far)."""
     import importlib
+
     failed = {}
     for name in sorted(modules()):
         try:

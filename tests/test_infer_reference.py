@@ -40,9 +40,9 @@ def slide_by_hand(model, x: np.ndarray, crop, stride) -> np.ndarray:
     total, count = np.zeros((1, C, h, w)), np.zeros((h, w))
     for y in starts_by_hand(h, crop[0], stride[0]):
         for xx in starts_by_hand(w, crop[1], stride[1]):
-            win = x[:, :, y:y + crop[0], xx:xx + crop[1]]
-            total[:, :, y:y + crop[0], xx:xx + crop[1]] += model(paddle.to_tensor(win))[0].numpy()
-            count[y:y + crop[0], xx:xx + crop[1]] += 1
+            win = x[:, :, y : y + crop[0], xx : xx + crop[1]]
+            total[:, :, y : y + crop[0], xx : xx + crop[1]] += model(paddle.to_tensor(win))[0].numpy()
+            count[y : y + crop[0], xx : xx + crop[1]] += 1
     assert count.min() >= 1
     return total / count
 
@@ -58,7 +58,7 @@ def reference(model, x: np.ndarray, crop, stride, flip: bool, scales) -> np.ndar
     for s in scales:
         size = [int(h * s + 0.5), int(w * s + 0.5)]
         xs = F.interpolate(paddle.to_tensor(x), size=size, mode="bilinear").numpy() if s != 1.0 else x
-        for f in ([False, True] if flip else [False]):
+        for f in [False, True] if flip else [False]:
             logits = slide_by_hand(model, xs[..., ::-1].copy() if f else xs, crop, stride)
             logits = logits[..., ::-1] if f else logits
             logits = F.interpolate(paddle.to_tensor(logits.astype("float32")), size=[h, w], mode="bilinear").numpy()
@@ -89,6 +89,7 @@ def test_window_batch_size_does_not_change_slide():
 def test_reverse_transform_undoes_resize_and_padding_like_paddleseg():
     """Against paddleseg.core.infer.reverse_transform (bilinear) on a non-square pipeline record."""
     from paddleseg.core.infer import reverse_transform as ps_reverse
+
     x = paddle.to_tensor(np.random.RandomState(3).randn(1, C, 96, 128).astype("float32"))
     info = [("resize", (375, 500)), ("padding", (90, 120))]
     got, want = reverse_transform(x, info).numpy(), ps_reverse(x, info, mode="bilinear").numpy()

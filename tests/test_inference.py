@@ -1,4 +1,5 @@
 """Inferencer (Paddle and twin): inputs of every kind, batching by size, the engine's probabilities, overlays."""
+
 import os
 
 import numpy as np
@@ -23,8 +24,9 @@ def seg(tmp_path_factory):
 
 def images():
     rng = np.random.default_rng(1)
-    return [rng.integers(0, 256, shape, dtype=np.uint8) for shape in [(40, 50, 3), (33, 47, 3), (40, 50, 3),
-                                                                       (40, 50, 3)]]
+    return [
+        rng.integers(0, 256, shape, dtype=np.uint8) for shape in [(40, 50, 3), (33, 47, 3), (40, 50, 3), (40, 50, 3)]
+    ]
 
 
 def engine_probs(seg, img):
@@ -96,6 +98,7 @@ def test_val_transforms_as_tools_predict(tmp_path):
     from segmenter.engine.run import load_config
     from tests import layouts
     from tests.test_data_errors import dataset_yaml
+
     root = layouts.file_list(str(tmp_path), n_train=1, n_val=1)
     cfg_path = tmp_path / "cfg.yml"
     cfg_path.write_text(dataset_yaml(root) + "test_config: {is_slide: True, crop_size: [32, 32], stride: [24, 24]}\n")
@@ -107,8 +110,19 @@ def test_val_transforms_as_tools_predict(tmp_path):
     imgs = [rgb, np.ascontiguousarray(rgb[:60, :90]), rgb]
     for i, im in enumerate(imgs):
         Image.fromarray(im).save(tmp_path / "in" / f"{i}.png")
-    run_tool_in_process("predict.py", ["--config", str(cfg_path), "--model_path", ckpt, "--image_path",
-                                       str(tmp_path / "in"), "--save_dir", str(tmp_path / "out")])
+    run_tool_in_process(
+        "predict.py",
+        [
+            "--config",
+            str(cfg_path),
+            "--model_path",
+            ckpt,
+            "--image_path",
+            str(tmp_path / "in"),
+            "--save_dir",
+            str(tmp_path / "out"),
+        ],
+    )
     out = Inferencer(str(cfg_path), ckpt, batch_size=2)(str(tmp_path / "in"))
     pal = palette(model.num_classes)
     for i, r in enumerate(out):

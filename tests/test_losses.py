@@ -1,5 +1,6 @@
 """PaddleSeg's loss classes, by their own names from a YAML `loss:` section, against independent torch references
 (value and gradient w.r.t. the logits) on random inputs with ignored pixels."""
+
 import numpy as np
 import paddle
 import pytest
@@ -24,10 +25,13 @@ def inputs(seed: int = 0):
 def build_losses(tmp_path, loss_yaml: str) -> dict:
     """The `loss` section as PaddleSeg's Config builds it from YAML."""
     p = tmp_path / "loss.yml"
-    p.write_text("batch_size: 1\niters: 1\ntrain_dataset: {type: SegmenterShapes, num_samples: 1}\n"
-                 "optimizer: {type: SGD}\nlr_scheduler: {type: PolynomialDecay, learning_rate: 0.1}\n"
-                 "model: {type: Segmenter}\n" + loss_yaml)
+    p.write_text(
+        "batch_size: 1\niters: 1\ntrain_dataset: {type: SegmenterShapes, num_samples: 1}\n"
+        "optimizer: {type: SGD}\nlr_scheduler: {type: PolynomialDecay, learning_rate: 0.1}\n"
+        "model: {type: Segmenter}\n" + loss_yaml
+    )
     from paddleseg.cvlibs import SegBuilder
+
     return SegBuilder(Config(str(p))).loss
 
 
@@ -114,20 +118,25 @@ def ohem_kth(x, y, thresh, min_kept):
 
 W = [0.5, 2.0, 1.0, 3.0, 0.25]
 CASES = {
-    "CrossEntropyLoss": ("{type: CrossEntropyLoss}",
-                         lambda x, y: TF.cross_entropy(x, y, ignore_index=IGNORE)),
-    "CE weight": (f"{{type: CrossEntropyLoss, weight: {W}}}",
-                  lambda x, y: TF.cross_entropy(x, y, weight=torch.tensor(W), ignore_index=IGNORE)),
+    "CrossEntropyLoss": ("{type: CrossEntropyLoss}", lambda x, y: TF.cross_entropy(x, y, ignore_index=IGNORE)),
+    "CE weight": (
+        f"{{type: CrossEntropyLoss, weight: {W}}}",
+        lambda x, y: TF.cross_entropy(x, y, weight=torch.tensor(W), ignore_index=IGNORE),
+    ),
     "CE avg_non_ignore False": ("{type: CrossEntropyLoss, avg_non_ignore: False}", ce_sum_over_all),
-    "CE weight avg_non_ignore False": (f"{{type: CrossEntropyLoss, weight: {W}, avg_non_ignore: False}}",
-                                       lambda x, y: ce_weight_over_all(x, y, W)),
+    "CE weight avg_non_ignore False": (
+        f"{{type: CrossEntropyLoss, weight: {W}, avg_non_ignore: False}}",
+        lambda x, y: ce_weight_over_all(x, y, W),
+    ),
     "CE top_k 0.3": ("{type: CrossEntropyLoss, top_k_percent_pixels: 0.3}", lambda x, y: ce_top_k(x, y, 0.3)),
     "CE NHWC": ("{type: CrossEntropyLoss, data_format: NHWC}", None),
     "DiceLoss": ("{type: DiceLoss}", dice),
     "OhemCrossEntropyLoss": ("{type: OhemCrossEntropyLoss, min_kept: 20}", ohem),
     "LovaszSoftmaxLoss": ("{type: LovaszSoftmaxLoss}", lovasz),
-    "MixedLoss CE + Dice": ("{type: MixedLoss, losses: [{type: DiceLoss}, {type: CrossEntropyLoss}], coef: [0.4, 0.6]}",
-                            lambda x, y: 0.4 * dice(x, y) + 0.6 * TF.cross_entropy(x, y, ignore_index=IGNORE)),
+    "MixedLoss CE + Dice": (
+        "{type: MixedLoss, losses: [{type: DiceLoss}, {type: CrossEntropyLoss}], coef: [0.4, 0.6]}",
+        lambda x, y: 0.4 * dice(x, y) + 0.6 * TF.cross_entropy(x, y, ignore_index=IGNORE),
+    ),
 }
 
 
@@ -164,6 +173,7 @@ def test_several_losses_with_coef_sum_and_do_not_share_the_label(tmp_path):
 def test_cross_entropy_ignore_index_option():
     """ignore_index 3 (PaddleSeg's Config forces the train set's ignore index, so built directly by name)."""
     from paddleseg.cvlibs import manager
+
     x, y = inputs(2)
     y = np.where(y == IGNORE, 3, y)
     losses = {"types": [manager.LOSSES["CrossEntropyLoss"](ignore_index=3)], "coef": [1]}
@@ -178,6 +188,7 @@ def test_ohem_threshold_is_the_min_kept_th_probability(min_kept):
     """thresh 0 is below every pixel's probability, so the min_kept-th smallest probability decides:
     the pixels strictly below it are kept (min_kept - 1 of them, the probabilities being distinct)."""
     from paddleseg.cvlibs import manager
+
     x, y = inputs(3)
     want, n_kept = ohem_kth(torch.tensor(x), torch.tensor(y), 0.0, min_kept)
     assert n_kept == min_kept - 1, f"reference kept {n_kept} pixels, expected {min_kept - 1}"

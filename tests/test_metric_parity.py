@@ -1,5 +1,6 @@
 """Our confusion-matrix metrics against PaddleSeg's: areas counted independently (numpy) and with
 calculate_area's own algorithm, then PaddleSeg's metric functions on those areas."""
+
 import numpy as np
 import paddle
 import pytest
@@ -44,13 +45,18 @@ def test_metrics_equal_paddleseg(num_classes, absent):
     inter = np.array([((pred == c) & (label == c) & keep).sum() for c in range(num_classes)])
     pred_a = np.array([((pred == c) & keep).sum() for c in range(num_classes)])
     label_a = np.array([(label == c).sum() for c in range(num_classes)])
-    areas = [calculate_area_paddleseg(paddle.to_tensor(p), paddle.to_tensor(lab), num_classes)
-             for p, lab in zip(pred, label)]
+    areas = [
+        calculate_area_paddleseg(paddle.to_tensor(p), paddle.to_tensor(lab), num_classes) for p, lab in zip(pred, label)
+    ]
     ps_inter, ps_pred, ps_label = (sum(a[k] for a in areas) for k in range(3))
-    for name, ours, ref, ps in (("intersect", np.diag(cm), inter, ps_inter), ("pred", cm.sum(0), pred_a, ps_pred),
-                                ("label", cm.sum(1), label_a, ps_label)):
-        assert (ours == ref).all() and (ours == ps.numpy()).all(), \
+    for name, ours, ref, ps in (
+        ("intersect", np.diag(cm), inter, ps_inter),
+        ("pred", cm.sum(0), pred_a, ps_pred),
+        ("label", cm.sum(1), label_a, ps_label),
+    ):
+        assert (ours == ref).all() and (ours == ps.numpy()).all(), (
             f"{name} area: ours {ours.tolist()} numpy {ref.tolist()} calculate_area {ps.numpy().tolist()}"
+        )
 
     m = metrics_from_confusion(cm)
     class_iou, miou = psm.mean_iou(ps_inter, ps_pred, ps_label)
@@ -58,9 +64,14 @@ def test_metrics_equal_paddleseg(num_classes, absent):
     kappa = psm.kappa(ps_inter, ps_pred, ps_label)
     _, mdice = psm.dice(ps_inter, ps_pred, ps_label)
     _, class_precision, _ = psm.class_measurement(ps_inter, ps_pred, ps_label)
-    for name, ours, theirs in (("mIoU", m["mIoU"], miou), ("Acc", m["Acc"], acc), ("Kappa", m["Kappa"], kappa),
-                               ("Dice", m["Dice"], mdice)):
+    for name, ours, theirs in (
+        ("mIoU", m["mIoU"], miou),
+        ("Acc", m["Acc"], acc),
+        ("Kappa", m["Kappa"], kappa),
+        ("Dice", m["Dice"], mdice),
+    ):
         assert abs(ours - theirs) <= 1e-12, f"{name}: ours {ours!r} PaddleSeg {theirs!r}"
     assert np.abs(m["class_iou"] - class_iou).max() <= 1e-12, f"class IoU {m['class_iou']} vs {class_iou}"
-    assert np.abs(m["class_precision"] - class_precision).max() <= 1e-12, \
+    assert np.abs(m["class_precision"] - class_precision).max() <= 1e-12, (
         f"class precision {m['class_precision']} vs {class_precision}"
+    )

@@ -1,4 +1,5 @@
 """Metrics against a confusion matrix computed by hand."""
+
 import numpy as np
 import pytest
 
@@ -51,6 +52,7 @@ def test_evaluate_leaves_the_mode_it_found(tmp_path, training):
     from segmenter.engine.evaluate import evaluate
     from segmenter.engine.run import load_config
     from tests.engine_helpers import write_tiny_config
+
     b = SegBuilder(load_config(write_tiny_config(tmp_path)))
     model = b.model
     model.train(training)

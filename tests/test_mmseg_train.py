@@ -3,6 +3,7 @@ shipped config with its backbone cut to DEPTH blocks, a small crop and UPerNet h
 (backbone widths, heads, losses as shipped; the head widths are checked in parity_tests/test_mmseg_configs.py).
 Each row's model, optimizer and loader sit in reference cycles, so they are collected after the row: without
 that and with the shipped 512/256-channel heads, one process grew to 8.4 GB over the rows (now 2.3 GB)."""
+
 import gc
 import os
 
@@ -17,8 +18,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEPTH = 4
 HEAD_CHANNELS = 16
 # Every shipped MMSeg row: the 17 UPerNet ViT/DeiT configs (6 of MMSeg v0.13) and MMSeg's 5 Segmenter configs.
-ROWS = sorted(os.path.join(family, name[:-4]) for family in ("upernet_vit", "segmenter_mmseg")
-              for name in os.listdir(os.path.join(ROOT, "configs", family)) if name.endswith(".yml"))
+ROWS = sorted(
+    os.path.join(family, name[:-4])
+    for family in ("upernet_vit", "segmenter_mmseg")
+    for name in os.listdir(os.path.join(ROOT, "configs", family))
+    if name.endswith(".yml")
+)
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +38,7 @@ def ade20k(tmp_path_factory):
             h, w = 48 + 8 * i, 64
             Image.fromarray(rng.randint(0, 255, (h, w, 3), dtype=np.uint8)).save(root / "images" / split / f"{i}.jpg")
             label = np.zeros((h, w), np.uint8)
-            label[h // 2:, :] = 1 + i
+            label[h // 2 :, :] = 1 + i
             Image.fromarray(label).save(root / "annotations" / split / f"{i}.png")
     return str(root)
 
@@ -45,10 +50,14 @@ def _config(row, ade20k, tmp_path) -> str:
         for key, small in (("crop_size", [32, 32]), ("scale", [64, 32]), ("target_size", [32, 32])):
             if key in t:
                 t[key] = small
-    over = {"_base_": os.path.join(ROOT, "configs", row + ".yml"), "iters": 2, "batch_size": 2,
-            "train_dataset": {"dataset_root": ade20k, "transforms": train_t},
-            "val_dataset": {"dataset_root": ade20k, "transforms": val_t},
-            "model": {"backbone": {"depth": DEPTH, "img_size": 32}}}
+    over = {
+        "_base_": os.path.join(ROOT, "configs", row + ".yml"),
+        "iters": 2,
+        "batch_size": 2,
+        "train_dataset": {"dataset_root": ade20k, "transforms": train_t},
+        "val_dataset": {"dataset_root": ade20k, "transforms": val_t},
+        "model": {"backbone": {"depth": DEPTH, "img_size": 32}},
+    }
     if "upernet" in row:  # the last len(out_indices) blocks: all four, or only the last (MMSeg v0.13's rows)
         n_maps = len(shipped.dic["model"]["backbone"]["out_indices"])
         over["model"]["backbone"]["out_indices"] = list(range(DEPTH))[-n_maps:]
@@ -65,8 +74,9 @@ def _config(row, ade20k, tmp_path) -> str:
 def test_row_trains_two_iterations_with_eval(row, ade20k, tmp_path):
     """PaddleSeg's ADE20K val samples (label [1, H, W] at the original size, MMSegResize undone) evaluate too."""
     run = tmp_path / "run"
-    metrics = run_train(load_config(_config(row, ade20k, tmp_path)), str(run), seed=0, do_eval=True,
-                        save_interval=2, log_iters=1)
+    metrics = run_train(
+        load_config(_config(row, ade20k, tmp_path)), str(run), seed=0, do_eval=True, save_interval=2, log_iters=1
+    )
     assert os.path.isfile(run / "iter_2" / "model.pdparams"), os.listdir(run)
     assert np.isfinite(metrics["mIoU"]) and metrics["confusion"].sum() > 0, metrics
     gc.collect()  # the trained model, optimizer and loader sit in reference cycles: free them before the next row
@@ -78,9 +88,13 @@ def test_upernet_adds_the_auxiliary_logits_in_training_only():
     import paddle
 
     from segmenter.models import SegmenterViT, UPerNetViT
-    model = UPerNetViT(num_classes=3, backbone=SegmenterViT(img_size=32, embed_dim=32, depth=2, num_heads=1,
-                                                            out_indices=[0, 1]),
-                       decode_head={"channels": 8}, auxiliary_head={"channels": 4})
+
+    model = UPerNetViT(
+        num_classes=3,
+        backbone=SegmenterViT(img_size=32, embed_dim=32, depth=2, num_heads=1, out_indices=[0, 1]),
+        decode_head={"channels": 8},
+        auxiliary_head={"channels": 4},
+    )
     x = paddle.randn([2, 3, 40, 24])
     model.train()
     outs = model(x)

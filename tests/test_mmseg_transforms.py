@@ -1,6 +1,7 @@
 """MMSeg's train transforms (segmenter/datasets/mmseg_pipeline.py) outside the parity tests: bad values are refused
 with a message naming the parameter (a shipped config carrying one fails as it is built), an image that was
 already normalised is refused, and a shipped MMSeg config's samples depend on (seed, epoch, index) only."""
+
 import os
 
 import numpy as np
@@ -56,8 +57,7 @@ def test_unknown_key_fails():
 
 @pytest.mark.parametrize("cls", [MMSegRandomResize, MMSegPhotoMetricDistortion])
 def test_normalised_image_is_refused(cls):
-    data = {"img": np.full((8, 8, 3), -0.25, np.float32), "label": np.zeros((8, 8), np.uint8),
-            "gt_fields": ["label"]}
+    data = {"img": np.full((8, 8, 3), -0.25, np.float32), "label": np.zeros((8, 8), np.uint8), "gt_fields": ["label"]}
     with pytest.raises(ValueError, match=f"{cls.__name__} works on the decoded 0..255 image.*before Normalize"):
         cls()(data)
 
@@ -66,6 +66,7 @@ def shipped_train_set(tmp_path, transforms_edit=None):
     """PaddleSeg's ADE20K from the shipped ViT-T mask config on the stand-in layout (transforms edited if asked)."""
     from segmenter.engine.builder import Builder
     from segmenter.engine.run import load_config
+
     root = layouts.ade20k(str(tmp_path), n_train=3, n_val=1)
     shipped = os.path.join(ROOT, "configs", "segmenter_mmseg", "segmenter_vit_tiny_mask_ade20k_512x512_160k.yml")
     transforms = load_config(shipped).dic["train_dataset"]["transforms"]
@@ -89,6 +90,7 @@ def test_samples_depend_on_seed_epoch_index_only(tmp_path):
     """The engine's CheckedDataset reseeds np.random per (seed, epoch, index); MMSeg's transforms draw only from
     it, so reading order (workers, resume) cannot change a sample."""
     from segmenter.datasets.checked import CheckedDataset
+
     data = CheckedDataset(shipped_train_set(tmp_path), num_classes=150, seed=3)
     n = len(data)
     ks = list(range(2 * n))  # two epochs
@@ -113,5 +115,6 @@ def test_random_flip_flips_with_probability_prob(prob):
     img = np.arange(12, dtype=np.float32).reshape(2, 2, 3)  # [H, W, C], its two columns differ
     flips = sum(not np.array_equal(flip({"img": img.copy(), "gt_fields": []})["img"], img) for _ in range(n))
     sd = (n * prob * (1 - prob)) ** 0.5
-    assert abs(flips - n * prob) <= 4 * sd, \
+    assert abs(flips - n * prob) <= 4 * sd, (
         f"prob {prob}: {flips} of {n} flipped, expected {n * prob:.0f} +- {4 * sd:.0f}"
+    )

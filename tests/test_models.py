@@ -1,4 +1,5 @@
 """Shapes, gradients, determinism and padding behaviour of the Paddle Segmenter."""
+
 import numpy as np
 import paddle
 import pytest
@@ -77,12 +78,21 @@ def test_resample_pos_embed_matches_timm(mode, prefix, old, new):
     from segmenter.pytorch.pos_embed import resample_pos_embed as torch_resample
 
     pe = np.random.RandomState(0).randn(1, prefix + old[0] * old[1], 8).astype("float32")
-    want = resample_abs_pos_embed(torch.from_numpy(pe), list(new), list(old), num_prefix_tokens=prefix,
-                                  interpolation=mode.split("_")[0], antialias=mode.endswith("antialias")).numpy()
-    for name, got in (("paddle", resample_pos_embed(paddle.to_tensor(pe), old, new, prefix, mode).numpy()),
-                      ("torch", torch_resample(torch.from_numpy(pe), old, new, prefix, mode).numpy())):
-        assert got.shape == want.shape == (1, prefix + new[0] * new[1], 8), \
+    want = resample_abs_pos_embed(
+        torch.from_numpy(pe),
+        list(new),
+        list(old),
+        num_prefix_tokens=prefix,
+        interpolation=mode.split("_")[0],
+        antialias=mode.endswith("antialias"),
+    ).numpy()
+    for name, got in (
+        ("paddle", resample_pos_embed(paddle.to_tensor(pe), old, new, prefix, mode).numpy()),
+        ("torch", torch_resample(torch.from_numpy(pe), old, new, prefix, mode).numpy()),
+    ):
+        assert got.shape == want.shape == (1, prefix + new[0] * new[1], 8), (
             f"{name}: got {got.shape}, timm {want.shape}"
+        )
         d = float(np.abs(got - want).max())
         assert d < 1e-5, f"{name} {mode} {old}->{new}, {prefix} prefix tokens: max|diff| against timm {d:.2e}"
     same = resample_pos_embed(paddle.to_tensor(pe), old, old, prefix, mode)
@@ -142,6 +152,7 @@ def test_layer_scale_switch():
     """layer_scale_init=None adds no parameters (weights saved without layer scale load strictly); a value adds
     blocks.i.ls1/ls2.gamma at that value, and the file of one kind is refused by the other, naming the keys."""
     from segmenter.models.weights import WeightsMismatchError, load_state_dict_strict
+
     paddle.seed(0)
     plain, again = tiny_vit("tiny", depth=2), tiny_vit("tiny", depth=2)
     scaled = tiny_vit("tiny", depth=2, layer_scale_init=1e-6)
@@ -206,11 +217,14 @@ def test_hybrid_stem_pads_to_its_stride(stem_layers, patch_size, stride):
     assert diff < 1e-5, f"max|diff| between implicit and explicit padding = {diff:.2e}"
 
 
-@pytest.mark.parametrize("kw,says", [
-    ({"stem_layers": [1, 1, 1, 1, 1], "patch_size": 1}, "at most 4 stages; give one bottleneck count per stage"),
-    ({"stem_layers": [3, 4, 9], "patch_size": 16}, "patch_size=16 is not supported on a hybrid stem"),
-    ({"stem_layers": [3, 4, 9], "patch_size": 1, "img_size": 40}, "multiple of the token stride 16"),
-])
+@pytest.mark.parametrize(
+    "kw,says",
+    [
+        ({"stem_layers": [1, 1, 1, 1, 1], "patch_size": 1}, "at most 4 stages; give one bottleneck count per stage"),
+        ({"stem_layers": [3, 4, 9], "patch_size": 16}, "patch_size=16 is not supported on a hybrid stem"),
+        ({"stem_layers": [3, 4, 9], "patch_size": 1, "img_size": 40}, "multiple of the token stride 16"),
+    ],
+)
 def test_hybrid_stem_config_errors_say_what_to_fix(kw, says):
     with pytest.raises(ValueError, match=says):
         tiny_vit("tiny", **kw)

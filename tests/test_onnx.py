@@ -1,4 +1,5 @@
 """ONNX export through paddle2onnx, run by onnxruntime: logits equal Paddle's at two sizes with a dynamic batch."""
+
 import importlib.metadata
 import importlib.util
 import os
@@ -42,14 +43,31 @@ def test_export_tool_onnx(tmp_path):
     cfg = write_tiny_config(tmp_path)
     env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
     out = str(tmp_path / "tiny.onnx")
-    r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "export.py"), "--config", cfg, "--size", "32",
-                        "32", "--format", "onnx", "--save", out], cwd=ROOT, env=env, capture_output=True, text=True,
-                       timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "tools", "export.py"),
+            "--config",
+            cfg,
+            "--size",
+            "32",
+            "32",
+            "--format",
+            "onnx",
+            "--save",
+            out,
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     sess = deploy.create_onnx_session(out)
     assert [i.shape for i in sess.get_inputs()][0][1:] == [3, 32, 32], f"input {sess.get_inputs()[0].shape}"
     x = np.random.RandomState(0).randn(3, 3, 32, 32).astype(np.float32)
-    one = [sess.run(None, {"x": x[i:i + 1]})[0] for i in range(3)]  # the file at batch 1 and at batch 3
+    one = [sess.run(None, {"x": x[i : i + 1]})[0] for i in range(3)]  # the file at batch 1 and at batch 3
     three = sess.run(None, {"x": x})[0]
     assert three.shape == (3, 4, 32, 32) and one[0].shape == (1, 4, 32, 32), f"{one[0].shape}, {three.shape}"
     d = float(np.abs(three - np.concatenate(one)).max())
@@ -57,6 +75,7 @@ def test_export_tool_onnx(tmp_path):
     import json
 
     import yaml
+
     with open(out + ".model.json") as f:  # the export says which model it holds (issue 11: files carry their arch)
         card = json.load(f)["model"]
     want = yaml.safe_load(open(cfg))["model"]
@@ -65,7 +84,9 @@ def test_export_tool_onnx(tmp_path):
     export_tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(export_tool)
     with pytest.raises(ValueError, match="ending in .onnx"):  # run_cli prints it as one error: line
-        export_tool.main(export_tool.parse_args(["--config", cfg, "--format", "onnx", "--save", str(tmp_path / "model")]))
+        export_tool.main(
+            export_tool.parse_args(["--config", cfg, "--format", "onnx", "--save", str(tmp_path / "model")])
+        )
 
 
 def test_zero_pad_values_repairs_a_garbage_pad_constant(tmp_path):
@@ -73,6 +94,7 @@ def test_zero_pad_values_repairs_a_garbage_pad_constant(tmp_path):
     in an export at a size that pads, and check the repair restores Paddle's logits."""
     import onnx
     from onnx import numpy_helper
+
     paddle.seed(0)
     model = tiny_segmenter("linear", img_size=32)
     model.eval()

@@ -1,4 +1,5 @@
 """Fast paths: runtime CPU settings and the exported deployment predictor match the eager model."""
+
 import os
 import sys
 
@@ -14,8 +15,10 @@ from segmenter.models import Segmenter, SegmenterViT
 def paddle_threads() -> int:
     """Threads of the OpenMP runtime Paddle ships (libiomp5), read from the library itself: what Paddle was told."""
     from threadpoolctl import threadpool_info  # a PaddleSeg dependency (through scikit-learn)
-    pools = [p for p in threadpool_info() if p["internal_api"] == "openmp" and
-             os.sep + "paddle" + os.sep in p["filepath"]]
+
+    pools = [
+        p for p in threadpool_info() if p["internal_api"] == "openmp" and os.sep + "paddle" + os.sep in p["filepath"]
+    ]
     assert len(pools) == 1, f"expected paddle's libiomp5 among {[p['filepath'] for p in threadpool_info()]}"
     return pools[0]["num_threads"]
 
@@ -27,13 +30,15 @@ def test_configure_cpu_sets_threads_and_amd_flag(monkeypatch):
         for n in (2, 1):
             runtime.configure_cpu(num_threads=n)
             assert paddle_threads() == n, f"configure_cpu(num_threads={n}): paddle runs {paddle_threads()} threads"
-        assert os.environ.get("MKL_DEBUG_CPU_TYPE") == "5", \
+        assert os.environ.get("MKL_DEBUG_CPU_TYPE") == "5", (
             f"MKL_DEBUG_CPU_TYPE={os.environ.get('MKL_DEBUG_CPU_TYPE')!r} on AMD"
+        )
         monkeypatch.delenv("MKL_DEBUG_CPU_TYPE", raising=False)
         monkeypatch.setattr(runtime, "cpu_vendor", lambda: "GenuineIntel")
         runtime.configure_cpu(num_threads=1)
-        assert "MKL_DEBUG_CPU_TYPE" not in os.environ, \
+        assert "MKL_DEBUG_CPU_TYPE" not in os.environ, (
             f"MKL_DEBUG_CPU_TYPE={os.environ['MKL_DEBUG_CPU_TYPE']!r} set on Intel (it would disable AVX-512)"
+        )
     finally:
         monkeypatch.undo()
         runtime.configure_cpu()
@@ -88,8 +93,9 @@ def test_upsample_bilinear_matches_interpolate(hw, size):
     from segmenter.pytorch.segmenter import upsample_bilinear as torch_up
 
     x = np.random.RandomState(0).randn(2, 3, *hw).astype("float32")
-    ref = paddle.nn.functional.interpolate(paddle.to_tensor(x), size=list(size), mode="bilinear",
-                                           align_corners=False).numpy()
+    ref = paddle.nn.functional.interpolate(
+        paddle.to_tensor(x), size=list(size), mode="bilinear", align_corners=False
+    ).numpy()
     got = paddle_up(paddle.to_tensor(x), list(size)).numpy()
     d = float(np.abs(got - ref).max())
     assert got.shape == ref.shape and d <= 1e-5, f"paddle {hw}->{size}: shape {got.shape} max|diff|={d:.2e}"
@@ -121,8 +127,9 @@ def test_default_threads_survive_paddle_import(omp):
     or every core this process may use (read from Paddle's OpenMP runtime, not from our own bookkeeping)."""
     import subprocess
 
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "SEGMENTER_CPU_TUNING",
-                                                            "PADDLE_LOCAL_SIZE")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "SEGMENTER_CPU_TUNING", "PADDLE_LOCAL_SIZE")
+    }
     if omp is not None:
         env["OMP_NUM_THREADS"] = omp
     env["PYTHONPATH"] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -139,6 +146,7 @@ def test_deploy_onednn_where_paddle_accepts_the_graph(tmp_path):
     resampled position embedding in); MKL, with a warning, where paddle's oneDNN executor rejects the graph (one
     traced here without export's baking, so it resamples the position embedding by interpolation)."""
     import warnings
+
     paddle.seed(1)
     m = Segmenter(5, SegmenterViT(img_size=64, embed_dim=64, depth=2, num_heads=2), {"name": "linear"})
     m.eval()
@@ -162,4 +170,3 @@ def test_deploy_onednn_where_paddle_accepts_the_graph(tmp_path):
         assert fell_back == (not want_onednn), f"size {size}: fallback warning {fell_back}"
         diff = max(float(np.abs(out - ref).max()), float(np.abs(pred(x)[0] - ref).max()))
         assert diff < 1e-5, f"size {size} (oneDNN {pred.use_onednn}): max|diff| {diff:.2e} against eager"
-

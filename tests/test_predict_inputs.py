@@ -1,6 +1,7 @@
 """tools/predict.py with a PaddleSeg config: the config's val transforms are applied as PaddleSeg's predict
 does, masks come back at each input's original size (grey, RGBA, 16-bit PNG, larger than the crop), outputs keep
 the input's relative path and never overwrite each other."""
+
 import os
 
 import cv2
@@ -43,17 +44,32 @@ def test_predict_applies_val_transforms_and_keeps_sizes_and_names(tmp_path):
     big = np.tile(rgb, (3, 3, 1))  # 225 x 390: larger than the 32 px crop and the 48 x 40 resize
     Image.fromarray(big).save(imgs / "sub" / "big.png")
 
-    run_tool_in_process("predict.py", ["--config", str(cfg_path), "--model_path", ckpt, "--image_path", str(imgs),
-                                       "--save_dir", str(tmp_path / "out")])
+    run_tool_in_process(
+        "predict.py",
+        [
+            "--config",
+            str(cfg_path),
+            "--model_path",
+            ckpt,
+            "--image_path",
+            str(imgs),
+            "--save_dir",
+            str(tmp_path / "out"),
+        ],
+    )
     out = tmp_path / "out" / "pseudo_color"
     written = sorted(os.path.relpath(os.path.join(d, f), out) for d, _, fs in os.walk(out) for f in fs)
-    assert written == ["a_jpg.png", "a_png.png", "sub/big.png", "sub/deep.png", "sub/grey.png", "sub/rgba.png"], \
-        written
+    assert written == ["a_jpg.png", "a_png.png", "sub/big.png", "sub/deep.png", "sub/grey.png", "sub/rgba.png"], written
     pal = palette(6)
     model.eval()
     transforms = Compose(SegBuilder(cfg).val_transforms)  # PaddleSeg reads the file itself
-    for src, dst in (("a.png", "a_png.png"), ("sub/big.png", "sub/big.png"), ("sub/deep.png", "sub/deep.png"),
-                     ("sub/grey.png", "sub/grey.png"), ("sub/rgba.png", "sub/rgba.png")):
+    for src, dst in (
+        ("a.png", "a_png.png"),
+        ("sub/big.png", "sub/big.png"),
+        ("sub/deep.png", "sub/deep.png"),
+        ("sub/grey.png", "sub/grey.png"),
+        ("sub/rgba.png", "sub/rgba.png"),
+    ):
         h, w = cv2.imread(str(imgs / src)).shape[:2]
         mask = np.asarray(Image.open(out / dst).convert("RGB"))
         assert mask.shape == (h, w, 3), f"{dst}: mask {mask.shape[:2]} for an input of {(h, w)}"

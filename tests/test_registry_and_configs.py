@@ -1,4 +1,5 @@
 """Registration with PaddleSeg's managers, and every shipped config builds and runs."""
+
 import glob
 import os
 
@@ -19,6 +20,7 @@ CONFIGS = [c for c in CONFIGS if os.sep + "_base_" + os.sep not in c]
 def test_paddleseg_classes_untouched():
     from paddleseg.models import segmenter as ps_seg
     from paddleseg.models.backbones import vision_transformer as ps_vit
+
     assert manager.MODELS["LinearSegmenter"] is ps_seg.LinearSegmenter
     assert manager.MODELS["MaskSegmenter"] is ps_seg.MaskSegmenter
     assert manager.BACKBONES["VisionTransformer"] is ps_vit.VisionTransformer

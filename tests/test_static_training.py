@@ -1,5 +1,6 @@
 """Static-graph training (`to_static_training: True`, as in PaddleSeg): the loss curve of dygraph training, and
 exact resume."""
+
 import os
 import shutil
 
@@ -15,6 +16,7 @@ ITERS = 20
 def losses(save_dir: str) -> np.ndarray:
     """Train/loss of every iteration, as VisualDL logged it."""
     from visualdl import LogReader
+
     vdl = os.path.join(save_dir, "vdl")
     reader = LogReader(file_path=os.path.join(vdl, os.listdir(vdl)[0]))
     return np.array([r.value for r in reader.get_data("scalar", "Train/loss")], np.float64)
@@ -42,7 +44,9 @@ def test_static_loss_curve_equals_dygraph(tmp_path):
     curves = {}
     for to_static in (False, True):
         out = str(tmp_path / f"static{to_static}")
-        run_train(config(tmp_path, to_static, stochastic=False), out, seed=7, save_interval=ITERS, log_iters=1, use_vdl=True)
+        run_train(
+            config(tmp_path, to_static, stochastic=False), out, seed=7, save_interval=ITERS, log_iters=1, use_vdl=True
+        )
         curves[to_static] = losses(out)
     dy, st = curves[False], curves[True]
     assert len(dy) == len(st) == ITERS, f"{len(dy)} / {len(st)} logged losses"
@@ -56,8 +60,14 @@ def test_static_training_resumes_exactly(tmp_path):
     run_train(config(tmp_path, True, 6), full, seed=5, save_interval=6, log_iters=100)
     run_train(config(tmp_path, True, 6), half, seed=5, save_interval=3, log_iters=100, keep_k=5)
     shutil.rmtree(os.path.join(half, "iter_6"))
-    run_train(config(tmp_path, True, 6), half, seed=5, save_interval=6, log_iters=100,
-              resume_model=os.path.join(half, "iter_3"))
+    run_train(
+        config(tmp_path, True, 6),
+        half,
+        seed=5,
+        save_interval=6,
+        log_iters=100,
+        resume_model=os.path.join(half, "iter_3"),
+    )
     a, b = weights(full, "iter_6"), weights(half, "iter_6")
     diff = max(float(np.abs(a[k] - b[k]).max()) for k in a)
     assert diff <= 1e-6, f"resumed vs uninterrupted weights (static graph): max|diff|={diff:.2e}"

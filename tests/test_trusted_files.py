@@ -1,5 +1,6 @@
 """Every file the engine reads is loaded safely and strictly: payloads never run, mismatched weights are refused,
 a resume refuses another run and continues best_model / kept folders; clean stops and the save_dir lock."""
+
 import importlib
 import importlib.util
 import json
@@ -86,8 +87,11 @@ def test_payload_never_runs_on_resume(trained, tmp_path, capsys, which):
     cfg_path, run = trained
     marker = tmp_path / "RAN"
     ckpt = evil_copy(os.path.join(run, "iter_2"), str(tmp_path / "evil"), which, str(marker))
-    rc, err = cli("train", ["--config", cfg_path, "--save_dir", str(tmp_path / "out"), "--resume_model", ckpt,
-                            "--log_iters", "100"], capsys)
+    rc, err = cli(
+        "train",
+        ["--config", cfg_path, "--save_dir", str(tmp_path / "out"), "--resume_model", ckpt, "--log_iters", "100"],
+        capsys,
+    )
     assert not marker.exists(), f"resuming from a crafted {which} ran its payload"
     assert rc == 1 and which in err and "posix.system" in err, f"rc={rc}, stderr: {err[-600:]}"
 
@@ -107,8 +111,11 @@ def test_payload_never_runs_on_export_and_pretrained(trained, tmp_path, monkeypa
     cfg_path, _ = trained
     marker, evil = tmp_path / "RAN", str(tmp_path / "evil.pdparams")
     write_payload(evil, str(marker))
-    monkeypatch.setattr(sys, "argv", ["export.py", "--config", cfg_path, "--weights", evil, "--size", "32", "32",
-                                      "--save", str(tmp_path / "exp")])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        ["export.py", "--config", cfg_path, "--weights", evil, "--size", "32", "32", "--save", str(tmp_path / "exp")],
+    )
     with pytest.raises(UnsafeFileError, match="evil.pdparams"):
         export = load_tool("export")
         export.main(export.parse_args())
@@ -122,21 +129,33 @@ def test_payload_through_the_real_cli_exit_status(trained, tmp_path):
     cfg_path, run = trained
     marker = tmp_path / "RAN"
     ckpt = evil_copy(os.path.join(run, "iter_2"), str(tmp_path / "evil"), "model.pdparams", str(marker))
-    r = subprocess.run([sys.executable, "tools/val.py", "--config", cfg_path, "--model_path", ckpt], cwd=ROOT,
-                       env=dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1"), capture_output=True, text=True,
-                       timeout=300)
+    r = subprocess.run(
+        [sys.executable, "tools/val.py", "--config", cfg_path, "--model_path", ckpt],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert not marker.exists(), "tools/val.py ran the payload"
     last = r.stderr.strip().splitlines()[-1]  # paddle prints its own warnings first
-    assert r.returncode == 1 and last.startswith("error: ") and "Traceback" not in r.stderr, \
+    assert r.returncode == 1 and last.startswith("error: ") and "Traceback" not in r.stderr, (
         f"rc={r.returncode}, stderr: {r.stderr[-800:]}"
+    )
 
 
-@pytest.mark.parametrize("opts,expect", [
-    (["model.backbone.embed_dim=48"], r"shape mismatch \(\d+\)[\s\S]*backbone\.cls_token: file \[1, 1, 32\] vs "
-                                      r"model \[1, 1, 48\][\s\S]*backbone\.embed_dim=32"),
-    (["model.backbone.depth=3"], r"missing in the file \(\d+\): \['backbone\.blocks\.2\.[\s\S]*backbone\.depth=2"),
-    (["model.backbone.depth=1"], r"not in the model \(\d+\): \['backbone\.blocks\.1\.[\s\S]*backbone\.depth=2"),
-])
+@pytest.mark.parametrize(
+    "opts,expect",
+    [
+        (
+            ["model.backbone.embed_dim=48"],
+            r"shape mismatch \(\d+\)[\s\S]*backbone\.cls_token: file \[1, 1, 32\] vs "
+            r"model \[1, 1, 48\][\s\S]*backbone\.embed_dim=32",
+        ),
+        (["model.backbone.depth=3"], r"missing in the file \(\d+\): \['backbone\.blocks\.2\.[\s\S]*backbone\.depth=2"),
+        (["model.backbone.depth=1"], r"not in the model \(\d+\): \['backbone\.blocks\.1\.[\s\S]*backbone\.depth=2"),
+    ],
+)
 def test_mismatched_checkpoint_is_refused(trained, opts, expect):
     cfg_path, run = trained
     with pytest.raises(WeightsMismatchError, match=expect):
@@ -160,6 +179,7 @@ def test_missing_key_is_refused_in_both_frameworks(trained):
     with pytest.raises(WeightsMismatchError, match=r"missing in the file \(1\): \['backbone\.norm\.bias'\]"):
         load_state_dict_strict(model, state, "paddle state")
     from segmenter.pytorch.weights import load_state_dict_strict as torch_strict
+
     twin = build_torch_model({"model": cfg.dic["model"]})
     tstate = {k: v.numpy() for k, v in twin.state_dict().items() if k != "decoder.head.bias"}
     with pytest.raises(WeightsMismatchError, match=r"missing in the file \(1\): \['decoder\.head\.bias'\]"):
@@ -186,8 +206,11 @@ def tiny_parts(cfg_path, **opts):
 def test_resume_refuses_another_run_and_allows_harmless_changes(trained, capsys):
     cfg_path, run = trained
     ckpt = os.path.join(run, "iter_4")
-    for opts, name in (({"batch_size": 2}, "batch_size"), ({"model.backbone.num_heads": 4}, "model"),
-                       ({"train_dataset.num_samples": 12}, "train_dataset")):
+    for opts, name in (
+        ({"batch_size": 2}, "batch_size"),
+        ({"model.backbone.num_heads": 4}, "model"),
+        ({"train_dataset.num_samples": 12}, "train_dataset"),
+    ):
         cfg, model, opt, sched = tiny_parts(cfg_path, **opts)
         with pytest.raises(CheckpointError, match=rf"another run \({name} differ\)"):
             load_checkpoint(ckpt, model, opt, sched, run=run_sections(cfg.dic, save_interval=2, log_iters=100))
@@ -204,6 +227,7 @@ def scripted_evaluate(values):
     def fake(model, ds, n, **kw):
         v = next(it)
         return {"mIoU": v, "Acc": v, "Kappa": v, "class_iou": [v] * n}
+
     return fake
 
 
@@ -214,8 +238,16 @@ def test_best_model_is_replaced_only_by_a_better_model(tmp_path, monkeypatch):
     run_train(load_config(cfg_path, iters=2), out, seed=1, save_interval=1, log_iters=100, do_eval=True, keep_k=2)
     best_before = paddle.load(os.path.join(out, "best_model", "model.pdparams"))
     monkeypatch.setattr(train_mod, "evaluate", scripted_evaluate([0.6, 0.7]))
-    run_train(load_config(cfg_path, iters=4), out, seed=1, save_interval=1, log_iters=100, do_eval=True, keep_k=2,
-              resume_model=os.path.join(out, "iter_2"))
+    run_train(
+        load_config(cfg_path, iters=4),
+        out,
+        seed=1,
+        save_interval=1,
+        log_iters=100,
+        do_eval=True,
+        keep_k=2,
+        resume_model=os.path.join(out, "iter_2"),
+    )
     with open(os.path.join(out, "best_model", "state.json")) as f:
         best = json.load(f)["best"]
     after = paddle.load(os.path.join(out, "best_model", "model.pdparams"))
@@ -229,6 +261,7 @@ def test_sigterm_finishes_the_iteration_and_saves(tmp_path):
     cfg_path = write_tiny_config(tmp_path)
     b = SegBuilder(load_config(cfg_path))
     from segmenter.engine.losses import SegmenterCrossEntropyLoss
+
     ce, calls = SegmenterCrossEntropyLoss(), []
 
     def loss_fn(logits, label):
@@ -240,8 +273,9 @@ def test_sigterm_finishes_the_iteration_and_saves(tmp_path):
     out = str(tmp_path / "run")
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(TrainingStopped, match=r"SIGTERM after iter 3[\s\S]*--resume_model .*iter_3") as e:
-        train_mod.train(b.model, b.train_dataset, b.optimizer, b.lr_scheduler, loss_fn, 6, 4, out,
-                        save_interval=100, log_iters=100)
+        train_mod.train(
+            b.model, b.train_dataset, b.optimizer, b.lr_scheduler, loss_fn, 6, 4, out, save_interval=100, log_iters=100
+        )
     assert len(calls) == 3 and signal.getsignal(signal.SIGTERM) is before, f"{len(calls)} steps ran"
     b2 = SegBuilder(load_config(cfg_path))
     assert load_checkpoint(e.value.checkpoint, b2.model, b2.optimizer, b2.lr_scheduler).iter == 3
@@ -252,10 +286,27 @@ def test_sigterm_finishes_the_iteration_and_saves(tmp_path):
 def test_sigint_through_the_cli(tmp_path):
     cfg_path = write_tiny_config(tmp_path)
     out = str(tmp_path / "run")
-    p = subprocess.Popen([sys.executable, "tools/train.py", "--config", cfg_path, "--save_dir", out, "--iters",
-                          "100000", "--log_iters", "1", "--save_interval", "100000"], cwd=ROOT,
-                         env=dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1"), stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "tools/train.py",
+            "--config",
+            cfg_path,
+            "--save_dir",
+            out,
+            "--iters",
+            "100000",
+            "--log_iters",
+            "1",
+            "--save_interval",
+            "100000",
+        ],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     for line in p.stdout:
         if line.startswith("[TRAIN] iter 2/"):
             break
@@ -286,23 +337,33 @@ def test_convert_builds_the_model_the_checkpoint_was_trained_as(trained, tmp_pat
     the converter reads them from state.json, so the written config evaluates to the same mIoU."""
     from segmenter.convert import convert
     from segmenter.engine.evaluate import evaluate
+
     cfg_path, run = trained
-    src, dst, written = os.path.join(run, "iter_2", "model.pdparams"), str(tmp_path / "out.pdparams"), \
-        str(tmp_path / "written.yml")
+    src, dst, written = (
+        os.path.join(run, "iter_2", "model.pdparams"),
+        str(tmp_path / "out.pdparams"),
+        str(tmp_path / "written.yml"),
+    )
     convert(src, dst, save_config=written, base_config=cfg_path)
     bb = load_config(written).dic["model"]["backbone"]
     assert (bb["num_heads"], bb["norm_eps"], bb["pos_embed_interp"]) == (2, 1e-6, "bilinear"), f"written: {bb}"
     cfg = load_config(cfg_path)
-    before = evaluate(load_model(cfg, os.path.join(run, "iter_2")), SegBuilder(cfg).val_dataset, 4, is_slide=True,
-                      crop_size=[32, 32], stride=[16, 16])["mIoU"]
+    before = evaluate(
+        load_model(cfg, os.path.join(run, "iter_2")),
+        SegBuilder(cfg).val_dataset,
+        4,
+        is_slide=True,
+        crop_size=[32, 32],
+        stride=[16, 16],
+    )["mIoU"]
     model = SegBuilder(load_config(written)).model  # model.pretrained = dst, loaded strictly at build
     model.eval()
-    after = evaluate(model, SegBuilder(cfg).val_dataset, 4, is_slide=True, crop_size=[32, 32],
-                     stride=[16, 16])["mIoU"]
+    after = evaluate(model, SegBuilder(cfg).val_dataset, 4, is_slide=True, crop_size=[32, 32], stride=[16, 16])["mIoU"]
     assert before == after, f"mIoU {before:.6f} before conversion, {after:.6f} with the written config"
     # the converted file carries the architecture too (dst.model.json): converted again, away from the
     # checkpoint folder and its state.json, it still writes the same model and nothing is assumed
     import warnings
+
     moved = tmp_path / "elsewhere"
     moved.mkdir()
     for f in ("out.pdparams", "out.pdparams.model.json"):
@@ -319,30 +380,42 @@ def test_convert_builds_the_model_the_checkpoint_was_trained_as(trained, tmp_pat
 def test_a_format_1_checkpoint_still_loads(trained, tmp_path):
     """Folders written before state.json (state.pkl of tuples, dicts and arrays) load through the safe unpickler."""
     import random
+
     cfg_path, run = trained
     old = str(tmp_path / "old")
     shutil.copytree(os.path.join(run, "iter_2"), old)
     os.remove(os.path.join(old, "state.json"))
-    state = {"iter": 2, "scheduler": {"last_epoch": 2, "last_lr": 0.0009}, "py_rng": random.getstate(),
-             "np_rng": np.random.get_state(), "scaler": None, "extra": {"mIoU": 0.25}}
+    state = {
+        "iter": 2,
+        "scheduler": {"last_epoch": 2, "last_lr": 0.0009},
+        "py_rng": random.getstate(),
+        "np_rng": np.random.get_state(),
+        "scaler": None,
+        "extra": {"mIoU": 0.25},
+    }
     with open(os.path.join(old, "state.pkl"), "wb") as f:
         pickle.dump(state, f)
     _, model, opt, sched = tiny_parts(cfg_path)
     resumed = load_checkpoint(old, model, opt, sched)
-    assert (resumed.iter, resumed.best, sched.last_epoch) == (2, {"mIoU": 0.25}, 2), \
+    assert (resumed.iter, resumed.best, sched.last_epoch) == (2, {"mIoU": 0.25}, 2), (
         f"{resumed}, scheduler last_epoch {sched.last_epoch}"
+    )
 
 
 def test_convert_of_a_bare_pdparams_says_what_it_assumed(trained, tmp_path):
     from segmenter.convert import convert
+
     _, run = trained
     bare = str(tmp_path / "model.pdparams")
     shutil.copy(os.path.join(run, "iter_2", "model.pdparams"), bare)
     import yaml
+
     data_only = tmp_path / "data.yml"  # the training config's dataset, without its model section
     data_only.write_text(yaml.safe_dump({"train_dataset": yaml.safe_load(open(trained[0]))["train_dataset"]}))
-    with pytest.warns(UserWarning, match=r"neither a \.model\.json nor a state\.json beside it, and no base config "
-                                         r"model section of these weights' shapes states \['num_heads', 'norm_eps', "
-                                         r"'pos_embed_interp'\], so they are assumed.*--num-heads"):
-        convert(bare, str(tmp_path / "out.pdparams"), save_config=str(tmp_path / "out.yml"),
-                base_config=str(data_only))
+    with pytest.warns(
+        UserWarning,
+        match=r"neither a \.model\.json nor a state\.json beside it, and no base config "
+        r"model section of these weights' shapes states \['num_heads', 'norm_eps', "
+        r"'pos_embed_interp'\], so they are assumed.*--num-heads",
+    ):
+        convert(bare, str(tmp_path / "out.pdparams"), save_config=str(tmp_path / "out.yml"), base_config=str(data_only))

@@ -4,6 +4,7 @@ Every file the engine and the converter read goes through one of: files.read_pdp
 safe_load.read_pickle (.pdopt, legacy state.pkl), core.read_raw (tools/convert.py, any extension), files.read_torch
 and files.read_npz. Each payload below would write a marker file (or reach the OS) if its global were resolved.
 """
+
 import builtins
 import io
 import os
@@ -30,8 +31,9 @@ REVIEWED = {
 
 
 def test_allowed_globals_are_the_reviewed_list():
-    assert files._ALLOWED_GLOBALS == REVIEWED, (f"added: {sorted(files._ALLOWED_GLOBALS - REVIEWED)}, "
-                                                f"removed: {sorted(REVIEWED - files._ALLOWED_GLOBALS)}")
+    assert files._ALLOWED_GLOBALS == REVIEWED, (
+        f"added: {sorted(files._ALLOWED_GLOBALS - REVIEWED)}, removed: {sorted(REVIEWED - files._ALLOWED_GLOBALS)}"
+    )
 
 
 def test_no_allowed_global_is_a_code_runner():
@@ -44,8 +46,12 @@ def test_no_allowed_global_is_a_code_runner():
             continue  # numpy._core on numpy 1.x: nothing to resolve
         assert module.split(".")[0] in ("numpy", "collections"), f"{module}.{name}"
         assert not hasattr(builtins, name) or getattr(builtins, name) is not obj, f"{module}.{name} is a builtin"
-        assert obj in (np.ndarray, np.dtype) or isinstance(obj, type) and issubclass(obj, dict) or \
-            name in ("_reconstruct", "scalar"), f"{module}.{name} -> {obj!r}"
+        assert (
+            obj in (np.ndarray, np.dtype)
+            or isinstance(obj, type)
+            and issubclass(obj, dict)
+            or name in ("_reconstruct", "scalar")
+        ), f"{module}.{name} -> {obj!r}"
 
 
 class Reduce:
@@ -89,21 +95,32 @@ def payloads(marker: str):
         for protocol in (0, 2, 5):
             yield f"{key}-p{protocol}", pickle.dumps(obj, protocol=protocol)
         yield f"{key}-in-a-state-dict", pickle.dumps({"w": np.zeros(2, np.float32), "b": obj}, protocol=2)
-    for module, name, args in [("builtins", "eval", (touch,)), ("builtins", "exec", (touch,)),
-                               ("builtins", "globals", ()), ("builtins", "breakpoint", ()),
-                               ("posix", "system", (f"touch {marker}",)), ("os", "system", (f"touch {marker}",)),
-                               ("nt", "system", (f"touch {marker}",)), ("runpy", "run_path", (marker,)),
-                               ("shutil", "rmtree", (marker,)), ("sys", "exit", ("1",)),
-                               ("collections", "namedtuple", ("T", "a")), ("numpy", "save", (marker,)),
-                               ("numpy.core.multiarray", "_reconstruct_eval", ()), ("operator", "attrgetter", ("x",)),
-                               ("functools", "partial", ()), ("types", "FunctionType", ()),
-                               ("ctypes", "CDLL", ("libc.so.6",))]:
+    for module, name, args in [
+        ("builtins", "eval", (touch,)),
+        ("builtins", "exec", (touch,)),
+        ("builtins", "globals", ()),
+        ("builtins", "breakpoint", ()),
+        ("posix", "system", (f"touch {marker}",)),
+        ("os", "system", (f"touch {marker}",)),
+        ("nt", "system", (f"touch {marker}",)),
+        ("runpy", "run_path", (marker,)),
+        ("shutil", "rmtree", (marker,)),
+        ("sys", "exit", ("1",)),
+        ("collections", "namedtuple", ("T", "a")),
+        ("numpy", "save", (marker,)),
+        ("numpy.core.multiarray", "_reconstruct_eval", ()),
+        ("operator", "attrgetter", ("x",)),
+        ("functools", "partial", ()),
+        ("types", "FunctionType", ()),
+        ("ctypes", "CDLL", ("libc.so.6",)),
+    ]:
         yield f"{module}.{name}-global", global_call(module, name, *args)
 
 
 def torch_file(path: str, raw: bytes) -> None:
     """A PyTorch zip checkpoint whose data.pkl is raw."""
     import torch
+
     torch.save({"w": torch.zeros(2)}, path)
     with zipfile.ZipFile(path) as z:
         members = {n: z.read(n) for n in z.namelist()}
@@ -118,7 +135,7 @@ def npz_file(path: str, raw: bytes) -> None:
     arr[0] = "x"
     buf = io.BytesIO()
     np.save(buf, arr, allow_pickle=True)
-    head = buf.getvalue()[:-len(pickle.dumps(arr, protocol=3))]  # the .npy header, then the pickle
+    head = buf.getvalue()[: -len(pickle.dumps(arr, protocol=3))]  # the .npy header, then the pickle
     with zipfile.ZipFile(path, "w") as z:
         z.writestr("w.npy", head + raw)
 

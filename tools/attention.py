@@ -3,61 +3,59 @@
     python tools/attention.py --config X.yml --model_path output/best_model --image img.jpg --layer 11 \\
         --pixel 120 200 --save output/attention.png [--framework torch] [--whole]
 """
+
 import os
 import sys
 
-from segmenter.engine import cli
+from segmenter.engine import cli, tool_args
 from segmenter.engine.cli_errors import run_cli
 
 
 def parse_args(argv=None):
-    p = cli.Parser(__doc__)
-    cli.add_config(p)
-    cli.add_weights(p, required=False)
-    p.add_argument("--image", required=True, help="the image file to look at")
-    p.add_argument("--layer", type=int, default=-1, help="encoder block (negative: from the end)")
-    p.add_argument("--pixel", type=int, nargs=2, metavar=("Y", "X"), default=None,
-                   help="query patch by a pixel of the image (default: the class token is the query)")
-    p.add_argument("--decoder_layer", type=int, default=-1, help="mask-transformer block for the class attention")
-    p.add_argument("--max_classes", type=int, default=8, help="classes drawn: those covering the most pixels")
-    p.add_argument("--whole", action="store_true",
-                   help="the whole image even if test_config slides windows (default: off)")
-    p.add_argument("--framework", choices=["paddle", "torch"], default="paddle", help="which twin runs")
-    p.add_argument("--save", default="output/attention.png", help="the PNG to write")
-    cli.add_common(p)
-    return p.parse_args(argv)
+    return tool_args.attention(__doc__, argv)
 
 
 def main(a) -> str:
     import numpy as np
+
     import segmenter  # noqa: F401  (registers the components)
     from segmenter.inference import read_images
     from segmenter.visualize.attention import attention_maps, draw_attention_grid
+
     kw = {"is_slide": False if a.whole else None}
     if a.framework == "torch":
         from segmenter.pytorch.inference import Inferencer
+
         if a.opts or a.device:
             raise ValueError("--opts and --device apply to --framework paddle; edit the YAML for the torch twin.")
     else:
         from segmenter.inference import Inferencer
+
         cli.apply_device(a.device)
         kw.update(opts=a.opts, verbose=a.verbose)
     seg = Inferencer(a.config, a.model_path, **kw)
-    print(f"attention: {a.config} with {a.model_path or 'random weights'} ({a.framework}"
-          f"{', ' + cli.runs_on() if a.framework == 'paddle' else ''}), image {a.image}", flush=True)
+    print(
+        f"attention: {a.config} with {a.model_path or 'random weights'} ({a.framework}"
+        f"{', ' + cli.runs_on() if a.framework == 'paddle' else ''}), image {a.image}",
+        flush=True,
+    )
     image = read_images(a.image)[0][0]
     x, _ = seg.preprocess(image)  # the network input after the config's val transforms
     if x.shape[1:] != image.shape[:2]:  # draw the picture the model saw
         from PIL import Image
+
         image = np.asarray(Image.fromarray(image).resize((x.shape[2], x.shape[1]), Image.BILINEAR))
     kw = seg.infer_kwargs
     slide = {"crop_size": kw["crop_size"], "stride": kw["stride"]} if kw["is_slide"] else {}
-    maps = attention_maps(seg.model, x, a.layer, tuple(a.pixel) if a.pixel else None,
-                          decoder_layer=a.decoder_layer, **slide)
+    maps = attention_maps(
+        seg.model, x, a.layer, tuple(a.pixel) if a.pixel else None, decoder_layer=a.decoder_layer, **slide
+    )
     os.makedirs(os.path.dirname(os.path.abspath(a.save)), exist_ok=True)
     draw_attention_grid(image, maps, a.save, seg.names, a.max_classes)
-    print(f"attention: maps of layer {maps.layer} ({'class token' if maps.query is None else f'patch {maps.query}'}"
-          f", window {maps.box}) written to {a.save}")
+    print(
+        f"attention: maps of layer {maps.layer} ({'class token' if maps.query is None else f'patch {maps.query}'}"
+        f", window {maps.box}) written to {a.save}"
+    )
     return a.save
 
 

@@ -1,4 +1,5 @@
 """Build a Segmenter from a config and time one forward pass on a random image."""
+
 import sys
 import time
 
@@ -21,6 +22,7 @@ def main(args) -> None:
 
     from segmenter.engine.builder import Builder
     from segmenter.engine.run import load_config
+
     cli.apply_device(args.device)
     model = Builder(load_config(args.config, args.opts, verbose=args.verbose)).model
     model.eval()
@@ -32,8 +34,10 @@ def main(args) -> None:
             logits = model(x)[0]
             times.append(time.perf_counter() - t)
     best = min(times[1:])
-    print(f"{args.config}: input {list(x.shape)} -> logits {list(logits.shape)}; "
-          f"forward {best:.3f} s (best of {args.repeat})")
+    print(
+        f"{args.config}: input {list(x.shape)} -> logits {list(logits.shape)}; "
+        f"forward {best:.3f} s (best of {args.repeat})"
+    )
 
 
 if __name__ == "__main__":

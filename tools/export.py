@@ -1,8 +1,9 @@
 """Export a Segmenter config (+ optional weights) for one fixed input size: paddle.inference (default) or ONNX.
 
-    python tools/export.py --config configs/segmenter/X.yml --size 512 512 --save output/export/model [--weights W]
-    python tools/export.py --config configs/segmenter/X.yml --size 512 512 --format onnx --save output/model.onnx
+python tools/export.py --config configs/segmenter/X.yml --size 512 512 --save output/export/model [--weights W]
+python tools/export.py --config configs/segmenter/X.yml --size 512 512 --format onnx --save output/model.onnx
 """
+
 import sys
 
 import segmenter  # noqa: F401  (registers components, configures CPU threads)
@@ -18,9 +19,13 @@ def parse_args(argv=None):
     cli.add_weights(p, required=False)
     p.add_argument("--size", type=int, nargs=2, default=[512, 512], metavar=("H", "W"), help="the fixed input size")
     p.add_argument("--batch_size", type=int, default=0, help="fixed batch; 0 = variable batch")
-    p.add_argument("--format", choices=["paddle", "onnx"], default="paddle",
-                   help="paddle: <save>.json/.pdiparams for paddle.inference; onnx: <save> (a .onnx file) via "
-                        f"paddle2onnx, opset {ONNX_OPSET}")
+    p.add_argument(
+        "--format",
+        choices=["paddle", "onnx"],
+        default="paddle",
+        help="paddle: <save>.json/.pdiparams for paddle.inference; onnx: <save> (a .onnx file) via "
+        f"paddle2onnx, opset {ONNX_OPSET}",
+    )
     p.add_argument("--save", required=True, help="output prefix (paddle) or .onnx path (onnx)")
     cli.add_common(p)
     return p.parse_args(argv)

@@ -4,25 +4,16 @@ relative L2 error and argmax agreement. Exit status 0 = within tolerance, 1 = no
   python tools/parity.py --config CFG --weights W [--image IMG | --size H W]
   python tools/parity.py --sweep        # the per-preset x decoder table (random weights, tiny depth)
 """
+
 import sys
 
 from segmenter import parity
-from segmenter.engine import cli
+from segmenter.engine import cli, tool_args
 from segmenter.engine.cli_errors import run_cli
 
 
 def parse_args(argv=None):
-    p = cli.Parser(__doc__)
-    p.add_argument("--config", help="PaddleSeg config of the model (required unless --sweep)")
-    cli.add_weights(p, required=False, absent="the config's, else random")
-    p.add_argument("--image", help="an image file, normalised with mean = std = 0.5 (default: a random input)")
-    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="random input of this size (default 512 512)")
-    p.add_argument("--tolerance", type=float, nargs=2, default=[parity.MAX_ABS_TOL, parity.REL_L2_TOL],
-                   metavar=("MAX_ABS", "REL_L2"), help="pass bounds (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random weights (no --weights) and input")
-    p.add_argument("--sweep", action="store_true", help="measure Ti/S/B x linear/mask on random weights (default: off)")
-    cli.add_common(p)
-    return p.parse_args(argv)
+    return tool_args.parity(__doc__, argv)
 
 
 def main(args) -> int:
@@ -32,8 +23,9 @@ def main(args) -> int:
         print("| preset (depth 2) | decoder | max abs diff | rel L2 | argmax agreement |\n|---|---|---|---|---|")
         for r in rows:
             g = r["gap"]
-            print(f"| {r['preset']} | {r['decoder']} | {g.max_abs:.2e} | {g.rel_l2:.2e} | "
-                  f"{100 * g.argmax_agree:.2f} % |")
+            print(
+                f"| {r['preset']} | {r['decoder']} | {g.max_abs:.2e} | {g.rel_l2:.2e} | {100 * g.argmax_agree:.2f} % |"
+            )
         return 0 if all(r["gap"].ok(*args.tolerance) for r in rows) else 1
     if not args.config:
         raise ValueError("parity: pass --config (or --sweep).")
@@ -46,6 +38,7 @@ def main(args) -> int:
     model_cfg = dict(load_config(args.config)["model"])
     if "num_classes" not in model_cfg:
         from segmenter.pytorch.config import build_model
+
         model_cfg["num_classes"] = build_model(args.config).num_classes
     model_cfg["pretrained"] = None
     model_cfg["backbone"] = {**model_cfg["backbone"], "pretrained": None}
@@ -55,6 +48,7 @@ def main(args) -> int:
     if args.model_path:  # each framework reads the file through its own loader
         from segmenter.models.weights import load_pretrained as load_paddle
         from segmenter.pytorch.weights import load_pretrained as load_torch
+
         load_paddle(pmodel, args.model_path)
         load_torch(tmodel, args.model_path)
     else:
@@ -62,8 +56,10 @@ def main(args) -> int:
     x = parity.image_input(args.image, args.size, args.seed)
     g = parity.compare(pmodel, tmodel, x)
     ok = g.ok(*args.tolerance, allow_ties=True)
-    print(f"input {list(x.shape)}: {g} -> {'PASS' if ok else 'FAIL'} (max abs <= {args.tolerance[0]:g}, "
-          f"rel L2 <= {args.tolerance[1]:g}, argmax equal except at ties closer than 2 x max|diff|)")
+    print(
+        f"input {list(x.shape)}: {g} -> {'PASS' if ok else 'FAIL'} (max abs <= {args.tolerance[0]:g}, "
+        f"rel L2 <= {args.tolerance[1]:g}, argmax equal except at ties closer than 2 x max|diff|)"
+    )
     return 0 if ok else 1
 
 

@@ -1,7 +1,8 @@
 """Predict pseudo-colour masks and overlays (PNG) for an image file or a folder of images.
 
-    python tools/predict.py --config X.yml --model_path output/best_model --image_path photos/ [--save_dir out]
+python tools/predict.py --config X.yml --model_path output/best_model --image_path photos/ [--save_dir out]
 """
+
 import sys
 
 import segmenter  # noqa: F401  (registers the components)
@@ -15,12 +16,20 @@ def parse_args(argv=None):
     p = cli.Parser(__doc__)
     cli.add_config(p)
     cli.add_weights(p)
-    p.add_argument("--image_path", required=True,
-                   help="an image file, or a folder: its images and those of its sub-folders (except --save_dir)")
-    p.add_argument("--no_recursive", dest="recursive", action="store_false",
-                   help="only the folder's own images, not its sub-folders (default: sub-folders are searched)")
-    p.add_argument("--save_dir", default="output/result",
-                   help="where pseudo_color/ and added/ are written; never read as input")
+    p.add_argument(
+        "--image_path",
+        required=True,
+        help="an image file, or a folder: its images and those of its sub-folders (except --save_dir)",
+    )
+    p.add_argument(
+        "--no_recursive",
+        dest="recursive",
+        action="store_false",
+        help="only the folder's own images, not its sub-folders (default: sub-folders are searched)",
+    )
+    p.add_argument(
+        "--save_dir", default="output/result", help="where pseudo_color/ and added/ are written; never read as input"
+    )
     cli.add_inference(p, "aug_pred")
     cli.add_common(p)
     cli.add_paddleseg_eval(p, "aug_pred")
@@ -31,8 +40,14 @@ def parse_args(argv=None):
 def main(args) -> None:
     cfg = load_config(args.config, args.opts, verbose=args.verbose)
     cli.apply_device(args.device)
-    run_predict(cfg, args.model_path, args.image_path, args.save_dir, args.recursive,
-                **cli.inference_overrides(args, args.aug_pred))
+    run_predict(
+        cfg,
+        args.model_path,
+        args.image_path,
+        args.save_dir,
+        args.recursive,
+        **cli.inference_overrides(args, args.aug_pred),
+    )
 
 
 if __name__ == "__main__":

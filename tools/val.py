@@ -1,7 +1,8 @@
 """Evaluate a trained Segmenter: mIoU, Acc, Kappa, Dice, per-class IoU/precision; slice, flip, multi-scale.
 
-    python tools/val.py --config X.yml --model_path output/best_model [--aug_eval --flip_horizontal]
+python tools/val.py --config X.yml --model_path output/best_model [--aug_eval --flip_horizontal]
 """
+
 import sys
 
 import segmenter  # noqa: F401  (registers the components)
@@ -15,9 +16,13 @@ def parse_args(argv=None):
     cli.add_config(p)
     cli.add_weights(p)
     cli.add_inference(p, "aug_eval")
-    p.add_argument("--save_panels", type=int, default=0, metavar="N",
-                   help="also write image | truth | prediction PNGs of the N worst and N best images by mIoU "
-                        "(default: 0, none)")
+    p.add_argument(
+        "--save_panels",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also write image | truth | prediction PNGs of the N worst and N best images by mIoU (default: 0, none)",
+    )
     p.add_argument("--save_dir", default="output/panels", help="where --save_panels writes")
     cli.add_common(p)
     cli.add_paddleseg_eval(p, "aug_eval")

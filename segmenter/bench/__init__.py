@@ -3,6 +3,7 @@
 `python tools/benchmark.py [args]` runs `paths` (every inference/training path timed against the matmul floor);
 `python tools/benchmark.py <topic> [args]` runs `segmenter.bench.<topic>.main(args)`, e.g. `profile`.
 """
+
 import importlib
 import pkgutil
 import sys
@@ -22,7 +23,9 @@ def run(argv: Optional[List[str]] = None) -> None:
     topic = DEFAULT_TOPIC
     if argv and not argv[0].startswith("-"):
         if argv[0] not in topics():
-            raise SystemExit(f"error: tools/benchmark.py: unknown topic {argv[0]!r}; choose one of {', '.join(topics())} "
-                             f"(or give only options, for {DEFAULT_TOPIC})")
+            raise SystemExit(
+                f"error: tools/benchmark.py: unknown topic {argv[0]!r}; choose one of {', '.join(topics())} "
+                f"(or give only options, for {DEFAULT_TOPIC})"
+            )
         topic = argv.pop(0)
     importlib.import_module(f"segmenter.bench.{topic}").main(argv)

@@ -5,6 +5,7 @@ the 1x1 projection, timed the same way in both, and the transformer as the rest 
 
     python tools/benchmark.py hybrid [--repeats 3] [--size 512] [--batch 1]
 """
+
 import argparse
 import os
 import statistics
@@ -39,6 +40,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     import paddle
     import timm
     import torch
+
     import segmenter  # noqa: F401  (our runtime settings, as every user of the package gets them)
     import segmenter.models as pm
     from segmenter.convert.core import strip_prefix, to_canonical
@@ -59,20 +61,23 @@ def main(argv: Optional[List[str]] = None) -> int:
         def run():
             with paddle.no_grad():
                 return fn(inp).numpy()
+
         return run
 
     def run_torch(fn, inp):
         def run():
             with torch.no_grad():
                 return fn(inp).numpy()
+
         return run
 
     # Inputs of each piece: the previous piece's output, computed once per framework.
     stem_only = not hasattr(ref.patch_embed.backbone, "stages")
     p_parts, t_parts = parts(ours.patch_embed, stem_only), parts(ref.patch_embed, stem_only)
-    runs: Dict[str, Callable] = {"whole forward: ours (Paddle)": run_paddle(ours, xp),
-                                 f"whole forward: timm {timm.__version__} forward_features": run_torch(
-                                     ref.forward_features, xt)}
+    runs: Dict[str, Callable] = {
+        "whole forward: ours (Paddle)": run_paddle(ours, xp),
+        f"whole forward: timm {timm.__version__} forward_features": run_torch(ref.forward_features, xt),
+    }
     hp, ht = xp, xt
     for name in p_parts:
         runs[f"{name}: ours"] = run_paddle(p_parts[name], hp)
@@ -91,6 +96,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         for blk in ours.blocks:
             t = blk(t)
         return ours.norm(t)
+
     runs["transformer (12 blocks + norm): ours"] = run_paddle(p_blocks, tp)
     runs["transformer (12 blocks + norm): timm"] = run_torch(lambda t: ref.norm(ref.blocks(t)), tokens)
 
@@ -98,9 +104,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     med = {name: statistics.median(ts) for name, ts in zip(runs, all_times)}
     names = list(runs)
     diff = float(np.abs(firsts[0] - firsts[1]).max() / np.abs(firsts[1]).max())
-    print(f"{MODEL} (R50+ViT-B/16, 12 blocks) at {args.size}x{args.size}, batch {args.batch}, CPU "
-          f"({os.cpu_count()} CPUs; torch {torch.get_num_threads()} threads; a shared machine: compare the ratios, "
-          f"measured in this one run); median of {args.repeats} after one warm-up, the runs taking turns")
+    print(
+        f"{MODEL} (R50+ViT-B/16, 12 blocks) at {args.size}x{args.size}, batch {args.batch}, CPU "
+        f"({os.cpu_count()} CPUs; torch {torch.get_num_threads()} threads; a shared machine: compare the ratios, "
+        f"measured in this one run); median of {args.repeats} after one warm-up, the runs taking turns"
+    )
     print(f"ours vs timm tokens: max|diff| / max|timm| = {diff:.1e}")
     print("| piece | ours (Paddle) s | timm (PyTorch) s | ours / timm |")
     print("|---|---|---|---|")

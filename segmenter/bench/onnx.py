@@ -6,6 +6,7 @@ and ONNX-vs-Paddle logits at 512x512 and at a second size (one export per size).
 The floor is tools/benchmark.py's: the model's matmul/conv FLOPs over the faster of paddle's and torch's fp32
 GFLOP/s on a 2048^3 matmul (model_flops and timed from segmenter.bench.paths).
 """
+
 import argparse
 import json
 import os
@@ -22,11 +23,14 @@ def matmul_floor(repeats: int = 5) -> dict:
     """fp32 GFLOP/s of a 2048^3 matmul in paddle and torch."""
     import paddle
     import torch
+
     n = 2048
     a = np.random.rand(n, n).astype("float32")
     pa, ta = paddle.to_tensor(a), torch.from_numpy(a)
-    return {"paddle_gflops": 2 * n ** 3 / timed(lambda: (pa @ pa).numpy(), repeats) / 1e9,
-            "torch_gflops": 2 * n ** 3 / timed(lambda: ta @ ta, repeats) / 1e9}
+    return {
+        "paddle_gflops": 2 * n**3 / timed(lambda: (pa @ pa).numpy(), repeats) / 1e9,
+        "torch_gflops": 2 * n**3 / timed(lambda: ta @ ta, repeats) / 1e9,
+    }
 
 
 def bench_model(name: str, repeats: int, tmp: str) -> dict:
@@ -39,6 +43,7 @@ def bench_model(name: str, repeats: int, tmp: str) -> dict:
     from segmenter.parity import load_into_torch, paddle_state
     from segmenter.pytorch import Segmenter as TSegmenter
     from segmenter.pytorch import SegmenterViT as TSegmenterViT
+
     d, depth, heads, dec = MODELS[name]
     dcfg = {"name": dec} if dec == "linear" else {"name": dec, "n_layers": 2, "d_model": d, "n_heads": d // 64}
     paddle.seed(0)
@@ -78,10 +83,13 @@ def main(argv=None) -> dict:
     import paddle
 
     import segmenter  # noqa: F401  (paddle threads / MKL settings, as every tool)
+
     mm = matmul_floor()
     best = max(mm["paddle_gflops"], mm["torch_gflops"])
-    print(f"matmul 2048^3 fp32: paddle {mm['paddle_gflops']:.1f} GFLOP/s, torch {mm['torch_gflops']:.1f} GFLOP/s; "
-          f"paddle {paddle.__version__}, onnxruntime {onnxruntime.__version__}")
+    print(
+        f"matmul 2048^3 fp32: paddle {mm['paddle_gflops']:.1f} GFLOP/s, torch {mm['torch_gflops']:.1f} GFLOP/s; "
+        f"paddle {paddle.__version__}, onnxruntime {onnxruntime.__version__}"
+    )
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in a.models:
@@ -92,9 +100,11 @@ def main(argv=None) -> dict:
     for r in rows:
         for path, key in [("paddle predictor", "predictor_s"), ("onnxruntime", "onnx_s"), ("twin (torch)", "twin_s")]:
             print(f"{r['model']:14} {path:18} {r[key]:7.3f} {r[key] / r['floor_s']:8.2f}")
-        print(f"{r['model']:14} onnxruntime / paddle predictor = {r['onnx_s'] / r['predictor_s']:.2f}; ONNX vs Paddle "
-              f"max|diff| {SIZE}x{SIZE} {r[f'onnx_max_abs_{SIZE}x{SIZE}']:.1e}, {SECOND_SIZE[0]}x{SECOND_SIZE[1]} "
-              f"{r[f'onnx_max_abs_{SECOND_SIZE[0]}x{SECOND_SIZE[1]}']:.1e}")
+        print(
+            f"{r['model']:14} onnxruntime / paddle predictor = {r['onnx_s'] / r['predictor_s']:.2f}; ONNX vs Paddle "
+            f"max|diff| {SIZE}x{SIZE} {r[f'onnx_max_abs_{SIZE}x{SIZE}']:.1e}, {SECOND_SIZE[0]}x{SECOND_SIZE[1]} "
+            f"{r[f'onnx_max_abs_{SECOND_SIZE[0]}x{SECOND_SIZE[1]}']:.1e}"
+        )
     res = {"matmul": mm, "rows": rows}
     if a.json:
         with open(a.json, "w") as f:

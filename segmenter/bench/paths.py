@@ -4,6 +4,7 @@ Each measurement runs in its own subprocess (peak RSS from resource.ru_maxrss). 
     python tools/benchmark.py [--repeats 3] [--models vit_s_linear ...] [--json benchmark.json]
     python -m segmenter.bench.paths [same arguments]
 """
+
 import argparse
 import json
 import math
@@ -16,8 +17,10 @@ import time
 from typing import List, Optional
 
 MODELS = {  # name -> (embed_dim, depth, heads, decoder)
-    "vit_s_linear": (384, 12, 6, "linear"), "vit_s_mask": (384, 12, 6, "mask_transformer"),
-    "vit_b_linear": (768, 12, 12, "linear"), "vit_b_mask": (768, 12, 12, "mask_transformer"),
+    "vit_s_linear": (384, 12, 6, "linear"),
+    "vit_s_mask": (384, 12, 6, "mask_transformer"),
+    "vit_b_linear": (768, 12, 12, "linear"),
+    "vit_b_mask": (768, 12, 12, "mask_transformer"),
 }
 N_CLS, SIZE = 150, 512  # ADE20K classes, the shipped configs' crop
 PATCH = 16
@@ -64,6 +67,7 @@ def build_ours(name: str):
     import paddle
 
     from segmenter.models import Segmenter, SegmenterViT
+
     d, depth, heads, dec = MODELS[name]
     paddle.seed(0)
     return Segmenter(N_CLS, SegmenterViT(embed_dim=d, depth=depth, num_heads=heads), decoder_cfg(name))
@@ -73,6 +77,7 @@ def build_twin(name: str):
     import torch
 
     from segmenter.pytorch import Segmenter, SegmenterViT
+
     d, depth, heads, dec = MODELS[name]
     torch.manual_seed(0)
     return Segmenter(N_CLS, SegmenterViT(embed_dim=d, depth=depth, num_heads=heads), decoder_cfg(name))
@@ -90,10 +95,19 @@ def build_peer(name: str):
     pretrained is None, so that method is replaced by a no-op (weights stay random; speed is unaffected)."""
     import paddleseg.models.backbones.vision_transformer as pvit
     from paddleseg.models import LinearSegmenter, MaskSegmenter
+
     pvit.VisionTransformer.init_weight = lambda self: None
     d, depth, heads, dec = MODELS[name]
-    bb = pvit.VisionTransformer(img_size=SIZE, patch_size=16, embed_dim=d, depth=depth, num_heads=heads,
-                                mlp_ratio=4, qkv_bias=True, final_norm=True)
+    bb = pvit.VisionTransformer(
+        img_size=SIZE,
+        patch_size=16,
+        embed_dim=d,
+        depth=depth,
+        num_heads=heads,
+        mlp_ratio=4,
+        qkv_bias=True,
+        final_norm=True,
+    )
     if dec == "linear":
         return LinearSegmenter(N_CLS, bb)
     return MaskSegmenter(N_CLS, bb, h_embed_dim=d, h_depth=DECODER_LAYERS, h_num_heads=d // HEAD_DIM)
@@ -102,20 +116,23 @@ def build_peer(name: str):
 def child(path: str, name: str, repeats: int) -> dict:
     """Run one measurement in this process; returns {'seconds': ..., 'note': ...}."""
     import numpy as np
+
     if path == "matmul":
         import paddle
         import torch
 
         import segmenter  # noqa: F401  (configures paddle threads / MKL)
+
         n = MATMUL_N
         a = np.random.rand(n, n).astype("float32")
         pa, ta = paddle.to_tensor(a), torch.from_numpy(a)
-        rp = 2 * n ** 3 / timed(lambda: (pa @ pa).numpy(), repeats) / 1e9
-        rt = 2 * n ** 3 / timed(lambda: ta @ ta, repeats) / 1e9
+        rp = 2 * n**3 / timed(lambda: (pa @ pa).numpy(), repeats) / 1e9
+        rt = 2 * n**3 / timed(lambda: ta @ ta, repeats) / 1e9
         return {"paddle_gflops": rp, "torch_gflops": rt, "seconds": None}
     x = np.random.rand(1, 3, SIZE, SIZE).astype("float32")
     if path in ("twin", "twin_train"):
         import torch
+
         m = build_twin(name)
         if path == "twin":
             m.eval()
@@ -133,11 +150,14 @@ def child(path: str, name: str, repeats: int) -> dict:
             opt.step()
             opt.zero_grad()
             float(loss)
+
         return {"seconds": timed(twin_step, repeats)}
     import paddle
+
     if path == "peer_defaults":
         os.environ["SEGMENTER_CPU_TUNING"] = "0"
     import segmenter  # noqa: F401
+
     if path in ("peer_defaults", "peer"):
         m = build_peer(name)
     else:
@@ -149,12 +169,14 @@ def child(path: str, name: str, repeats: int) -> dict:
             return {"seconds": timed(lambda: m(px)[0].numpy(), repeats)}
     if path == "deploy":
         from segmenter import deploy
+
         with tempfile.TemporaryDirectory() as tmp:
             deploy.export(m, os.path.join(tmp, "m"), (SIZE, SIZE), batch_size=None)
             pred = deploy.create_predictor(os.path.join(tmp, "m"))
             return {"seconds": timed(lambda: pred(x), repeats)}
     if path in ("slide_batched", "slide_single"):
         from segmenter.engine.infer import slide_logits  # the library's own slice inference (tools/val.py's)
+
         im = paddle.to_tensor(np.random.rand(1, 3, SIZE, SLIDE_WIDTH * SIZE).astype("float32"))
         wbs = WINDOW_BATCH if path == "slide_batched" else 1
         stride = (SLIDE_STRIDE, SLIDE_STRIDE)
@@ -162,6 +184,7 @@ def child(path: str, name: str, repeats: int) -> dict:
             return {"seconds": timed(lambda: slide_logits(m, im, (SIZE, SIZE), stride, wbs).numpy(), repeats)}
     if path == "train":
         from segmenter.engine.losses import SegmenterCrossEntropyLoss
+
         ce = SegmenterCrossEntropyLoss()  # the engine's loss (F.cross_entropy over axis 1 is 3x slower on CPU)
         m.train()
         opt = paddle.optimizer.SGD(learning_rate=1e-3, parameters=m.parameters())
@@ -174,6 +197,7 @@ def child(path: str, name: str, repeats: int) -> dict:
             opt.step()
             opt.clear_grad()
             float(loss)
+
         return {"seconds": timed(step, repeats)}
     raise ValueError(f"unknown path {path}")
 
@@ -192,16 +216,22 @@ def run_child(path: str, name: str, repeats: int) -> dict:
 
 def main(argv: Optional[List[str]] = None) -> None:
     from segmenter.engine.cli import Parser
+
     ap = Parser(__doc__.splitlines()[0], prog="tools/benchmark.py")
     ap.add_argument("--models", nargs="+", default=list(MODELS), help=f"models to time, of {', '.join(MODELS)}")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per path (the best is reported)")
     ap.add_argument("--json", default="benchmark.json", help="where the results are written as JSON")
-    ap.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
-                    help="cpu; gpu needs a CUDA build of PaddlePaddle, then runs `versus --device gpu`")
+    ap.add_argument(
+        "--device",
+        choices=("cpu", "gpu"),
+        default="cpu",
+        help="cpu; gpu needs a CUDA build of PaddlePaddle, then runs `versus --device gpu`",
+    )
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.device == "gpu":
         from segmenter.bench import versus
+
         versus.require_device("gpu")
         return versus.main(["--device", "gpu", "--repeats", str(a.repeats)])
     if a.child:
@@ -210,6 +240,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         print("RESULT " + json.dumps(res))
         return
     from tqdm import tqdm
+
     mm = run_child("matmul", "-", MATMUL_REPEATS)
     best = max(mm["paddle_gflops"], mm["torch_gflops"])
     print(f"matmul {MATMUL_N}^3 fp32: paddle {mm['paddle_gflops']:.1f} GFLOP/s, torch {mm['torch_gflops']:.1f} GFLOP/s")
@@ -219,8 +250,13 @@ def main(argv: Optional[List[str]] = None) -> None:
     for p, n in tqdm(jobs, desc="benchmark", file=sys.stderr):
         r = run_child(p, n, a.repeats)
         d, depth, _, dec = MODELS[n]
-        per_forward = (TRAIN_BATCH * TRAIN_FLOP_FACTOR if p in ("train", "twin_train")
-                       else SLIDE_WINDOWS if p.startswith("slide") else 1)
+        per_forward = (
+            TRAIN_BATCH * TRAIN_FLOP_FACTOR
+            if p in ("train", "twin_train")
+            else SLIDE_WINDOWS
+            if p.startswith("slide")
+            else 1
+        )
         flops = model_flops(d, depth, dec) * per_forward
         r.update(path=p, model=n, gflop=flops / 1e9, floor_s=flops / (best * 1e9))
         r["x_floor"] = r["seconds"] / r["floor_s"] if r["seconds"] else None
@@ -229,8 +265,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     for r in rows:
         s = f"{r['seconds']:.3f}" if r["seconds"] else "-"
         xf = f"{r['x_floor']:.2f}" if r["x_floor"] else "-"
-        print(f"{r['model']:14} {r['path']:14} {r['gflop']:7.1f} {s:>8} {xf:>8} {r.get('peak_rss_mb', 0):8.0f}  "
-              f"{r.get('note', '')}")
+        print(
+            f"{r['model']:14} {r['path']:14} {r['gflop']:7.1f} {s:>8} {xf:>8} {r.get('peak_rss_mb', 0):8.0f}  "
+            f"{r.get('note', '')}"
+        )
     sec = {(r["model"], r["path"]): r["seconds"] for r in rows}
     ratios = {}
     for n in a.models:
@@ -240,10 +278,12 @@ def main(argv: Optional[List[str]] = None) -> None:
     for n in a.models:
         if sec.get((n, "twin")):
             ratios[f"{n} twin/floor (target <= 1.3)"] = sec[(n, "twin")] / next(
-                r["floor_s"] for r in rows if r["model"] == n and r["path"] == "twin")
+                r["floor_s"] for r in rows if r["model"] == n and r["path"] == "twin"
+            )
         if sec.get((n, "deploy")):
             ratios[f"{n} deploy/floor (target <= 1.5)"] = sec[(n, "deploy")] / next(
-                r["floor_s"] for r in rows if r["model"] == n and r["path"] == "deploy")
+                r["floor_s"] for r in rows if r["model"] == n and r["path"] == "deploy"
+            )
     n0 = a.models[0]
     if sec.get((n0, "train")) and sec.get((n0, "twin_train")):
         ratios[f"{n0} paddle train/twin train (target <= 1.3)"] = sec[(n0, "train")] / sec[(n0, "twin_train")]

@@ -11,6 +11,7 @@ median of `repeats`. Per-block categories are multiplied by depth. "model" is th
 dispatch overhead, cache effects). The twin's model row runs its fused SDPA; its per-op rows the explicit
 product, for comparison with Paddle's.
 """
+
 import time
 from typing import List, Optional
 
@@ -35,8 +36,10 @@ def categories(B: int, d: int, heads: int, n_cls: int, size: int, train: bool):
     n = g * g + 1  # patch tokens + class token
     hd = d // heads
     rs = np.random.RandomState(0)
-    w = {k: (rs.randn(*s) * INIT_STD).astype("float32") for k, s in
-         (("qkv", (d, 3 * d)), ("proj", (d, d)), ("fc1", (d, 4 * d)), ("fc2", (4 * d, d)))}
+    w = {
+        k: (rs.randn(*s) * INIT_STD).astype("float32")
+        for k, s in (("qkv", (d, 3 * d)), ("proj", (d, d)), ("fc1", (d, 4 * d)), ("fc2", (4 * d, d)))
+    }
     pw = {k: paddle.to_tensor(v) for k, v in w.items()}
     tw = {k: torch.from_numpy(v.T.copy()) for k, v in w.items()}  # torch Linear keeps [out, in]
     pb = {k: paddle.zeros([v.shape[1]]) for k, v in w.items()}
@@ -48,23 +51,29 @@ def categories(B: int, d: int, heads: int, n_cls: int, size: int, train: bool):
 
     def p_split(y):  # as segmenter/models/layers.py: heads stacked into contiguous tensors, q scaled
         parts = y.chunk(3 * heads, axis=-1)
-        q, k, v = (paddle.stack(parts[i * heads:(i + 1) * heads], axis=1) for i in range(3))
-        return (q * hd ** -0.5) + k + v
+        q, k, v = (paddle.stack(parts[i * heads : (i + 1) * heads], axis=1) for i in range(3))
+        return (q * hd**-0.5) + k + v
 
     def t_split(y):
         parts = y.chunk(3 * heads, dim=-1)
-        q, k, v = (torch.stack(parts[i * heads:(i + 1) * heads], dim=1) for i in range(3))
-        return (q * hd ** -0.5) + k + v
+        q, k, v = (torch.stack(parts[i * heads : (i + 1) * heads], dim=1) for i in range(3))
+        return (q * hd**-0.5) + k + v
 
     def p_linears(x):  # the block's four projections, fc2 on fc1's output
         h = PF.linear(x, pw["fc1"], pb["fc1"])
-        return (PF.linear(x, pw["qkv"], pb["qkv"]).sum() + PF.linear(x, pw["proj"], pb["proj"]).sum()
-                + PF.linear(h, pw["fc2"], pb["fc2"]).sum())
+        return (
+            PF.linear(x, pw["qkv"], pb["qkv"]).sum()
+            + PF.linear(x, pw["proj"], pb["proj"]).sum()
+            + PF.linear(h, pw["fc2"], pb["fc2"]).sum()
+        )
 
     def t_linears(x):
         h = TF.linear(x, tw["fc1"], tb["fc1"])
-        return (TF.linear(x, tw["qkv"], tb["qkv"]).sum() + TF.linear(x, tw["proj"], tb["proj"]).sum()
-                + TF.linear(h, tw["fc2"], tb["fc2"]).sum())
+        return (
+            TF.linear(x, tw["qkv"], tb["qkv"]).sum()
+            + TF.linear(x, tw["proj"], tb["proj"]).sum()
+            + TF.linear(h, tw["fc2"], tb["fc2"]).sum()
+        )
 
     def p_attn(q, a):  # the two batched matmuls of the explicit attention
         return paddle.matmul(q, q, transpose_y=True).sum() + paddle.matmul(a, q).sum()
@@ -73,33 +82,55 @@ def categories(B: int, d: int, heads: int, n_cls: int, size: int, train: bool):
         return torch.matmul(q, q.transpose(-2, -1)).sum() + torch.matmul(a, q).sum()
 
     def p_sdpa(q):
-        return PF.scaled_dot_product_attention(q.transpose([0, 2, 1, 3]), q.transpose([0, 2, 1, 3]),
-                                               q.transpose([0, 2, 1, 3]), training=train)
+        return PF.scaled_dot_product_attention(
+            q.transpose([0, 2, 1, 3]), q.transpose([0, 2, 1, 3]), q.transpose([0, 2, 1, 3]), training=train
+        )
 
     ln = (paddle.ones([d]), paddle.zeros([d]), 1e-5, torch.ones(d), torch.zeros(d), 1e-5)  # weight, bias, eps
     label = np.random.RandomState(1).randint(0, n_cls, (B, size, size))
     p_label, t_label = paddle.to_tensor(label), torch.from_numpy(label)
     from segmenter.engine.losses import SegmenterCrossEntropyLoss
+
     p_loss = SegmenterCrossEntropyLoss()
     cats = {
         "linear qkv+proj+fc1+fc2": (True, p_linears, t_linears, [(B, n, d)]),
         "attention q@k^T, attn@v": (True, p_attn, t_attn, [(B, heads, n, hd), (B, heads, n, n)]),
         "softmax": (True, lambda a: PF.softmax(a, axis=-1), lambda a: TF.softmax(a, dim=-1), [(B, heads, n, n)]),
         "qkv split into heads, scale q": (True, p_split, t_split, [(B, n, 3 * d)]),
-        "heads merge (concat)": (True, lambda o: paddle.concat(o.unbind(1), axis=-1),
-                                 lambda o: torch.cat(o.unbind(1), dim=-1), [(B, heads, n, hd)]),
-        "layernorm x2": (True, lambda x: PF.layer_norm(PF.layer_norm(x, [d], *ln[:3]), [d], *ln[:3]),
-                         lambda x: TF.layer_norm(TF.layer_norm(x, [d], *ln[3:]), [d], *ln[3:]), [(B, n, d)]),
+        "heads merge (concat)": (
+            True,
+            lambda o: paddle.concat(o.unbind(1), axis=-1),
+            lambda o: torch.cat(o.unbind(1), dim=-1),
+            [(B, heads, n, hd)],
+        ),
+        "layernorm x2": (
+            True,
+            lambda x: PF.layer_norm(PF.layer_norm(x, [d], *ln[:3]), [d], *ln[:3]),
+            lambda x: TF.layer_norm(TF.layer_norm(x, [d], *ln[3:]), [d], *ln[3:]),
+            [(B, n, d)],
+        ),
         "gelu": (True, lambda h: PF.gelu(h), lambda h: TF.gelu(h), [(B, n, 4 * d)]),
         "residual adds x2": (True, lambda x, y: x + y + y, lambda x, y: x + y + y, [(B, n, d), (B, n, d)]),
-        "upsample logits": (False, lambda m: p_up(m, [size, size]), lambda m: t_up(m, [size, size]),
-                            [(B, n_cls, g, g)]),
-        "sdpa (not used; paddle CPU)": (True, p_sdpa, lambda q: TF.scaled_dot_product_attention(q, q, q),
-                                        [(B, heads, n, hd)]),
+        "upsample logits": (
+            False,
+            lambda m: p_up(m, [size, size]),
+            lambda m: t_up(m, [size, size]),
+            [(B, n_cls, g, g)],
+        ),
+        "sdpa (not used; paddle CPU)": (
+            True,
+            p_sdpa,
+            lambda q: TF.scaled_dot_product_attention(q, q, q),
+            [(B, heads, n, hd)],
+        ),
     }
     if train:
-        cats["loss (engine CE / torch CE)"] = (False, lambda m: p_loss(m, p_label),
-                                               lambda m: TF.cross_entropy(m, t_label), [(B, n_cls, size, size)])
+        cats["loss (engine CE / torch CE)"] = (
+            False,
+            lambda m: p_loss(m, p_label),
+            lambda m: TF.cross_entropy(m, t_label),
+            [(B, n_cls, size, size)],
+        )
     return cats
 
 
@@ -107,30 +138,37 @@ def timer(fn, inputs, train: bool, framework: str):
     """A no-argument callable running fn once (forward, or forward + backward of the sum)."""
     import paddle
     import torch
+
     if framework == "paddle":
         xs = [paddle.to_tensor(a, stop_gradient=not train) for a in inputs]
         if not train:
+
             def run():
                 with paddle.no_grad():
                     fn(*xs).numpy()
+
             return run
 
         def run_train():
             fn(*xs).sum().backward()
             for x in xs:
                 x.clear_grad()
+
         return run_train
     xs = [torch.from_numpy(a).requires_grad_(train) for a in inputs]
     if not train:
+
         def run_t():
             with torch.no_grad():
                 fn(*xs)
+
         return run_t
 
     def run_t_train():
         fn(*xs).sum().backward()
         for x in xs:
             x.grad = None
+
     return run_t_train
 
 
@@ -141,6 +179,7 @@ def model_timers(name: str, train: bool):
     import torch.nn.functional as TF
 
     from segmenter.engine.losses import SegmenterCrossEntropyLoss
+
     pm, tm = bm.build_ours(name), bm.build_twin(name)
     B = bm.TRAIN_BATCH if train else 1
     x = np.random.rand(B, 3, bm.SIZE, bm.SIZE).astype("float32")
@@ -222,17 +261,24 @@ def profile(name: str, mode: str, repeats: int) -> None:
 
 def main(argv: Optional[List[str]] = None) -> None:
     from segmenter.engine.cli import Parser
+
     ap = Parser(__doc__.splitlines()[0], prog="tools/profile_paths.py")
     ap.add_argument("--model", default="vit_s_linear", choices=list(bm.MODELS), help="the model profiled")
     ap.add_argument("--threads", type=int, default=1, help="math threads for both frameworks")
     ap.add_argument("--repeats", type=int, default=5, help="profiled runs per mode")
-    ap.add_argument("--mode", nargs="+", default=["forward", "train"], choices=["forward", "train"],
-                    help="what is profiled: inference forward, training step, or both")
+    ap.add_argument(
+        "--mode",
+        nargs="+",
+        default=["forward", "train"],
+        choices=["forward", "train"],
+        help="what is profiled: inference forward, training step, or both",
+    )
     a = ap.parse_args(argv)
     import paddle
     import torch
 
     import segmenter  # noqa: F401  (runtime settings: MKL path, malloc)
+
     paddle.base.core.set_num_threads(a.threads)
     torch.set_num_threads(a.threads)
     keep = segmenter.runtime.cpu_settings().get("malloc_keep_freed")

@@ -8,6 +8,7 @@ ViT-S/16 linear, 150 classes, random weights, batch 1, every model built for the
 resampling anywhere). Peak memory is the process's peak RSS (ru_maxrss) less its RSS once the model is built:
 what the forward (and, on the default path, the export and predictor) added. `HxW` sizes are height x width.
 """
+
 import argparse
 import json
 import os
@@ -24,8 +25,13 @@ from segmenter.bench.paths import MODELS, N_CLS, PATCH
 
 MODEL = "vit_s_linear"
 PATHS = ("dygraph", "default", "twin", "official", "peer")
-LABELS = {"dygraph": "ours, dygraph", "default": "ours, default path (compiled)", "twin": "our PyTorch twin",
-          "official": "official (PyTorch)", "peer": "PaddleSeg 2.8 LinearSegmenter"}
+LABELS = {
+    "dygraph": "ours, dygraph",
+    "default": "ours, default path (compiled)",
+    "twin": "our PyTorch twin",
+    "official": "official (PyTorch)",
+    "peer": "PaddleSeg 2.8 LinearSegmenter",
+}
 SIZES = ("256", "512", "768", "1024", "1024x2048")
 
 
@@ -37,15 +43,18 @@ def parse_size(s: str) -> Tuple[int, int]:
 def rss_mb() -> float:
     """Current resident set (from /proc), MB."""
     with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def child(path: str, size: Tuple[int, int], repeats: int, official_root: Optional[str], threads: Optional[int]):
-    import segmenter  # noqa: F401
     import paddle
     import torch
+
+    import segmenter  # noqa: F401
+
     if threads:
         from segmenter.runtime import configure_cpu
+
         configure_cpu(num_threads=threads)
         torch.set_num_threads(threads)
     torch.set_grad_enabled(False)
@@ -54,11 +63,14 @@ def child(path: str, size: Tuple[int, int], repeats: int, official_root: Optiona
     d, depth, heads, _ = MODELS[MODEL]
     if path in ("twin", "official"):
         from segmenter.bench import versus
+
         if path == "twin":
             from segmenter.pytorch import Segmenter, SegmenterViT
+
             torch.manual_seed(0)
-            m = Segmenter(N_CLS, SegmenterViT(img_size=[h, w], embed_dim=d, depth=depth, num_heads=heads),
-                          {"name": "linear"}).eval()
+            m = Segmenter(
+                N_CLS, SegmenterViT(img_size=[h, w], embed_dim=d, depth=depth, num_heads=heads), {"name": "linear"}
+            ).eval()
             tx = torch.from_numpy(x)
             fn = lambda: m(tx)[0].numpy()  # noqa: E731
         else:
@@ -70,19 +82,33 @@ def child(path: str, size: Tuple[int, int], repeats: int, official_root: Optiona
         if path == "peer":
             import paddleseg.models.backbones.vision_transformer as pvit
             from paddleseg.models import LinearSegmenter
+
             pvit.VisionTransformer.init_weight = lambda self: None  # crashes without pretrained (REFERENCE.md)
-            m = LinearSegmenter(N_CLS, pvit.VisionTransformer(img_size=h, patch_size=PATCH, embed_dim=d,
-                                                                depth=depth, num_heads=heads, mlp_ratio=4,
-                                                                qkv_bias=True, final_norm=True))
+            m = LinearSegmenter(
+                N_CLS,
+                pvit.VisionTransformer(
+                    img_size=h,
+                    patch_size=PATCH,
+                    embed_dim=d,
+                    depth=depth,
+                    num_heads=heads,
+                    mlp_ratio=4,
+                    qkv_bias=True,
+                    final_norm=True,
+                ),
+            )
         else:
             from segmenter.models import Segmenter, SegmenterViT
+
             paddle.seed(0)
-            m = Segmenter(N_CLS, SegmenterViT(img_size=[h, w], embed_dim=d, depth=depth, num_heads=heads),
-                          {"name": "linear"})
+            m = Segmenter(
+                N_CLS, SegmenterViT(img_size=[h, w], embed_dim=d, depth=depth, num_heads=heads), {"name": "linear"}
+            )
         m.eval()
         net = m
         if path == "default":
             from segmenter.engine.compiled import CompiledModel
+
             net = CompiledModel(m, compile_after=1, num_threads=threads)
         fn = lambda: net(px)[0].numpy()  # noqa: E731
     base = rss_mb()
@@ -116,8 +142,10 @@ def run_child(path: str, size: str, repeats: int, official_root: Optional[str], 
 
 def plot(rows: List[dict], png: str) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for p in PATHS:
         pts = [(r["tokens"], r["seconds"], r["added_mb"]) for r in rows if r["path"] == p and r.get("seconds")]
@@ -144,20 +172,29 @@ def main(argv: Optional[List[str]] = None) -> None:
     ap.add_argument("--sizes", nargs="+", default=list(SIZES), help=f"sides or HxW (default: {' '.join(SIZES)})")
     ap.add_argument("--paths", nargs="+", default=list(PATHS), choices=PATHS, help="default: all")
     ap.add_argument("--repeats", type=int, default=1, help="timed forwards after the warm-up (default: 1)")
-    ap.add_argument("--official-root", default=os.environ.get("SEGMENTER_OFFICIAL_ROOT"),
-                    help="a clone of rstrudel/segmenter (default: $SEGMENTER_OFFICIAL_ROOT; none: no official rows)")
+    ap.add_argument(
+        "--official-root",
+        default=os.environ.get("SEGMENTER_OFFICIAL_ROOT"),
+        help="a clone of rstrudel/segmenter (default: $SEGMENTER_OFFICIAL_ROOT; none: no official rows)",
+    )
     ap.add_argument("--threads", type=int, default=None, help="math threads of both frameworks (default: one per core)")
     ap.add_argument("--json", default="scaling.json", help="default: scaling.json")
     ap.add_argument("--png", default="scaling.png", help="default: scaling.png")
-    ap.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
-                    help="cpu (default); gpu needs a CUDA build of PaddlePaddle (the scaling runs are CPU-only)")
+    ap.add_argument(
+        "--device",
+        choices=("cpu", "gpu"),
+        default="cpu",
+        help="cpu (default); gpu needs a CUDA build of PaddlePaddle (the scaling runs are CPU-only)",
+    )
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.device == "gpu":
         from segmenter.bench.versus import require_device
+
         require_device("gpu")
-        raise SystemExit("tools/benchmark.py scaling: runs on the CPU; on a GPU run `tools/benchmark.py versus "
-                         "--device gpu`.")
+        raise SystemExit(
+            "tools/benchmark.py scaling: runs on the CPU; on a GPU run `tools/benchmark.py versus --device gpu`."
+        )
     if a.child:
         res = child(a.child, parse_size(a.sizes[0]), a.repeats, a.official_root, a.threads)
         print("RESULT " + json.dumps(res))

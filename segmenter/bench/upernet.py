@@ -3,6 +3,7 @@ model and our PyTorch twin against MMSeg's own PyTorch model, the same weights (
 
     python -m segmenter.bench.upernet [--repeats 3] [--size 512]
 """
+
 import argparse
 import os
 import statistics
@@ -33,10 +34,12 @@ def build_mmseg(size: int):
     """MMSeg's model from the wheel's own config (SyncBN -> BN: the same at inference), random weights."""
     import torch
     from mmengine.config import Config
+
     sys.path.insert(0, ROOT)
     import mmseg
 
     from parity_tests import mmlab
+
     cfg = Config.fromfile(os.path.join(os.path.dirname(mmseg.__file__), ".mim", "configs", ROW + ".py")).model
     cfg.pop("data_preprocessor")
     cfg.pop("pretrained")
@@ -57,24 +60,31 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
-                   help="cpu, or cuda: the two PyTorch models only (fp32, TF32 off unless --tf32), with a GPU "
-                        "build of PyTorch")
+    p.add_argument(
+        "--device",
+        default="cpu",
+        choices=("cpu", "cuda"),
+        help="cpu, or cuda: the two PyTorch models only (fp32, TF32 off unless --tf32), with a GPU build of PyTorch",
+    )
     p.add_argument("--tf32", action="store_true", help="on cuda: let both PyTorch models use TF32 matmuls")
-    p.add_argument("--threads", type=int, default=None,
-                   help="math threads of both frameworks on the CPU (default: one per core)")
+    p.add_argument(
+        "--threads", type=int, default=None, help="math threads of both frameworks on the CPU (default: one per core)"
+    )
     args = p.parse_args(argv)
 
     import torch
 
     import segmenter  # noqa: F401  (our runtime settings, as every user of the package gets them)
+
     if args.threads:
         from segmenter.runtime import configure_cpu
+
         configure_cpu(num_threads=args.threads)
         torch.set_num_threads(args.threads)
     from segmenter.convert import model_config
     from segmenter.convert.core import to_canonical
     from segmenter.parity import build_model, load_into_torch
+
     sys.path.insert(0, ROOT)
     from mmseg import __version__ as mmseg_version
 
@@ -100,20 +110,26 @@ def main(argv: Optional[List[str]] = None) -> int:
             if cuda:
                 torch.cuda.synchronize()
             return out
+
         return run
 
-    runs = {"our PyTorch twin": synced(lambda: twin(xt)[0]),
-            f"MMSeg {mmseg_version} `EncoderDecoder.inference`, PyTorch {torch.__version__}":
-                synced(lambda: mmlab.mmseg_logits(ref, xt))}
+    runs = {
+        "our PyTorch twin": synced(lambda: twin(xt)[0]),
+        f"MMSeg {mmseg_version} `EncoderDecoder.inference`, PyTorch {torch.__version__}": synced(
+            lambda: mmlab.mmseg_logits(ref, xt)
+        ),
+    }
     if not cuda:  # Paddle runs on the CPU here (a paddlepaddle CPU build)
         import paddle
 
         from segmenter.parity import load_into_paddle
+
         ours = build_model(model_cfg, "paddle")
         load_into_paddle(ours, conv.state)
         xp = paddle.to_tensor(x)
 
         from segmenter.engine.compiled import CompiledModel
+
         ours.eval()
         fast = CompiledModel(ours, compile_after=1, num_threads=args.threads)
 
@@ -124,20 +140,28 @@ def main(argv: Optional[List[str]] = None) -> int:
         def run_fast():
             with paddle.no_grad():
                 return fast(xp)[0].numpy()
-        runs = {"ours, Paddle default path (compiled UPerNetViT)": run_fast,
-                "ours, Paddle dygraph (UPerNetViT)": run_ours, **runs}
+
+        runs = {
+            "ours, Paddle default path (compiled UPerNetViT)": run_fast,
+            "ours, Paddle dygraph (UPerNetViT)": run_ours,
+            **runs,
+        }
 
     all_times, firsts = timed(list(runs.values()), args.repeats)
     if not cuda:
-        print(f"default path: compiled {[list(k) for k in fast.predictors]}, oneDNN "
-              f"{[p.use_onednn for p in fast.predictors.values()]}{', failed: ' + fast.failed if fast.failed else ''}")
+        print(
+            f"default path: compiled {[list(k) for k in fast.predictors]}, oneDNN "
+            f"{[p.use_onednn for p in fast.predictors.values()]}{', failed: ' + fast.failed if fast.failed else ''}"
+        )
     times = dict(zip(runs, all_times))
     outs = {name: numpy_of(out) for name, out in zip(runs, firsts)}
     mm_name = list(runs)[-1]
     where = torch.cuda.get_device_name() if cuda else f"{os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads"
-    print(f"ViT-B/16 UPerNet + MLN, {args.size}x{args.size}, batch {args.batch}, {args.device} ({where}"
-          f"{', TF32' if cuda and args.tf32 else ', fp32' if cuda else ''}); median of {args.repeats} after one "
-          f"warm-up, the models taking turns")
+    print(
+        f"ViT-B/16 UPerNet + MLN, {args.size}x{args.size}, batch {args.batch}, {args.device} ({where}"
+        f"{', TF32' if cuda and args.tf32 else ', fp32' if cuda else ''}); median of {args.repeats} after one "
+        f"warm-up, the models taking turns"
+    )
     print("| model | s / forward (median) | images / s | runs |")
     print("|---|---|---|---|")
     for name, ts in times.items():
@@ -145,8 +169,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"| {name} | {med:.4f} | {args.batch / med:.2f} | {', '.join(f'{t:.4f}' for t in ts)} |")
     med_mm = statistics.median(times[mm_name])
     for name in list(runs)[:-1]:
-        print(f"{name}: ratio to MMSeg {statistics.median(times[name]) / med_mm:.2f}, logits max|diff| "
-              f"{np.abs(outs[name] - outs[mm_name]).max():.1e}")
+        print(
+            f"{name}: ratio to MMSeg {statistics.median(times[name]) / med_mm:.2f}, logits max|diff| "
+            f"{np.abs(outs[name] - outs[mm_name]).max():.1e}"
+        )
     return 0
 
 

@@ -2,6 +2,7 @@
 (official Segmenter, PaddleSeg, timm, Google .npz, MMSegmentation, mmpretrain): detect the family -> rename by
 its table (keymaps.py) -> check against the architecture (arch.py) -> write (files.py).
 Needs neither Paddle nor, except for .pth files, torch."""
+
 from segmenter.convert.arch import Arch, expected_shapes, infer_arch, model_config
 from segmenter.convert.core import (
     FORMATS,
@@ -19,6 +20,24 @@ from segmenter.convert.core import (
 )
 from segmenter.convert.files import SafeUnpickler, UnsafeFileError, read_pdparams
 
-__all__ = ["Arch", "ConversionError", "Converted", "FORMATS", "SafeUnpickler", "UnsafeFileError", "convert",
-           "detect_format", "expected_shapes", "infer_arch", "is_linear_weight", "load_weights", "model_config",
-           "read_pdparams", "save_weights", "strip_prefix", "to_canonical", "to_layout", "to_mmseg"]
+__all__ = [
+    "Arch",
+    "ConversionError",
+    "Converted",
+    "FORMATS",
+    "SafeUnpickler",
+    "UnsafeFileError",
+    "convert",
+    "detect_format",
+    "expected_shapes",
+    "infer_arch",
+    "is_linear_weight",
+    "load_weights",
+    "model_config",
+    "read_pdparams",
+    "save_weights",
+    "strip_prefix",
+    "to_canonical",
+    "to_layout",
+    "to_mmseg",
+]

@@ -1,4 +1,5 @@
 """The architecture a canonical state dict encodes, the shapes it implies, and its YAML model section."""
+
 import math
 import re
 from dataclasses import asdict, dataclass
@@ -10,6 +11,7 @@ import numpy as np
 @dataclass
 class Arch:
     """Everything needed to build the model a set of weights belongs to (names as in the YAML)."""
+
     img_size: List[int]
     patch_size: int
     in_channels: int
@@ -21,18 +23,18 @@ class Arch:
     distilled: bool
     norm_eps: float
     pos_embed_interp: str
-    num_classes: Optional[int] = None          # None for backbone-only weights
-    decoder: Optional[Dict[str, Any]] = None   # {name: linear} or {name: mask_transformer, ...}
+    num_classes: Optional[int] = None  # None for backbone-only weights
+    decoder: Optional[Dict[str, Any]] = None  # {name: linear} or {name: mask_transformer, ...}
     patch_bias: bool = True
     final_norm: bool = True
-    layer_scale_init: Optional[float] = None   # LayerScale in every block (ls1/ls2.gamma), or None
-    out_indices: Optional[List[int]] = None    # UPerNetViT: the blocks whose maps feed the neck / head
-    logits_resize: str = "crop"                # Segmenter: crop (official) or stretch (MMSeg)
-    neck: Optional[Dict[str, Any]] = None            # UPerNetViT: MultiLevelNeck arguments, or None
-    decode_head: Optional[Dict[str, Any]] = None     # UPerNetViT: UPerHead arguments
+    layer_scale_init: Optional[float] = None  # LayerScale in every block (ls1/ls2.gamma), or None
+    out_indices: Optional[List[int]] = None  # UPerNetViT: the blocks whose maps feed the neck / head
+    logits_resize: str = "crop"  # Segmenter: crop (official) or stretch (MMSeg)
+    neck: Optional[Dict[str, Any]] = None  # UPerNetViT: MultiLevelNeck arguments, or None
+    decode_head: Optional[Dict[str, Any]] = None  # UPerNetViT: UPerHead arguments
     auxiliary_head: Optional[Dict[str, Any]] = None  # UPerNetViT: FCNHead arguments, or None
-    stem_layers: Optional[List[int]] = None    # hybrid: bottlenecks per ResNetV2 stage ([] the stem alone), or None
-    patch_remainder: str = "pad"               # pad (official, timm, MMSeg 1.x) or drop (MMSeg v0.13's ViT)
+    stem_layers: Optional[List[int]] = None  # hybrid: bottlenecks per ResNetV2 stage ([] the stem alone), or None
+    patch_remainder: str = "pad"  # pad (official, timm, MMSeg 1.x) or drop (MMSeg v0.13's ViT)
 
     def backbone_config(self) -> Dict[str, Any]:
         """The `model.backbone` section of a config (without dropout and pretrained)."""
@@ -62,11 +64,13 @@ class Arch:
             head = f"UPerHead{neck}{aux}, {self.num_classes} classes, maps of blocks {self.out_indices}"
         else:
             head = f"{self.decoder['name']} decoder, {self.num_classes} classes" if self.decoder else "backbone only"
-        return (f"ViT D={self.embed_dim} depth={self.depth} heads={self.num_heads} patch={self.patch_size} "
-                f"img={self.img_size}"
-                f"{'' if self.stem_layers is None else f', ResNetV2 stem {self.stem_layers} (stride {self.stride})'}"
-                f"{', layer scale' if self.layer_scale_init is not None else ''}"
-                f"{', patch remainder dropped' if self.patch_remainder == 'drop' else ''}, {head}")
+        return (
+            f"ViT D={self.embed_dim} depth={self.depth} heads={self.num_heads} patch={self.patch_size} "
+            f"img={self.img_size}"
+            f"{'' if self.stem_layers is None else f', ResNetV2 stem {self.stem_layers} (stride {self.stride})'}"
+            f"{', layer scale' if self.layer_scale_init is not None else ''}"
+            f"{', patch remainder dropped' if self.patch_remainder == 'drop' else ''}, {head}"
+        )
 
 
 NOT_BACKBONE = ("num_classes", "decoder", "logits_resize", "neck", "decode_head", "auxiliary_head")
@@ -111,13 +115,20 @@ def _count(state: Mapping[str, np.ndarray], prefix: str) -> int:
 
 def _need(state: Mapping[str, np.ndarray], key: str, source: str) -> np.ndarray:
     if key not in state:
-        raise ValueError(f"'{source}': converted weights lack '{key}', so the architecture cannot be read from "
-                         f"them; keys present: {sorted(state)[:12]}...")
+        raise ValueError(
+            f"'{source}': converted weights lack '{key}', so the architecture cannot be read from "
+            f"them; keys present: {sorted(state)[:12]}..."
+        )
     return state[key]
 
 
-def infer_arch(state: Mapping[str, np.ndarray], source: str, norm_eps: float, pos_embed_interp: str,
-               overrides: Optional[Dict[str, Any]] = None) -> Arch:
+def infer_arch(
+    state: Mapping[str, np.ndarray],
+    source: str,
+    norm_eps: float,
+    pos_embed_interp: str,
+    overrides: Optional[Dict[str, Any]] = None,
+) -> Arch:
     """Read the architecture from canonical weights; what weights cannot tell comes from `overrides`.
 
     Attention heads are not visible in weights: `num_heads` / `decoder_heads` default to width // 64, which
@@ -140,17 +151,29 @@ def infer_arch(state: Mapping[str, np.ndarray], source: str, norm_eps: float, po
     elif side * side == n_grid:
         img = [side * stride, side * stride]
     else:
-        raise ValueError(f"'{source}': pos_embed holds {n_grid} grid tokens, not a square grid; "
-                         f"pass the training size (--img-size H W).")
+        raise ValueError(
+            f"'{source}': pos_embed holds {n_grid} grid tokens, not a square grid; "
+            f"pass the training size (--img-size H W)."
+        )
     fc1 = _need(state, "backbone.blocks.0.mlp.fc1.weight", source)  # [D, hidden] (canonical = Paddle layout)
-    arch = Arch(img_size=img, patch_size=patch, in_channels=C, embed_dim=D,
-                depth=_count(state, "backbone.blocks."), num_heads=int(o.get("num_heads") or D // 64),
-                mlp_ratio=float(fc1.shape[1]) / D, qkv_bias="backbone.blocks.0.attn.qkv.bias" in state,
-                distilled=distilled, norm_eps=float(o.get("norm_eps") or norm_eps),
-                pos_embed_interp=str(o.get("pos_embed_interp") or pos_embed_interp),
-                patch_bias="backbone.patch_embed.proj.bias" in state, final_norm="backbone.norm.weight" in state,
-                logits_resize=str(o.get("logits_resize") or "crop"),
-                patch_remainder=str(o.get("patch_remainder") or "pad"), stem_layers=layers)
+    arch = Arch(
+        img_size=img,
+        patch_size=patch,
+        in_channels=C,
+        embed_dim=D,
+        depth=_count(state, "backbone.blocks."),
+        num_heads=int(o.get("num_heads") or D // 64),
+        mlp_ratio=float(fc1.shape[1]) / D,
+        qkv_bias="backbone.blocks.0.attn.qkv.bias" in state,
+        distilled=distilled,
+        norm_eps=float(o.get("norm_eps") or norm_eps),
+        pos_embed_interp=str(o.get("pos_embed_interp") or pos_embed_interp),
+        patch_bias="backbone.patch_embed.proj.bias" in state,
+        final_norm="backbone.norm.weight" in state,
+        logits_resize=str(o.get("logits_resize") or "crop"),
+        patch_remainder=str(o.get("patch_remainder") or "pad"),
+        stem_layers=layers,
+    )
     if "backbone.blocks.0.ls1.gamma" in state:
         arch.layer_scale_init = float(o.get("layer_scale_init") or LAYER_SCALE_INIT)
     if "decode_head.psp_modules.0.conv.weight" in state:
@@ -162,11 +185,15 @@ def infer_arch(state: Mapping[str, np.ndarray], source: str, norm_eps: float, po
         _, K, d = state["decoder.cls_emb"].shape
         dfc1 = _need(state, "decoder.blocks.0.mlp.fc1.weight", source)
         arch.num_classes = int(K)
-        arch.decoder = {"name": "mask_transformer", "n_layers": _count(state, "decoder.blocks."),
-                        "d_model": int(d), "n_heads": int(o.get("decoder_heads") or d // 64),
-                        "mlp_ratio": float(dfc1.shape[1]) / d,
-                        "qkv_bias": "decoder.blocks.0.attn.qkv.bias" in state,
-                        "norm_eps": float(o.get("decoder_norm_eps") or o.get("norm_eps") or norm_eps)}
+        arch.decoder = {
+            "name": "mask_transformer",
+            "n_layers": _count(state, "decoder.blocks."),
+            "d_model": int(d),
+            "n_heads": int(o.get("decoder_heads") or d // 64),
+            "mlp_ratio": float(dfc1.shape[1]) / d,
+            "qkv_bias": "decoder.blocks.0.attn.qkv.bias" in state,
+            "norm_eps": float(o.get("decoder_norm_eps") or o.get("norm_eps") or norm_eps),
+        }
     return arch
 
 
@@ -193,9 +220,12 @@ def _upernet_arch(state: Mapping[str, np.ndarray], arch: Arch, source: str, o: D
     arch.decode_head = {"channels": int(seg.shape[1]), "pool_scales": list(pool_scales), "dropout": 0.1}
     if "auxiliary_head.conv_seg.weight" in state:
         aux = state["auxiliary_head.conv_seg.weight"]
-        arch.auxiliary_head = {"in_index": int(o["aux_in_index"]) if o.get("aux_in_index") is not None else -1,
-                               "channels": int(aux.shape[1]),
-                               "num_convs": _count(state, "auxiliary_head.convs."), "dropout": 0.1}
+        arch.auxiliary_head = {
+            "in_index": int(o["aux_in_index"]) if o.get("aux_in_index") is not None else -1,
+            "channels": int(aux.shape[1]),
+            "num_convs": _count(state, "auxiliary_head.convs."),
+            "dropout": 0.1,
+        }
     return arch
 
 
@@ -237,14 +267,22 @@ def _upernet_shapes(arch: Arch) -> Dict[str, Tuple[int, ...]]:
     return s
 
 
-def _block_shapes(prefix: str, D: int, hidden: int, qkv_bias: bool, layer_scale: bool = False
-                  ) -> Dict[str, Tuple[int, ...]]:
-    s = {f"{prefix}.norm1.weight": (D,), f"{prefix}.norm1.bias": (D,),
-         f"{prefix}.attn.qkv.weight": (D, 3 * D),
-         f"{prefix}.attn.proj.weight": (D, D), f"{prefix}.attn.proj.bias": (D,),
-         f"{prefix}.norm2.weight": (D,), f"{prefix}.norm2.bias": (D,),
-         f"{prefix}.mlp.fc1.weight": (D, hidden), f"{prefix}.mlp.fc1.bias": (hidden,),
-         f"{prefix}.mlp.fc2.weight": (hidden, D), f"{prefix}.mlp.fc2.bias": (D,)}
+def _block_shapes(
+    prefix: str, D: int, hidden: int, qkv_bias: bool, layer_scale: bool = False
+) -> Dict[str, Tuple[int, ...]]:
+    s = {
+        f"{prefix}.norm1.weight": (D,),
+        f"{prefix}.norm1.bias": (D,),
+        f"{prefix}.attn.qkv.weight": (D, 3 * D),
+        f"{prefix}.attn.proj.weight": (D, D),
+        f"{prefix}.attn.proj.bias": (D,),
+        f"{prefix}.norm2.weight": (D,),
+        f"{prefix}.norm2.bias": (D,),
+        f"{prefix}.mlp.fc1.weight": (D, hidden),
+        f"{prefix}.mlp.fc1.bias": (hidden,),
+        f"{prefix}.mlp.fc2.weight": (hidden, D),
+        f"{prefix}.mlp.fc2.bias": (D,),
+    }
     if qkv_bias:
         s[f"{prefix}.attn.qkv.bias"] = (3 * D,)
     if layer_scale:
@@ -268,9 +306,16 @@ def _stem_shapes(layers: List[int], c_in: int) -> Dict[str, Tuple[int, ...]]:
             b = f"{HYBRID}stages.{i}.blocks.{j}."
             if j == 0:
                 s.update({b + "downsample.conv.weight": (out, c, 1, 1), **_norm_shapes(b + "downsample.norm", out)})
-            s.update({b + "conv1.weight": (mid, c if j == 0 else out, 1, 1), b + "conv2.weight": (mid, mid, 3, 3),
-                      b + "conv3.weight": (out, mid, 1, 1), **_norm_shapes(b + "norm1", mid),
-                      **_norm_shapes(b + "norm2", mid), **_norm_shapes(b + "norm3", out)})
+            s.update(
+                {
+                    b + "conv1.weight": (mid, c if j == 0 else out, 1, 1),
+                    b + "conv2.weight": (mid, mid, 3, 3),
+                    b + "conv3.weight": (out, mid, 1, 1),
+                    **_norm_shapes(b + "norm1", mid),
+                    **_norm_shapes(b + "norm2", mid),
+                    **_norm_shapes(b + "norm3", out),
+                }
+            )
         c = out
     return s
 
@@ -281,11 +326,13 @@ def expected_shapes(arch: Arch) -> Dict[str, Tuple[int, ...]]:
     prefix = 2 if arch.distilled else 1
     n = (arch.img_size[0] // arch.stride) * (arch.img_size[1] // arch.stride)
     s: Dict[str, Tuple[int, ...]] = {
-        "backbone.cls_token": (1, 1, D), "backbone.pos_embed": (1, prefix + n, D),
-        "backbone.patch_embed.proj.weight": (D, arch.in_channels, p, p)}
+        "backbone.cls_token": (1, 1, D),
+        "backbone.pos_embed": (1, prefix + n, D),
+        "backbone.patch_embed.proj.weight": (D, arch.in_channels, p, p),
+    }
     if arch.stem_layers is not None:
         s.update(_stem_shapes(arch.stem_layers, arch.in_channels))
-        widths = STAGE_WIDTHS[:len(arch.stem_layers)]
+        widths = STAGE_WIDTHS[: len(arch.stem_layers)]
         s["backbone.patch_embed.proj.weight"] = (D, widths[-1] if widths else STEM_WIDTH, p, p)
     if arch.patch_bias:
         s["backbone.patch_embed.proj.bias"] = (D,)
@@ -294,8 +341,11 @@ def expected_shapes(arch: Arch) -> Dict[str, Tuple[int, ...]]:
     if arch.distilled:
         s["backbone.dist_token"] = (1, 1, D)
     for i in range(arch.depth):
-        s.update(_block_shapes(f"backbone.blocks.{i}", D, int(D * arch.mlp_ratio), arch.qkv_bias,
-                               arch.layer_scale_init is not None))
+        s.update(
+            _block_shapes(
+                f"backbone.blocks.{i}", D, int(D * arch.mlp_ratio), arch.qkv_bias, arch.layer_scale_init is not None
+            )
+        )
     if arch.decode_head:
         s.update(_upernet_shapes(arch))
     dec, K = arch.decoder, arch.num_classes
@@ -305,10 +355,19 @@ def expected_shapes(arch: Arch) -> Dict[str, Tuple[int, ...]]:
         d = dec["d_model"]
         for j in range(dec["n_layers"]):
             s.update(_block_shapes(f"decoder.blocks.{j}", d, int(d * dec["mlp_ratio"]), dec["qkv_bias"]))
-        s.update({"decoder.cls_emb": (1, K, d), "decoder.proj_dec.weight": (D, d), "decoder.proj_dec.bias": (d,),
-                  "decoder.proj_patch": (d, d), "decoder.proj_classes": (d, d),
-                  "decoder.decoder_norm.weight": (d,), "decoder.decoder_norm.bias": (d,),
-                  "decoder.mask_norm.weight": (K,), "decoder.mask_norm.bias": (K,)})
+        s.update(
+            {
+                "decoder.cls_emb": (1, K, d),
+                "decoder.proj_dec.weight": (D, d),
+                "decoder.proj_dec.bias": (d,),
+                "decoder.proj_patch": (d, d),
+                "decoder.proj_classes": (d, d),
+                "decoder.decoder_norm.weight": (d,),
+                "decoder.decoder_norm.bias": (d,),
+                "decoder.mask_norm.weight": (K,),
+                "decoder.mask_norm.bias": (K,),
+            }
+        )
     return s
 
 
@@ -317,14 +376,26 @@ def model_config(arch: Arch, pretrained: Optional[str]) -> Dict[str, Any]:
     backbone = arch.backbone_config()
     backbone.update({"drop_rate": 0.0, "attn_drop_rate": 0.0, "drop_path_rate": 0.1, "pretrained": None})
     if arch.decode_head:
-        return {"type": "UPerNetViT", "num_classes": arch.num_classes, "backbone": backbone, "neck": arch.neck,
-                "decode_head": dict(arch.decode_head), "auxiliary_head": arch.auxiliary_head,
-                "pretrained": pretrained}
+        return {
+            "type": "UPerNetViT",
+            "num_classes": arch.num_classes,
+            "backbone": backbone,
+            "neck": arch.neck,
+            "decode_head": dict(arch.decode_head),
+            "auxiliary_head": arch.auxiliary_head,
+            "pretrained": pretrained,
+        }
     decoder = dict(arch.decoder) if arch.decoder else {"name": "linear"}
     if decoder["name"] == "mask_transformer":
         decoder.update({"dropout": 0.0, "drop_path_rate": 0.1})
-    model = {"type": "Segmenter", "num_classes": arch.num_classes, "backbone": backbone, "decoder": decoder,
-             "logits_resize": arch.logits_resize, "pretrained": pretrained}
+    model = {
+        "type": "Segmenter",
+        "num_classes": arch.num_classes,
+        "backbone": backbone,
+        "decoder": decoder,
+        "logits_resize": arch.logits_resize,
+        "pretrained": pretrained,
+    }
     if arch.decoder is None:  # backbone weights: the decoder is trained from scratch
         backbone["pretrained"], model["pretrained"] = pretrained, None
     return model

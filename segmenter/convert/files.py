@@ -5,6 +5,7 @@
 - PyTorch files load with `torch.load(weights_only=True)`.
 - `.safetensors` and `.npz` (with allow_pickle=False) hold no code by construction.
 """
+
 import json
 import os
 import pickle
@@ -47,7 +48,8 @@ class SafeUnpickler(pickle.Unpickler):
             raise UnsafeFileError(
                 f"'{self.source}' asks to load '{module}.{name}', which is not an array or a plain container; "
                 f"refusing to unpickle it (it could run code). Re-save the weights as a plain state dict "
-                f"(paddle.save(model.state_dict(), path)) or as .safetensors.")
+                f"(paddle.save(model.state_dict(), path)) or as .safetensors."
+            )
         return super().find_class(module, name)
 
 
@@ -64,15 +66,19 @@ def resolve_weights(path: str, flag: str = "weights") -> str:
     if os.path.isfile(path):
         return path
     if not os.path.isdir(path):
-        raise FileNotFoundError(f"{flag} {path} does not exist; pass a weights file (.pdparams, .pth, "
-                                ".safetensors) or a checkpoint folder (save_dir/best_model, save_dir/iter_N).")
+        raise FileNotFoundError(
+            f"{flag} {path} does not exist; pass a weights file (.pdparams, .pth, "
+            ".safetensors) or a checkpoint folder (save_dir/best_model, save_dir/iter_N)."
+        )
     inside = os.path.join(path, "model.pdparams")
     if os.path.isfile(inside):
         return inside
     found = sorted(n for n in os.listdir(path) if n == "best_model" or n.startswith("iter_"))
     hint = f" It is a training's save_dir: pass {os.path.join(path, found[0])}." if found else ""
-    raise FileNotFoundError(f"{flag} {path} is a folder without model.pdparams; pass a weights file or a checkpoint "
-                            f"folder (save_dir/best_model, save_dir/iter_N).{hint}")
+    raise FileNotFoundError(
+        f"{flag} {path} is a folder without model.pdparams; pass a weights file or a checkpoint "
+        f"folder (save_dir/best_model, save_dir/iter_N).{hint}"
+    )
 
 
 def extension(path: str) -> str:
@@ -90,8 +96,10 @@ def read_pdparams(path: str) -> Dict[str, np.ndarray]:
     obj = {k: v for k, v in obj.items() if k != PADDLE_NAME_TABLE}
     bad = sorted(k for k, v in obj.items() if not isinstance(v, np.ndarray))
     if bad:
-        raise ValueError(f"'{path}' has entries that are not arrays: {bad[:10]}; it is not a state dict "
-                         f"(an optimizer .pdopt file?). Pass the model's .pdparams.")
+        raise ValueError(
+            f"'{path}' has entries that are not arrays: {bad[:10]}; it is not a state dict "
+            f"(an optimizer .pdopt file?). Pass the model's .pdparams."
+        )
     return obj
 
 
@@ -116,8 +124,10 @@ def read_torch(path: str) -> Dict[str, Any]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise UnsafeFileError(f"'{path}' holds objects other than tensors and plain containers, so it was not "
-                              f"loaded (weights_only=True): {str(e).splitlines()[0]}") from e
+        raise UnsafeFileError(
+            f"'{path}' holds objects other than tensors and plain containers, so it was not "
+            f"loaded (weights_only=True): {str(e).splitlines()[0]}"
+        ) from e
     return _tensors_to_numpy(obj)
 
 
@@ -139,8 +149,9 @@ def write_torch(state: Dict[str, np.ndarray], path: str) -> None:
 def write_torch_checkpoint(state: Dict[str, np.ndarray], path: str, meta: Dict[str, Any]) -> None:
     """Write {key: array} as MMEngine does: {"meta": meta, "state_dict": tensors}."""
     torch = _torch()
-    torch.save({"meta": meta, "state_dict": {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}},
-               path)
+    torch.save(
+        {"meta": meta, "state_dict": {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}}, path
+    )
 
 
 def read_safetensors(path: str) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
@@ -148,6 +159,7 @@ def read_safetensors(path: str) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
     check_file(path)
     from safetensors import safe_open
     from safetensors.numpy import load_file
+
     with safe_open(path, framework="np") as f:
         meta = f.metadata() or {}
     return load_file(path), dict(meta)
@@ -156,6 +168,7 @@ def read_safetensors(path: str) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
 def write_safetensors(state: Dict[str, np.ndarray], path: str, metadata: Optional[Dict[str, str]] = None) -> None:
     """Write {key: array} as .safetensors with string metadata."""
     from safetensors.numpy import save_file
+
     save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, path, metadata=metadata)
 
 

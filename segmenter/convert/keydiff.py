@@ -3,6 +3,7 @@
 Used by the converter (does a file hold the complete architecture?) and by both frameworks' strict loaders
 (does a file fit this model?); each caller names the three lists in its own words.
 """
+
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -10,9 +11,11 @@ import numpy as np
 SHOWN_KEYS = 20  # keys listed per kind in an error; the count says how many there are in all
 
 
-def diff_keys(want: Mapping[str, Sequence[int]], state: Mapping[str, Any],
-              adapt: Optional[Callable[[str, np.ndarray, List[int]], np.ndarray]] = None
-              ) -> Tuple[Dict[str, np.ndarray], List[str], List[str], List[str]]:
+def diff_keys(
+    want: Mapping[str, Sequence[int]],
+    state: Mapping[str, Any],
+    adapt: Optional[Callable[[str, np.ndarray, List[int]], np.ndarray]] = None,
+) -> Tuple[Dict[str, np.ndarray], List[str], List[str], List[str]]:
     """(values that fit, missing keys, unexpected keys, 'key: have vs want' lines) of `state` against the shapes
     `want`. `adapt(key, value, shape)` may reshape a value before its shape is compared (pos_embed resampling)."""
     missing = sorted(set(want) - set(state))
@@ -31,8 +34,14 @@ def diff_keys(want: Mapping[str, Sequence[int]], state: Mapping[str, Any],
     return values, missing, unexpected, mismatched
 
 
-def diff_report(header: str, missing: List[str], unexpected: List[str], mismatched: List[str],
-                labels: Tuple[str, str, str], hint: Optional[str] = None) -> Optional[str]:
+def diff_report(
+    header: str,
+    missing: List[str],
+    unexpected: List[str],
+    mismatched: List[str],
+    labels: Tuple[str, str, str],
+    hint: Optional[str] = None,
+) -> Optional[str]:
     """The error text naming every kind of difference (a few keys, then a count), or None when there is none."""
     if not (missing or unexpected or mismatched):
         return None

@@ -5,6 +5,7 @@ weight stored [in, out]. A table is a list of (source regex, target template) re
 `re.fullmatch`, plus a tuple of regexes for keys dropped on purpose. Which canonical keys transpose between
 Paddle ([in, out]) and PyTorch ([out, in]) is the explicit tuple `LINEAR_WEIGHTS`.
 """
+
 from typing import Dict, List, Tuple
 
 Rename = Tuple[str, str]
@@ -13,9 +14,11 @@ _BLOCK = r"blocks\.(\d+)\.(norm1|attn\.qkv|attn\.proj|norm2|mlp\.fc1|mlp\.fc2)\.
 # LayerScale of the encoder blocks (timm's names; SegmenterViT(layer_scale_init=...)); decoders have none.
 _LAYER_SCALE = r"blocks\.(\d+)\.(ls1|ls2)\.gamma"
 # The ResNetV2 of a hybrid ViT (timm's HybridEmbed backbone; `stem.` absent when it is the stem alone).
-_HYBRID = (r"patch_embed\.backbone\.((?:stem\.)?(?:conv\.weight|norm\.(?:weight|bias))"
-           r"|stages\.\d+\.blocks\.\d+\.(?:conv[123]\.weight|norm[123]\.(?:weight|bias)"
-           r"|downsample\.conv\.weight|downsample\.norm\.(?:weight|bias)))")
+_HYBRID = (
+    r"patch_embed\.backbone\.((?:stem\.)?(?:conv\.weight|norm\.(?:weight|bias))"
+    r"|stages\.\d+\.blocks\.\d+\.(?:conv[123]\.weight|norm[123]\.(?:weight|bias)"
+    r"|downsample\.conv\.weight|downsample\.norm\.(?:weight|bias)))"
+)
 
 # Canonical keys holding a Linear weight: [in, out] in Paddle, [out, in] in PyTorch. Everything else
 # (conv kernels, LayerNorm, tokens, pos_embed, the raw proj_patch / proj_classes matrices) never transposes.
@@ -31,8 +34,10 @@ TORCH_BN_BUFFERS: Dict[str, str] = {".bn._mean": ".bn.running_mean", ".bn._varia
 TORCH_BN_COUNTER = r"(.*\.bn)\.num_batches_tracked"
 
 # Conv modules of the dense heads and the neck (UPerNetViT): `conv` (+ `bn`) per module, canonical names.
-_CONV_MODULE = (r"((?:decode_head|auxiliary_head)\.(?:psp_modules\.\d+|bottleneck|lateral_convs\.\d+|fpn_convs\.\d+"
-                r"|fpn_bottleneck|convs\.\d+)|neck\.(?:lateral_convs|convs)\.\d+)")
+_CONV_MODULE = (
+    r"((?:decode_head|auxiliary_head)\.(?:psp_modules\.\d+|bottleneck|lateral_convs\.\d+|fpn_convs\.\d+"
+    r"|fpn_bottleneck|convs\.\d+)|neck\.(?:lateral_convs|convs)\.\d+)"
+)
 _DENSE: List[Rename] = [
     (_CONV_MODULE + r"\.(conv\.weight|conv\.bias|bn\.weight|bn\.bias|bn\._mean|bn\._variance)", r"\1.\2"),
     (_CONV_MODULE + r"\.bn\.running_mean", r"\1.bn._mean"),
@@ -51,18 +56,22 @@ _BARE_VIT: List[Rename] = [
 ]
 
 # Our own files (Paddle .pdparams, PyTorch .pth, .safetensors): already canonical names.
-OURS: List[Rename] = [
-    (r"(backbone\.(cls_token|dist_token|pos_embed))", r"\1"),
-    (r"(backbone\.patch_embed\.proj\.(weight|bias))", r"\1"),
-    (r"(backbone\." + _HYBRID + ")", r"\1"),
-    (r"(backbone\." + _BLOCK + ")", r"\1"),
-    (r"(backbone\." + _LAYER_SCALE + ")", r"\1"),
-    (r"(backbone\.norm\.(weight|bias))", r"\1"),
-    (r"(decoder\.head\.(weight|bias))", r"\1"),
-    (r"(decoder\.(cls_emb|proj_patch|proj_classes))", r"\1"),
-    (r"(decoder\.(proj_dec|decoder_norm|mask_norm)\.(weight|bias))", r"\1"),
-    (r"(decoder\." + _BLOCK + ")", r"\1"),
-] + _DENSE + _BARE_VIT
+OURS: List[Rename] = (
+    [
+        (r"(backbone\.(cls_token|dist_token|pos_embed))", r"\1"),
+        (r"(backbone\.patch_embed\.proj\.(weight|bias))", r"\1"),
+        (r"(backbone\." + _HYBRID + ")", r"\1"),
+        (r"(backbone\." + _BLOCK + ")", r"\1"),
+        (r"(backbone\." + _LAYER_SCALE + ")", r"\1"),
+        (r"(backbone\.norm\.(weight|bias))", r"\1"),
+        (r"(decoder\.head\.(weight|bias))", r"\1"),
+        (r"(decoder\.(cls_emb|proj_patch|proj_classes))", r"\1"),
+        (r"(decoder\.(proj_dec|decoder_norm|mask_norm)\.(weight|bias))", r"\1"),
+        (r"(decoder\." + _BLOCK + ")", r"\1"),
+    ]
+    + _DENSE
+    + _BARE_VIT
+)
 # A bare ViT file (ours, or PaddleSeg's ImageNet backbones) may still carry its ImageNet classifier; a PyTorch
 # file of UPerNetViT counts BatchNorm batches (training state, not weights).
 OURS_DROP: Tuple[str, ...] = (r"head\.(weight|bias)", TORCH_BN_COUNTER)
@@ -121,10 +130,16 @@ NPZ: List[Tuple[str, str, str]] = [
     (_NPZ_BLOCK + r"MlpBlock_3/Dense_0/bias", r"backbone.blocks.\1.mlp.fc1.bias", "none"),
     (_NPZ_BLOCK + r"MlpBlock_3/Dense_1/kernel", r"backbone.blocks.\1.mlp.fc2.weight", "none"),
     (_NPZ_BLOCK + r"MlpBlock_3/Dense_1/bias", r"backbone.blocks.\1.mlp.fc2.bias", "none"),
-    (_NPZ_BLOCK + r"MultiHeadDotProductAttention_1/(query|key|value)/kernel", r"backbone.blocks.\1.attn.\2.weight",
-     "heads_in"),
-    (_NPZ_BLOCK + r"MultiHeadDotProductAttention_1/(query|key|value)/bias", r"backbone.blocks.\1.attn.\2.bias",
-     "flatten"),
+    (
+        _NPZ_BLOCK + r"MultiHeadDotProductAttention_1/(query|key|value)/kernel",
+        r"backbone.blocks.\1.attn.\2.weight",
+        "heads_in",
+    ),
+    (
+        _NPZ_BLOCK + r"MultiHeadDotProductAttention_1/(query|key|value)/bias",
+        r"backbone.blocks.\1.attn.\2.bias",
+        "flatten",
+    ),
     (_NPZ_BLOCK + r"MultiHeadDotProductAttention_1/out/kernel", r"backbone.blocks.\1.attn.proj.weight", "heads_out"),
     (_NPZ_BLOCK + r"MultiHeadDotProductAttention_1/out/bias", r"backbone.blocks.\1.attn.proj.bias", "none"),
 ]
@@ -153,6 +168,7 @@ NPZ_DROP: Tuple[str, ...] = (r"head/(kernel|bias)", r"pre_logits/(kernel|bias)")
 # Keys that are training state rather than weights, in npz files saved with the optimizer.
 NPZ_OPTIMIZER_PREFIX = "opt/target/"
 
+
 # MMSegmentation 1.x (`{"meta", "state_dict"}` or bare). Its ViT wraps torch's nn.MultiheadAttention, whose
 # in_proj_weight [3D, D] is timm's fused qkv (q, k, v stacked) in PyTorch layout; FFN = Linear, GELU, Linear.
 def _mm_blocks(src: str, dst: str) -> List[Rename]:
@@ -172,20 +188,28 @@ _MMSEG_VIT: List[Rename] = [
     (r"backbone\.ln1\.(weight|bias)", r"backbone.norm.\1"),  # final_norm=True
 ] + _mm_blocks(r"backbone\.", "backbone.")
 # MMSeg's Segmenter rows: SegmenterMaskTransformerHead, or FCNHead with num_convs=0 (a 1x1 conv = our linear).
-MMSEG_SEGMENTER: List[Rename] = _MMSEG_VIT + [
-    (r"decode_head\.dec_proj\.(weight|bias)", r"decoder.proj_dec.\1"),
-    (r"decode_head\.cls_emb", r"decoder.cls_emb"),
-    (r"decode_head\.patch_proj\.weight", r"decoder.proj_patch"),
-    (r"decode_head\.classes_proj\.weight", r"decoder.proj_classes"),
-    (r"decode_head\.(decoder_norm|mask_norm)\.(weight|bias)", r"decoder.\1.\2"),
-    (r"decode_head\.conv_seg\.(weight|bias)", r"decoder.head.\1"),
-] + _mm_blocks(r"decode_head\.", "decoder.")
+MMSEG_SEGMENTER: List[Rename] = (
+    _MMSEG_VIT
+    + [
+        (r"decode_head\.dec_proj\.(weight|bias)", r"decoder.proj_dec.\1"),
+        (r"decode_head\.cls_emb", r"decoder.cls_emb"),
+        (r"decode_head\.patch_proj\.weight", r"decoder.proj_patch"),
+        (r"decode_head\.classes_proj\.weight", r"decoder.proj_classes"),
+        (r"decode_head\.(decoder_norm|mask_norm)\.(weight|bias)", r"decoder.\1.\2"),
+        (r"decode_head\.conv_seg\.(weight|bias)", r"decoder.head.\1"),
+    ]
+    + _mm_blocks(r"decode_head\.", "decoder.")
+)
 # MMSeg's ViT/DeiT UPerNet rows: the neck and heads keep MMSeg's names, less the PPM's Sequential index.
-MMSEG_UPERNET: List[Rename] = _MMSEG_VIT + [
-    (r"decode_head\.psp_modules\.(\d+)\.1\.(conv\.weight|bn\.weight|bn\.bias)", r"decode_head.psp_modules.\1.\2"),
-    (r"decode_head\.psp_modules\.(\d+)\.1\.bn\.running_mean", r"decode_head.psp_modules.\1.bn._mean"),
-    (r"decode_head\.psp_modules\.(\d+)\.1\.bn\.running_var", r"decode_head.psp_modules.\1.bn._variance"),
-] + _DENSE
+MMSEG_UPERNET: List[Rename] = (
+    _MMSEG_VIT
+    + [
+        (r"decode_head\.psp_modules\.(\d+)\.1\.(conv\.weight|bn\.weight|bn\.bias)", r"decode_head.psp_modules.\1.\2"),
+        (r"decode_head\.psp_modules\.(\d+)\.1\.bn\.running_mean", r"decode_head.psp_modules.\1.bn._mean"),
+        (r"decode_head\.psp_modules\.(\d+)\.1\.bn\.running_var", r"decode_head.psp_modules.\1.bn._variance"),
+    ]
+    + _DENSE
+)
 MMSEG_DROP: Tuple[str, ...] = (TORCH_BN_COUNTER,)
 # MMSeg v0.13 / v0.14 (mmseg/models/backbones/vit.py of those releases; the UPerNet ViT/DeiT configs of PR #520
 # before its merge, e.g. commit 4d77761): a timm-style ViT under `backbone.` (`patch_embed.proj` with a bias,
@@ -204,7 +228,7 @@ MMSEG0_DROP: Tuple[str, ...] = (TORCH_BN_COUNTER,)
 # Canonical key -> reshape of an MMSeg value (names in convert.core.RESHAPES), applied before the layout change.
 MMSEG_RESHAPES: Dict[str, str] = {
     r"decoder\.(proj_patch|proj_classes)": "transpose",  # nn.Linear(bias=False) [out, in] -> the raw [in, out]
-    r"decoder\.head\.weight": "squeeze_1x1",            # conv_seg [K, D, 1, 1] -> Linear [K, D] (PyTorch layout)
+    r"decoder\.head\.weight": "squeeze_1x1",  # conv_seg [K, D, 1, 1] -> Linear [K, D] (PyTorch layout)
 }
 
 # mmpretrain's VisionTransformer (classification, ViT-B16/B32/L16): backbone only; its qkv is timm's.
@@ -231,10 +255,11 @@ TABLES: Dict[str, Tuple[List[Rename], Tuple[str, ...]]] = {
     "official": (OFFICIAL, OFFICIAL_DROP),
     "paddleseg": (PADDLESEG, PADDLESEG_DROP),
     "timm": (TIMM, TIMM_DROP),
-    "mmseg": (MMSEG_SEGMENTER, MMSEG_DROP),        # convert.core picks MMSEG_UPERNET when the keys hold a PPM
+    "mmseg": (MMSEG_SEGMENTER, MMSEG_DROP),  # convert.core picks MMSEG_UPERNET when the keys hold a PPM
     "mmseg0": (MMSEG0_UPERNET, MMSEG0_DROP),
     "mmpretrain": (MMPRETRAIN, MMPRETRAIN_DROP),
 }
+
 
 # Back to MMSeg (the other direction): canonical keys in PyTorch layout (convert.core.to_layout) -> MMSeg's.
 def _mm_blocks_out(src: str, dst: str) -> List[Rename]:
@@ -253,14 +278,18 @@ _TO_MMSEG_VIT: List[Rename] = [
     (r"backbone\.patch_embed\.proj\.(weight|bias)", r"backbone.patch_embed.projection.\1"),
     (r"backbone\.norm\.(weight|bias)", r"backbone.ln1.\1"),
 ] + _mm_blocks_out(r"backbone\.", "backbone.")
-TO_MMSEG_SEGMENTER: List[Rename] = _TO_MMSEG_VIT + [
-    (r"decoder\.proj_dec\.(weight|bias)", r"decode_head.dec_proj.\1"),
-    (r"decoder\.cls_emb", r"decode_head.cls_emb"),
-    (r"decoder\.proj_patch", r"decode_head.patch_proj.weight"),
-    (r"decoder\.proj_classes", r"decode_head.classes_proj.weight"),
-    (r"decoder\.(decoder_norm|mask_norm)\.(weight|bias)", r"decode_head.\1.\2"),
-    (r"decoder\.head\.(weight|bias)", r"decode_head.conv_seg.\1"),
-] + _mm_blocks_out(r"decoder\.", "decode_head.")
+TO_MMSEG_SEGMENTER: List[Rename] = (
+    _TO_MMSEG_VIT
+    + [
+        (r"decoder\.proj_dec\.(weight|bias)", r"decode_head.dec_proj.\1"),
+        (r"decoder\.cls_emb", r"decode_head.cls_emb"),
+        (r"decoder\.proj_patch", r"decode_head.patch_proj.weight"),
+        (r"decoder\.proj_classes", r"decode_head.classes_proj.weight"),
+        (r"decoder\.(decoder_norm|mask_norm)\.(weight|bias)", r"decode_head.\1.\2"),
+        (r"decoder\.head\.(weight|bias)", r"decode_head.conv_seg.\1"),
+    ]
+    + _mm_blocks_out(r"decoder\.", "decode_head.")
+)
 TO_MMSEG_UPERNET: List[Rename] = _TO_MMSEG_VIT + [
     (r"decode_head\.psp_modules\.(\d+)\.(.*)", r"decode_head.psp_modules.\1.1.\2"),
     (r"((?:decode_head|auxiliary_head|neck)\..*)", r"\1"),

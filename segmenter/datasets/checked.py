@@ -10,6 +10,7 @@ crop would cut away a bad value in a corner), the first time a process reads the
 reseeds both global generators from (seed, epoch, index) before each training sample: the batch of an iteration
 then depends on (seed, iteration) only, whatever the worker count or resume point.
 """
+
 import os
 import random
 
@@ -74,8 +75,10 @@ class CheckedDataset(paddle.io.Dataset):
     def __init__(self, dataset, num_classes: int, seed: int = None):
         if len(dataset) == 0:
             root = getattr(dataset, "dataset_root", None)
-            raise DataError(f"{type(dataset).__name__} (dataset_root {root}) lists no sample; check dataset_root, "
-                            "the mode and the file list in the YAML.")
+            raise DataError(
+                f"{type(dataset).__name__} (dataset_root {root}) lists no sample; check dataset_root, "
+                "the mode and the file list in the YAML."
+            )
         self.dataset, self.num_classes, self.seed = dataset, num_classes, seed
         self.ignore_index = getattr(dataset, "ignore_index", 255)
         self.checked = set()  # files decoded and checked in this process (each worker keeps its own)
@@ -121,8 +124,10 @@ class CheckedDataset(paddle.io.Dataset):
         except Exception:  # noqa: BLE001  (undecodable: reported with its file by __getitem__)
             return
         if sa != sb:
-            raise DataError(f"label {files[1]} is {sb[0]}x{sb[1]} but image {files[0]} is {sa[0]}x{sa[1]} "
-                            "(width x height); a label must be a single-channel PNG of its image's size.")
+            raise DataError(
+                f"label {files[1]} is {sb[0]}x{sb[1]} but image {files[0]} is {sa[0]}x{sa[1]} "
+                "(width x height); a label must be a single-channel PNG of its image's size."
+            )
 
     def _check_files(self, files: tuple) -> None:
         """On the first read of each file in this process: it decodes whole, and a label's values as the dataset
@@ -153,5 +158,6 @@ class CheckedDataset(paddle.io.Dataset):
             allowed = f"[0, {self.num_classes + 1}] (ADE20K reads file value v as class v - 1; 0 is ignored)"
         else:
             allowed = f"[0, {self.num_classes}) that are not the ignore index {self.ignore_index}"
-        raise DataError(f"label {where} holds values {values} outside {allowed}; fix the label, num_classes or "
-                        "ignore_index.")
+        raise DataError(
+            f"label {where} holds values {values} outside {allowed}; fix the label, num_classes or ignore_index."
+        )

@@ -1,4 +1,5 @@
 """A file-list dataset that checks its inputs: every bad path or value is an error naming the file and value."""
+
 import os
 
 import numpy as np
@@ -24,8 +25,16 @@ class SegmenterFileList(paddle.io.Dataset):
     IMG_CHANNELS = 3
     IGNORE_INDEX = 255
 
-    def __init__(self, dataset_root: str, file_list: str, num_classes: int, mode: str = "val",
-                 ignore_index: int = 255, mean: list = (0.5, 0.5, 0.5), std: list = (0.5, 0.5, 0.5)):
+    def __init__(
+        self,
+        dataset_root: str,
+        file_list: str,
+        num_classes: int,
+        mode: str = "val",
+        ignore_index: int = 255,
+        mean: list = (0.5, 0.5, 0.5),
+        std: list = (0.5, 0.5, 0.5),
+    ):
         if not os.path.isdir(dataset_root):
             raise FileNotFoundError(f"dataset_root {dataset_root} does not exist; set dataset_root in the YAML.")
         if not os.path.isfile(file_list):
@@ -66,12 +75,16 @@ class SegmenterFileList(paddle.io.Dataset):
         img = np.asarray(self._open(img_path).convert("RGB"))
         label = np.asarray(self._open(lab_path)).astype(np.int64)
         if label.ndim != 2 or label.shape != img.shape[:2]:
-            raise ValueError(f"label {lab_path} has shape {label.shape} but image {img_path} is {img.shape[:2]}; "
-                             "labels must be single-channel PNGs of the image's size.")
+            raise ValueError(
+                f"label {lab_path} has shape {label.shape} but image {img_path} is {img.shape[:2]}; "
+                "labels must be single-channel PNGs of the image's size."
+            )
         bad = (label >= self.num_classes) & (label != self.ignore_index) | (label < 0)
         if bad.any():
-            raise ValueError(f"label {lab_path} holds value {int(label[bad][0])} outside [0, {self.num_classes}) "
-                             f"and not ignore_index {self.ignore_index}; fix the label or num_classes.")
+            raise ValueError(
+                f"label {lab_path} holds value {int(label[bad][0])} outside [0, {self.num_classes}) "
+                f"and not ignore_index {self.ignore_index}; fix the label or num_classes."
+            )
         x = (img.transpose(2, 0, 1).astype(np.float32) / 255.0 - self.mean) / self.std  # [H, W, 3] -> [3, H, W]
         if self.mode == "train" and np.random.random() < 0.5:
             x, label = x[:, :, ::-1], label[:, ::-1]

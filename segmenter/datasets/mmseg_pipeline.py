@@ -16,6 +16,7 @@ every channel alike, and cv2's RGB<->HSV conversions on RGB pixels equal its BGR
 pixels in BGR order. Labels must already be what MMSeg's LoadAnnotations(reduce_zero_label=True) gives:
 PaddleSeg's ADE20K class shifts them (uint8 label - 1, so 0 'other' becomes 255) before the transforms run.
 """
+
 from typing import Sequence
 
 import cv2
@@ -26,9 +27,12 @@ from paddleseg.cvlibs import manager
 def _pair(value, name: str, kind: type, transform: str) -> tuple:
     """Two positive numbers of `kind` (an int is accepted for both), else an error naming the parameter."""
     pair = (value, value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
-    ok = (isinstance(pair, (list, tuple)) and len(pair) == 2
-          and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in pair)
-          and all((kind is float or float(v).is_integer()) and v > 0 for v in pair))
+    ok = (
+        isinstance(pair, (list, tuple))
+        and len(pair) == 2
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in pair)
+        and all((kind is float or float(v).is_integer()) and v > 0 for v in pair)
+    )
     if not ok:
         raise ValueError(f"{transform}: {name} must be two positive {kind.__name__}s, got {value!r}.")
     return tuple(kind(v) for v in pair)
@@ -40,8 +44,10 @@ def _uint8(img: np.ndarray, transform: str) -> np.ndarray:
         return img
     out = img.astype(np.uint8)
     if img.min() < 0 or img.max() > 255 or not np.array_equal(out, img):
-        raise ValueError(f"{transform} works on the decoded 0..255 image (MMSeg's uint8), but got {img.dtype} values "
-                         f"in [{img.min():.3g}, {img.max():.3g}]: put it before Normalize in the transforms list.")
+        raise ValueError(
+            f"{transform} works on the decoded 0..255 image (MMSeg's uint8), but got {img.dtype} values "
+            f"in [{img.min():.3g}, {img.max():.3g}]: put it before Normalize in the transforms list."
+        )
     return out
 
 
@@ -59,8 +65,9 @@ class MMSegRandomResize:
         keep_ratio (bool, optional): Keep the aspect ratio (fit inside the scaled box). Default: True.
     """
 
-    def __init__(self, scale: Sequence[int] = (2048, 512), ratio_range: Sequence[float] = (0.5, 2.0),
-                 keep_ratio: bool = True):
+    def __init__(
+        self, scale: Sequence[int] = (2048, 512), ratio_range: Sequence[float] = (0.5, 2.0), keep_ratio: bool = True
+    ):
         self.scale = _pair(scale, "scale", int, "MMSegRandomResize")
         lo, hi = _pair(ratio_range, "ratio_range", float, "MMSegRandomResize")
         if lo > hi:
@@ -127,10 +134,10 @@ class MMSegRandomCrop:
 
     def __init__(self, crop_size: Sequence[int], cat_max_ratio: float = 1.0, ignore_index: int = 255):
         self.crop_size = _pair(crop_size, "crop_size", int, "MMSegRandomCrop")
-        if isinstance(cat_max_ratio, bool) or not isinstance(cat_max_ratio, (int, float)) \
-                or not 0 < cat_max_ratio <= 1:
-            raise ValueError(f"MMSegRandomCrop: cat_max_ratio must be a number in (0, 1] (1 = no check), "
-                             f"got {cat_max_ratio!r}.")
+        if isinstance(cat_max_ratio, bool) or not isinstance(cat_max_ratio, (int, float)) or not 0 < cat_max_ratio <= 1:
+            raise ValueError(
+                f"MMSegRandomCrop: cat_max_ratio must be a number in (0, 1] (1 = no check), got {cat_max_ratio!r}."
+            )
         self.cat_max_ratio, self.ignore_index = float(cat_max_ratio), int(ignore_index)
 
     def _draw(self, h: int, w: int) -> tuple:
@@ -146,7 +153,7 @@ class MMSegRandomCrop:
             if "label" not in data:
                 raise ValueError("MMSegRandomCrop: cat_max_ratio < 1 needs data['label'] (a train dataset's label).")
             for _ in range(10):
-                labels, counts = np.unique(data["label"][box[0]:box[1], box[2]:box[3]], return_counts=True)
+                labels, counts = np.unique(data["label"][box[0] : box[1], box[2] : box[3]], return_counts=True)
                 counts = counts[labels != self.ignore_index]
                 if len(counts) > 1 and np.max(counts) / np.sum(counts) < self.cat_max_ratio:
                     break
@@ -192,8 +199,13 @@ class MMSegPhotoMetricDistortion:
         hue_delta (int, optional): Hue shift drawn from the integers in [-delta, delta). Default: 18.
     """
 
-    def __init__(self, brightness_delta: int = 32, contrast_range: Sequence[float] = (0.5, 1.5),
-                 saturation_range: Sequence[float] = (0.5, 1.5), hue_delta: int = 18):
+    def __init__(
+        self,
+        brightness_delta: int = 32,
+        contrast_range: Sequence[float] = (0.5, 1.5),
+        saturation_range: Sequence[float] = (0.5, 1.5),
+        hue_delta: int = 18,
+    ):
         name = "MMSegPhotoMetricDistortion"
         for key, v in (("brightness_delta", brightness_delta), ("hue_delta", hue_delta)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:

@@ -1,4 +1,5 @@
 """Procedural quickstart dataset: the class of a region is its shape (disc, square, triangle), never its colour."""
+
 import numpy as np
 import paddle
 from paddleseg.cvlibs import manager
@@ -6,8 +7,9 @@ from paddleseg.cvlibs import manager
 SHAPES = ("background", "disc", "square", "triangle")
 
 
-def draw_sample(rng: np.random.Generator, size: int, max_shapes: int,
-                radius: tuple[float, float] = (6.0, 14.0)) -> tuple[np.ndarray, np.ndarray]:
+def draw_sample(
+    rng: np.random.Generator, size: int, max_shapes: int, radius: tuple[float, float] = (6.0, 14.0)
+) -> tuple[np.ndarray, np.ndarray]:
     """Draw one image [H, W, 3] uint8 and its label [H, W] int64; colours are random so only shape tells class.
 
     The background is a dark grey (0-60) and every shape a random bright colour (each channel 100-255), so a shape
@@ -25,7 +27,7 @@ def draw_sample(rng: np.random.Generator, size: int, max_shapes: int,
         r = rng.uniform(*radius)  # absolute pixels: larger images hold more shapes of the same scale
         cy, cx = rng.uniform(r, size - r, size=2)
         if cls == 1:
-            mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= r ** 2
+            mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= r**2
         elif cls == 2:
             mask = (np.abs(yy - cy) <= r * 0.85) & (np.abs(xx - cx) <= r * 0.85)
         else:  # upward triangle: apex at top, base at bottom
@@ -56,17 +58,27 @@ class SegmenterShapes(paddle.io.Dataset):
     IMG_CHANNELS = 3
     IGNORE_INDEX = 255
 
-    def __init__(self, num_samples: int, img_size: int = 64, max_shapes: int = 4, seed: int = 0,
-                 radius: list = (6.0, 14.0),
-                 mode: str = "train", mean: list = (0.5, 0.5, 0.5), std: list = (0.5, 0.5, 0.5)):
+    def __init__(
+        self,
+        num_samples: int,
+        img_size: int = 64,
+        max_shapes: int = 4,
+        seed: int = 0,
+        radius: list = (6.0, 14.0),
+        mode: str = "train",
+        mean: list = (0.5, 0.5, 0.5),
+        std: list = (0.5, 0.5, 0.5),
+    ):
         if num_samples <= 0:
             raise ValueError(f"SegmenterShapes: num_samples={num_samples} must be > 0; set it in the YAML dataset.")
         if mode not in ("train", "val"):
             raise ValueError(f"SegmenterShapes: mode={mode!r} must be 'train' or 'val'.")
         self.num_samples, self.img_size, self.max_shapes = num_samples, img_size, max_shapes
         if len(radius) != 2 or not 0 < radius[0] <= radius[1] or 2 * radius[0] > img_size:
-            raise ValueError(f"SegmenterShapes: radius={list(radius)} must be [min, max] with 0 < min <= max and "
-                             f"2 * min <= img_size ({img_size}).")
+            raise ValueError(
+                f"SegmenterShapes: radius={list(radius)} must be [min, max] with 0 < min <= max and "
+                f"2 * min <= img_size ({img_size})."
+            )
         self.seed, self.mode, self.radius = seed, mode, (float(radius[0]), float(radius[1]))
         self.num_classes = self.NUM_CLASSES
         self.mean = np.asarray(mean, np.float32)[:, None, None]

@@ -5,6 +5,7 @@
 `app.Demo` holds the model and answers the page's questions (framework-free, through the Inferencer and
 `visualize.attention`); `server` is the standard library's HTTP server with our own page in `static/`.
 """
+
 from segmenter.demo.app import Demo, DemoError
 from segmenter.demo.server import DemoServer, serve
 

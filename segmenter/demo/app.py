@@ -6,6 +6,7 @@ own three steps (preprocess, probabilities, restore) with the page's slice / fli
 `segmenter.visualize.attention.attention_maps` on the network input of the last image. Every answer is a dict
 ready for JSON; a user's mistake raises `DemoError` with the sentence the page shows.
 """
+
 import base64
 import io
 import threading
@@ -39,8 +40,11 @@ class DemoError(ValueError):
 def png_data_url(rgb: np.ndarray) -> str:
     """An RGB uint8 [H, W, 3] (or a class map [H, W] as 8 or 16-bit grey) as a data: URL the page can show."""
     if rgb.ndim == 2:
-        img = Image.fromarray(rgb.astype(np.uint8), "L") if rgb.max(initial=0) < 256 else \
-            Image.fromarray(rgb.astype(np.uint16), "I;16")
+        img = (
+            Image.fromarray(rgb.astype(np.uint8), "L")
+            if rgb.max(initial=0) < 256
+            else Image.fromarray(rgb.astype(np.uint16), "I;16")
+        )
     else:
         img = Image.fromarray(rgb)
     buf = io.BytesIO()
@@ -52,6 +56,7 @@ def colormap(maps: np.ndarray, name: str, lo: Optional[float] = None, hi: Option
     """[h, w] float -> RGB uint8 [h, w, 3] through a matplotlib colormap, lo..hi (default: the map's min..max, as
     the attention tool's imshow scales it)."""
     import matplotlib
+
     lo = float(maps.min()) if lo is None else lo
     hi = float(maps.max()) if hi is None else hi
     v = np.clip((maps - lo) / (hi - lo), 0, 1) if hi > lo else np.zeros_like(maps)
@@ -72,13 +77,23 @@ class Demo:
             Default: 2 GiB.
     """
 
-    def __init__(self, config: str, weights: Optional[str] = None, framework: str = "paddle", max_side: int = 4096,
-                 max_bytes: int = 32 << 20, max_tokens: int = 8192, max_attn_bytes: int = 2 << 30):
+    def __init__(
+        self,
+        config: str,
+        weights: Optional[str] = None,
+        framework: str = "paddle",
+        max_side: int = 4096,
+        max_bytes: int = 32 << 20,
+        max_tokens: int = 8192,
+        max_attn_bytes: int = 2 << 30,
+    ):
         if framework == "torch":
             from segmenter.pytorch.inference import Inferencer
+
             self.seg = Inferencer(config, weights)
         else:
             from segmenter.inference import Inferencer
+
             self.seg = Inferencer(config, weights)
         self.config, self.weights, self.framework = config, weights, framework
         self.model = self.seg.model
@@ -88,8 +103,12 @@ class Demo:
         self.palette = palette(n)
         self.base_kwargs = dict(self.seg.infer_kwargs)
         self.can_slide = bool(self.base_kwargs.get("crop_size") and self.base_kwargs.get("stride"))
-        self.max_side, self.max_bytes, self.max_tokens, self.max_attn_bytes = max_side, max_bytes, max_tokens, \
-            max_attn_bytes
+        self.max_side, self.max_bytes, self.max_tokens, self.max_attn_bytes = (
+            max_side,
+            max_bytes,
+            max_tokens,
+            max_attn_bytes,
+        )
         self.samples = {name: draw() for name, draw in SAMPLES.items()}
         self.images: "OrderedDict[str, Dict[str, Any]]" = OrderedDict()  # the last few uploads, for clicks
         self.lock = threading.Lock()  # one model call at a time; the page's server has a thread per request
@@ -101,21 +120,34 @@ class Demo:
         head = {"MaskTransformer": "mask transformer", "DecoderLinear": "linear"}.get(type(decoder).__name__, "")
         kind = f"Segmenter ({head} decoder)" if head else type(self.model).__name__
         framework = "PyTorch twin" if self.framework == "torch" else "Paddle"
-        return (f"{kind}, ViT {self.vit.depth} blocks x {self.vit.blocks[0].attn.num_heads} heads, patch "
-                f"{self.vit.patch_size}, {len(self.names)} classes ({framework})")
+        return (
+            f"{kind}, ViT {self.vit.depth} blocks x {self.vit.blocks[0].attn.num_heads} heads, patch "
+            f"{self.vit.patch_size}, {len(self.names)} classes ({framework})"
+        )
 
     def info(self) -> Dict[str, Any]:
         kw = self.base_kwargs
-        return {"config": self.config, "weights": self.weights or "random init", "model": self.describe(),
-                "framework": self.framework, "names": self.names,
-                "colors": ["#%02x%02x%02x" % tuple(int(v) for v in c) for c in self.palette],
-                "depth": self.vit.depth, "heads": self.vit.blocks[0].attn.num_heads, "patch": self.vit.patch_size,
-                "mask_decoder": self.has_class_masks(),
-                "slide": {"available": self.can_slide, "default": bool(kw.get("is_slide")),
-                          "crop_size": kw.get("crop_size"), "stride": kw.get("stride")},
-                "flip": {"default": bool(kw.get("flip_horizontal"))},
-                "limits": {"max_side": self.max_side, "max_bytes": self.max_bytes, "max_tokens": self.max_tokens},
-                "samples": [{"name": k, "size": list(v.shape[:2])} for k, v in self.samples.items()]}
+        return {
+            "config": self.config,
+            "weights": self.weights or "random init",
+            "model": self.describe(),
+            "framework": self.framework,
+            "names": self.names,
+            "colors": ["#%02x%02x%02x" % tuple(int(v) for v in c) for c in self.palette],
+            "depth": self.vit.depth,
+            "heads": self.vit.blocks[0].attn.num_heads,
+            "patch": self.vit.patch_size,
+            "mask_decoder": self.has_class_masks(),
+            "slide": {
+                "available": self.can_slide,
+                "default": bool(kw.get("is_slide")),
+                "crop_size": kw.get("crop_size"),
+                "stride": kw.get("stride"),
+            },
+            "flip": {"default": bool(kw.get("flip_horizontal"))},
+            "limits": {"max_side": self.max_side, "max_bytes": self.max_bytes, "max_tokens": self.max_tokens},
+            "samples": [{"name": k, "size": list(v.shape[:2])} for k, v in self.samples.items()],
+        }
 
     def has_class_masks(self) -> bool:
         return type(getattr(self.model, "decoder", None)).__name__ == "MaskTransformer"
@@ -131,8 +163,10 @@ class Demo:
     def decode(self, data: bytes, name: str = "the upload") -> np.ndarray:
         """RGB uint8 [H, W, 3] of an uploaded file; a file that is not an image, or is too large, is a DemoError."""
         if len(data) > self.max_bytes:
-            raise DemoError(f"{name} is {size_text(len(data))}; the limit is {size_text(self.max_bytes)} (--max_mb): "
-                            "upload a smaller file.")
+            raise DemoError(
+                f"{name} is {size_text(len(data))}; the limit is {size_text(self.max_bytes)} (--max_mb): "
+                "upload a smaller file."
+            )
         if not data:
             raise DemoError(f"{name} is empty: pick an image file (PNG, JPEG, BMP, TIFF, WebP).")
         too_big = f"the limit is {self.max_side} px on the longest side (--max_side): resize it first."
@@ -152,20 +186,25 @@ class Demo:
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 return np.asarray(img.convert("RGB"))
         except Exception as e:
-            raise DemoError(f"{name} ({w}x{h} {img.format}) could not be decoded ({e}): the file may be truncated or "
-                            "damaged; save it again or pick another.") from None
+            raise DemoError(
+                f"{name} ({w}x{h} {img.format}) could not be decoded ({e}): the file may be truncated or "
+                "damaged; save it again or pick another."
+            ) from None
 
     def check_tokens(self, h: int, w: int, slide: bool) -> None:
         """A forward over more than max_tokens patches is refused before it runs (attention is quadratic)."""
         cw, ch = self.base_kwargs["crop_size"] if slide else (w, h)  # PaddleSeg's order: [width, height]
         gh, gw = patch_grid(min(ch, h), min(cw, w), self.vit.stride)
         if gh * gw > self.max_tokens:
-            hint = ("turn on slice" if self.can_slide and not slide else "upload a smaller image")
-            raise DemoError(f"this {w}x{h} px input is {gh * gw} patches of {self.vit.stride} px in one forward; "
-                            f"the limit is {self.max_tokens} (--max_tokens): {hint}.")
+            hint = "turn on slice" if self.can_slide and not slide else "upload a smaller image"
+            raise DemoError(
+                f"this {w}x{h} px input is {gh * gw} patches of {self.vit.stride} px in one forward; "
+                f"the limit is {self.max_tokens} (--max_tokens): {hint}."
+            )
 
-    def predict(self, data: bytes, slide: Optional[bool] = None, flip: Optional[bool] = None,
-                name: str = "the upload") -> Dict[str, Any]:
+    def predict(
+        self, data: bytes, slide: Optional[bool] = None, flip: Optional[bool] = None, name: str = "the upload"
+    ) -> Dict[str, Any]:
         """Class map, overlay, per-class area and timings of one uploaded file."""
         t = [time.perf_counter()]
         image = self.decode(data, name)
@@ -190,13 +229,27 @@ class Demo:
             while len(self.images) > 8:
                 self.images.popitem(last=False)
         counts = np.bincount(pred.ravel(), minlength=len(self.names))
-        areas = [{"id": int(c), "name": self.names[c], "color": "#%02x%02x%02x" % tuple(int(v) for v in
-                  self.palette[c]), "pixels": int(counts[c]), "percent": round(100.0 * counts[c] / pred.size, 2)}
-                 for c in np.argsort(-counts, kind="stable") if counts[c]]
-        out = {"id": image_id, "size": [int(image.shape[0]), int(image.shape[1])], "slide": slide, "flip": flip,
-               "image": png_data_url(image), "overlay": png_data_url(overlay(image, pred, self.palette, 0.5)),
-               "mask": png_data_url(pred),
-               "areas": areas}
+        areas = [
+            {
+                "id": int(c),
+                "name": self.names[c],
+                "color": "#%02x%02x%02x" % tuple(int(v) for v in self.palette[c]),
+                "pixels": int(counts[c]),
+                "percent": round(100.0 * counts[c] / pred.size, 2),
+            }
+            for c in np.argsort(-counts, kind="stable")
+            if counts[c]
+        ]
+        out = {
+            "id": image_id,
+            "size": [int(image.shape[0]), int(image.shape[1])],
+            "slide": slide,
+            "flip": flip,
+            "image": png_data_url(image),
+            "overlay": png_data_url(overlay(image, pred, self.palette, 0.5)),
+            "mask": png_data_url(pred),
+            "areas": areas,
+        }
         t.append(time.perf_counter())
         steps = ("decode", "preprocess", "model", "restore", "render")
         out["timings_ms"] = {s: round(1000 * (b - a), 1) for s, a, b in zip(steps, t, t[1:])}
@@ -226,37 +279,51 @@ class Demo:
         bh, bw = (min(crop[1], h), min(crop[0], w)) if crop else (h, w)
         gh, gw = patch_grid(bh, bw, self.vit.stride)
         tokens = gh * gw + self.vit.num_prefix_tokens
-        need = 4 * self.vit.depth * self.vit.blocks[0].attn.num_heads * tokens ** 2
+        need = 4 * self.vit.depth * self.vit.blocks[0].attn.num_heads * tokens**2
         if need > self.max_attn_bytes:
-            raise DemoError(f"the attention of this {bw}x{bh} px {'window' if slide else 'image'} takes "
-                            f"{size_text(need)} ({self.vit.depth} layers x {self.vit.blocks[0].attn.num_heads} "
-                            f"heads x {tokens}^2 tokens); the limit is {size_text(self.max_attn_bytes)} "
-                            f"(--max_attn_gb): {'turn on slice or ' if self.can_slide and not slide else ''}"
-                            "use a smaller image.")
+            raise DemoError(
+                f"the attention of this {bw}x{bh} px {'window' if slide else 'image'} takes "
+                f"{size_text(need)} ({self.vit.depth} layers x {self.vit.blocks[0].attn.num_heads} "
+                f"heads x {tokens}^2 tokens); the limit is {size_text(self.max_attn_bytes)} "
+                f"(--max_attn_gb): {'turn on slice or ' if self.can_slide and not slide else ''}"
+                "use a smaller image."
+            )
         with self.lock:
             m = attention_maps(self.model, xin, layer, (py, px), crop, stride)
         y0, x0, bh, bw = m.box
         shown = image if (h, w) == (H, W) else np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
-        win = shown[y0:y0 + bh, x0:x0 + bw].copy()
+        win = shown[y0 : y0 + bh, x0 : x0 + bw].copy()
         ps = m.patch_size
         r0, c0 = m.query[0] * ps, m.query[1] * ps
-        box = win[r0:r0 + ps, c0:c0 + ps]  # the query patch outlined in red (a view: drawn in place)
+        box = win[r0 : r0 + ps, c0 : c0 + ps]  # the query patch outlined in red (a view: drawn in place)
         box[[0, -1], :] = (255, 0, 0)
         box[:, [0, -1]] = (255, 0, 0)
-        out = {"layer": m.layer, "query": list(m.query), "pixel": [py, px], "box": [y0, x0, bh, bw], "patch": ps,
-               "window": png_data_url(win),
-               "heads": [{"head": k, "min": float(a.min()), "max": float(a.max()),
-                          "png": png_data_url(colormap(a, "viridis"))}
-                         for k, a in enumerate(m.heads)],
-               "classes": []}
+        out = {
+            "layer": m.layer,
+            "query": list(m.query),
+            "pixel": [py, px],
+            "box": [y0, x0, bh, bw],
+            "patch": ps,
+            "window": png_data_url(win),
+            "heads": [
+                {"head": k, "min": float(a.min()), "max": float(a.max()), "png": png_data_url(colormap(a, "viridis"))}
+                for k, a in enumerate(m.heads)
+            ],
+            "classes": [],
+        }
         if m.class_masks is not None:
             area = np.bincount(m.class_masks.argmax(0).ravel(), minlength=m.class_masks.shape[0])
             for c in np.argsort(-area, kind="stable")[:MAX_CLASS_PANELS]:
-                out["classes"].append({"id": int(c), "name": self.names[c], "pixels": int(area[c]),
-                                       "attn_min": float(m.class_attn[c].min()),
-                                       "attn_max": float(m.class_attn[c].max()),
-                                       "attn": png_data_url(colormap(m.class_attn[c], "viridis")),
-                                       "mask": png_data_url(colormap(m.class_masks[c], "magma", 0.0, 1.0))})
+                out["classes"].append(
+                    {
+                        "id": int(c),
+                        "name": self.names[c],
+                        "pixels": int(area[c]),
+                        "attn_min": float(m.class_attn[c].min()),
+                        "attn_max": float(m.class_attn[c].max()),
+                        "attn": png_data_url(colormap(m.class_attn[c], "viridis")),
+                        "mask": png_data_url(colormap(m.class_masks[c], "magma", 0.0, 1.0)),
+                    }
+                )
         out["timings_ms"] = {"attention": round(1000 * (time.perf_counter() - t0), 1)}
         return out
-

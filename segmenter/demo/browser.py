@@ -8,6 +8,7 @@ median of --repeats uploads of the same file (each a fresh run: the server keeps
 tests/test_demo_browser.py and for the figure in docs/visualization.md. Needs Debian's `chromium` and
 `chromium-driver` (apt-get install chromium chromium-driver) and `pip install selenium` (the `demo` extra).
 """
+
 import argparse
 import base64
 import io
@@ -43,13 +44,29 @@ def chromium_paths() -> Optional[tuple]:
 class DemoProcess:
     """tools/demo.py in a subprocess on 127.0.0.1:<free port>; `url` once it answers; `stop()` ends it."""
 
-    def __init__(self, config: str, weights: str, framework: str = "paddle", extra: Optional[List[str]] = None,
-                 timeout: float = 180.0):
+    def __init__(
+        self,
+        config: str,
+        weights: str,
+        framework: str = "paddle",
+        extra: Optional[List[str]] = None,
+        timeout: float = 180.0,
+    ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        cmd = [sys.executable, os.path.join(ROOT, "tools", "demo.py"), "--config", config, "--weights", weights,
-               "--framework", framework, "--port", str(self.port)] + list(extra or [])
+        cmd = [
+            sys.executable,
+            os.path.join(ROOT, "tools", "demo.py"),
+            "--config",
+            config,
+            "--weights",
+            weights,
+            "--framework",
+            framework,
+            "--port",
+            str(self.port),
+        ] + list(extra or [])
         self.log = io.BytesIO()
         self.started = threading.Event()
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
@@ -86,14 +103,25 @@ def chrome(width: int = 1400, height: int = 1100):
     """Headless Chromium through Selenium, with Chromium's own background traffic off (no network here)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
+
     paths = chromium_paths()
     if paths is None:
         raise FileNotFoundError("chromium and chromedriver are needed: apt-get install chromium chromium-driver")
     opts = webdriver.ChromeOptions()
     opts.binary_location = paths[0]
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-default-apps", "--hide-scrollbars", f"--window-size={width},{height}"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-default-apps",
+        "--hide-scrollbars",
+        f"--window-size={width},{height}",
+    ):
         opts.add_argument(flag)
     return webdriver.Chrome(service=Service(executable_path=paths[1]), options=opts)
 
@@ -101,8 +129,10 @@ def chrome(width: int = 1400, height: int = 1100):
 def wait_state(driver, states=("done", "error"), timeout: float = 120.0) -> str:
     """Wait until the page's body data-state is one of `states`; returns it."""
     from selenium.webdriver.support.ui import WebDriverWait
+
     WebDriverWait(driver, timeout, poll_frequency=0.05).until(
-        lambda d: d.execute_script("return document.body.dataset.state") in states)
+        lambda d: d.execute_script("return document.body.dataset.state") in states
+    )
     return driver.execute_script("return document.body.dataset.state")
 
 
@@ -116,10 +146,13 @@ def upload(driver, path: str, timeout: float = 120.0) -> str:
 def click_pixel(driver, y: int, x: int, timeout: float = 120.0) -> str:
     """Click pixel (y, x) of the image on the shown overlay and wait for the attention panel (or an error)."""
     from selenium.webdriver.common.action_chains import ActionChains
+
     img = driver.find_element("id", "overlay")
     nat_w, nat_h, shown_w, shown_h = driver.execute_script(
         "const r = arguments[0].getBoundingClientRect(); "
-        "return [arguments[0].naturalWidth, arguments[0].naturalHeight, r.width, r.height]", img)
+        "return [arguments[0].naturalWidth, arguments[0].naturalHeight, r.width, r.height]",
+        img,
+    )
     # Selenium offsets are from the element's centre, in CSS pixels; aim at the middle of the image pixel
     ox = (x + 0.5) * shown_w / nat_w - shown_w / 2
     oy = (y + 0.5) * shown_h / nat_h - shown_h / 2
@@ -139,16 +172,29 @@ def main(argv=None) -> dict:
     ap.add_argument("--weights", default="none", help="weights (default: none, the random init)")
     ap.add_argument("--framework", choices=["paddle", "torch"], default="paddle", help="default: paddle")
     ap.add_argument("--image", default=None, help="image to upload (default: a 512x512 procedural one)")
-    ap.add_argument("--click", type=int, nargs=2, metavar=("Y", "X"), default=None,
-                    help="pixel to click for the attention panel (default: none)")
+    ap.add_argument(
+        "--click",
+        type=int,
+        nargs=2,
+        metavar=("Y", "X"),
+        default=None,
+        help="pixel to click for the attention panel (default: none)",
+    )
     ap.add_argument("--screenshot", default=None, help="PNG of the whole page after the last step (default: none)")
     ap.add_argument("--repeats", type=int, default=1, help="uploads timed, median reported (default: 1)")
-    ap.add_argument("--window", type=int, nargs=2, default=[1400, 1100], metavar=("W", "H"),
-                    help="browser window (default: 1400 1100)")
+    ap.add_argument(
+        "--window",
+        type=int,
+        nargs=2,
+        default=[1400, 1100],
+        metavar=("W", "H"),
+        help="browser window (default: 1400 1100)",
+    )
     a = ap.parse_args(argv)
     image = a.image
     if image is None:
         from segmenter.demo.samples import SAMPLES
+
         image = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"demo_512_{os.getpid()}.png")
         Image.fromarray(SAMPLES["shapes_512"]()).save(image)
     server = DemoProcess(a.config, a.weights, a.framework)
@@ -168,10 +214,13 @@ def main(argv=None) -> dict:
             click_pixel(driver, *a.click)
         if a.screenshot:
             from selenium.webdriver.support.ui import WebDriverWait
-            WebDriverWait(driver, 30).until(lambda d: d.execute_script(
-                "return [...document.images].every(i => !i.src || i.complete)"))  # the panel's maps laid out
+
+            WebDriverWait(driver, 30).until(
+                lambda d: d.execute_script("return [...document.images].every(i => !i.src || i.complete)")
+            )  # the panel's maps laid out
             height = driver.execute_script(  # the page's height plus the window's frame around the viewport
-                "return document.documentElement.scrollHeight + window.outerHeight - window.innerHeight + 16")
+                "return document.documentElement.scrollHeight + window.outerHeight - window.innerHeight + 16"
+            )
             driver.set_window_size(a.window[0], max(a.window[1], height))
             os.makedirs(os.path.dirname(os.path.abspath(a.screenshot)), exist_ok=True)
             driver.save_screenshot(a.screenshot)
@@ -179,9 +228,11 @@ def main(argv=None) -> dict:
         driver.quit()
         server.stop()
     med = statistics.median(times)
-    print(f"{size[1]}x{size[0]} upload to overlay: median {med:.0f} ms over {len(times)} "
-          f"({', '.join(f'{t:.0f}' for t in times)}); last run on the server: "
-          + ", ".join(f"{k} {v:.0f} ms" for k, v in server_ms.items()))
+    print(
+        f"{size[1]}x{size[0]} upload to overlay: median {med:.0f} ms over {len(times)} "
+        f"({', '.join(f'{t:.0f}' for t in times)}); last run on the server: "
+        + ", ".join(f"{k} {v:.0f} ms" for k, v in server_ms.items())
+    )
     if a.screenshot:
         print(f"screenshot written to {a.screenshot}")
     return {"median_ms": med, "times_ms": times, "server_ms": server_ms}

@@ -1,4 +1,5 @@
 """The demo's sample images, drawn procedurally at start-up (deterministic, nothing downloaded or committed)."""
+
 from typing import Callable, Dict
 
 import numpy as np

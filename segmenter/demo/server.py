@@ -9,6 +9,7 @@
 A user's mistake answers 400 with {"error": sentence}; anything else 500 with a one-line message (the traceback
 goes to the terminal, never to the page).
 """
+
 import json
 import os
 import signal
@@ -26,6 +27,7 @@ TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=u
 
 class Handler(BaseHTTPRequestHandler):
     """Routes the page's requests to the server's `demo`."""
+
     server: "DemoServer"
 
     def log_message(self, fmt: str, *args: Any) -> None:  # the terminal gets one line per run, from the routes
@@ -52,8 +54,9 @@ class Handler(BaseHTTPRequestHandler):
                 if not chunk:
                     break
                 left -= len(chunk)
-            raise DemoError(f"the upload is {size_text(n)}; the limit is {size_text(limit)} (--max_mb): upload a "
-                            "smaller file.")
+            raise DemoError(
+                f"the upload is {size_text(n)}; the limit is {size_text(limit)} (--max_mb): upload a smaller file."
+            )
         return self.rfile.read(n)
 
     def route(self, method: str) -> Tuple[int, bytes, str]:
@@ -67,23 +70,28 @@ class Handler(BaseHTTPRequestHandler):
         if method == "GET" and url.path == "/api/info":
             return 200, json.dumps(demo.info()).encode(), "application/json"
         if method == "GET" and url.path.startswith("/samples/") and url.path.endswith(".png"):
-            return 200, demo.sample_png(url.path[len("/samples/"):-len(".png")]), "image/png"
+            return 200, demo.sample_png(url.path[len("/samples/") : -len(".png")]), "image/png"
         if method == "POST" and url.path == "/api/predict":
             flag = {"1": True, "0": False}
-            out = demo.predict(self.body(), flag.get(q.get("slide", "")), flag.get(q.get("flip", "")),
-                               q.get("name") or "the upload")
+            out = demo.predict(
+                self.body(), flag.get(q.get("slide", "")), flag.get(q.get("flip", "")), q.get("name") or "the upload"
+            )
             h, w = out["size"]
-            print(f"predicted {q.get('name') or 'an upload'} ({w}x{h}, slice {'on' if out['slide'] else 'off'}, flip "
-                  f"{'on' if out['flip'] else 'off'}): model {out['timings_ms']['model']:.0f} ms, server total "
-                  f"{out['timings_ms']['server total']:.0f} ms", flush=True)
+            print(
+                f"predicted {q.get('name') or 'an upload'} ({w}x{h}, slice {'on' if out['slide'] else 'off'}, flip "
+                f"{'on' if out['flip'] else 'off'}): model {out['timings_ms']['model']:.0f} ms, server total "
+                f"{out['timings_ms']['server total']:.0f} ms",
+                flush=True,
+            )
             return 200, json.dumps(out).encode(), "application/json"
         if method == "POST" and url.path == "/api/attention":
             try:
                 req = json.loads(self.body() or b"{}")
                 args = str(req["id"]), int(req["y"]), int(req["x"]), int(req.get("layer", -1))
             except (ValueError, KeyError, TypeError):
-                raise DemoError("an attention request needs JSON {\"id\", \"y\", \"x\", \"layer\"} with integer "
-                                "pixel coordinates.") from None
+                raise DemoError(
+                    'an attention request needs JSON {"id", "y", "x", "layer"} with integer pixel coordinates.'
+                ) from None
             return 200, json.dumps(demo.attention(*args)).encode(), "application/json"
         return 404, json.dumps({"error": f"no such page: {url.path}"}).encode(), "application/json"
 
@@ -95,8 +103,11 @@ class Handler(BaseHTTPRequestHandler):
         except Exception as e:  # a bug or a model failure: one line on the page, the traceback in the terminal
             traceback.print_exc(file=sys.stderr)
             msg = f"the server failed on this request ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-            code, body, ctype = 500, json.dumps({"error": msg + "); the terminal running tools/demo.py shows "
-                                                 "the details."}).encode(), "application/json"
+            code, body, ctype = (
+                500,
+                json.dumps({"error": msg + "); the terminal running tools/demo.py shows the details."}).encode(),
+                "application/json",
+            )
         try:
             self.send(code, body, ctype)
         except (BrokenPipeError, ConnectionResetError):  # the page went away mid-answer
@@ -124,8 +135,11 @@ def serve(demo: Demo, host: str = "127.0.0.1", port: int = 7860) -> None:
     except OSError as e:
         raise OSError(f"cannot listen on {host}:{port} ({e.strerror}); pick another --port.") from None
     shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
-    print(f"demo of {demo.config} ({demo.describe()}): open http://{shown}:{server.server_address[1]}/ "
-          "(Ctrl+C stops it)", flush=True)
+    print(
+        f"demo of {demo.config} ({demo.describe()}): open http://{shown}:{server.server_address[1]}/ (Ctrl+C stops it)",
+        flush=True,
+    )
+
     def stop(signum, frame):
         raise KeyboardInterrupt
 

@@ -7,6 +7,7 @@
   export.py: PaddleSeg's checker stops at "No train_dataset specified".
 Every other config goes through PaddleSeg's own checks and builder unchanged.
 """
+
 from functools import cached_property
 from typing import Optional
 
@@ -30,8 +31,10 @@ class EvaluationOnlyRule(checker.Rule):
     def check_and_correct(self, cfg):
         missing = [k for k in ("model", "val_dataset") if k not in cfg.dic]
         if missing:
-            raise ValueError(f"config {getattr(cfg, 'path', '')}: no train_dataset, so it is evaluation-only, but it "
-                             f"lacks {missing}; add them (or a train_dataset to train).")
+            raise ValueError(
+                f"config {getattr(cfg, 'path', '')}: no train_dataset, so it is evaluation-only, but it "
+                f"lacks {missing}; add them (or a train_dataset to train)."
+            )
 
 
 class Builder(SegBuilder):
@@ -40,17 +43,23 @@ class Builder(SegBuilder):
     @cached_property
     def model(self) -> paddle.nn.Layer:
         data = self.config.train_dataset_cfg or self.config.val_dataset_cfg
-        if not data or data.get("type") == "Dataset" or (
-                self.config.train_dataset_cfg and hasattr(self.train_dataset_class, "NUM_CLASSES")):
+        if (
+            not data
+            or data.get("type") == "Dataset"
+            or (self.config.train_dataset_cfg and hasattr(self.train_dataset_class, "NUM_CLASSES"))
+        ):
             return super().model  # PaddleSeg's own rules
         model_cfg = self.config.model_cfg
         n = data.get("num_classes", model_cfg.get("num_classes"))
         if n is None:
-            raise ValueError(f"config: neither model.num_classes nor {data['type']}'s num_classes is set; set "
-                             "model.num_classes.")
+            raise ValueError(
+                f"config: neither model.num_classes nor {data['type']}'s num_classes is set; set model.num_classes."
+            )
         if model_cfg.setdefault("num_classes", n) != n:
-            raise ValueError(f"config: model.num_classes is {model_cfg['num_classes']} but {data['type']} has "
-                             f"num_classes {n}; make them equal.")
+            raise ValueError(
+                f"config: model.num_classes is {model_cfg['num_classes']} but {data['type']} has "
+                f"num_classes {n}; make them equal."
+            )
         self.show_msg("model", model_cfg)
         return self.build_component(model_cfg)
 
@@ -73,6 +82,7 @@ class Builder(SegBuilder):
     @cached_property
     def train_dataset(self) -> paddle.io.Dataset:
         if not self.config.train_dataset_cfg:
-            raise ValueError("config has no train_dataset: it can evaluate and predict, not train; add a "
-                             "train_dataset section.")
+            raise ValueError(
+                "config has no train_dataset: it can evaluate and predict, not train; add a train_dataset section."
+            )
         return super().train_dataset

@@ -8,6 +8,7 @@ state.json (format 2): iter, scheduler, py_rng, np_rng, scaler, best {mIoU, iter
 of the run, oldest first), run (the resolved config sections a resume must match), config_sha256, model (the
 resolved `model` section the weights were built from).
 """
+
 import contextlib
 import errno
 import hashlib
@@ -27,8 +28,17 @@ FORMAT = 2
 FILES = ("model.pdparams", "model.pdopt", "state.json")
 # Sections of the run a resume must match, and ones that may change between the two runs (logged only).
 MUST_MATCH = ("model", "train_dataset", "batch_size")
-MAY_CHANGE = ("iters", "optimizer", "lr_scheduler", "loss", "val_dataset", "test_config", "save_interval",
-              "log_iters", "training_only")
+MAY_CHANGE = (
+    "iters",
+    "optimizer",
+    "lr_scheduler",
+    "loss",
+    "val_dataset",
+    "test_config",
+    "save_interval",
+    "log_iters",
+    "training_only",
+)
 # model keys that change training, not the architecture the weights belong to
 TRAINING_ONLY = ("pretrained", "drop_rate", "attn_drop_rate", "drop_path_rate", "dropout")
 
@@ -36,9 +46,10 @@ TRAINING_ONLY = ("pretrained", "drop_rate", "attn_drop_rate", "drop_path_rate", 
 @dataclass
 class Resumed:
     """What a checkpoint restores beyond the model and optimizer."""
+
     iter: int
-    best: Dict[str, Any] = field(default_factory=dict)   # {"mIoU": float, "iter": int} or {}
-    kept: List[str] = field(default_factory=list)        # checkpoint folders of the earlier run, oldest first
+    best: Dict[str, Any] = field(default_factory=dict)  # {"mIoU": float, "iter": int} or {}
+    kept: List[str] = field(default_factory=list)  # checkpoint folders of the earlier run, oldest first
 
 
 def _rename_accumulators(opt_state: dict, names: dict) -> dict:
@@ -47,7 +58,7 @@ def _rename_accumulators(opt_state: dict, names: dict) -> dict:
     by_length = sorted(names, key=len, reverse=True)
     for key, value in opt_state.items():
         src = next((n for n in by_length if key.startswith(n + "_")), None)
-        out[names[src] + key[len(src):] if src else key] = value
+        out[names[src] + key[len(src) :] if src else key] = value
     return out
 
 
@@ -85,6 +96,7 @@ def _arrays(obj: Any) -> Any:
 def run_sections(cfg_dic: Dict[str, Any], **args) -> Dict[str, Any]:
     """The run description a checkpoint records: config sections (the model's without its training-only
     values, which go to `training_only`) plus command-line values such as save_interval."""
+
     def arch(section, out, prefix=""):
         kept = {}
         for k, v in (section or {}).items():
@@ -95,6 +107,7 @@ def run_sections(cfg_dic: Dict[str, Any], **args) -> Dict[str, Any]:
             else:
                 kept[k] = v
         return kept
+
     training_only: Dict[str, Any] = {}
     run = {k: cfg_dic.get(k) for k in MUST_MATCH + MAY_CHANGE if k in cfg_dic}
     run["model"] = arch(cfg_dic.get("model"), training_only)
@@ -152,25 +165,42 @@ def _staged(save_dir: str, name: str) -> Iterator[str]:
     _publish(tmp, final, save_dir)
 
 
-def save_checkpoint(save_dir: str, name: str, model, optimizer, scheduler, iteration: int, extra: dict = None,
-                    scaler=None, best: dict = None, kept: List[str] = None, run: dict = None) -> str:
+def save_checkpoint(
+    save_dir: str,
+    name: str,
+    model,
+    optimizer,
+    scheduler,
+    iteration: int,
+    extra: dict = None,
+    scaler=None,
+    best: dict = None,
+    kept: List[str] = None,
+    run: dict = None,
+) -> str:
     """Write save_dir/name/{model.pdparams, model.pdopt, state.json} durably and atomically; returns the folder.
 
     A failed write (a full disk) removes the partial folder, leaves the previous checkpoint as it was and
     raises an OSError that says so.
     """
     run = _plain(run or {})
-    state = {"format": FORMAT, "iter": int(iteration),
-             "scheduler": _plain(scheduler.state_dict()) if scheduler is not None else None,
-             "py_rng": _plain(random.getstate()), "np_rng": _plain(np.random.get_state()),
-             "scaler": _plain(scaler.state_dict()) if scaler is not None else None,
-             "best": _plain(best if best is not None else (extra or {})), "kept": list(kept or []),
-             "run": run, "config_sha256": config_hash(run), "model": run.get("resolved_model")}
+    state = {
+        "format": FORMAT,
+        "iter": int(iteration),
+        "scheduler": _plain(scheduler.state_dict()) if scheduler is not None else None,
+        "py_rng": _plain(random.getstate()),
+        "np_rng": _plain(np.random.get_state()),
+        "scaler": _plain(scaler.state_dict()) if scaler is not None else None,
+        "best": _plain(best if best is not None else (extra or {})),
+        "kept": list(kept or []),
+        "run": run,
+        "config_sha256": config_hash(run),
+        "model": run.get("resolved_model"),
+    }
     with _staged(save_dir, name) as tmp:
         paddle.save(model.state_dict(), os.path.join(tmp, "model.pdparams"))
         # keyed by structured names so a model built in another process (other unique names) can resume
-        paddle.save(_rename_accumulators(optimizer.state_dict(), _param_names(model)),
-                    os.path.join(tmp, "model.pdopt"))
+        paddle.save(_rename_accumulators(optimizer.state_dict(), _param_names(model)), os.path.join(tmp, "model.pdopt"))
         with open(os.path.join(tmp, "state.json"), "w") as f:
             json.dump(state, f)
         for f in FILES:
@@ -182,11 +212,17 @@ def _not_written(e: OSError, tmp: str, final: str, save_dir: str) -> OSError:
     """Remove the partial folder tmp; the error that says what failed and what is still intact."""
     shutil.rmtree(tmp, ignore_errors=True)
     what = "the disk is full" if e.errno == errno.ENOSPC else str(e)
-    kept = f"the previous checkpoint {final} is intact" if os.path.isdir(final) else \
-        f"earlier checkpoints in {save_dir} are intact"
-    return OSError(e.errno, f"checkpoint {final} could not be written ({what}); nothing half-written was left "
-                            f"and {kept}. Free space in {save_dir} and resume with --resume_model on the newest "
-                            "save_dir/iter_N.")
+    kept = (
+        f"the previous checkpoint {final} is intact"
+        if os.path.isdir(final)
+        else f"earlier checkpoints in {save_dir} are intact"
+    )
+    return OSError(
+        e.errno,
+        f"checkpoint {final} could not be written ({what}); nothing half-written was left "
+        f"and {kept}. Free space in {save_dir} and resume with --resume_model on the newest "
+        "save_dir/iter_N.",
+    )
 
 
 def _publish(tmp: str, final: str, save_dir: str) -> None:
@@ -245,8 +281,9 @@ def read_state(path: str) -> Dict[str, Any]:
     if os.path.isfile(legacy):  # format 1: arrays, tuples and dicts only, so the safe unpickler reads it
         state = read_pickle(legacy)
         if not isinstance(state, dict) or "iter" not in state:
-            raise CheckpointError(f"'{legacy}' is not a training state (no 'iter'); resume from a folder "
-                                  "written by tools/train.py.")
+            raise CheckpointError(
+                f"'{legacy}' is not a training state (no 'iter'); resume from a folder written by tools/train.py."
+            )
         return {"format": 1, "best": state.get("extra") or {}, "kept": [], "run": {}, **state}
     raise FileNotFoundError(f"resume: {os.path.join(path, 'state.json')} is missing; pass a save_dir/iter_N folder.")
 
@@ -260,11 +297,17 @@ def check_run(path: str, saved: Dict[str, Any], run: Dict[str, Any], log=print) 
     run = _plain(run)
     differ = [k for k in MUST_MATCH if k in saved and saved.get(k) != run.get(k)]
     if differ:
-        lines = [f"  {k}: checkpoint {json.dumps(saved.get(k), sort_keys=True)[:300]} vs config "
-                 f"{json.dumps(run.get(k), sort_keys=True)[:300]}" for k in differ]
-        raise CheckpointError(f"--resume_model {path} was written by another run ({', '.join(differ)} differ):\n"
-                              + "\n".join(lines) + "\n  Resume with the config that wrote it, or start a new "
-                              "run in another save_dir (pass it as model.pretrained to fine-tune).")
+        lines = [
+            f"  {k}: checkpoint {json.dumps(saved.get(k), sort_keys=True)[:300]} vs config "
+            f"{json.dumps(run.get(k), sort_keys=True)[:300]}"
+            for k in differ
+        ]
+        raise CheckpointError(
+            f"--resume_model {path} was written by another run ({', '.join(differ)} differ):\n"
+            + "\n".join(lines)
+            + "\n  Resume with the config that wrote it, or start a new "
+            "run in another save_dir (pass it as model.pretrained to fine-tune)."
+        )
     for k in MAY_CHANGE:
         if k in saved and saved.get(k) != run.get(k):
             log(f"[RESUME] {k} changed: {saved.get(k)} -> {run.get(k)} (allowed)")
@@ -273,6 +316,7 @@ def check_run(path: str, saved: Dict[str, Any], run: Dict[str, Any], log=print) 
 def load_checkpoint(path: str, model, optimizer, scheduler, scaler=None, run: dict = None) -> Resumed:
     """Restore model, optimizer, scheduler and RNG state from a folder written by save_checkpoint."""
     from segmenter.models.weights import load_state_dict_strict
+
     if not os.path.isdir(path):
         raise FileNotFoundError(f"--resume_model {path} is not a folder; pass a save_dir/iter_N folder.")
     for f in ("model.pdparams", "model.pdopt"):
@@ -284,8 +328,9 @@ def load_checkpoint(path: str, model, optimizer, scheduler, scaler=None, run: di
     load_state_dict_strict(model, read_weights(weights), weights)
     opt_state = read_pickle(os.path.join(path, "model.pdopt"))
     if not isinstance(opt_state, dict):
-        raise CheckpointError(f"'{os.path.join(path, 'model.pdopt')}' holds a {type(opt_state).__name__}, not an "
-                              "optimizer state dict.")
+        raise CheckpointError(
+            f"'{os.path.join(path, 'model.pdopt')}' holds a {type(opt_state).__name__}, not an optimizer state dict."
+        )
     inverse = {k: n for n, k in _param_names(model).items()}
     optimizer.set_state_dict(_rename_accumulators(opt_state, inverse))
     if scheduler is not None and state.get("scheduler") is not None:

@@ -6,6 +6,7 @@ folder, read through `segmenter.convert.files.resolve_weights`), `--verbose` (Pa
 resolved config) and `--device`. A mistake on the command line is one `error:` line naming the option, never
 argparse's bare "unrecognized arguments".
 """
+
 import argparse
 import difflib
 import os
@@ -54,8 +55,12 @@ class Parser(argparse.ArgumentParser):
         if not arg.startswith("-"):
             return f"unexpected argument {arg!r}"
         name = arg.split("=", 1)[0]
-        known = [o for a in self._actions for o in a.option_strings
-                 if a.help != argparse.SUPPRESS and not isinstance(a, argparse._HelpAction)]
+        known = [
+            o
+            for a in self._actions
+            for o in a.option_strings
+            if a.help != argparse.SUPPRESS and not isinstance(a, argparse._HelpAction)
+        ]
         close = difflib.get_close_matches(name, known, 1, 0.6)
         return f"unknown option {name}" + (f"; did you mean {close[0]}?" if close else "")
 
@@ -67,78 +72,142 @@ def refuse(parser: argparse.ArgumentParser, flag: str, instead: str, nargs="?") 
         def __call__(self, p, namespace, values, option_string=None):
             p.error(f"{option_string} is PaddleSeg's, not supported here: {instead}")
 
-    parser.add_argument(flag, nargs=nargs, action=Refused, default=argparse.SUPPRESS, metavar="...",
-                        help=f"PaddleSeg's option, refused: {instead}")
+    parser.add_argument(
+        flag,
+        nargs=nargs,
+        action=Refused,
+        default=argparse.SUPPRESS,
+        metavar="...",
+        help=f"PaddleSeg's option, refused: {instead}",
+    )
 
 
 def choice(flag: str, allowed: Sequence[str], refused: dict, hint: str = ""):
     """An argparse type: one of allowed, or a refused value answered with its reason."""
+
     def parse(value: str) -> str:
         if value in refused:
             raise argparse.ArgumentTypeError(f"{value} is not supported here: {refused[value]}")
         if value not in allowed:
             raise argparse.ArgumentTypeError(f"{value!r} is not one of {', '.join(allowed)}{hint}")
         return value
+
     parse.__name__ = flag  # argparse names the type in its "invalid ... value" message
     return parse
 
 
 def add_config(p: argparse.ArgumentParser, required: bool = True, default: Optional[str] = None) -> None:
     """--config and --opts."""
-    p.add_argument("--config", required=required, default=default, help="the PaddleSeg-style YAML of the model and "
-                   "data" + ("" if required or default else " (default: none)"))
-    p.add_argument("--opts", nargs="+", default=None, metavar="KEY=VALUE",
-                   help="override config values, e.g. --opts batch_size=2 model.num_classes=5 (default: none)")
+    p.add_argument(
+        "--config",
+        required=required,
+        default=default,
+        help="the PaddleSeg-style YAML of the model and data" + ("" if required or default else " (default: none)"),
+    )
+    p.add_argument(
+        "--opts",
+        nargs="+",
+        default=None,
+        metavar="KEY=VALUE",
+        help="override config values, e.g. --opts batch_size=2 model.num_classes=5 (default: none)",
+    )
 
 
 def add_weights(p: argparse.ArgumentParser, required: bool = True, absent: str = "random initialisation") -> None:
     """--model_path, alias --weights: what every tool that takes weights accepts."""
-    p.add_argument("--model_path", "--weights", dest="model_path", required=required, metavar="WEIGHTS",
-                   help="a weights file (.pdparams, or any format tools/convert.py reads) or a checkpoint folder "
-                        "(save_dir/best_model, save_dir/iter_N)" + ("" if required else f" (default: {absent})"))
+    p.add_argument(
+        "--model_path",
+        "--weights",
+        dest="model_path",
+        required=required,
+        metavar="WEIGHTS",
+        help="a weights file (.pdparams, or any format tools/convert.py reads) or a checkpoint folder "
+        "(save_dir/best_model, save_dir/iter_N)" + ("" if required else f" (default: {absent})"),
+    )
 
 
 def add_inference(p: argparse.ArgumentParser, aug: str) -> None:
     """val.py's and predict.py's inference options (PaddleSeg's names); unset ones keep the config's test_config."""
-    p.add_argument("--is_slide", action="store_true", default=None,
-                   help="sliding-window inference (default: the config's test_config.is_slide)")
-    p.add_argument("--crop_size", type=int, nargs=2, metavar=("H", "W"),
-                   help="window size for --is_slide (default: test_config.crop_size)")
-    p.add_argument("--stride", type=int, nargs=2, metavar=("H", "W"),
-                   help="window stride for --is_slide (default: test_config.stride)")
+    p.add_argument(
+        "--is_slide",
+        action="store_true",
+        default=None,
+        help="sliding-window inference (default: the config's test_config.is_slide)",
+    )
+    p.add_argument(
+        "--crop_size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="window size for --is_slide (default: test_config.crop_size)",
+    )
+    p.add_argument(
+        "--stride",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="window stride for --is_slide (default: test_config.stride)",
+    )
     p.add_argument("--window_batch_size", type=int, help="windows run together (default: 1)")
-    p.add_argument(f"--{aug}", action="store_true",
-                   help="test-time augmentation: enables --flip_horizontal and --scales (default: off)")
-    p.add_argument("--flip_horizontal", action="store_true",
-                   help=f"with --{aug}: also average the horizontally flipped image (default: off)")
+    p.add_argument(
+        f"--{aug}",
+        action="store_true",
+        help="test-time augmentation: enables --flip_horizontal and --scales (default: off)",
+    )
+    p.add_argument(
+        "--flip_horizontal",
+        action="store_true",
+        help=f"with --{aug}: also average the horizontally flipped image (default: off)",
+    )
     p.add_argument("--scales", type=float, nargs="+", help=f"with --{aug}: image scales averaged (default: 1.0)")
 
 
 def inference_overrides(args: argparse.Namespace, aug: bool) -> dict:
     """The test_kwargs overrides add_inference's options give (None: keep the config's)."""
-    return dict(is_slide=args.is_slide, crop_size=args.crop_size, stride=args.stride,
-                window_batch_size=args.window_batch_size, flip_horizontal=aug and args.flip_horizontal or None,
-                scales=tuple(args.scales) if aug and args.scales else None)
+    return dict(
+        is_slide=args.is_slide,
+        crop_size=args.crop_size,
+        stride=args.stride,
+        window_batch_size=args.window_batch_size,
+        flip_horizontal=aug and args.flip_horizontal or None,
+        scales=tuple(args.scales) if aug and args.scales else None,
+    )
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
     """--device and --verbose, which every tool takes."""
-    p.add_argument("--device", type=choice("device", DEVICES, {}), default=None, metavar="{" + ",".join(DEVICES) + "}",
-                   help="where Paddle runs, as in PaddleSeg (default: paddle's own: gpu on a CUDA build, else cpu)")
-    p.add_argument("--verbose", action="store_true",
-                   help="also print PaddleSeg's build log with the resolved config (default: off)")
+    p.add_argument(
+        "--device",
+        type=choice("device", DEVICES, {}),
+        default=None,
+        metavar="{" + ",".join(DEVICES) + "}",
+        help="where Paddle runs, as in PaddleSeg (default: paddle's own: gpu on a CUDA build, else cpu)",
+    )
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also print PaddleSeg's build log with the resolved config (default: off)",
+    )
 
 
 def add_data_format(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data_format", default="NCHW", type=choice("data_format", ("NCHW",), {
-        "NHWC": "the ViT runs NCHW only; drop the flag."}), help="tensor layout, as PaddleSeg's; NCHW only")
+    p.add_argument(
+        "--data_format",
+        default="NCHW",
+        type=choice("data_format", ("NCHW",), {"NHWC": "the ViT runs NCHW only; drop the flag."}),
+        help="tensor layout, as PaddleSeg's; NCHW only",
+    )
 
 
 def add_paddleseg_eval(p: argparse.ArgumentParser, tool: str) -> None:
     """val.py's and predict.py's PaddleSeg flags: accepted where their meaning holds here, else answered in one
     line saying what to use."""
-    p.add_argument("--precision", default="fp32", type=choice("precision", ("fp32",), {
-        "fp16": "evaluation and prediction run in fp32; drop the flag."}), help="as PaddleSeg's; fp32 only")
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        type=choice("precision", ("fp32",), {"fp16": "evaluation and prediction run in fp32; drop the flag."}),
+        help="as PaddleSeg's; fp32 only",
+    )
     add_data_format(p)
     refuse(p, "--amp_level", "evaluation and prediction run in fp32 here; drop the flag.")
     refuse(p, "--flip_vertical", f"only horizontal flips are averaged; use --{tool} --flip_horizontal.", 0)
@@ -146,29 +215,50 @@ def add_paddleseg_eval(p: argparse.ArgumentParser, tool: str) -> None:
 
 def add_paddleseg_train(p: argparse.ArgumentParser) -> None:
     """train.py's PaddleSeg flags: --amp_level, --data_format and --repeats where their meaning holds here."""
-    p.add_argument("--amp_level", default="O1", type=choice("amp_level", ("O1",), {
-        "O2": "--precision fp16 trains with O1 mixed precision (fp32 master weights); pure fp16 (O2) is not "
-              "offered."}), help="with --precision fp16: PaddleSeg's AMP level; O1 only")
+    p.add_argument(
+        "--amp_level",
+        default="O1",
+        type=choice(
+            "amp_level",
+            ("O1",),
+            {
+                "O2": "--precision fp16 trains with O1 mixed precision (fp32 master weights); pure fp16 (O2) is not "
+                "offered."
+            },
+        ),
+        help="with --precision fp16: PaddleSeg's AMP level; O1 only",
+    )
     add_data_format(p)
-    p.add_argument("--repeats", type=choice("repeats", ("1",), {}, "; train longer with --iters"), default="1",
-                   metavar="1",
-                   help="PaddleSeg's dataset repeats per epoch; 1 only (train longer with --iters)")
+    p.add_argument(
+        "--repeats",
+        type=choice("repeats", ("1",), {}, "; train longer with --iters"),
+        default="1",
+        metavar="1",
+        help="PaddleSeg's dataset repeats per epoch; 1 only (train longer with --iters)",
+    )
     refuse(p, "--profiler_options", "profile with `python tools/benchmark.py profile` (Paddle vs PyTorch, per op).")
 
 
 def apply_device(device: Optional[str]) -> str:
     """Set Paddle's device; one a this build of Paddle lacks is a ValueError naming it. Returns the device."""
     import paddle
+
     if device is None:
         return paddle.device.get_device()
-    built = {"cpu": True, "gpu": paddle.device.is_compiled_with_cuda(), "xpu": paddle.device.is_compiled_with_xpu(),
-             "npu": paddle.device.is_compiled_with_custom_device("npu"),
-             "mlu": paddle.device.is_compiled_with_custom_device("mlu")}
+    built = {
+        "cpu": True,
+        "gpu": paddle.device.is_compiled_with_cuda(),
+        "xpu": paddle.device.is_compiled_with_xpu(),
+        "npu": paddle.device.is_compiled_with_custom_device("npu"),
+        "mlu": paddle.device.is_compiled_with_custom_device("mlu"),
+    }
     if not built[device]:
         has = [d for d in DEVICES if built[d]]
-        raise ValueError(f"--device {device}: this paddlepaddle {paddle.__version__} has no {device.upper()} "
-                         f"support (it runs on {', '.join(has)}); use --device {has[-1]}, or install Paddle's "
-                         f"{device} build.")
+        raise ValueError(
+            f"--device {device}: this paddlepaddle {paddle.__version__} has no {device.upper()} "
+            f"support (it runs on {', '.join(has)}); use --device {has[-1]}, or install Paddle's "
+            f"{device} build."
+        )
     paddle.set_device(device)
     return paddle.device.get_device()
 
@@ -178,6 +268,7 @@ def runs_on() -> str:
     import paddle
 
     from segmenter.runtime import cpu_settings
+
     device = paddle.device.get_device()
     threads = cpu_settings().get("num_threads")
     return f"{device}, {threads} thread{'s' * (threads != 1)}" if device == "cpu" and threads else device
@@ -188,9 +279,14 @@ def describe(cfg) -> str:
     m = cfg.model_cfg or {}
     bb = m.get("backbone") or {}
     head = (m.get("decoder") or {}).get("name") or (m.get("decode_head") or {}).get("type")
-    parts = [f"{m.get('type')}", f"{bb.get('type', '')} D={bb.get('embed_dim')} depth={bb.get('depth')} "
-             f"patch={bb.get('patch_size')}" if bb else "", f"{head} head" if head else "",
-             f"{m.get('num_classes')} classes" if m.get("num_classes") else ""]
+    parts = [
+        f"{m.get('type')}",
+        f"{bb.get('type', '')} D={bb.get('embed_dim')} depth={bb.get('depth')} patch={bb.get('patch_size')}"
+        if bb
+        else "",
+        f"{head} head" if head else "",
+        f"{m.get('num_classes')} classes" if m.get("num_classes") else "",
+    ]
     return ", ".join(p for p in parts if p)
 
 

@@ -2,6 +2,7 @@
 
 Bugs (any other exception) keep their traceback.
 """
+
 import pickle
 import shlex
 import sys

@@ -12,6 +12,7 @@ Turn it off with `test_config: {fast_path: false}` in the YAML, `SEGMENTER_FAST_
 `Inferencer(..., fast_path=False)`. The weights are read at compile time: build a new CompiledModel after changing
 them (evaluate() builds one per call, so evaluation during training sees the current weights).
 """
+
 import os
 import tempfile
 import warnings
@@ -38,8 +39,13 @@ class CompiledModel:
     """Callable like the model in eval mode: x [B, C, H, W] -> [logits [B, n_cls, H, W]], each input size through
     its own exported predictor once compiled, through the dygraph model before that (or if export fails)."""
 
-    def __init__(self, model: nn.Layer, compile_after: int = COMPILE_AFTER, max_sizes: int = MAX_SIZES,
-                 num_threads: Optional[int] = None):
+    def __init__(
+        self,
+        model: nn.Layer,
+        compile_after: int = COMPILE_AFTER,
+        max_sizes: int = MAX_SIZES,
+        num_threads: Optional[int] = None,
+    ):
         self.model, self.num_threads = model, num_threads
         self.compile_after, self.max_sizes = compile_after, max_sizes
         self.seen: Dict[Tuple[int, ...], int] = {}
@@ -51,8 +57,7 @@ class CompiledModel:
         pred = self.predictors.get(key)
         if pred is None:
             self.seen[key] = self.seen.get(key, 0) + 1
-            if (self.failed is None and self.seen[key] >= self.compile_after
-                    and len(self.predictors) < self.max_sizes):
+            if self.failed is None and self.seen[key] >= self.compile_after and len(self.predictors) < self.max_sizes:
                 pred = self._compile(key, x)
         if pred is None:
             return self.model(x)
@@ -62,6 +67,7 @@ class CompiledModel:
         """Export at this size and check the predictor on x against the dygraph model: oneDNN first, MKL if
         oneDNN's result is off (paddle 3.3.1's oneDNN passes broke UPerNetViT's logits), None if both are."""
         from segmenter import deploy
+
         name = f"{type(self.model).__name__} at {list(key)}"
         try:
             with tempfile.TemporaryDirectory(prefix="segmenter_fast_") as tmp:
@@ -74,16 +80,22 @@ class CompiledModel:
                     if diff <= CHECK_TOL * (1.0 + float(np.abs(ref).max())):
                         self.predictors[key] = pred
                         return pred
-                    warnings.warn(f"fast path: the {'oneDNN' if pred.use_onednn else 'MKL'} predictor of {name} "
-                                  f"is off by max|diff| {diff:.2e} from the dygraph model; "
-                                  f"{'trying MKL' if pred.use_onednn else 'running the dygraph model'}.")
+                    warnings.warn(
+                        f"fast path: the {'oneDNN' if pred.use_onednn else 'MKL'} predictor of {name} "
+                        f"is off by max|diff| {diff:.2e} from the dygraph model; "
+                        f"{'trying MKL' if pred.use_onednn else 'running the dygraph model'}.",
+                        stacklevel=2,
+                    )
                     if not pred.use_onednn:
                         break
             self.failed = f"predictor off by {diff:.2e}"
         except Exception as e:  # noqa: BLE001 (a model paddle cannot trace still runs, in dygraph)
             self.failed = f"{type(e).__name__}: {str(e).strip().splitlines()[-1][:200] if str(e).strip() else ''}"
-            warnings.warn(f"fast path: paddle could not export {name} ({self.failed}); running the dygraph model "
-                          f"(set test_config.fast_path: false to skip the attempt).")
+            warnings.warn(
+                f"fast path: paddle could not export {name} ({self.failed}); running the dygraph model "
+                f"(set test_config.fast_path: false to skip the attempt).",
+                stacklevel=2,
+            )
         return None
 
 

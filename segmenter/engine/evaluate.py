@@ -4,6 +4,7 @@ Follows PaddleSeg's val protocol: a val sample's label may be [1, H, W] or [H, W
 while the image went through the val transforms (ResizeByShort, Resize, Padding...), recorded in
 sample['trans_info']; the predicted probabilities are brought back to the original size before counting.
 """
+
 import numpy as np
 import paddle
 import paddle.distributed as dist
@@ -21,9 +22,20 @@ def sample_label(s: dict) -> np.ndarray:
     return label[0] if label.ndim == 3 and label.shape[0] == 1 else label
 
 
-def evaluate(model, dataset, num_classes: int, is_slide: bool = False, crop_size=None, stride=None,
-             window_batch_size: int = 1, flip_horizontal: bool = False, scales=(1.0,), ignore_index: int = 255,
-             progress: bool = True, fast_path: bool = True) -> dict:
+def evaluate(
+    model,
+    dataset,
+    num_classes: int,
+    is_slide: bool = False,
+    crop_size=None,
+    stride=None,
+    window_batch_size: int = 1,
+    flip_horizontal: bool = False,
+    scales=(1.0,),
+    ignore_index: int = 255,
+    progress: bool = True,
+    fast_path: bool = True,
+) -> dict:
     """Metrics of model on dataset; with several ranks each takes every world_size-th image and counts are summed.
     With flip or scales, out["plain"] holds the metrics of the same run's unaugmented (scale 1.0, no flip) pass,
     so one evaluation gives both columns of the published tables ("slice" and "flip"). The model's train/eval
@@ -42,13 +54,16 @@ def evaluate(model, dataset, num_classes: int, is_slide: bool = False, crop_size
             s = data[i]
             label = sample_label(s)
             x = paddle.to_tensor(np.asarray(s["img"], np.float32)[None])  # [3, H, W] -> [1, 3, H, W]
-            probs, plain = predict_probs(net, x, is_slide, crop_size, stride, window_batch_size, flip_horizontal,
-                                         scales, with_plain=True)
+            probs, plain = predict_probs(
+                net, x, is_slide, crop_size, stride, window_batch_size, flip_horizontal, scales, with_plain=True
+            )
             probs = reverse_transform(probs, s.get("trans_info"))
             if tuple(probs.shape[2:]) != label.shape:
-                raise ValueError(f"evaluate: {data.name(i)}: label is {label.shape[0]}x{label.shape[1]} "
-                                 f"but the prediction, with trans_info {s.get('trans_info')} undone, is "
-                                 f"{probs.shape[2]}x{probs.shape[3]}; the label must match the image's size.")
+                raise ValueError(
+                    f"evaluate: {data.name(i)}: label is {label.shape[0]}x{label.shape[1]} "
+                    f"but the prediction, with trans_info {s.get('trans_info')} undone, is "
+                    f"{probs.shape[2]}x{probs.shape[3]}; the label must match the image's size."
+                )
             cm[0] += confusion_matrix(probs.argmax(1)[0].numpy(), label, num_classes, ignore_index)
             if augmented and plain is not None:
                 plain = reverse_transform(plain, s.get("trans_info"))

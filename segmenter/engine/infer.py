@@ -1,33 +1,44 @@
 """Whole-image, sliding-window ("slice"), flip and multi-scale inference."""
+
 import paddle
 import paddle.nn.functional as F
 
 from segmenter.windows import window_starts
 
 
-def slide_logits(model: paddle.nn.Layer, x: paddle.Tensor, crop: tuple[int, int], stride: tuple[int, int],
-                 window_batch_size: int = 1) -> paddle.Tensor:
+def slide_logits(
+    model: paddle.nn.Layer, x: paddle.Tensor, crop: tuple[int, int], stride: tuple[int, int], window_batch_size: int = 1
+) -> paddle.Tensor:
     """Logits [B, C, H, W] averaged over overlapping windows (run window_batch_size at a time); crop and stride
     are (h, w)."""
     _, _, h, w = x.shape
     boxes = [(y, xx) for y in window_starts(h, crop[0], stride[0]) for xx in window_starts(w, crop[1], stride[1])]
     total, count = None, paddle.zeros([1, 1, h, w], x.dtype)
     for i in range(0, len(boxes), window_batch_size):
-        chunk = boxes[i:i + window_batch_size]
-        crops = [x[:, :, y:y + crop[0], xx:xx + crop[1]] for y, xx in chunk]
+        chunk = boxes[i : i + window_batch_size]
+        crops = [x[:, :, y : y + crop[0], xx : xx + crop[1]] for y, xx in chunk]
         out = model(paddle.concat(crops, axis=0))[0]  # [n * B, C, ch, cw]
         outs = paddle.split(out, len(chunk), axis=0)
         if total is None:
             total = paddle.zeros([x.shape[0], out.shape[1], h, w], x.dtype)
         for (y, xx), o in zip(chunk, outs):
             ch, cw = o.shape[2], o.shape[3]
-            total[:, :, y:y + ch, xx:xx + cw] += o
-            count[:, :, y:y + ch, xx:xx + cw] += 1
+            total[:, :, y : y + ch, xx : xx + cw] += o
+            count[:, :, y : y + ch, xx : xx + cw] += 1
     return total / count
 
 
-def predict_probs(model: paddle.nn.Layer, x: paddle.Tensor, is_slide: bool = False, crop_size=None, stride=None,
-                  window_batch_size: int = 1, flip_horizontal: bool = False, scales=(1.0,), with_plain: bool = False):
+def predict_probs(
+    model: paddle.nn.Layer,
+    x: paddle.Tensor,
+    is_slide: bool = False,
+    crop_size=None,
+    stride=None,
+    window_batch_size: int = 1,
+    flip_horizontal: bool = False,
+    scales=(1.0,),
+    with_plain: bool = False,
+):
     """Softmax probabilities [B, C, H, W], averaged over scales and (optionally) horizontal flips. With_plain, also
     the probabilities of the unflipped scale-1.0 pass alone (None if 1.0 is not among scales): (averaged, plain)."""
     h, w = x.shape[2], x.shape[3]
@@ -38,8 +49,9 @@ def predict_probs(model: paddle.nn.Layer, x: paddle.Tensor, is_slide: bool = Fal
         for k, xi in enumerate(inputs):
             if is_slide:
                 # crop_size and stride are PaddleSeg's [width, height]; slide_logits takes (h, w)
-                logits = slide_logits(model, xi, (crop_size[1], crop_size[0]), (stride[1], stride[0]),
-                                      window_batch_size)
+                logits = slide_logits(
+                    model, xi, (crop_size[1], crop_size[0]), (stride[1], stride[0]), window_batch_size
+                )
             else:
                 logits = model(xi)[0]
             if k == 1:

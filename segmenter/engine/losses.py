@@ -6,6 +6,7 @@ promotion); its DiceLoss overwrites the caller's label. The classes below are Pa
 rewritten; they take PaddleSeg's names in the LOSSES manager, so a standard PaddleSeg config
 (`loss: {types: [{type: CrossEntropyLoss, ...}]}`, also inside `MixedLoss`) runs unchanged.
 """
+
 import paddle
 import paddle.nn.functional as F
 from paddleseg.cvlibs import manager
@@ -38,8 +39,11 @@ class CrossEntropyLoss(paddleseg_losses.CrossEntropyLoss):
             loss = loss * semantic_weights
         if self.weight is not None:  # F.cross_entropy already multiplied each pixel's loss by w[y]
             safe = paddle.where(valid, label, paddle.zeros_like(label))
-            coef = paddle.where(valid, paddle.gather(self.weight, safe.flatten()).reshape(label.shape),
-                                paddle.ones(label.shape, "float32"))
+            coef = paddle.where(
+                valid,
+                paddle.gather(self.weight, safe.flatten()).reshape(label.shape),
+                paddle.ones(label.shape, "float32"),
+            )
         else:
             coef = paddle.ones(label.shape, "float32")
         if self.top_k_percent_pixels == 1.0:
@@ -133,8 +137,10 @@ def total_loss(losses: dict, logits, label: paddle.Tensor) -> paddle.Tensor:
     coefs = losses["coef"]
     outs = list(logits) if isinstance(logits, (list, tuple)) else [logits] * len(coefs)
     if len(outs) != len(coefs):
-        raise ValueError(f"the model gives {len(outs)} outputs in training but the config's loss has "
-                         f"{len(coefs)} types/coef; give one loss per output (e.g. coef: [1, 0.4]).")
+        raise ValueError(
+            f"the model gives {len(outs)} outputs in training but the config's loss has "
+            f"{len(coefs)} types/coef; give one loss per output (e.g. coef: [1, 0.4])."
+        )
     total = 0.0
     for coef, loss, o in zip(coefs, losses["types"], outs):
         out = loss(o, label)

@@ -1,4 +1,5 @@
 """Confusion-matrix metrics: mIoU, Acc, Kappa, Dice, per-class IoU and precision."""
+
 import numpy as np
 
 
@@ -6,7 +7,7 @@ def confusion_matrix(pred: np.ndarray, label: np.ndarray, num_classes: int, igno
     """Counts [num_classes, num_classes] with rows = label, columns = prediction."""
     keep = label != ignore_index
     idx = label[keep].astype(np.int64) * num_classes + pred[keep].astype(np.int64)
-    return np.bincount(idx, minlength=num_classes ** 2).reshape(num_classes, num_classes)  # flat -> [C, C]
+    return np.bincount(idx, minlength=num_classes**2).reshape(num_classes, num_classes)  # flat -> [C, C]
 
 
 def metrics_from_confusion(cm: np.ndarray) -> dict:
@@ -21,7 +22,13 @@ def metrics_from_confusion(cm: np.ndarray) -> dict:
         precision = np.nan_to_num(tp / pr)
         dice = np.nan_to_num(2 * tp / (gt + pr))
     acc = tp.sum() / total if total else 0.0
-    pe = (gt * pr).sum() / total ** 2 if total else 0.0
+    pe = (gt * pr).sum() / total**2 if total else 0.0
     kappa = (acc - pe) / (1 - pe) if pe != 1 else 0.0
-    return {"mIoU": float(iou.mean()), "Acc": float(acc), "Kappa": float(kappa), "Dice": float(dice.mean()),
-            "class_iou": iou, "class_precision": precision}
+    return {
+        "mIoU": float(iou.mean()),
+        "Acc": float(acc),
+        "Kappa": float(kappa),
+        "Dice": float(dice.mean()),
+        "class_iou": iou,
+        "class_precision": precision,
+    }

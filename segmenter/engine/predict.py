@@ -1,4 +1,5 @@
 """Prediction on image files: pseudo-colour masks and overlays written as PNG."""
+
 import os
 
 import cv2
@@ -7,8 +8,8 @@ import paddle
 from paddleseg.transforms import Compose
 from PIL import Image
 
-from segmenter.datasets.checked import decode_error
 from segmenter.convert.files import resolve_weights
+from segmenter.datasets.checked import decode_error
 from segmenter.engine.builder import Builder
 from segmenter.engine.cli import say
 from segmenter.engine.compiled import inference_model
@@ -34,12 +35,17 @@ def list_images(path: str, save_dir: str = None, recursive: bool = True) -> list
     if not os.path.isdir(path):
         raise FileNotFoundError(f"--image_path {path} does not exist; pass an image file or a folder of images.")
     if save_dir and inside(path, save_dir):
-        raise ValueError(f"--image_path {path} lies inside --save_dir {save_dir}, where predictions are written; "
-                         "pass the folder of your images, or another --save_dir.")
+        raise ValueError(
+            f"--image_path {path} lies inside --save_dir {save_dir}, where predictions are written; "
+            "pass the folder of your images, or another --save_dir."
+        )
     files = []
     for d, subdirs, names in os.walk(path):
-        subdirs[:] = [] if not recursive else sorted(s for s in subdirs
-                                                     if not (save_dir and inside(os.path.join(d, s), save_dir)))
+        subdirs[:] = (
+            []
+            if not recursive
+            else sorted(s for s in subdirs if not (save_dir and inside(os.path.join(d, s), save_dir)))
+        )
         files += [os.path.join(d, f) for f in names if f.lower().endswith(IMAGE_EXTS) and not f.startswith(".")]
     if not files:
         where = "" if recursive else " (sub-folders are not searched with --no_recursive)"
@@ -53,8 +59,9 @@ def output_names(files: list[str], root: str) -> list[str]:
     rel = [os.path.relpath(f, root) if os.path.isdir(root) else os.path.basename(f) for f in files]
     stems = [os.path.splitext(r)[0] for r in rel]
     taken = {s: stems.count(s) for s in stems}
-    return [s + ".png" if taken[s] == 1 else f"{s}_{os.path.splitext(r)[1][1:].lower()}.png"
-            for s, r in zip(stems, rel)]
+    return [
+        s + ".png" if taken[s] == 1 else f"{s}_{os.path.splitext(r)[1][1:].lower()}.png" for s, r in zip(stems, rel)
+    ]
 
 
 def read_image(path: str) -> np.ndarray:
@@ -63,8 +70,10 @@ def read_image(path: str) -> np.ndarray:
     why = decode_error(path)  # cv2 decodes a truncated JPEG half grey, saying only "Premature end of JPEG file"
     img = None if why else cv2.imread(path, cv2.IMREAD_COLOR)
     if img is None:
-        raise ValueError(f"predict: cannot decode image {path}{f' ({why})' if why else ''}; replace it or remove it "
-                         "from --image_path.")
+        raise ValueError(
+            f"predict: cannot decode image {path}{f' ({why})' if why else ''}; replace it or remove it "
+            "from --image_path."
+        )
     return img[:, :, ::-1]  # BGR -> RGB
 
 
@@ -81,8 +90,7 @@ def preprocess(cfg, img: np.ndarray) -> tuple[np.ndarray, list]:
     return (img.transpose(2, 0, 1).astype(np.float32) / 255.0 - mean) / std, []  # [H, W, 3] -> [3, H, W]
 
 
-def run_predict(cfg, model_path: str, image_path: str, save_dir: str, recursive: bool = True, **overrides
-                ) -> list[str]:
+def run_predict(cfg, model_path: str, image_path: str, save_dir: str, recursive: bool = True, **overrides) -> list[str]:
     """Write save_dir/pseudo_color/<rel>.png and save_dir/added/<rel>.png at each input's original size, <rel>
     being the input's path under image_path, and save_dir/legend.png naming the colours of the classes predicted;
     returns the mask paths."""
@@ -92,9 +100,14 @@ def run_predict(cfg, model_path: str, image_path: str, save_dir: str, recursive:
     pal = palette(model.num_classes)
     files = list_images(image_path, save_dir, recursive)
     window = f", windows {kw['crop_size']} stride {kw['stride']}" if kw["is_slide"] else ""
-    say("predict", cfg, weights=resolve_weights(model_path), images=f"{len(files)} from {image_path}"
+    say(
+        "predict",
+        cfg,
+        weights=resolve_weights(model_path),
+        images=f"{len(files)} from {image_path}"
         f"{' and its sub-folders' if recursive and os.path.isdir(image_path) else ''}",
-        inference=inference_mode(kw) + window)
+        inference=inference_mode(kw) + window,
+    )
     out, present = [], set()
     with paddle.no_grad():
         for f, name in progress(list(zip(files, output_names(files, image_path))), len(files), "predict"):
@@ -111,6 +124,9 @@ def run_predict(cfg, model_path: str, image_path: str, save_dir: str, recursive:
             out.append(os.path.join(save_dir, "pseudo_color", name))
     names = class_names_of(cfg, model.num_classes)
     Image.fromarray(legend(names, pal, 640, sorted(present), row_height=20)).save(os.path.join(save_dir, "legend.png"))
-    print(f"predict: wrote {len(out)} masks to {os.path.join(save_dir, 'pseudo_color')} and overlays to "
-          f"{os.path.join(save_dir, 'added')}; legend {os.path.join(save_dir, 'legend.png')}", flush=True)
+    print(
+        f"predict: wrote {len(out)} masks to {os.path.join(save_dir, 'pseudo_color')} and overlays to "
+        f"{os.path.join(save_dir, 'added')}; legend {os.path.join(save_dir, 'legend.png')}",
+        flush=True,
+    )
     return out

@@ -1,5 +1,6 @@
 """Progress of a loop over images: a tqdm bar on a terminal, else (a log file, a pipe) a line every N items with
 the rate and ETA, as PaddleSeg logs, so a log holds readable lines instead of one ever-growing bar."""
+
 import sys
 import time
 from typing import Iterable, Iterator, Optional, TypeVar
@@ -18,14 +19,16 @@ def clock(seconds: float) -> str:
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60:02d}:{s % 60:02d}"
 
 
-def progress(items: Iterable[T], total: int, desc: str, unit: str = "img", enabled: bool = True,
-             every: Optional[int] = None) -> Iterator[T]:
+def progress(
+    items: Iterable[T], total: int, desc: str, unit: str = "img", enabled: bool = True, every: Optional[int] = None
+) -> Iterator[T]:
     """Yield items, showing progress on a terminal (tqdm) or as `[desc] i/total ... ETA` lines on stdout."""
     if not enabled:
         yield from items
         return
     if sys.stdout.isatty():
         from tqdm import tqdm
+
         yield from tqdm(items, total=total, desc=desc, unit=unit)
         return
     every = every or every_for(total)

@@ -1,4 +1,5 @@
 """Config -> builder -> engine: what tools/train.py, val.py and predict.py call."""
+
 import copy
 import os
 import random
@@ -26,16 +27,28 @@ from segmenter.visualize.palette import class_names
 from segmenter.visualize.val_panels import save_extreme_panels
 
 
-def load_config(path: str, opts: list = None, iters: int = None, batch_size: int = None,
-                learning_rate: float = None, verbose: bool = False) -> Config:
+def load_config(
+    path: str,
+    opts: list = None,
+    iters: int = None,
+    batch_size: int = None,
+    learning_rate: float = None,
+    verbose: bool = False,
+) -> Config:
     """PaddleSeg Config with --opts key=value overrides; a missing file is an error naming it. With verbose, the
     Builder logs each component's resolved config as PaddleSeg does."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"config {path} does not exist; pass --config with a YAML from configs/.")
     check_yaml(path)
     check_keys(path, parse_from_yaml(path))  # before PaddleSeg's own checks, whose messages suggest nothing
-    cfg = Config(path, learning_rate=learning_rate, batch_size=batch_size, iters=iters, opts=opts,
-                 checker=checker_for(parse_from_yaml(path)))  # evaluation-only configs too
+    cfg = Config(
+        path,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        iters=iters,
+        opts=opts,
+        checker=checker_for(parse_from_yaml(path)),
+    )  # evaluation-only configs too
     check_keys(path, cfg.dic)
     cfg.path = path
     cfg.class_names = take_class_names(path, cfg.dic)  # before any dataset is built: PaddleSeg's know no such key
@@ -64,12 +77,21 @@ def test_kwargs(cfg: Config, overrides: dict) -> dict:
     """Evaluation options: test_config from the YAML, then any non-None command-line override. `fast_path`
     (test_config.fast_path, default True) selects the compiled inference path (engine/compiled.py)."""
     tc = dict(cfg.test_config or {})
-    kw = {"is_slide": tc.get("is_slide", False), "crop_size": tc.get("crop_size"), "stride": tc.get("stride"),
-          "window_batch_size": 1, "flip_horizontal": False, "scales": (1.0,), "fast_path": tc.get("fast_path", True)}
+    kw = {
+        "is_slide": tc.get("is_slide", False),
+        "crop_size": tc.get("crop_size"),
+        "stride": tc.get("stride"),
+        "window_batch_size": 1,
+        "flip_horizontal": False,
+        "scales": (1.0,),
+        "fast_path": tc.get("fast_path", True),
+    }
     kw.update({k: v for k, v in overrides.items() if v is not None})
     if kw["is_slide"] and (not kw["crop_size"] or not kw["stride"]):
-        raise ValueError(f"slide inference needs crop_size and stride (got {kw['crop_size']}, {kw['stride']}); "
-                         "set --crop_size/--stride or test_config in the YAML.")
+        raise ValueError(
+            f"slide inference needs crop_size and stride (got {kw['crop_size']}, {kw['stride']}); "
+            "set --crop_size/--stride or test_config in the YAML."
+        )
     return kw
 
 
@@ -93,18 +115,37 @@ def run_train(cfg: Config, save_dir: str, seed: int = 0, **kw) -> dict:
     if dist.get_rank() == 0:
         bb = (cfg.model_cfg.get("backbone") or {}).get("pretrained")
         resume = kw.get("resume_model")
-        say("train", cfg, weights=f"resumed from {resume}" if resume else (f"backbone from {bb}" if bb else
-            "random initialisation"), train_set=f"{len(train_ds)} images ({cfg.train_dataset_cfg.get('type')})",
-            val_set=f"{len(val_ds)} images, evaluated every {kw.get('save_interval')} iters" if val_ds is not None
-            else "none (pass --do_eval to evaluate)", schedule=f"{cfg.iters} iters of batch {cfg.batch_size}"
-            f"{f' x {dist.get_world_size()} ranks' if dist.get_world_size() > 1 else ''}", save_dir=save_dir)
+        say(
+            "train",
+            cfg,
+            weights=f"resumed from {resume}" if resume else (f"backbone from {bb}" if bb else "random initialisation"),
+            train_set=f"{len(train_ds)} images ({cfg.train_dataset_cfg.get('type')})",
+            val_set=f"{len(val_ds)} images, evaluated every {kw.get('save_interval')} iters"
+            if val_ds is not None
+            else "none (pass --do_eval to evaluate)",
+            schedule=f"{cfg.iters} iters of batch {cfg.batch_size}"
+            f"{f' x {dist.get_world_size()} ranks' if dist.get_world_size() > 1 else ''}",
+            save_dir=save_dir,
+        )
     # the resolved config, written to save_dir/config.yml (printed only with --verbose)
     kw.setdefault("config_text", yaml.dump(resolved_dic(cfg), Dumper=NoAliasDumper, sort_keys=False))
     kw.setdefault("to_static", bool(cfg.dic.get("to_static_training", False)))
     kw.setdefault("run", run_sections(cfg.dic, save_interval=kw.get("save_interval"), log_iters=kw.get("log_iters")))
     kw.setdefault("class_names", class_names_of(cfg, model.num_classes))
-    return train(model, train_ds, b.optimizer, b.lr_scheduler, loss_fn, cfg.iters, cfg.batch_size, save_dir,
-                 val_dataset=val_ds, num_classes=model.num_classes, seed=seed, **kw)
+    return train(
+        model,
+        train_ds,
+        b.optimizer,
+        b.lr_scheduler,
+        loss_fn,
+        cfg.iters,
+        cfg.batch_size,
+        save_dir,
+        val_dataset=val_ds,
+        num_classes=model.num_classes,
+        seed=seed,
+        **kw,
+    )
 
 
 def built(cfg: Config, builder: SegBuilder, name: str):
@@ -114,8 +155,9 @@ def built(cfg: Config, builder: SegBuilder, name: str):
     except AssertionError as e:
         section = cfg.dic.get(name) or {}
         files = {k: v for k, v in section.items() if k in ("dataset_root", "train_path", "val_path", "file_list")}
-        raise ValueError(f"config {getattr(cfg, 'path', '')}: {name} {files}: {e} Add samples to the list or fix "
-                         "the paths.") from None
+        raise ValueError(
+            f"config {getattr(cfg, 'path', '')}: {name} {files}: {e} Add samples to the list or fix the paths."
+        ) from None
 
 
 def load_model(cfg: Config, model_path: str):
@@ -136,17 +178,22 @@ def fitting_config_hint(model_path: str, state: dict, cfg: Config) -> str:
     """Which model section would fit the weights: the one recorded beside them, else read from their shapes."""
     recorded = model_section_of(model_path)
     if recorded:
-        return (f"  {model_path} was trained with model: {describe_model(recorded)} "
-                f"(recorded in its state.json); the config {getattr(cfg, 'path', 'in use')} has: "
-                f"{describe_model(cfg.dic.get('model'))}.")
+        return (
+            f"  {model_path} was trained with model: {describe_model(recorded)} "
+            f"(recorded in its state.json); the config {getattr(cfg, 'path', 'in use')} has: "
+            f"{describe_model(cfg.dic.get('model'))}."
+        )
     try:
         from segmenter.convert.arch import infer_arch
+
         arch = infer_arch(state, model_path, norm_eps=1e-6, pos_embed_interp="bilinear")
-        return (f"  the file holds embed_dim={arch.embed_dim}, depth={arch.depth}, patch_size={arch.patch_size}, "
-                f"num_classes={arch.num_classes}, decoder={arch.decoder}; "
-                f"the config {getattr(cfg, 'path', 'in use')} has: "
-                f"{describe_model(cfg.dic.get('model'))}. `python tools/convert.py {model_path} out.pdparams "
-                f"--save-config cfg.yml` writes a config for it.")
+        return (
+            f"  the file holds embed_dim={arch.embed_dim}, depth={arch.depth}, patch_size={arch.patch_size}, "
+            f"num_classes={arch.num_classes}, decoder={arch.decoder}; "
+            f"the config {getattr(cfg, 'path', 'in use')} has: "
+            f"{describe_model(cfg.dic.get('model'))}. `python tools/convert.py {model_path} out.pdparams "
+            f"--save-config cfg.yml` writes a config for it."
+        )
     except (ValueError, KeyError):
         return "  it is not a whole Segmenter in our layout; convert it with tools/convert.py (see --from)."
 
@@ -154,8 +201,11 @@ def fitting_config_hint(model_path: str, state: dict, cfg: Config) -> str:
 def inference_mode(kw: dict) -> str:
     """'slice', 'whole + flip', 'slice + flip + scales [0.75, 1.0]': the inference test_kwargs describe."""
     base = "slice" if kw["is_slide"] else "whole"
-    return base + (" + flip" if kw["flip_horizontal"] else "") + \
-        (f" + scales {list(kw['scales'])}" if tuple(kw["scales"]) != (1.0,) else "")
+    return (
+        base
+        + (" + flip" if kw["flip_horizontal"] else "")
+        + (f" + scales {list(kw['scales'])}" if tuple(kw["scales"]) != (1.0,) else "")
+    )
 
 
 def run_val(cfg: Config, model_path: str, **overrides) -> dict:
@@ -165,13 +215,20 @@ def run_val(cfg: Config, model_path: str, **overrides) -> dict:
     kw = test_kwargs(cfg, overrides)
     base, mode = "slice" if kw["is_slide"] else "whole", inference_mode(kw)
     window = f", windows {kw['crop_size']} stride {kw['stride']}" if kw["is_slide"] else ""
-    say("val", cfg, weights=resolve_weights(model_path), val_set=f"{len(ds)} images "
-        f"({cfg.val_dataset_cfg.get('type')})", inference=mode + window)
+    say(
+        "val",
+        cfg,
+        weights=resolve_weights(model_path),
+        val_set=f"{len(ds)} images ({cfg.val_dataset_cfg.get('type')})",
+        inference=mode + window,
+    )
     m = evaluate(model, ds, model.num_classes, **kw)
     rows = ([(base, m["plain"])] if "plain" in m else []) + [(mode, m)]
     for name, r in rows:  # the published tables' columns: "slice", then "flip"
-        print(f"[EVAL] {name}: {len(ds)} images  mIoU {r['mIoU']:.4f}  Acc {r['Acc']:.4f}  Kappa {r['Kappa']:.4f}  "
-              f"Dice {r['Dice']:.4f}")
+        print(
+            f"[EVAL] {name}: {len(ds)} images  mIoU {r['mIoU']:.4f}  Acc {r['Acc']:.4f}  Kappa {r['Kappa']:.4f}  "
+            f"Dice {r['Dice']:.4f}"
+        )
     print(class_table(class_names_of(cfg, model.num_classes), m, mode))
     return m
 
@@ -180,8 +237,10 @@ def class_table(names: list, m: dict, mode: str) -> str:
     """Per-class IoU and precision, one class a row, named."""
     w = max(len("class"), *(len(n) for n in names))
     rows = [f"[EVAL] per class ({mode}):", f"  {'#':>3}  {'class':<{w}}  {'IoU':>6}  {'precision':>9}"]
-    rows += [f"  {c:>3}  {n:<{w}}  {iou:6.4f}  {p:9.4f}"
-             for c, (n, iou, p) in enumerate(zip(names, m["class_iou"], m["class_precision"]))]
+    rows += [
+        f"  {c:>3}  {n:<{w}}  {iou:6.4f}  {p:9.4f}"
+        for c, (n, iou, p) in enumerate(zip(names, m["class_iou"], m["class_precision"]))
+    ]
     return "\n".join(rows)
 
 
@@ -190,15 +249,20 @@ def run_export(cfg: Config, weights: str, save: str, size, batch_size: int = 0, 
     size [H, W] for paddle.inference (<save>.json/.pdiparams) or ONNX (<save>, a .onnx file), with its model card."""
     from segmenter import deploy
     from segmenter.convert.files import write_model_card
+
     if fmt == "onnx" and not save.endswith(".onnx"):
         raise ValueError(f"--save {save}: with --format onnx give the file to write, ending in .onnx.")
     model = Builder(cfg).model
     if weights:
         weights = resolve_weights(weights, "--weights")
         load_state_dict_strict(model, read_state_dict(weights), weights)  # any format convert reads
-    say("export", cfg, weights=weights or "random initialisation", input=f"{list(size)}, batch "
-        f"{batch_size or 'variable'}", format=f"ONNX opset {deploy.ONNX_OPSET}" if fmt == "onnx" else
-        "paddle.inference")
+    say(
+        "export",
+        cfg,
+        weights=weights or "random initialisation",
+        input=f"{list(size)}, batch {batch_size or 'variable'}",
+        format=f"ONNX opset {deploy.ONNX_OPSET}" if fmt == "onnx" else "paddle.inference",
+    )
     if fmt == "onnx":
         deploy.export_onnx(model, save, size, batch_size=batch_size or None)
         written = save
@@ -216,5 +280,12 @@ def run_save_panels(cfg: Config, model_path: str, n: int, save_dir: str, **overr
     if n < 1:
         raise ValueError(f"--save_panels {n}: give the number of worst and of best images to draw (>= 1).")
     model = load_model(cfg, model_path)
-    return save_extreme_panels(model, Builder(cfg).val_dataset, model.num_classes, n, save_dir,
-                               test_kwargs(cfg, overrides), class_names_of(cfg, model.num_classes))
+    return save_extreme_panels(
+        model,
+        Builder(cfg).val_dataset,
+        model.num_classes,
+        n,
+        save_dir,
+        test_kwargs(cfg, overrides),
+        class_names_of(cfg, model.num_classes),
+    )

@@ -4,6 +4,7 @@ Every `.pdparams`, `.pdopt` and legacy `state.pkl` goes through `segmenter.conve
 (numpy arrays and plain containers only); a model is filled with `load_state_dict_strict`, which refuses
 missing, unexpected and mis-shaped keys by name.
 """
+
 import json
 import os
 import pickle
@@ -29,8 +30,9 @@ def read_pickle(path: str) -> Any:
     except UnsafeFileError:
         raise
     except (EOFError, pickle.UnpicklingError, ValueError, IndexError) as e:
-        raise CheckpointError(f"'{path}' is truncated or corrupt ({type(e).__name__}: {e}); resume from an "
-                              "earlier checkpoint folder.") from e
+        raise CheckpointError(
+            f"'{path}' is truncated or corrupt ({type(e).__name__}: {e}); resume from an earlier checkpoint folder."
+        ) from e
     if isinstance(obj, dict):
         obj.pop(PADDLE_NAME_TABLE, None)
     return obj
@@ -43,8 +45,10 @@ def read_weights(path: str) -> Dict[str, np.ndarray]:
     except UnsafeFileError:
         raise
     except (EOFError, pickle.UnpicklingError, IndexError) as e:
-        raise CheckpointError(f"'{path}' is truncated or corrupt ({type(e).__name__}: {e}); pass a complete "
-                              "checkpoint (save_dir/iter_N or best_model).") from e
+        raise CheckpointError(
+            f"'{path}' is truncated or corrupt ({type(e).__name__}: {e}); pass a complete "
+            "checkpoint (save_dir/iter_N or best_model)."
+        ) from e
 
 
 def read_json(path: str) -> Dict[str, Any]:
@@ -54,8 +58,9 @@ def read_json(path: str) -> Dict[str, Any]:
         with open(path) as f:
             return json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"'{path}' is truncated or corrupt ({e}); resume from an earlier checkpoint "
-                              "folder.") from e
+        raise CheckpointError(
+            f"'{path}' is truncated or corrupt ({e}); resume from an earlier checkpoint folder."
+        ) from e
 
 
 def describe_model(model_cfg: Optional[Dict[str, Any]]) -> str:

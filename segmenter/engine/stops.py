@@ -6,6 +6,7 @@ The save_dir lock is an `flock` on save_dir/.train.lock: the kernel drops it whe
 crashed or killed run never leaves it stuck (the stale file is locked again by the next run); the file keeps the
 holder's pid for the message and is removed by a run that ends normally.
 """
+
 import contextlib
 import fcntl
 import os
@@ -18,8 +19,10 @@ class TrainingStopped(RuntimeError):
 
     def __init__(self, signum: int, it: int, checkpoint: str):
         self.signum, self.it, self.checkpoint = signum, it, checkpoint
-        super().__init__(f"train: stopped by {signal.Signals(signum).name} after iter {it}; checkpoint "
-                         f"{checkpoint} written. Continue with --resume_model {checkpoint}")
+        super().__init__(
+            f"train: stopped by {signal.Signals(signum).name} after iter {it}; checkpoint "
+            f"{checkpoint} written. Continue with --resume_model {checkpoint}"
+        )
 
 
 class SaveDirBusy(RuntimeError):
@@ -36,8 +39,10 @@ class StopFlag:
         if self.signum is not None and signum == signal.SIGINT:  # a second Ctrl-C: the user means it
             raise KeyboardInterrupt
         self.signum = signum
-        print(f"[TRAIN] {signal.Signals(signum).name} received: finishing this iteration, then saving a checkpoint",
-              flush=True)
+        print(
+            f"[TRAIN] {signal.Signals(signum).name} received: finishing this iteration, then saving a checkpoint",
+            flush=True,
+        )
 
     @property
     def requested(self) -> bool:
@@ -74,8 +79,10 @@ def save_dir_lock(save_dir: str, enabled: bool = True) -> Iterator[None]:
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
             os.close(fd)
-            raise SaveDirBusy(f"train: save_dir {save_dir} is in use by another training (pid {holder}); wait for "
-                              "it to finish or pass another --save_dir.") from None
+            raise SaveDirBusy(
+                f"train: save_dir {save_dir} is in use by another training (pid {holder}); wait for "
+                "it to finish or pass another --save_dir."
+            ) from None
         if os.path.exists(path) and os.path.samestat(os.fstat(fd), os.stat(path)):
             break
         os.close(fd)  # the holder we waited on removed the file: lock the new one

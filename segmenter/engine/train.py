@@ -1,4 +1,5 @@
 """Train loop: seeded data order, poly LR, atomic checkpoints + exact resume, NaN stop, VisualDL, data parallel."""
+
 import itertools
 import multiprocessing
 import os
@@ -27,13 +28,13 @@ from segmenter.visualize.val_panels import log_panels, names_of
 SEED_STRIDE = 100003
 # fp16 loss scaling starts at paddle's own default (2**15): large enough that small fp16 gradients do not
 # underflow; the scaler halves it on every overflowing step, so a too-large start only costs a few skipped steps
-INIT_LOSS_SCALING = 2.0 ** 15
+INIT_LOSS_SCALING = 2.0**15
 
 
 def batches(n: int, batch_size: int, seed: int, epoch: int, rank: int, world: int) -> list[list[int]]:
     """Index batches of one epoch: a seeded permutation, each rank taking every world-th sample."""
     order = np.random.default_rng([seed, epoch]).permutation(n)[rank::world]
-    return [order[i:i + batch_size].tolist() for i in range(0, len(order) - batch_size + 1, batch_size)]
+    return [order[i : i + batch_size].tolist() for i in range(0, len(order) - batch_size + 1, batch_size)]
 
 
 def stack(items: list[dict]) -> tuple[np.ndarray, np.ndarray]:
@@ -41,8 +42,16 @@ def stack(items: list[dict]) -> tuple[np.ndarray, np.ndarray]:
     return np.stack([s["img"] for s in items]), np.stack([s["label"] for s in items]).astype(np.int64)
 
 
-def batch_stream(dataset: CheckedDataset, batch_size: int, seed: int, start: int, stop: int, rank: int,
-                 world: int, num_workers: int = 0):
+def batch_stream(
+    dataset: CheckedDataset,
+    batch_size: int,
+    seed: int,
+    start: int,
+    stop: int,
+    rank: int,
+    world: int,
+    num_workers: int = 0,
+):
     """Yield (iter, epoch, img, label) for iters start + 1 .. stop. The batch of an iteration depends only on
     (seed, iter): the sample order is seeded by (seed, epoch) and each sample's random transforms by (seed, epoch,
     index) (dataset reads key epoch * n + index), so num_workers (worker processes, one pool for the whole run)
@@ -53,7 +62,7 @@ def batch_stream(dataset: CheckedDataset, batch_size: int, seed: int, start: int
     with worker_pool(dataset, num_workers) as pool:
         while it < stop:
             epoch, step = divmod(it, nb)
-            todo = batches(n, batch_size, seed, epoch, rank, world)[step:step + stop - it]
+            todo = batches(n, batch_size, seed, epoch, rank, world)[step : step + stop - it]
             todo = [[epoch * n + i for i in b] for b in todo]  # keys telling CheckedDataset the epoch
             source = worker_batches(pool, todo, 2 * num_workers) if pool else (read_batch(idx, dataset) for idx in todo)
             for img, label in source:
@@ -103,8 +112,10 @@ def worker_batches(pool: ProcessPoolExecutor, todo: list[list[int]], ahead: int)
         try:
             batch = pending.popleft().result()
         except BrokenProcessPool:
-            raise RuntimeError("a data-loading worker died (killed, or out of memory?); train with fewer "
-                               "--num_workers or with --num_workers 0.") from None
+            raise RuntimeError(
+                "a data-loading worker died (killed, or out of memory?); train with fewer "
+                "--num_workers or with --num_workers 0."
+            ) from None
         for idx in itertools.islice(rest, 1):
             pending.append(pool.submit(read_batch, idx))
         yield batch
@@ -113,19 +124,41 @@ def worker_batches(pool: ProcessPoolExecutor, todo: list[list[int]], ahead: int)
 @dataclass
 class TrainState:
     """What the loop carries from one iteration to the next (rank 0 alone uses best and saved)."""
-    best: float = -1.0                 # best mIoU so far; best_model is written only when it improves
-    best_iter: int = None              # the iteration that reached it
-    saved: list = field(default_factory=list)   # iter_N folders kept, oldest first
+
+    best: float = -1.0  # best mIoU so far; best_model is written only when it improves
+    best_iter: int = None  # the iteration that reached it
+    saved: list = field(default_factory=list)  # iter_N folders kept, oldest first
     last_metrics: dict = field(default_factory=dict)
     history: dict = field(default_factory=lambda: {"loss": [], "lr": [], "mIoU": []})
 
 
-def train(model, train_dataset, optimizer, scheduler, loss_fn, iters: int, batch_size: int, save_dir: str,
-          val_dataset=None, num_classes: int = None, seed: int = 0, save_interval: int = 1000, keep_k: int = 2,
-          log_iters: int = 10, do_eval: bool = False, use_vdl: bool = False, resume_model: str = None,
-          eval_kwargs: dict = None, save_all_ranks: bool = False, num_workers: int = 0,
-          precision: str = "fp32", run: dict = None, class_names: list = None,
-          config_text: str = None, to_static: bool = False) -> dict:
+def train(
+    model,
+    train_dataset,
+    optimizer,
+    scheduler,
+    loss_fn,
+    iters: int,
+    batch_size: int,
+    save_dir: str,
+    val_dataset=None,
+    num_classes: int = None,
+    seed: int = 0,
+    save_interval: int = 1000,
+    keep_k: int = 2,
+    log_iters: int = 10,
+    do_eval: bool = False,
+    use_vdl: bool = False,
+    resume_model: str = None,
+    eval_kwargs: dict = None,
+    save_all_ranks: bool = False,
+    num_workers: int = 0,
+    precision: str = "fp32",
+    run: dict = None,
+    class_names: list = None,
+    config_text: str = None,
+    to_static: bool = False,
+) -> dict:
     """Train model for iters steps; returns the last evaluation metrics (or {}).
 
     `run` (checkpoint.run_sections of the config) is recorded in every checkpoint; a resume refuses a
@@ -192,22 +225,30 @@ def train(model, train_dataset, optimizer, scheduler, loss_fn, iters: int, batch
 
 def say_done(state: TrainState, save_dir: str, iters: int, seconds: float, wrote_config: bool) -> None:
     """The closing lines: the best result and where every output went."""
-    best = (f"best mIoU {state.best:.4f} at iter {state.best_iter}: {os.path.join(save_dir, 'best_model')}"
-            if state.best_iter is not None else "no evaluation (pass --do_eval for best_model)")
+    best = (
+        f"best mIoU {state.best:.4f} at iter {state.best_iter}: {os.path.join(save_dir, 'best_model')}"
+        if state.best_iter is not None
+        else "no evaluation (pass --do_eval for best_model)"
+    )
     last = os.path.join(save_dir, f"iter_{iters}")
-    print(f"train: done, {iters} iters in {seconds:.0f} s; {best}\ntrain: last checkpoint {last}; curves "
-          f"{os.path.join(save_dir, 'curves.png')}" + (f"; config {os.path.join(save_dir, 'config.yml')}"
-                                                      if wrote_config else ""), flush=True)
+    print(
+        f"train: done, {iters} iters in {seconds:.0f} s; {best}\ntrain: last checkpoint {last}; curves "
+        f"{os.path.join(save_dir, 'curves.png')}"
+        + (f"; config {os.path.join(save_dir, 'config.yml')}" if wrote_config else ""),
+        flush=True,
+    )
 
 
 def open_writer(save_dir: str):
     """A VisualDL writer logging to save_dir/vdl."""
     from visualdl import LogWriter
+
     return LogWriter(os.path.join(save_dir, "vdl"))
 
 
-def train_step(net, img, label, loss_fn, optimizer, scheduler, scaler, seed: int, it: int,
-               save_dir: str) -> tuple[float, float]:
+def train_step(
+    net, img, label, loss_fn, optimizer, scheduler, scaler, seed: int, it: int, save_dir: str
+) -> tuple[float, float]:
     """One optimisation step on (img, label); returns (loss, the lr it used). A non-finite loss stops training."""
     paddle.seed(seed * SEED_STRIDE + it)  # dropout/drop-path masks depend on (seed, iter) only: exact resume
     with paddle.amp.auto_cast(enable=scaler is not None, level="O1"):
@@ -215,8 +256,10 @@ def train_step(net, img, label, loss_fn, optimizer, scheduler, scaler, seed: int
         loss = loss_fn(outs[0] if len(outs) == 1 else outs, label)
     lv = float(loss)
     if not np.isfinite(lv):
-        raise FloatingPointError(f"train: loss is {lv} at iter {it}; stopped. The last checkpoint in "
-                                 f"{save_dir} is intact; lower the learning rate and resume from it.")
+        raise FloatingPointError(
+            f"train: loss is {lv} at iter {it}; stopped. The last checkpoint in "
+            f"{save_dir} is intact; lower the learning rate and resume from it."
+        )
     if scaler is not None:  # fp16: scaled backward; steps whose gradients overflow are skipped
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -231,13 +274,25 @@ def train_step(net, img, label, loss_fn, optimizer, scheduler, scaler, seed: int
     return lv, lr
 
 
-def log_train(writer, it: int, iters: int, epoch: int, loss: float, lr: float, cost: float, reader_cost: float,
-              images_per_iter: int) -> None:
+def log_train(
+    writer,
+    it: int,
+    iters: int,
+    epoch: int,
+    loss: float,
+    lr: float,
+    cost: float,
+    reader_cost: float,
+    images_per_iter: int,
+) -> None:
     """The [TRAIN] line (and VisualDL scalars): loss, lr, seconds per iteration, throughput and ETA."""
     eta = cost * (iters - it)
-    print(f"[TRAIN] iter {it}/{iters} epoch {epoch + 1} loss {loss:.4f} lr {lr:.6f} batch_cost {cost:.3f}s "
-          f"reader_cost {reader_cost:.4f}s ips {images_per_iter / cost:.1f} img/s "
-          f"ETA {int(eta // 60):02d}:{int(eta % 60):02d}", flush=True)
+    print(
+        f"[TRAIN] iter {it}/{iters} epoch {epoch + 1} loss {loss:.4f} lr {lr:.6f} batch_cost {cost:.3f}s "
+        f"reader_cost {reader_cost:.4f}s ips {images_per_iter / cost:.1f} img/s "
+        f"ETA {int(eta // 60):02d}:{int(eta % 60):02d}",
+        flush=True,
+    )
     if writer:
         writer.add_scalar("Train/loss", loss, it)
         writer.add_scalar("Train/lr", lr, it)
@@ -245,8 +300,17 @@ def log_train(writer, it: int, iters: int, epoch: int, loss: float, lr: float, c
         writer.add_scalar("Train/ips", images_per_iter / cost, it)
 
 
-def evaluate_step(state: TrainState, model, val_dataset, num_classes: int, eval_kwargs: dict, it: int, rank: int,
-                  writer, class_names: list = None) -> None:
+def evaluate_step(
+    state: TrainState,
+    model,
+    val_dataset,
+    num_classes: int,
+    eval_kwargs: dict,
+    it: int,
+    rank: int,
+    writer,
+    class_names: list = None,
+) -> None:
     """Evaluate on val_dataset (every rank takes part), record the metrics in state and log them on rank 0."""
     state.last_metrics = m = evaluate(model, val_dataset, num_classes, **(eval_kwargs or {}))
     state.history["mIoU"].append((it, m["mIoU"]))
@@ -262,8 +326,9 @@ def evaluate_step(state: TrainState, model, val_dataset, num_classes: int, eval_
         log_panels(writer, model, val_dataset, num_classes, it, eval_kwargs, names=names)  # image | truth | prediction
 
 
-def checkpoint_step(state: TrainState, save_dir: str, model, optimizer, scheduler, scaler, it: int,
-                    keep_k: int, run: dict = None) -> None:
+def checkpoint_step(
+    state: TrainState, save_dir: str, model, optimizer, scheduler, scaler, it: int, keep_k: int, run: dict = None
+) -> None:
     """Save iter_<it>, delete the oldest iter_N folders beyond keep_k, and replace best_model if mIoU improved.
 
     Each checkpoint records the best mIoU and the kept folders, so a resumed run continues both."""
@@ -272,8 +337,9 @@ def checkpoint_step(state: TrainState, save_dir: str, model, optimizer, schedule
         state.best, state.best_iter = state.last_metrics["mIoU"], it
     best = {"mIoU": state.best, "iter": state.best_iter} if state.best_iter is not None else {}
     kept = [os.path.basename(p) for p in state.saved + [f"iter_{it}"]][-keep_k:]
-    saved = save_checkpoint(save_dir, f"iter_{it}", model, optimizer, scheduler, it, scaler=scaler, best=best,
-                            kept=kept, run=run)
+    saved = save_checkpoint(
+        save_dir, f"iter_{it}", model, optimizer, scheduler, it, scaler=scaler, best=best, kept=kept, run=run
+    )
     state.saved.append(saved)
     if improved:  # the same files: state.json already records this iteration as the best
         copy_checkpoint(saved, save_dir, "best_model")
@@ -281,8 +347,19 @@ def checkpoint_step(state: TrainState, save_dir: str, model, optimizer, schedule
         shutil.rmtree(state.saved.pop(0), ignore_errors=True)
 
 
-def stop_step(state: TrainState, stop, saved_now: bool, save_dir: str, model, optimizer, scheduler, scaler,
-              it: int, keep_k: int, run: dict = None) -> None:
+def stop_step(
+    state: TrainState,
+    stop,
+    saved_now: bool,
+    save_dir: str,
+    model,
+    optimizer,
+    scheduler,
+    scaler,
+    it: int,
+    keep_k: int,
+    run: dict = None,
+) -> None:
     """After a SIGINT/SIGTERM: make sure iter_<it> is on disk, then raise TrainingStopped naming it."""
     if not saved_now and dist.get_rank() == 0:
         checkpoint_step(state, save_dir, model, optimizer, scheduler, scaler, it, keep_k, run)
@@ -310,6 +387,8 @@ def amp_scaler(precision: str):
     if precision != "fp16":
         raise ValueError(f"train: precision={precision!r}; use 'fp32' or 'fp16'.")
     if "gpu" not in paddle.device.get_device():
-        raise ValueError(f"train: --precision fp16 needs a GPU, but paddle runs on {paddle.device.get_device()} "
-                         "(paddle's fp16 kernels are CUDA-only); use --precision fp32 on CPU.")
+        raise ValueError(
+            f"train: --precision fp16 needs a GPU, but paddle runs on {paddle.device.get_device()} "
+            "(paddle's fp16 kernels are CUDA-only); use --precision fp32 on CPU."
+        )
     return paddle.amp.GradScaler(init_loss_scaling=INIT_LOSS_SCALING)

@@ -2,6 +2,7 @@
 
 Mirrors `segmenter/pytorch/layers.py` line for line; only the framework spelling differs.
 """
+
 from typing import Optional, Tuple, Union
 
 import paddle
@@ -56,7 +57,7 @@ def chunked_attention(q: paddle.Tensor, k: paddle.Tensor, v: paddle.Tensor, chun
     softmax needs only its own scores), with at most [B, heads, chunk, N] scores alive. Returns [B, N, C]."""
     outs = []
     for i in range(0, q.shape[2], chunk):
-        q_c = q[:, :, i:i + chunk]  # [B, heads, chunk, hd]
+        q_c = q[:, :, i : i + chunk]  # [B, heads, chunk, hd]
         attn = F.softmax(paddle.matmul(q_c, k, transpose_y=True), axis=-1)  # [B, heads, chunk, N]
         outs.append(paddle.matmul(attn, v))  # [B, heads, chunk, hd]
     x = paddle.concat(outs, axis=2)  # [B, heads, N, hd]
@@ -66,22 +67,24 @@ def chunked_attention(q: paddle.Tensor, k: paddle.Tensor, v: paddle.Tensor, chun
 class Attention(nn.Layer):
     """Multi-head self-attention with one fused qkv projection."""
 
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.0,
-                 proj_drop: float = 0.0):
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.0, proj_drop: float = 0.0):
         super().__init__()
         if dim % num_heads != 0:
-            raise ValueError(f"Attention: dim={dim} is not divisible by num_heads={num_heads}; "
-                             f"choose num_heads among the divisors of {dim}.")
+            raise ValueError(
+                f"Attention: dim={dim} is not divisible by num_heads={num_heads}; "
+                f"choose num_heads among the divisors of {dim}."
+            )
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
-        self.scale = self.head_dim ** -0.5
+        self.scale = self.head_dim**-0.5
         self.qkv = nn.Linear(dim, dim * 3, bias_attr=None if qkv_bias else False)
         self.attn_drop = nn.Dropout(attn_drop)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
-    def forward(self, x: paddle.Tensor, return_attn: bool = False
-                ) -> Union[paddle.Tensor, Tuple[paddle.Tensor, paddle.Tensor]]:
+    def forward(
+        self, x: paddle.Tensor, return_attn: bool = False
+    ) -> Union[paddle.Tensor, Tuple[paddle.Tensor, paddle.Tensor]]:
         """Returns the attended tokens, plus the attention weights [B, heads, N, N] if `return_attn`."""
         # Heads are split and stacked into contiguous tensors rather than reshaped and transposed into views:
         # with batch > 1 paddle 3.3's CPU kernels on such 4-D strided views (scale, matmul, reshape) ran up to
@@ -89,7 +92,7 @@ class Attention(nn.Layer):
         # zero-filled full-size gradient per index in the backward (BENCHMARKS.md, "Where the time goes").
         h = self.num_heads
         parts = self.qkv(x).chunk(3 * h, axis=-1)  # [B, N, 3C] -> 3 * heads x [B, N, hd]
-        q, k, v = (paddle.stack(parts[i * h:(i + 1) * h], axis=1) for i in range(3))  # 3 x [B, heads, N, hd]
+        q, k, v = (paddle.stack(parts[i * h : (i + 1) * h], axis=1) for i in range(3))  # 3 x [B, heads, N, hd]
         # The explicit product: paddle 3.3's F.scaled_dot_product_attention is a composed fallback on CPU
         # (bit-identical output, the whole [N, N] map held) and no faster in the ViT-S model: equal at batch 1,
         # 7-26% slower at batch 2. Long sequences at inference go through query chunks instead (the twin's fused
@@ -123,13 +126,25 @@ class Block(nn.Layer):
     `mlp_drop` sets the MLP's dropout apart from `dropout` (MMSeg v0.13's ViT feeds its drop-path rate there).
     """
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
-                 dropout: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0,
-                 norm_eps: float = 1e-5, layer_scale_init: Optional[float] = None, mlp_drop: Optional[float] = None):
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        dropout: float = 0.0,
+        attn_drop: float = 0.0,
+        drop_path: float = 0.0,
+        norm_eps: float = 1e-5,
+        layer_scale_init: Optional[float] = None,
+        mlp_drop: Optional[float] = None,
+    ):
         super().__init__()
         if layer_scale_init is not None and not layer_scale_init > 0:
-            raise ValueError(f"backbone.layer_scale_init: {layer_scale_init!r} is not a layer scale; write a positive "
-                             f"value (e.g. 1e-5), or null for none (what timm's and mmpretrain's 0 means).")
+            raise ValueError(
+                f"backbone.layer_scale_init: {layer_scale_init!r} is not a layer scale; write a positive "
+                f"value (e.g. 1e-5), or null for none (what timm's and mmpretrain's 0 means)."
+            )
         self.norm1 = nn.LayerNorm(dim, epsilon=norm_eps)
         self.attn = Attention(dim, num_heads, qkv_bias, attn_drop, dropout)
         # None: no parameters at all, so weights saved without layer scale load strictly.
@@ -139,8 +154,9 @@ class Block(nn.Layer):
         self.mlp = Mlp(dim, int(dim * mlp_ratio), dropout if mlp_drop is None else mlp_drop)
         self.ls2 = LayerScale(dim, layer_scale_init) if layer_scale_init is not None else nn.Identity()
 
-    def forward(self, x: paddle.Tensor, return_attn: bool = False
-                ) -> Union[paddle.Tensor, Tuple[paddle.Tensor, paddle.Tensor]]:
+    def forward(
+        self, x: paddle.Tensor, return_attn: bool = False
+    ) -> Union[paddle.Tensor, Tuple[paddle.Tensor, paddle.Tensor]]:
         """Returns the block output, plus its attention weights if `return_attn`."""
         y = self.attn(self.norm1(x), return_attn)
         attn = None

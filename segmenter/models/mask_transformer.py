@@ -1,4 +1,5 @@
 """Mask-transformer decoder of Segmenter (Paddle), computed as in the paper's code."""
+
 from typing import List, Tuple, Union
 
 import numpy as np
@@ -28,38 +29,44 @@ class MaskTransformer(nn.Layer):
         norm_eps (float, optional): Epsilon of every decoder LayerNorm. Default: 1e-5.
     """
 
-    def __init__(self,
-                 num_classes: int,
-                 d_encoder: int,
-                 n_layers: int = 2,
-                 d_model: int = 384,
-                 n_heads: int = 6,
-                 mlp_ratio: float = 4.0,
-                 dropout: float = 0.0,
-                 drop_path_rate: float = 0.0,
-                 qkv_bias: bool = True,
-                 norm_eps: float = 1e-5):
+    def __init__(
+        self,
+        num_classes: int,
+        d_encoder: int,
+        n_layers: int = 2,
+        d_model: int = 384,
+        n_heads: int = 6,
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.0,
+        drop_path_rate: float = 0.0,
+        qkv_bias: bool = True,
+        norm_eps: float = 1e-5,
+    ):
         super().__init__()
         self.num_classes = num_classes
         self.n_layers = n_layers
-        self.scale = d_model ** -0.5  # only used to initialise the projections, as in the official code
+        self.scale = d_model**-0.5  # only used to initialise the projections, as in the official code
         dpr = np.linspace(0, drop_path_rate, n_layers).tolist()
-        self.blocks = nn.LayerList([
-            Block(d_model, n_heads, mlp_ratio, qkv_bias, dropout, dropout, dpr[i], norm_eps) for i in range(n_layers)
-        ])
-        self.cls_emb = self.create_parameter([1, num_classes, d_model],
-                                             default_initializer=nn.initializer.TruncatedNormal(std=0.02))
+        self.blocks = nn.LayerList(
+            [Block(d_model, n_heads, mlp_ratio, qkv_bias, dropout, dropout, dpr[i], norm_eps) for i in range(n_layers)]
+        )
+        self.cls_emb = self.create_parameter(
+            [1, num_classes, d_model], default_initializer=nn.initializer.TruncatedNormal(std=0.02)
+        )
         self.proj_dec = nn.Linear(d_encoder, d_model)
-        self.proj_patch = self.create_parameter([d_model, d_model],
-                                                default_initializer=nn.initializer.Normal(std=self.scale))
-        self.proj_classes = self.create_parameter([d_model, d_model],
-                                                  default_initializer=nn.initializer.Normal(std=self.scale))
+        self.proj_patch = self.create_parameter(
+            [d_model, d_model], default_initializer=nn.initializer.Normal(std=self.scale)
+        )
+        self.proj_classes = self.create_parameter(
+            [d_model, d_model], default_initializer=nn.initializer.Normal(std=self.scale)
+        )
         self.decoder_norm = nn.LayerNorm(d_model, epsilon=norm_eps)
         self.mask_norm = nn.LayerNorm(num_classes, epsilon=norm_eps)
         self.apply(init_weights)
 
-    def forward(self, x: paddle.Tensor, grid: Tuple[int, int], return_attn: bool = False
-                ) -> Union[paddle.Tensor, Tuple[paddle.Tensor, List[paddle.Tensor]]]:
+    def forward(
+        self, x: paddle.Tensor, grid: Tuple[int, int], return_attn: bool = False
+    ) -> Union[paddle.Tensor, Tuple[paddle.Tensor, List[paddle.Tensor]]]:
         """[B, N, D_enc] patch tokens on a gh x gw grid -> masks [B, num_classes, gh, gw]."""
         gh, gw = grid
         B = x.shape[0]
@@ -69,7 +76,7 @@ class MaskTransformer(nn.Layer):
         for blk in self.blocks:
             x = run_block(blk, x, attns)
         x = self.decoder_norm(x)
-        patches, classes = x[:, :-self.num_classes], x[:, -self.num_classes:]
+        patches, classes = x[:, : -self.num_classes], x[:, -self.num_classes :]
         patches = paddle.matmul(patches, self.proj_patch)
         classes = paddle.matmul(classes, self.proj_classes)
         # plain L2 normalisation without eps, as the official code (F.normalize would add one)

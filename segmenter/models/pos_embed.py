@@ -1,4 +1,5 @@
 """Resampling of ViT position embeddings to another patch grid (Paddle twin of pytorch/pos_embed.py)."""
+
 from typing import Tuple
 
 import paddle
@@ -7,8 +8,13 @@ import paddle.nn.functional as F
 from segmenter.resample import POS_EMBED_INTERPOLATIONS, bicubic_antialias_weights
 
 
-def resample_pos_embed(pos_embed: paddle.Tensor, old_grid: Tuple[int, int], new_grid: Tuple[int, int],
-                       num_prefix_tokens: int, mode: str = "bilinear") -> paddle.Tensor:
+def resample_pos_embed(
+    pos_embed: paddle.Tensor,
+    old_grid: Tuple[int, int],
+    new_grid: Tuple[int, int],
+    num_prefix_tokens: int,
+    mode: str = "bilinear",
+) -> paddle.Tensor:
     """Resample the grid part of `pos_embed` [1, prefix + Ho*Wo, C] to [1, prefix + Hn*Wn, C].
 
     Prefix tokens (class, distillation) keep their embeddings. `mode` is `bilinear` (the official
@@ -23,8 +29,10 @@ def resample_pos_embed(pos_embed: paddle.Tensor, old_grid: Tuple[int, int], new_
         return pos_embed
     C = pos_embed.shape[-1]
     if pos_embed.shape[1] != num_prefix_tokens + old_h * old_w:
-        raise ValueError(f"pos_embed has {pos_embed.shape[1]} tokens, expected {num_prefix_tokens} prefix + "
-                         f"{old_h}x{old_w} grid = {num_prefix_tokens + old_h * old_w}.")
+        raise ValueError(
+            f"pos_embed has {pos_embed.shape[1]} tokens, expected {num_prefix_tokens} prefix + "
+            f"{old_h}x{old_w} grid = {num_prefix_tokens + old_h * old_w}."
+        )
     prefix, grid = pos_embed[:, :num_prefix_tokens], pos_embed[:, num_prefix_tokens:]
     grid = grid.reshape([1, old_h, old_w, C]).transpose([0, 3, 1, 2])  # [1, N, C] -> [1, C, Ho, Wo]
     if mode == "bicubic_antialias":  # Paddle's interpolate has no antialias: PyTorch's weights, as matrices

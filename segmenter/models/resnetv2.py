@@ -1,6 +1,7 @@
 """The ResNetV2 stem of the hybrid ViTs (Paddle): timm's `vit_*_r50_*`, `vit_*_r26_*` and `vit_tiny_r_*`, as the
 original R50+ViT (Dosovitskiy et al., 2021) built it. Weight-standardised convs with TensorFlow "SAME" padding,
 GroupNorm 32 + ReLU, no pre-activation; parameter names follow timm's `patch_embed.backbone.*`."""
+
 import math
 from typing import List, Tuple
 
@@ -21,8 +22,9 @@ def same_pad(x: paddle.Tensor, kernel_size: int, stride: int, value: float = 0.0
     pad_w = max((math.ceil(W / stride) - 1) * stride + kernel_size - W, 0)
     if pad_h == 0 and pad_w == 0:
         return x
-    return F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2], value=value,
-                 data_format="NCHW")  # [left, right, top, bottom]
+    return F.pad(
+        x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2], value=value, data_format="NCHW"
+    )  # [left, right, top, bottom]
 
 
 class StdConv2dSame(nn.Layer):
@@ -34,8 +36,9 @@ class StdConv2dSame(nn.Layer):
         self.kernel_size = kernel_size
         self.stride = stride
         self.eps = eps
-        self.weight = self.create_parameter([out_channels, in_channels, kernel_size, kernel_size],
-                                            default_initializer=nn.initializer.KaimingNormal())
+        self.weight = self.create_parameter(
+            [out_channels, in_channels, kernel_size, kernel_size], default_initializer=nn.initializer.KaimingNormal()
+        )
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         x = same_pad(x, self.kernel_size, self.stride)
@@ -123,10 +126,12 @@ class ResNetStage(nn.Layer):
 
     def __init__(self, in_channels: int, out_channels: int, stride: int, depth: int):
         super().__init__()
-        self.blocks = nn.Sequential(*[
-            Bottleneck(in_channels if i == 0 else out_channels, out_channels, stride if i == 0 else 1, i == 0)
-            for i in range(depth)
-        ])
+        self.blocks = nn.Sequential(
+            *[
+                Bottleneck(in_channels if i == 0 else out_channels, out_channels, stride if i == 0 else 1, i == 0)
+                for i in range(depth)
+            ]
+        )
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         return self.blocks(x)
@@ -138,10 +143,10 @@ class ResNetV2(nn.Layer):
     def __init__(self, layers: List[int], in_channels: int):
         super().__init__()
         self.stem = Stem(in_channels)
-        widths = [STEM_WIDTH] + list(STAGE_WIDTHS[:len(layers)])
-        self.stages = nn.Sequential(*[
-            ResNetStage(widths[i], widths[i + 1], 1 if i == 0 else 2, d) for i, d in enumerate(layers)
-        ])
+        widths = [STEM_WIDTH] + list(STAGE_WIDTHS[: len(layers)])
+        self.stages = nn.Sequential(
+            *[ResNetStage(widths[i], widths[i + 1], 1 if i == 0 else 2, d) for i, d in enumerate(layers)]
+        )
         self.out_channels = widths[-1]
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
@@ -151,8 +156,10 @@ class ResNetV2(nn.Layer):
 def stem_geometry(layers: List[int]) -> Tuple[int, int]:
     """(stride, channels) of the map a ResNetV2 with these stages (none: the stem alone) produces."""
     if len(layers) > len(STAGE_WIDTHS):
-        raise ValueError(f"SegmenterViT: stem_layers={list(layers)}, but a ResNetV2 has at most {len(STAGE_WIDTHS)} "
-                         f"stages; give one bottleneck count per stage, e.g. [3, 4, 9] (R50, stride 16).")
+        raise ValueError(
+            f"SegmenterViT: stem_layers={list(layers)}, but a ResNetV2 has at most {len(STAGE_WIDTHS)} "
+            f"stages; give one bottleneck count per stage, e.g. [3, 4, 9] (R50, stride 16)."
+        )
     if not layers:
         return STEM_STRIDE, STEM_WIDTH
     return STEM_STRIDE * 2 ** (len(layers) - 1), STAGE_WIDTHS[len(layers) - 1]
@@ -166,8 +173,9 @@ class HybridEmbed(nn.Layer):
         super().__init__()
         self.stem_stride, width = stem_geometry(layers)
         self.backbone = ResNetV2(layers, in_channels) if layers else Stem(in_channels)
-        self.proj = nn.Conv2D(width, embed_dim, kernel_size=patch_size, stride=patch_size,
-                              bias_attr=None if bias else False)
+        self.proj = nn.Conv2D(
+            width, embed_dim, kernel_size=patch_size, stride=patch_size, bias_attr=None if bias else False
+        )
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         x = self.proj(self.backbone(x))  # [B, D, H/s, W/s]

@@ -1,4 +1,5 @@
 """UPerNet on a ViT (MMSeg's `configs/vit/`): ViT maps -> optional MultiLevelNeck -> UPerHead (+ FCN aux) (Paddle)."""
+
 from typing import Any, Dict, List, Optional
 
 import paddle
@@ -17,6 +18,7 @@ def build_part(cls: type, cfg: Optional[Dict[str, Any]], where: str, **given: An
     if cfg is None:
         return None
     import inspect
+
     allowed = [p for p in inspect.signature(cls).parameters if p not in given]
     unknown = sorted(set(cfg) - set(allowed))
     if unknown:
@@ -42,13 +44,15 @@ class UPerNetViT(nn.Layer):
         pretrained (str, optional): Local path of weights for the whole model, loaded strictly. Default: None.
     """
 
-    def __init__(self,
-                 num_classes: int,
-                 backbone: SegmenterViT,
-                 decode_head: Dict[str, Any],
-                 neck: Optional[Dict[str, Any]] = None,
-                 auxiliary_head: Optional[Dict[str, Any]] = None,
-                 pretrained: Optional[str] = None):
+    def __init__(
+        self,
+        num_classes: int,
+        backbone: SegmenterViT,
+        decode_head: Dict[str, Any],
+        neck: Optional[Dict[str, Any]] = None,
+        auxiliary_head: Optional[Dict[str, Any]] = None,
+        pretrained: Optional[str] = None,
+    ):
         super().__init__()
         if not isinstance(backbone, SegmenterViT) or not backbone.out_indices:
             raise TypeError("UPerNetViT.backbone must be a SegmenterViT with out_indices (e.g. [2, 5, 8, 11]).")
@@ -58,13 +62,14 @@ class UPerNetViT(nn.Layer):
         self.neck = build_part(MultiLevelNeck, neck, "neck", in_channels=widths, out_channels=backbone.embed_dim)
         if self.neck is not None:
             widths = [backbone.embed_dim] * len(self.neck.scales)
-        self.decode_head = build_part(UPerHead, decode_head, "decode_head", num_classes=num_classes,
-                                      in_channels=widths)
-        self.auxiliary_head = build_part(FCNHead, auxiliary_head, "auxiliary_head", num_classes=num_classes,
-                                         in_channels=backbone.embed_dim)
+        self.decode_head = build_part(UPerHead, decode_head, "decode_head", num_classes=num_classes, in_channels=widths)
+        self.auxiliary_head = build_part(
+            FCNHead, auxiliary_head, "auxiliary_head", num_classes=num_classes, in_channels=backbone.embed_dim
+        )
         self.pretrained = pretrained
         if pretrained is not None:
             from segmenter.models.weights import load_pretrained
+
             load_pretrained(self, pretrained)
 
     def forward(self, x: paddle.Tensor) -> List[paddle.Tensor]:

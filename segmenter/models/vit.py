@@ -1,4 +1,5 @@
 """ViT encoder for Segmenter (Paddle). Parameter names follow timm; the forward follows the official code."""
+
 from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
@@ -43,11 +44,15 @@ def init_weights(layer: nn.Layer) -> None:
 def check_image_batch(x: paddle.Tensor, in_channels: int, who: str) -> None:
     """Fail early, and in words, on anything that is not a float [B, C, H, W] batch."""
     if x.ndim != 4 or x.shape[1] != in_channels:
-        raise ValueError(f"{who} expects a float tensor [B, {in_channels}, H, W]; got shape {list(x.shape)}. "
-                         f"Add a batch axis with x.unsqueeze(0) or move channels first with x.transpose([0, 3, 1, 2]).")
+        raise ValueError(
+            f"{who} expects a float tensor [B, {in_channels}, H, W]; got shape {list(x.shape)}. "
+            f"Add a batch axis with x.unsqueeze(0) or move channels first with x.transpose([0, 3, 1, 2])."
+        )
     if not paddle.is_floating_point(x):
-        raise TypeError(f"{who} expects a float tensor [B, {in_channels}, H, W]; got dtype {x.dtype}. "
-                        f"Normalise the image and cast it, e.g. x.astype('float32').")
+        raise TypeError(
+            f"{who} expects a float tensor [B, {in_channels}, H, W]; got dtype {x.dtype}. "
+            f"Normalise the image and cast it, e.g. x.astype('float32')."
+        )
 
 
 def pad_to_patch(x: paddle.Tensor, patch_size: int) -> paddle.Tensor:
@@ -63,9 +68,11 @@ def crop_to_patch(x: paddle.Tensor, patch_size: int) -> paddle.Tensor:
     """Drop the bottom rows / right columns past the last whole patch (a stride-p conv without padding does)."""
     H, W = x.shape[2], x.shape[3]
     if H < patch_size or W < patch_size:
-        raise ValueError(f"SegmenterViT(patch_remainder='drop'): an input of {H}x{W} holds no whole {patch_size}x"
-                         f"{patch_size} patch; give images of at least {patch_size} pixels a side.")
-    return x[:, :, :H - H % patch_size, :W - W % patch_size]
+        raise ValueError(
+            f"SegmenterViT(patch_remainder='drop'): an input of {H}x{W} holds no whole {patch_size}x"
+            f"{patch_size} patch; give images of at least {patch_size} pixels a side."
+        )
+    return x[:, :, : H - H % patch_size, : W - W % patch_size]
 
 
 class PatchEmbed(nn.Layer):
@@ -74,8 +81,9 @@ class PatchEmbed(nn.Layer):
     def __init__(self, patch_size: int, in_channels: int, embed_dim: int, bias: bool = True):
         super().__init__()
         self.patch_size = patch_size
-        self.proj = nn.Conv2D(in_channels, embed_dim, kernel_size=patch_size, stride=patch_size,
-                              bias_attr=None if bias else False)
+        self.proj = nn.Conv2D(
+            in_channels, embed_dim, kernel_size=patch_size, stride=patch_size, bias_attr=None if bias else False
+        )
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         x = self.proj(x)  # [B, D, H/p, W/p]
@@ -135,46 +143,53 @@ class SegmenterViT(nn.Layer):
         pretrained (str, optional): Local path of weights for this backbone; None trains from scratch. Default: None.
     """
 
-    def __init__(self,
-                 img_size: Union[int, List[int]] = 512,
-                 patch_size: int = 16,
-                 in_channels: int = 3,
-                 embed_dim: int = 384,
-                 depth: int = 12,
-                 num_heads: int = 6,
-                 mlp_ratio: float = 4.0,
-                 qkv_bias: bool = True,
-                 distilled: bool = False,
-                 norm_eps: float = 1e-5,
-                 pos_embed_interp: str = "bilinear",
-                 drop_rate: float = 0.0,
-                 attn_drop_rate: float = 0.0,
-                 drop_path_rate: float = 0.0,
-                 patch_bias: bool = True,
-                 final_norm: bool = True,
-                 layer_scale_init: Optional[float] = None,
-                 out_indices: Optional[List[int]] = None,
-                 with_cls_token: bool = True,
-                 output_cls_token: bool = False,
-                 stem_layers: Optional[List[int]] = None,
-                 patch_remainder: str = "pad",
-                 drop_path_mode: str = "stochastic_depth",
-                 pretrained: Optional[str] = None):
+    def __init__(
+        self,
+        img_size: Union[int, List[int]] = 512,
+        patch_size: int = 16,
+        in_channels: int = 3,
+        embed_dim: int = 384,
+        depth: int = 12,
+        num_heads: int = 6,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        distilled: bool = False,
+        norm_eps: float = 1e-5,
+        pos_embed_interp: str = "bilinear",
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        patch_bias: bool = True,
+        final_norm: bool = True,
+        layer_scale_init: Optional[float] = None,
+        out_indices: Optional[List[int]] = None,
+        with_cls_token: bool = True,
+        output_cls_token: bool = False,
+        stem_layers: Optional[List[int]] = None,
+        patch_remainder: str = "pad",
+        drop_path_mode: str = "stochastic_depth",
+        pretrained: Optional[str] = None,
+    ):
         super().__init__()
         img_size = [img_size, img_size] if isinstance(img_size, int) else list(img_size)
         sizes = PATCH_SIZES if stem_layers is None else HYBRID_PATCH_SIZES
         if patch_size not in sizes:
-            raise ValueError(f"SegmenterViT: patch_size={patch_size} is not supported"
-                             f"{'' if stem_layers is None else ' on a hybrid stem'}; use one of {sizes}.")
+            raise ValueError(
+                f"SegmenterViT: patch_size={patch_size} is not supported"
+                f"{'' if stem_layers is None else ' on a hybrid stem'}; use one of {sizes}."
+            )
         stem_stride = 1 if stem_layers is None else stem_geometry(stem_layers)[0]
         stride = stem_stride * patch_size
         if img_size[0] % stride or img_size[1] % stride:
             on_stem = "" if stem_layers is None else f" on a stride-{stem_stride} stem"
-            raise ValueError(f"SegmenterViT: img_size={img_size} must be a multiple of the token stride {stride} "
-                             f"(patch_size={patch_size}{on_stem}).")
+            raise ValueError(
+                f"SegmenterViT: img_size={img_size} must be a multiple of the token stride {stride} "
+                f"(patch_size={patch_size}{on_stem})."
+            )
         if pos_embed_interp not in POS_EMBED_INTERPOLATIONS:
-            raise ValueError(f"SegmenterViT: pos_embed_interp='{pos_embed_interp}' is not one of "
-                             f"{POS_EMBED_INTERPOLATIONS}.")
+            raise ValueError(
+                f"SegmenterViT: pos_embed_interp='{pos_embed_interp}' is not one of {POS_EMBED_INTERPOLATIONS}."
+            )
         if drop_path_mode not in DROP_PATH_MODES:
             raise ValueError(f"SegmenterViT: drop_path_mode='{drop_path_mode}' is not one of {DROP_PATH_MODES}.")
         if patch_remainder not in PATCH_REMAINDERS:
@@ -208,16 +223,29 @@ class SegmenterViT(nn.Layer):
             self.patch_embed = HybridEmbed(self.stem_layers, patch_size, in_channels, embed_dim, patch_bias)
         self.cls_token = self.create_parameter([1, 1, embed_dim], default_initializer=_zeros)
         self.dist_token = self.create_parameter([1, 1, embed_dim], default_initializer=_zeros) if distilled else None
-        self.pos_embed = self.create_parameter([1, self.num_prefix_tokens + num_patches, embed_dim],
-                                               default_initializer=_zeros)
+        self.pos_embed = self.create_parameter(
+            [1, self.num_prefix_tokens + num_patches, embed_dim], default_initializer=_zeros
+        )
         self.pos_drop = nn.Dropout(drop_rate)
         dpr = np.linspace(0, drop_path_rate, depth).tolist()  # stochastic depth grows with depth
         depth_drop = drop_path_mode == "stochastic_depth"
-        self.blocks = nn.LayerList([
-            Block(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, dpr[i] if depth_drop else 0.0,
-                  norm_eps, layer_scale_init, mlp_drop=None if depth_drop else dpr[i])
-            for i in range(depth)
-        ])
+        self.blocks = nn.LayerList(
+            [
+                Block(
+                    embed_dim,
+                    num_heads,
+                    mlp_ratio,
+                    qkv_bias,
+                    drop_rate,
+                    attn_drop_rate,
+                    dpr[i] if depth_drop else 0.0,
+                    norm_eps,
+                    layer_scale_init,
+                    mlp_drop=None if depth_drop else dpr[i],
+                )
+                for i in range(depth)
+            ]
+        )
         self.norm = nn.LayerNorm(embed_dim, epsilon=norm_eps) if final_norm else nn.Identity()
 
         self.apply(init_weights)
@@ -228,10 +256,12 @@ class SegmenterViT(nn.Layer):
         self.pretrained = pretrained
         if pretrained is not None:
             from segmenter.models.weights import load_pretrained
+
             load_pretrained(self, pretrained)
 
-    def forward(self, x: paddle.Tensor, return_attn: bool = False
-                ) -> Union[paddle.Tensor, Tuple[paddle.Tensor, List[paddle.Tensor]]]:
+    def forward(
+        self, x: paddle.Tensor, return_attn: bool = False
+    ) -> Union[paddle.Tensor, Tuple[paddle.Tensor, List[paddle.Tensor]]]:
         """[B, C, H, W] -> [B, prefix + N, D]; with `return_attn` also each block's attention [B, heads, T, T].
 
         With `out_indices`, a tuple of maps [B, D, H/p, W/p] instead (each [map, cls [B, D]] with output_cls_token),
@@ -245,11 +275,16 @@ class SegmenterViT(nn.Layer):
         if self.distilled:
             prefix.append(self.dist_token.expand([B, -1, -1]))
         x = paddle.concat(prefix + [x], axis=1)  # [B, prefix + N, D]
-        pos_embed = resample_pos_embed(self.pos_embed, self.grid_size, (H // self.stride, W // self.stride),
-                                       self.num_prefix_tokens, self.pos_embed_interp)
+        pos_embed = resample_pos_embed(
+            self.pos_embed,
+            self.grid_size,
+            (H // self.stride, W // self.stride),
+            self.num_prefix_tokens,
+            self.pos_embed_interp,
+        )
         x = self.pos_drop(x + pos_embed)
         if not self.with_cls_token:
-            x = x[:, self.num_prefix_tokens:]  # [B, N, D]: as MMSeg, the positions were added first
+            x = x[:, self.num_prefix_tokens :]  # [B, N, D]: as MMSeg, the positions were added first
         grid = (H // self.stride, W // self.stride)
         outs = []
         attns = [] if return_attn else None
@@ -266,7 +301,7 @@ class SegmenterViT(nn.Layer):
     def to_map(self, x: paddle.Tensor, grid: Tuple[int, int]) -> Union[paddle.Tensor, List[paddle.Tensor]]:
         """Tokens [B, T, D] -> patch map [B, D, gh, gw] (plus the class token [B, D] with output_cls_token)."""
         gh, gw = grid
-        patches = x[:, self.num_prefix_tokens:] if self.with_cls_token else x  # [B, N, D]
+        patches = x[:, self.num_prefix_tokens :] if self.with_cls_token else x  # [B, N, D]
         B = patches.shape[0]
         out = patches.reshape([B, gh, gw, -1]).transpose([0, 3, 1, 2])  # [B, N, D] -> [B, gh, gw, D] -> [B, D, gh, gw]
         return [out, x[:, 0]] if self.output_cls_token else out

@@ -1,4 +1,5 @@
 """Strict loading of local weight files into our Paddle layers; pos_embed is the one key that may be resampled."""
+
 from typing import Dict, Mapping
 
 import numpy as np
@@ -18,6 +19,7 @@ def read_state_dict(path: str) -> Dict[str, np.ndarray]:
     PyTorch files load with weights_only=True.
     """
     from segmenter.convert import load_weights
+
     return load_weights(path).state
 
 
@@ -25,8 +27,9 @@ def _resample(layer: nn.Layer, key: str, value: np.ndarray, target_shape) -> np.
     """Resample a pos_embed array to the grid `layer` (or its backbone) was built for."""
     vit = layer if hasattr(layer, "grid_size") else getattr(layer, "backbone", None)
     side = square_grid_side(key, value, vit.num_prefix_tokens, target_shape)
-    out = resample_pos_embed(paddle.to_tensor(value), (side, side), vit.grid_size,
-                             vit.num_prefix_tokens, vit.pos_embed_interp)
+    out = resample_pos_embed(
+        paddle.to_tensor(value), (side, side), vit.grid_size, vit.num_prefix_tokens, vit.pos_embed_interp
+    )
     return out.numpy()
 
 
@@ -34,8 +37,9 @@ def load_state_dict_strict(layer: nn.Layer, state: Mapping[str, np.ndarray], sou
     """Set every parameter of `layer` from `state`; missing, unexpected or mis-shaped keys are errors."""
     target = layer.state_dict()
     shapes = {k: list(p.shape) for k, p in target.items()}
-    values = match_state(shapes, state, source, type(layer).__name__,
-                         lambda key, value, shape: _resample(layer, key, value, shape))
+    values = match_state(
+        shapes, state, source, type(layer).__name__, lambda key, value, shape: _resample(layer, key, value, shape)
+    )
     layer.set_state_dict({k: v.astype(str(target[k].dtype).replace("paddle.", "")) for k, v in values.items()})
 
 

@@ -1,4 +1,5 @@
 """Build the PyTorch twin from the same YAML configs PaddleSeg reads, without Paddle."""
+
 import copy
 import inspect
 import os
@@ -64,7 +65,9 @@ def build_model(config: Union[str, Dict[str, Any]]) -> Segmenter:
         data = cfg.get("train_dataset") or {}
         num_classes = data.get("num_classes", DATASET_CLASSES.get(data.get("type")))
         if num_classes is None:
-            raise ValueError(f"model.num_classes is not set and train_dataset type {data.get('type')!r} has no "
-                             f"known class count; set model.num_classes in the config.")
+            raise ValueError(
+                f"model.num_classes is not set and train_dataset type {data.get('type')!r} has no "
+                f"known class count; set model.num_classes in the config."
+            )
         model["num_classes"] = num_classes
     return _build(model, "model")

@@ -2,6 +2,7 @@
 
 Mirrors `segmenter/models/layers.py` line for line; only the framework spelling differs.
 """
+
 from typing import Optional, Tuple, Union
 
 import torch
@@ -51,22 +52,24 @@ class Mlp(nn.Module):
 class Attention(nn.Module):
     """Multi-head self-attention with one fused qkv projection."""
 
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.0,
-                 proj_drop: float = 0.0):
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.0, proj_drop: float = 0.0):
         super().__init__()
         if dim % num_heads != 0:
-            raise ValueError(f"Attention: dim={dim} is not divisible by num_heads={num_heads}; "
-                             f"choose num_heads among the divisors of {dim}.")
+            raise ValueError(
+                f"Attention: dim={dim} is not divisible by num_heads={num_heads}; "
+                f"choose num_heads among the divisors of {dim}."
+            )
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
-        self.scale = self.head_dim ** -0.5
+        self.scale = self.head_dim**-0.5
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.attn_drop = nn.Dropout(attn_drop)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
-    def forward(self, x: torch.Tensor, return_attn: bool = False
-                ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
+    def forward(
+        self, x: torch.Tensor, return_attn: bool = False
+    ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
         """Returns the attended tokens, plus the attention weights [B, heads, N, N] if `return_attn`."""
         # Heads are split and stacked into contiguous tensors rather than reshaped and transposed into views:
         # with batch > 1 paddle 3.3's CPU kernels on such 4-D strided views (scale, matmul, reshape) ran up to
@@ -74,7 +77,7 @@ class Attention(nn.Module):
         # zero-filled full-size gradient per index in the backward (BENCHMARKS.md, "Where the time goes").
         h = self.num_heads
         parts = self.qkv(x).chunk(3 * h, dim=-1)  # [B, N, 3C] -> 3 * heads x [B, N, hd]
-        q, k, v = (torch.stack(parts[i * h:(i + 1) * h], dim=1) for i in range(3))  # 3 x [B, heads, N, hd]
+        q, k, v = (torch.stack(parts[i * h : (i + 1) * h], dim=1) for i in range(3))  # 3 x [B, heads, N, hd]
         if not return_attn:
             # Fused attention, 12% faster forward and 10% faster forward+backward for ViT-S at 1025 tokens on CPU.
             # q is scaled first, as in the explicit form: it keeps the twin parity tests within their limits,
@@ -82,8 +85,9 @@ class Attention(nn.Module):
             # Paddle keeps the explicit product: its F.scaled_dot_product_attention is no faster on CPU; it attends
             # in query chunks (chunked_attention) past ATTN_CHUNK tokens where torch's fused CPU kernel works in
             # blocks, so neither holds the [N, N] map at inference.
-            x = F.scaled_dot_product_attention(q * self.scale, k, v, scale=1.0,
-                                               dropout_p=self.attn_drop.p if self.training else 0.0)
+            x = F.scaled_dot_product_attention(
+                q * self.scale, k, v, scale=1.0, dropout_p=self.attn_drop.p if self.training else 0.0
+            )
             x = torch.cat(x.unbind(1), dim=-1)  # [B, heads, N, hd] -> heads x [B, N, hd] -> [B, N, C]
             return self.proj_drop(self.proj(x))
         attn = torch.matmul(q * self.scale, k.transpose(-2, -1))  # [B, heads, N, N]
@@ -113,13 +117,25 @@ class Block(nn.Module):
     `mlp_drop` sets the MLP's dropout apart from `dropout` (MMSeg v0.13's ViT feeds its drop-path rate there).
     """
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
-                 dropout: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0,
-                 norm_eps: float = 1e-5, layer_scale_init: Optional[float] = None, mlp_drop: Optional[float] = None):
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        dropout: float = 0.0,
+        attn_drop: float = 0.0,
+        drop_path: float = 0.0,
+        norm_eps: float = 1e-5,
+        layer_scale_init: Optional[float] = None,
+        mlp_drop: Optional[float] = None,
+    ):
         super().__init__()
         if layer_scale_init is not None and not layer_scale_init > 0:
-            raise ValueError(f"backbone.layer_scale_init: {layer_scale_init!r} is not a layer scale; write a positive "
-                             f"value (e.g. 1e-5), or null for none (what timm's and mmpretrain's 0 means).")
+            raise ValueError(
+                f"backbone.layer_scale_init: {layer_scale_init!r} is not a layer scale; write a positive "
+                f"value (e.g. 1e-5), or null for none (what timm's and mmpretrain's 0 means)."
+            )
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
         self.attn = Attention(dim, num_heads, qkv_bias, attn_drop, dropout)
         # None: no parameters at all, so weights saved without layer scale load strictly.
@@ -129,8 +145,9 @@ class Block(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio), dropout if mlp_drop is None else mlp_drop)
         self.ls2 = LayerScale(dim, layer_scale_init) if layer_scale_init is not None else nn.Identity()
 
-    def forward(self, x: torch.Tensor, return_attn: bool = False
-                ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
+    def forward(
+        self, x: torch.Tensor, return_attn: bool = False
+    ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
         """Returns the block output, plus its attention weights if `return_attn`."""
         y = self.attn(self.norm1(x), return_attn)
         attn = None

@@ -1,4 +1,5 @@
 """Linear decoder: one Linear(d_encoder, num_classes) per patch token (PyTorch)."""
+
 from typing import Tuple
 
 import torch

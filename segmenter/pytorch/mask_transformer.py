@@ -1,4 +1,5 @@
 """Mask-transformer decoder of Segmenter (PyTorch), computed as in the paper's code."""
+
 from typing import List, Tuple, Union
 
 import numpy as np
@@ -28,25 +29,27 @@ class MaskTransformer(nn.Module):
         norm_eps (float, optional): Epsilon of every decoder LayerNorm. Default: 1e-5.
     """
 
-    def __init__(self,
-                 num_classes: int,
-                 d_encoder: int,
-                 n_layers: int = 2,
-                 d_model: int = 384,
-                 n_heads: int = 6,
-                 mlp_ratio: float = 4.0,
-                 dropout: float = 0.0,
-                 drop_path_rate: float = 0.0,
-                 qkv_bias: bool = True,
-                 norm_eps: float = 1e-5):
+    def __init__(
+        self,
+        num_classes: int,
+        d_encoder: int,
+        n_layers: int = 2,
+        d_model: int = 384,
+        n_heads: int = 6,
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.0,
+        drop_path_rate: float = 0.0,
+        qkv_bias: bool = True,
+        norm_eps: float = 1e-5,
+    ):
         super().__init__()
         self.num_classes = num_classes
         self.n_layers = n_layers
-        self.scale = d_model ** -0.5  # only used to initialise the projections, as in the official code
+        self.scale = d_model**-0.5  # only used to initialise the projections, as in the official code
         dpr = np.linspace(0, drop_path_rate, n_layers).tolist()
-        self.blocks = nn.ModuleList([
-            Block(d_model, n_heads, mlp_ratio, qkv_bias, dropout, dropout, dpr[i], norm_eps) for i in range(n_layers)
-        ])
+        self.blocks = nn.ModuleList(
+            [Block(d_model, n_heads, mlp_ratio, qkv_bias, dropout, dropout, dpr[i], norm_eps) for i in range(n_layers)]
+        )
         self.cls_emb = nn.Parameter(torch.zeros(1, num_classes, d_model))
         _trunc_normal(self.cls_emb)
         self.proj_dec = nn.Linear(d_encoder, d_model)
@@ -56,8 +59,9 @@ class MaskTransformer(nn.Module):
         self.mask_norm = nn.LayerNorm(num_classes, eps=norm_eps)
         self.apply(init_weights)
 
-    def forward(self, x: torch.Tensor, grid: Tuple[int, int], return_attn: bool = False
-                ) -> Union[torch.Tensor, Tuple[torch.Tensor, List[torch.Tensor]]]:
+    def forward(
+        self, x: torch.Tensor, grid: Tuple[int, int], return_attn: bool = False
+    ) -> Union[torch.Tensor, Tuple[torch.Tensor, List[torch.Tensor]]]:
         """[B, N, D_enc] patch tokens on a gh x gw grid -> masks [B, num_classes, gh, gw]."""
         gh, gw = grid
         B = x.shape[0]
@@ -67,7 +71,7 @@ class MaskTransformer(nn.Module):
         for blk in self.blocks:
             x = run_block(blk, x, attns)
         x = self.decoder_norm(x)
-        patches, classes = x[:, :-self.num_classes], x[:, -self.num_classes:]
+        patches, classes = x[:, : -self.num_classes], x[:, -self.num_classes :]
         patches = torch.matmul(patches, self.proj_patch)
         classes = torch.matmul(classes, self.proj_classes)
         # plain L2 normalisation without eps, as the official code (F.normalize would add one)

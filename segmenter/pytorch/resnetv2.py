@@ -1,6 +1,7 @@
 """The ResNetV2 stem of the hybrid ViTs (PyTorch): timm's `vit_*_r50_*`, `vit_*_r26_*` and `vit_tiny_r_*`, as the
 original R50+ViT (Dosovitskiy et al., 2021) built it. Weight-standardised convs with TensorFlow "SAME" padding,
 GroupNorm 32 + ReLU, no pre-activation; parameter names follow timm's `patch_embed.backbone.*`."""
+
 import math
 from typing import List, Tuple
 
@@ -21,8 +22,9 @@ def same_pad(x: torch.Tensor, kernel_size: int, stride: int, value: float = 0.0)
     pad_w = max((math.ceil(W / stride) - 1) * stride + kernel_size - W, 0)
     if pad_h == 0 and pad_w == 0:
         return x
-    return F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2],
-                 value=value)  # [left, right, top, bottom]
+    return F.pad(
+        x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2], value=value
+    )  # [left, right, top, bottom]
 
 
 class StdConv2dSame(nn.Module):
@@ -123,10 +125,12 @@ class ResNetStage(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, stride: int, depth: int):
         super().__init__()
-        self.blocks = nn.Sequential(*[
-            Bottleneck(in_channels if i == 0 else out_channels, out_channels, stride if i == 0 else 1, i == 0)
-            for i in range(depth)
-        ])
+        self.blocks = nn.Sequential(
+            *[
+                Bottleneck(in_channels if i == 0 else out_channels, out_channels, stride if i == 0 else 1, i == 0)
+                for i in range(depth)
+            ]
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.blocks(x)
@@ -138,10 +142,10 @@ class ResNetV2(nn.Module):
     def __init__(self, layers: List[int], in_channels: int):
         super().__init__()
         self.stem = Stem(in_channels)
-        widths = [STEM_WIDTH] + list(STAGE_WIDTHS[:len(layers)])
-        self.stages = nn.Sequential(*[
-            ResNetStage(widths[i], widths[i + 1], 1 if i == 0 else 2, d) for i, d in enumerate(layers)
-        ])
+        widths = [STEM_WIDTH] + list(STAGE_WIDTHS[: len(layers)])
+        self.stages = nn.Sequential(
+            *[ResNetStage(widths[i], widths[i + 1], 1 if i == 0 else 2, d) for i, d in enumerate(layers)]
+        )
         self.out_channels = widths[-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -151,8 +155,10 @@ class ResNetV2(nn.Module):
 def stem_geometry(layers: List[int]) -> Tuple[int, int]:
     """(stride, channels) of the map a ResNetV2 with these stages (none: the stem alone) produces."""
     if len(layers) > len(STAGE_WIDTHS):
-        raise ValueError(f"SegmenterViT: stem_layers={list(layers)}, but a ResNetV2 has at most {len(STAGE_WIDTHS)} "
-                         f"stages; give one bottleneck count per stage, e.g. [3, 4, 9] (R50, stride 16).")
+        raise ValueError(
+            f"SegmenterViT: stem_layers={list(layers)}, but a ResNetV2 has at most {len(STAGE_WIDTHS)} "
+            f"stages; give one bottleneck count per stage, e.g. [3, 4, 9] (R50, stride 16)."
+        )
     if not layers:
         return STEM_STRIDE, STEM_WIDTH
     return STEM_STRIDE * 2 ** (len(layers) - 1), STAGE_WIDTHS[len(layers) - 1]

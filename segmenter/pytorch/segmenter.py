@@ -1,4 +1,5 @@
 """The Segmenter model: pad -> ViT encoder -> drop prefix tokens -> decoder -> upsample -> crop (PyTorch)."""
+
 import inspect
 from typing import Any, Dict, List, Optional
 
@@ -66,16 +67,20 @@ class Segmenter(nn.Module):
         pretrained (str, optional): Local path of weights for the whole model, loaded strictly. Default: None.
     """
 
-    def __init__(self,
-                 num_classes: int,
-                 backbone: SegmenterViT,
-                 decoder: Dict[str, Any],
-                 logits_resize: str = "crop",
-                 pretrained: Optional[str] = None):
+    def __init__(
+        self,
+        num_classes: int,
+        backbone: SegmenterViT,
+        decoder: Dict[str, Any],
+        logits_resize: str = "crop",
+        pretrained: Optional[str] = None,
+    ):
         super().__init__()
         if not isinstance(backbone, SegmenterViT):
-            raise TypeError(f"Segmenter.backbone must be a SegmenterViT (type: SegmenterViT in the YAML); "
-                            f"got {type(backbone).__name__}.")
+            raise TypeError(
+                f"Segmenter.backbone must be a SegmenterViT (type: SegmenterViT in the YAML); "
+                f"got {type(backbone).__name__}."
+            )
         if logits_resize not in LOGITS_RESIZES:
             raise ValueError(f"Segmenter.logits_resize is {logits_resize!r}; set it to one of {LOGITS_RESIZES}.")
         self.num_classes = num_classes
@@ -87,6 +92,7 @@ class Segmenter(nn.Module):
         self.pretrained = pretrained
         if pretrained is not None:
             from segmenter.pytorch.weights import load_pretrained
+
             load_pretrained(self, pretrained)
 
     def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
@@ -95,7 +101,7 @@ class Segmenter(nn.Module):
         x = pad_to_patch(x, self.patch_size)
         Hp, Wp = x.shape[2], x.shape[3]
         tokens = self.backbone(x)  # [B, prefix + N, D]
-        tokens = tokens[:, self.backbone.num_prefix_tokens:]  # [B, N, D]
+        tokens = tokens[:, self.backbone.num_prefix_tokens :]  # [B, N, D]
         masks = self.decoder(tokens, (Hp // self.patch_size, Wp // self.patch_size))  # [B, n_cls, gh, gw]
         if self.logits_resize == "stretch":
             return [upsample_bilinear(masks, [H, W])]

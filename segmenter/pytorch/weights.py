@@ -3,6 +3,7 @@
 Twin of `segmenter/models/weights.py`: any file `segmenter.convert` reads (ours, official, PaddleSeg, timm,
 .npz) is accepted; it arrives in the canonical (Paddle) layout and its Linear weights are transposed here.
 """
+
 from typing import Dict, Mapping
 
 import numpy as np
@@ -16,6 +17,7 @@ from segmenter.pytorch.pos_embed import resample_pos_embed
 def read_state_dict(path: str) -> Dict[str, np.ndarray]:
     """Read any supported weights file into {key: array} in our PyTorch layout (`backbone.*`, `decoder.*`)."""
     from segmenter.convert import load_weights, to_layout
+
     return to_layout(load_weights(path).state, "torch")
 
 
@@ -23,8 +25,9 @@ def _resample(layer: nn.Module, key: str, value: np.ndarray, target_shape) -> np
     """Resample a pos_embed array to the grid `layer` (or its backbone) was built for."""
     vit = layer if hasattr(layer, "grid_size") else getattr(layer, "backbone", None)
     side = square_grid_side(key, value, vit.num_prefix_tokens, target_shape)
-    out = resample_pos_embed(torch.from_numpy(value), (side, side), vit.grid_size,
-                             vit.num_prefix_tokens, vit.pos_embed_interp)
+    out = resample_pos_embed(
+        torch.from_numpy(value), (side, side), vit.grid_size, vit.num_prefix_tokens, vit.pos_embed_interp
+    )
     return out.numpy()
 
 
@@ -32,10 +35,12 @@ def load_state_dict_strict(layer: nn.Module, state: Mapping[str, np.ndarray], so
     """Set every parameter of `layer` from `state`; missing, unexpected or mis-shaped keys are errors."""
     target = layer.state_dict()
     shapes = {k: list(p.shape) for k, p in target.items()}
-    values = match_state(shapes, state, source, type(layer).__name__,
-                         lambda key, value, shape: _resample(layer, key, value, shape))
-    layer.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)).to(target[k].dtype)
-                           for k, v in values.items()}, strict=True)
+    values = match_state(
+        shapes, state, source, type(layer).__name__, lambda key, value, shape: _resample(layer, key, value, shape)
+    )
+    layer.load_state_dict(
+        {k: torch.from_numpy(np.ascontiguousarray(v)).to(target[k].dtype) for k, v in values.items()}, strict=True
+    )
 
 
 def load_pretrained(layer: nn.Module, path: str) -> None:

@@ -1,4 +1,5 @@
 """Training curves (loss, learning rate, validation mIoU) as one PNG that explains its empty panels."""
+
 import os
 
 AXES = {"loss": "training loss", "lr": "learning rate", "mIoU": "validation mIoU"}
@@ -8,8 +9,10 @@ def plot_curves(history: dict, path: str) -> dict:
     """history {"loss"|"lr"|"mIoU": [(iter, value), ...]} -> one PNG of three labelled panels; returns what each
     panel shows: "curve" or the note written on an empty one."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
     shown = {}
     for ax, key in zip(axes, ("loss", "lr", "mIoU")):

@@ -1,4 +1,5 @@
 """Class colours, class names and a colour legend that names them."""
+
 from typing import Optional, Sequence
 
 import numpy as np
@@ -22,13 +23,15 @@ def palette(n: int) -> np.ndarray:
     return pal
 
 
-def class_names(num_classes: int, dataset_type: Optional[str] = None,
-                names: Optional[Sequence[str]] = None) -> list[str]:
+def class_names(
+    num_classes: int, dataset_type: Optional[str] = None, names: Optional[Sequence[str]] = None
+) -> list[str]:
     """Names of the classes: `names` if given, the standard names of a built-in dataset type, else 'class i'."""
     if names is not None and len(names) != num_classes:
         raise ValueError(f"class_names: {len(names)} names for {num_classes} classes; give one name per class.")
     if names is None and dataset_type == "SegmenterShapes":
         from segmenter.datasets.shapes import SHAPES
+
         names = SHAPES
     elif names is None and len(BUILT_IN.get(dataset_type, ())) == num_classes:
         names = BUILT_IN[dataset_type]
@@ -55,8 +58,14 @@ def font(size: int = 12) -> ImageFont.ImageFont:
     return ImageFont.load_default(size=size)
 
 
-def legend(names: Sequence[str], pal: np.ndarray, width: int, classes: Optional[Sequence[int]] = None,
-           row_height: int = 16, extra: Sequence[tuple] = ()) -> np.ndarray:
+def legend(
+    names: Sequence[str],
+    pal: np.ndarray,
+    width: int,
+    classes: Optional[Sequence[int]] = None,
+    row_height: int = 16,
+    extra: Sequence[tuple] = (),
+) -> np.ndarray:
     """A white strip [h, width, 3] uint8 of colour swatches with class names, wrapped to `width`.
 
     classes: which classes to list (default: all); a legend of 150 ADE20K classes is better cut to those present.

@@ -1,4 +1,5 @@
 """image | ground truth | prediction panels with titles and a colour legend (numpy in, RGB uint8 out)."""
+
 import math
 from typing import Optional, Sequence
 
@@ -18,8 +19,15 @@ def tile_scale(h: int, w: int) -> int:
     return max(1, math.ceil(MIN_TILE / max(h, w)))
 
 
-def panel(image: np.ndarray, label: Optional[np.ndarray], pred: np.ndarray, names: Sequence[str], pal: np.ndarray,
-          title: str = "", ignore_index: int = 255) -> np.ndarray:
+def panel(
+    image: np.ndarray,
+    label: Optional[np.ndarray],
+    pred: np.ndarray,
+    names: Sequence[str],
+    pal: np.ndarray,
+    title: str = "",
+    ignore_index: int = 255,
+) -> np.ndarray:
     """RGB uint8 [H, W, 3] image, label [H, W] (or None) and prediction [H, W] -> one RGB uint8 panel.
 
     Tiles: image, ground truth (ignored pixels white), prediction, each enlarged tile_scale(H, W) times (nearest);
@@ -28,8 +36,10 @@ def panel(image: np.ndarray, label: Optional[np.ndarray], pred: np.ndarray, name
     """
     h, w = pred.shape
     if image.shape[:2] != (h, w) or (label is not None and label.shape != (h, w)):
-        raise ValueError(f"panel: image {image.shape[:2]}, label {None if label is None else label.shape} and "
-                         f"prediction {pred.shape} must have one size; resize them to the label's first.")
+        raise ValueError(
+            f"panel: image {image.shape[:2]}, label {None if label is None else label.shape} and "
+            f"prediction {pred.shape} must have one size; resize them to the label's first."
+        )
     tiles = [("image", image)]
     if label is not None:
         tiles.append(("ground truth", colorize(label, pal, ignore_index)))

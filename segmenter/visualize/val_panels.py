@@ -1,5 +1,6 @@
 """Panels of validation images from the Paddle model: logged to VisualDL during training, or the worst and best
 images by IoU saved by tools/val.py --save_panels."""
+
 import os
 from typing import Optional, Sequence
 
@@ -32,8 +33,9 @@ def display_image(dataset, sample: dict) -> np.ndarray:
     return (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8).transpose(1, 2, 0)  # [3, H, W] -> [H, W, 3]
 
 
-def sample_panel(model, dataset, idx: int, names: Sequence[str], pal: np.ndarray, infer_kwargs: dict,
-                 title: str = "") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def sample_panel(
+    model, dataset, idx: int, names: Sequence[str], pal: np.ndarray, infer_kwargs: dict, title: str = ""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(panel, prediction, label) of dataset[idx] predicted as evaluate() does: the probabilities are brought back
     to the label's (original) size through the sample's trans_info, and the picture is resized to it."""
     s = dataset[idx]
@@ -53,8 +55,16 @@ def names_of(dataset, num_classes: int, names: Optional[list] = None) -> list[st
     return class_names(num_classes, type(dataset).__name__, names or getattr(dataset, "CLASS_NAMES", None))
 
 
-def log_panels(writer, model, dataset, num_classes: int, step: int, infer_kwargs: Optional[dict] = None,
-               count: int = 4, names: Optional[list] = None) -> list[str]:
+def log_panels(
+    writer,
+    model,
+    dataset,
+    num_classes: int,
+    step: int,
+    infer_kwargs: Optional[dict] = None,
+    count: int = 4,
+    names: Optional[list] = None,
+) -> list[str]:
     """Log the first `count` validation images as image | ground truth | prediction under the VisualDL Images tags
     `Evaluate/panel_<i>` at `step`; the same images every evaluation, so the slider shows training progress."""
     was_training = model.training
@@ -77,8 +87,9 @@ def image_iou(pred: np.ndarray, label: np.ndarray, num_classes: int, ignore_inde
     return float((inter[union > 0] / union[union > 0]).mean()) if (union > 0).any() else 1.0
 
 
-def save_extreme_panels(model, dataset, num_classes: int, n: int, save_dir: str, infer_kwargs: dict,
-                        names: Optional[list] = None) -> list[str]:
+def save_extreme_panels(
+    model, dataset, num_classes: int, n: int, save_dir: str, infer_kwargs: dict, names: Optional[list] = None
+) -> list[str]:
     """Predict every image, then write the n worst and n best by image mIoU as
     save_dir/{worst,best}_<rank>_img<idx>_iou<value>.png; returns the paths (worst first)."""
     names, pal = names_of(dataset, num_classes, names), palette(num_classes)
@@ -96,4 +107,3 @@ def save_extreme_panels(model, dataset, num_classes: int, n: int, save_dir: str,
         paths.append(os.path.join(save_dir, f"{kind}_{r % n}_img{i}_iou{iou:.3f}.png"))
         Image.fromarray(img).save(paths[-1])
     return paths
-

@@ -9,6 +9,7 @@ truth/prediction tiles (black backgrounds) in it and checks that they are square
 Needs `chromium` (apt-get install chromium). VisualDL 2.5.3 answers 500 to a page request without an
 Accept-Language header (its locale cookie is None under current werkzeug); Chromium sends one.
 """
+
 import argparse
 import io
 import json
@@ -41,6 +42,7 @@ def get(url: str) -> bytes:
 def black_squares(shot: np.ndarray, min_side: int = 40) -> list[tuple[int, int, int, int]]:
     """Bounding boxes (y, x, h, w) of the large pure-black regions of a screenshot (the tiles' backgrounds)."""
     from scipy import ndimage
+
     lab, n = ndimage.label((shot[..., :3] == 0).all(-1))
     boxes = []
     for sl in ndimage.find_objects(lab):
@@ -58,9 +60,20 @@ def main(argv=None) -> dict:
     ap.add_argument("--window", type=int, nargs=2, default=[1400, 1100], metavar=("W", "H"))
     a = ap.parse_args(argv)
     port = free_port()
-    server = subprocess.Popen([shutil.which("visualdl") or "visualdl", "--logdir", a.logdir, "--host", "127.0.0.1",
-                               "--port", str(port), "--disable-telemetry"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [
+            shutil.which("visualdl") or "visualdl",
+            "--logdir",
+            a.logdir,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--disable-telemetry",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}/app"
     try:
         for _ in range(120):
@@ -73,8 +86,9 @@ def main(argv=None) -> dict:
             raise RuntimeError(f"VisualDL did not answer on {base} within 60 s")
         run, names = tags["runs"][0], sorted(tags["tags"][0])
         if not [t for t in names if t.startswith("Evaluate/panel_")]:
-            raise ValueError(f"{a.logdir} has no Evaluate/panel_* image tags ({names}); "
-                             "train with --use_vdl --do_eval.")
+            raise ValueError(
+                f"{a.logdir} has no Evaluate/panel_* image tags ({names}); train with --use_vdl --do_eval."
+            )
         s = a.image_size * tile_scale(a.image_size, a.image_size)  # the panels enlarge small images
         width = 3 * s + 2 * GAP
         sizes = {}
@@ -85,10 +99,23 @@ def main(argv=None) -> dict:
             if img.size[0] != width or img.size[1] <= TITLE_H + s:
                 raise AssertionError(f"{tag}: panel {img.size} is not {width} wide and taller than {TITLE_H + s}")
         os.makedirs(os.path.dirname(os.path.abspath(a.save)), exist_ok=True)
-        subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                        "--lang=en-US", f"--window-size={a.window[0]},{a.window[1]}", "--virtual-time-budget=15000",
-                        f"--screenshot={os.path.abspath(a.save)}", base + "/image"],
-                       check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            [
+                "chromium",
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--hide-scrollbars",
+                "--lang=en-US",
+                f"--window-size={a.window[0]},{a.window[1]}",
+                "--virtual-time-budget=15000",
+                f"--screenshot={os.path.abspath(a.save)}",
+                base + "/image",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -96,8 +123,9 @@ def main(argv=None) -> dict:
     tiles = black_squares(shot)
     sides = [max(h, w) for _, _, h, w in tiles]
     if len(tiles) < 2 * len(names):
-        raise AssertionError(f"{a.save}: {len(tiles)} black tiles, expected the truth and prediction tiles of "
-                             f"{len(names)} panels")
+        raise AssertionError(
+            f"{a.save}: {len(tiles)} black tiles, expected the truth and prediction tiles of {len(names)} panels"
+        )
     scale = float(np.median(sides)) / s  # the page shrinks or stretches the panels to its cards
     rows: dict = {}
     for y, x, _, _ in tiles:

@@ -1,4 +1,5 @@
 """MultiLevelNeck (MMSeg): same-width ViT maps rescaled into a pyramid for UPerHead (Paddle)."""
+
 from typing import List, Sequence
 
 import paddle
@@ -34,16 +35,20 @@ class MultiLevelNeck(nn.Layer):
         super().__init__()
         self.in_channels = list(in_channels)
         self.scales = [float(s) for s in scales]
-        self.lateral_convs = nn.LayerList([ConvModule(c, out_channels, 1, norm=False, act=False)
-                                           for c in self.in_channels])
-        self.convs = nn.LayerList([ConvModule(out_channels, out_channels, 3, norm=False, act=False)
-                                   for _ in self.scales])
+        self.lateral_convs = nn.LayerList(
+            [ConvModule(c, out_channels, 1, norm=False, act=False) for c in self.in_channels]
+        )
+        self.convs = nn.LayerList(
+            [ConvModule(out_channels, out_channels, 3, norm=False, act=False) for _ in self.scales]
+        )
 
     def forward(self, inputs: Sequence[paddle.Tensor]) -> List[paddle.Tensor]:
         """len(in_channels) maps [B, C_i, h, w] -> len(scales) maps [B, out, h * s, w * s]."""
         if len(inputs) != len(self.in_channels):
-            raise ValueError(f"MultiLevelNeck: got {len(inputs)} maps for in_channels={self.in_channels}; "
-                             f"set backbone.out_indices to {len(self.in_channels)} blocks.")
+            raise ValueError(
+                f"MultiLevelNeck: got {len(inputs)} maps for in_channels={self.in_channels}; "
+                f"set backbone.out_indices to {len(self.in_channels)} blocks."
+            )
         x = [conv(inputs[i]) for i, conv in enumerate(self.lateral_convs)]
         if len(x) == 1:  # one input feeds every scale, as in MMSeg
             x = x * len(self.scales)

@@ -1,4 +1,5 @@
 """UPerHead (Xiao et al., UPerNet, ECCV 2018) as MMSeg builds it: PPM on the last map + FPN (PyTorch)."""
+
 from typing import List, Sequence
 
 import torch
@@ -26,8 +27,14 @@ class UPerHead(nn.Module):
         dropout (float, optional): Channel dropout before the classifier. Default: 0.1.
     """
 
-    def __init__(self, num_classes: int, in_channels: List[int], channels: int = 512,
-                 pool_scales: Sequence[int] = (1, 2, 3, 6), dropout: float = 0.1):
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: List[int],
+        channels: int = 512,
+        pool_scales: Sequence[int] = (1, 2, 3, 6),
+        dropout: float = 0.1,
+    ):
         super().__init__()
         self.in_channels = list(in_channels)
         self.pool_scales = list(pool_scales)
@@ -42,8 +49,9 @@ class UPerHead(nn.Module):
     def psp_forward(self, x: torch.Tensor) -> torch.Tensor:
         """Pool the last map to each scale, convolve, upsample back, concatenate with it and fuse."""
         size = x.shape[2:]
-        pooled = [resize(conv(F.adaptive_avg_pool2d(x, s)), size) for s, conv in zip(self.pool_scales,
-                                                                                    self.psp_modules)]
+        pooled = [
+            resize(conv(F.adaptive_avg_pool2d(x, s)), size) for s, conv in zip(self.pool_scales, self.psp_modules)
+        ]
         return self.bottleneck(torch.cat([x] + pooled, dim=1))  # [B, C + n * ch, h, w] -> [B, ch, h, w]
 
     def forward(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
