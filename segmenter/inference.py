@@ -162,8 +162,8 @@ class Inferencer(BaseInferencer):
         batch_size: images of one size run together, this many at a time. Default: 4.
         opts: config overrides ["key=value", ...], as the tools' --opts. Default: None.
         verbose: log PaddleSeg's build messages with the resolved config. Default: False.
-        **overrides: is_slide, crop_size, stride, window_batch_size, flip_horizontal, scales, fast_path (False:
-            the dygraph model; default: each input size compiled once, as segmenter.engine.compiled explains;
+        **overrides: is_slide, crop_size, stride, window_batch_size, flip_horizontal, scales, fast_path (default
+            False, the dygraph model; True: each input size compiled once, as segmenter.engine.compiled explains;
             changing `self.model`'s weights afterwards needs a new Inferencer).
     """
 

@@ -124,6 +124,11 @@ MISTAKES = (
     ]
     + [(t, ["--bogus_flag"], "--bogus_flag") for t in TOOLS]
     + [("train", ["--confg", "{cfg}"], "--config")]
+    # --opts as PaddleSeg takes it: key=value with the key's full path (PaddleSeg itself asserts, with a traceback)
+    + [
+        ("val", ["--config", "{cfg}", "--model_path", "{run}/best_model", "--opts", "model.backbone.depth"], "--opts"),
+        ("train", ["--config", "{cfg}", "--opts", "backbone.depth=1"], "backbone.depth"),
+    ]
     + (
         []
         if CUDA

@@ -74,10 +74,11 @@ def test_whole_image_sizes_compile_on_second_sight():
 
 def test_switches_turn_the_fast_path_off(monkeypatch):
     m = tiny(DECODERS[0])
+    assert inference_model(m) is m, "the compiled path is opt-in"
+    assert isinstance(inference_model(m, True), CompiledModel)
+    monkeypatch.setenv("SEGMENTER_FAST_PATH", "1")
     assert isinstance(inference_model(m), CompiledModel)
     assert inference_model(m, False) is m
-    monkeypatch.setenv("SEGMENTER_FAST_PATH", "0")
-    assert inference_model(m) is m
 
 
 def test_export_failure_falls_back_to_dygraph(monkeypatch):
@@ -113,7 +114,7 @@ def test_inferencer_flag(tmp_path, monkeypatch):
     monkeypatch.setattr(compiled, "inference_model", spy)
     paddle.seed(0)
     cfg = write_tiny_config(tmp_path)
-    seg_fast, seg_slow = Inferencer(cfg), Inferencer(cfg, fast_path=False)
+    seg_fast, seg_slow = Inferencer(cfg, fast_path=True), Inferencer(cfg)
     assert made == [True, False] and isinstance(seg_fast.net, CompiledModel) and seg_slow.net is seg_slow.model
     seg_slow.model.set_state_dict(seg_fast.model.state_dict())
     img = np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)

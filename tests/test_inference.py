@@ -129,3 +129,17 @@ def test_val_transforms_as_tools_predict(tmp_path):
         assert r.pred.shape == imgs[i].shape[:2], f"image {i}: {r.pred.shape} vs {imgs[i].shape[:2]}"
         want = np.asarray(Image.open(tmp_path / "out" / "pseudo_color" / f"{i}.png").convert("RGB"))
         assert np.array_equal(pal[r.pred], want), f"image {i}: {(pal[r.pred] != want).any(2).sum()} pixels differ"
+
+
+@pytest.mark.parametrize("cls", [Inferencer, TorchInferencer], ids=["paddle", "torch"])
+def test_a_misspelt_option_is_refused_naming_it(cls, tmp_path):
+    """A typo in an inference option (flip_horizantal=True) must not run the model without the option."""
+    cfg = write_tiny_config(tmp_path)
+    with pytest.raises(TypeError, match=r"unknown inference option\(s\) \['crop_sise', 'flip_horizantal'\]"):
+        cls(cfg, None, flip_horizantal=True, crop_sise=(32, 32))
+    assert cls(cfg, None, flip_horizontal=True).infer_kwargs["flip_horizontal"] is True
+
+
+def test_the_twin_says_opts_are_the_paddle_inferencers(tmp_path):
+    with pytest.raises(TypeError, match=r"opts/verbose are the Paddle Inferencer's"):
+        TorchInferencer(write_tiny_config(tmp_path), None, opts=["model.backbone.depth=1"])

@@ -8,8 +8,9 @@
 Every other config goes through PaddleSeg's own checks and builder unchanged.
 """
 
+import contextlib
 from functools import cached_property
-from typing import Optional
+from typing import Iterator, Optional
 
 import paddle
 from paddleseg.cvlibs import SegBuilder
@@ -48,7 +49,8 @@ class Builder(SegBuilder):
             or data.get("type") == "Dataset"
             or (self.config.train_dataset_cfg and hasattr(self.train_dataset_class, "NUM_CLASSES"))
         ):
-            return super().model  # PaddleSeg's own rules
+            with self.quiet():  # PaddleSeg's own rules
+                return super().model
         model_cfg = self.config.model_cfg
         n = data.get("num_classes", model_cfg.get("num_classes"))
         if n is None:
@@ -68,16 +70,23 @@ class Builder(SegBuilder):
         if getattr(self.config, "verbose", False):
             super().show_msg(name, cfg)
 
-    def _build_loss(self, loss_name: str, loss_cfg: dict):
-        """PaddleSeg's, whose warning that it copied the dataset's ignore_index into a loss lacking one (a default
-        filled in as intended, as in every config of configs/) is shown only with --verbose."""
+    @contextlib.contextmanager
+    def quiet(self) -> Iterator[None]:
+        """PaddleSeg's warnings that it filled in a default as intended (the dataset's num_classes and in_channels
+        copied into the model, its ignore_index into a loss lacking one, as in every config of configs/): shown
+        only with --verbose."""
         if getattr(self.config, "verbose", False):
-            return super()._build_loss(loss_name, loss_cfg)
+            yield
+            return
         level, logger.log_level = logger.log_level, 0  # errors only
         try:
-            return super()._build_loss(loss_name, loss_cfg)
+            yield
         finally:
             logger.log_level = level
+
+    def _build_loss(self, loss_name: str, loss_cfg: dict):
+        with self.quiet():
+            return super()._build_loss(loss_name, loss_cfg)
 
     @cached_property
     def train_dataset(self) -> paddle.io.Dataset:

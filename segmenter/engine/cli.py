@@ -138,15 +138,15 @@ def add_inference(p: argparse.ArgumentParser, aug: str) -> None:
         "--crop_size",
         type=int,
         nargs=2,
-        metavar=("H", "W"),
-        help="window size for --is_slide (default: test_config.crop_size)",
+        metavar=("W", "H"),
+        help="window width and height for --is_slide, PaddleSeg's order (default: test_config.crop_size)",
     )
     p.add_argument(
         "--stride",
         type=int,
         nargs=2,
-        metavar=("H", "W"),
-        help="window stride for --is_slide (default: test_config.stride)",
+        metavar=("W", "H"),
+        help="window stride across and down for --is_slide, PaddleSeg's order (default: test_config.stride)",
     )
     p.add_argument("--window_batch_size", type=int, help="windows run together (default: 1)")
     p.add_argument(

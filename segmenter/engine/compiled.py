@@ -1,4 +1,4 @@
-"""The default inference path: the model exported once per input size and run by a `paddle.inference` predictor.
+"""The compiled inference path (opt-in): the model exported once per input size and run by a `paddle.inference` predictor.
 
 Evaluation (whole, slide, flip, multi-scale), tools/predict.py and the Inferencer call `model(x)[0]` through
 `inference_model(model)`. A `CompiledModel` traces the eval-mode model (`segmenter.deploy.export`, batch left
@@ -8,8 +8,10 @@ size seen once (whole-image inference over images of many sizes) never pays the 
 checked once on the input that compiled it against the dygraph model (oneDNN, else MKL, else dygraph). Results
 equal the dygraph model's within 1e-5 (tests/test_compiled.py); measured speed in docs/benchmarks.md.
 
-Turn it off with `test_config: {fast_path: false}` in the YAML, `SEGMENTER_FAST_PATH=0` in the environment, or
-`Inferencer(..., fast_path=False)`. The weights are read at compile time: build a new CompiledModel after changing
+It is opt-in: `test_config: {fast_path: true}` in the YAML, `SEGMENTER_FAST_PATH=1` in the environment, or
+`Inferencer(..., fast_path=True)`. It is not the default because its first call at a size (export plus the check)
+can take several GB more than the dygraph forward: 7 GB for a whole 2048x1024 image, and a hybrid R50 ViT at
+ADE20K's val size went past 9.8 GB where the dygraph model peaks at 3.7 GB. The weights are read at compile time: build a new CompiledModel after changing
 them (evaluate() builds one per call, so evaluation during training sees the current weights).
 """
 
@@ -28,9 +30,9 @@ CHECK_TOL = 1e-4  # a compiled size is checked once against dygraph: max|diff| <
 
 
 def fast_path_enabled(flag: Optional[bool] = None) -> bool:
-    """The fast path runs unless `flag` is False or the environment says SEGMENTER_FAST_PATH=0; it needs a CPU
-    build (on a GPU the dygraph model runs, see docs/benchmarks.md)."""
-    if flag is False or os.environ.get("SEGMENTER_FAST_PATH", "1") == "0":
+    """The fast path runs when `flag` is True, or `flag` is None and the environment says SEGMENTER_FAST_PATH=1; it
+    needs a CPU build (on a GPU the dygraph model runs, see docs/benchmarks.md)."""
+    if flag is False or (flag is None and os.environ.get("SEGMENTER_FAST_PATH", "0") != "1"):
         return False
     return paddle.get_device() == "cpu"
 

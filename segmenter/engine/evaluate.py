@@ -34,7 +34,7 @@ def evaluate(
     scales=(1.0,),
     ignore_index: int = 255,
     progress: bool = True,
-    fast_path: bool = True,
+    fast_path: bool = False,
 ) -> dict:
     """Metrics of model on dataset; with several ranks each takes every world_size-th image and counts are summed.
     With flip or scales, out["plain"] holds the metrics of the same run's unaugmented (scale 1.0, no flip) pass,

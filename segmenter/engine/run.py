@@ -17,7 +17,7 @@ from segmenter.convert.matching import WeightsMismatchError
 from segmenter.engine.builder import Builder, checker_for
 from segmenter.engine.checkpoint import run_sections
 from segmenter.engine.cli import say
-from segmenter.engine.config_check import check_keys, check_yaml, take_class_names
+from segmenter.engine.config_check import ConfigError, check_keys, check_yaml, take_class_names
 from segmenter.engine.evaluate import evaluate
 from segmenter.engine.losses import total_loss
 from segmenter.engine.safe_load import describe_model, model_section_of, read_weights
@@ -41,14 +41,22 @@ def load_config(
         raise FileNotFoundError(f"config {path} does not exist; pass --config with a YAML from configs/.")
     check_yaml(path)
     check_keys(path, parse_from_yaml(path))  # before PaddleSeg's own checks, whose messages suggest nothing
-    cfg = Config(
-        path,
-        learning_rate=learning_rate,
-        batch_size=batch_size,
-        iters=iters,
-        opts=opts,
-        checker=checker_for(parse_from_yaml(path)),
-    )  # evaluation-only configs too
+    for opt in opts or []:  # PaddleSeg asserts on these, with a traceback
+        if "=" not in opt:
+            raise ConfigError(f"--opts {opt}: give key=value, e.g. model.backbone.depth=1.")
+    try:
+        cfg = Config(
+            path,
+            learning_rate=learning_rate,
+            batch_size=batch_size,
+            iters=iters,
+            opts=opts,
+            checker=checker_for(parse_from_yaml(path)),
+        )  # evaluation-only configs too
+    except AssertionError as e:  # PaddleSeg's Config refuses an --opts key that is not in the config this way
+        if not opts:
+            raise
+        raise ConfigError(f"--opts {' '.join(opts)}: {e} Keys are full paths, e.g. model.backbone.depth=1.") from None
     check_keys(path, cfg.dic)
     cfg.path = path
     cfg.class_names = take_class_names(path, cfg.dic)  # before any dataset is built: PaddleSeg's know no such key
@@ -75,7 +83,7 @@ def class_names_of(cfg: Config, num_classes: int) -> list:
 
 def test_kwargs(cfg: Config, overrides: dict) -> dict:
     """Evaluation options: test_config from the YAML, then any non-None command-line override. `fast_path`
-    (test_config.fast_path, default True) selects the compiled inference path (engine/compiled.py)."""
+    (test_config.fast_path, default False) selects the compiled inference path (engine/compiled.py)."""
     tc = dict(cfg.test_config or {})
     kw = {
         "is_slide": tc.get("is_slide", False),
@@ -84,8 +92,11 @@ def test_kwargs(cfg: Config, overrides: dict) -> dict:
         "window_batch_size": 1,
         "flip_horizontal": False,
         "scales": (1.0,),
-        "fast_path": tc.get("fast_path", True),
+        "fast_path": tc.get("fast_path", False),
     }
+    unknown = sorted(set(overrides) - set(kw))
+    if unknown:
+        raise TypeError(f"unknown inference option(s) {unknown}; the options are {sorted(kw)}.")
     kw.update({k: v for k, v in overrides.items() if v is not None})
     if kw["is_slide"] and (not kw["crop_size"] or not kw["stride"]):
         raise ValueError(

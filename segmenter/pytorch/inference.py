@@ -96,6 +96,18 @@ class Inferencer(BaseInferencer):
             "flip_horizontal": False,
             "scales": (1.0,),
         }
+        unknown = sorted(set(overrides) - set(kw) - {"fast_path"})  # the twin has one path: fast_path is moot
+        if unknown:
+            raise TypeError(
+                f"unknown inference option(s) {unknown}; the options are {sorted(kw)}"
+                + (
+                    " (opts/verbose are the Paddle Inferencer's: edit the YAML for the twin)"
+                    if "opts" in unknown
+                    else ""
+                )
+                + "."
+            )
+        overrides.pop("fast_path", None)
         kw.update({k: v for k, v in overrides.items() if v is not None})
         if kw["is_slide"] and (not kw["crop_size"] or not kw["stride"]):
             raise ValueError(
