@@ -1,4 +1,5 @@
-"""The compiled inference path (opt-in): the model exported once per input size and run by a `paddle.inference` predictor.
+"""The compiled inference path (opt-in): the model exported once per input size, run by a `paddle.inference`
+predictor.
 
 Evaluation (whole, slide, flip, multi-scale), tools/predict.py and the Inferencer call `model(x)[0]` through
 `inference_model(model)`. A `CompiledModel` traces the eval-mode model (`segmenter.deploy.export`, batch left
@@ -11,8 +12,9 @@ equal the dygraph model's within 1e-5 (tests/test_compiled.py); measured speed i
 It is opt-in: `test_config: {fast_path: true}` in the YAML, `SEGMENTER_FAST_PATH=1` in the environment, or
 `Inferencer(..., fast_path=True)`. It is not the default because its first call at a size (export plus the check)
 can take several GB more than the dygraph forward: 7 GB for a whole 2048x1024 image, and a hybrid R50 ViT at
-ADE20K's val size went past 9.8 GB where the dygraph model peaks at 3.7 GB. The weights are read at compile time: build a new CompiledModel after changing
-them (evaluate() builds one per call, so evaluation during training sees the current weights).
+ADE20K's val size went past 9.8 GB where the dygraph model peaks at 3.7 GB. The weights are read at compile
+time: build a new CompiledModel after changing them (evaluate() builds one per call, so evaluation during training
+sees the current weights).
 """
 
 import os
