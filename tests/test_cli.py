@@ -421,7 +421,7 @@ def test_predict_never_reads_its_save_dir(trained, tmp_path):
                 os.path.relpath(os.path.join(d, f), photos / "out") for d, _, fs in os.walk(photos / "out") for f in fs
             )
         )
-    want = ["added/a.png", "added/sub/b.png", "pseudo_color/a.png", "pseudo_color/sub/b.png"]
+    want = ["added/a.png", "added/sub/b.png", "legend.png", "pseudo_color/a.png", "pseudo_color/sub/b.png"]
     assert listing == [want, want], f"outputs after run 1 and 2: {listing}"
     out = ok(run(*args, "--no_recursive", cwd=str(tmp_path)), "predict --no_recursive")
     assert "images: 1 from photos" in out, out

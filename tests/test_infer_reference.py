@@ -72,7 +72,8 @@ def test_slide_flip_scales_match_hand_reference(flip, scales):
     x = np.random.RandomState(1).randn(1, 3, 70, 101).astype("float32")  # non-square: 3 x 4 windows at scale 1
     crop, stride = (32, 40), (20, 24)
     assert len(starts_by_hand(70, 32, 20)) == 3 and len(starts_by_hand(101, 40, 24)) == 4
-    got = predict_probs(model, paddle.to_tensor(x), True, crop, stride, 1, flip, scales).numpy()
+    # predict_probs takes PaddleSeg's [width, height]; the hand reference (h, w)
+    got = predict_probs(model, paddle.to_tensor(x), True, crop[::-1], stride[::-1], 1, flip, scales).numpy()
     want = reference(model, x, crop, stride, flip, scales)
     d = np.abs(got - want).max()
     changed = (got.argmax(1) != want.argmax(1)).mean()
