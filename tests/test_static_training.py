@@ -8,6 +8,7 @@ import numpy as np
 import paddle
 
 from segmenter.engine.run import load_config, run_train
+from segmenter.engine.run import test_kwargs as eval_options  # aliased: pytest would collect test_kwargs
 from tests.engine_helpers import write_tiny_config
 
 ITERS = 20
@@ -76,9 +77,17 @@ def test_static_training_resumes_exactly(tmp_path):
     assert moved > 1e-4, f"iters 4-6 did not change the weights (max|diff|={moved:.2e})"
 
 
-def test_static_training_evaluates_through_the_default_path(tmp_path):
-    """Evaluation during static training exports the dygraph forward (the default path) and hands the static one
-    back: training goes on after the evaluation at iteration 2 and saves iteration 4."""
+def test_static_training_evaluates_through_the_default_path(tmp_path, monkeypatch):
+    """Evaluation during static training through the compiled path (opt-in since it became so: turned on here)
+    exports the dygraph forward and hands the static one back: training goes on after the evaluation at
+    iteration 2 and saves iteration 4."""
     out = str(tmp_path / "run")
-    m = run_train(config(tmp_path, True, 4), out, seed=3, save_interval=2, log_iters=100, do_eval=True)
+    cfg = config(tmp_path, True, 4)
+    fast = eval_options(cfg, {"fast_path": True})
+    from segmenter import deploy
+
+    exported, real = [], deploy.export
+    monkeypatch.setattr(deploy, "export", lambda *a, **k: exported.append(1) or real(*a, **k))
+    m = run_train(cfg, out, seed=3, save_interval=2, log_iters=100, do_eval=True, eval_kwargs=fast)
     assert 0.0 <= m["mIoU"] <= 1.0 and os.path.isdir(os.path.join(out, "iter_4")), f"mIoU {m.get('mIoU')}"
+    assert exported, "the evaluations never compiled a size: the test would not reach the export"
