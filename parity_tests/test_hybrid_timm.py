@@ -13,10 +13,12 @@ timm = pytest.importorskip("timm")
 import segmenter.models as pm  # noqa: E402
 import segmenter.pytorch as tm  # noqa: E402
 from segmenter.convert import ConversionError, convert, load_weights, strip_prefix, to_layout  # noqa: E402
+from tests.helpers import tiered  # noqa: E402
 
 REL_TOL = 1e-5  # max |ours - timm| over max |timm|
 TRAIN_SIZE = 128
-SLOW = ("vit_large_r50_s32_384", "vit_base_r50_s16_384")  # the fast tier keeps vit_base_r50_s16_224 (same stem)
+# The fast tier keeps one model per stem: vit_base_r50_s16_224 (R50), vit_small_r26_s32_384 (R26), the tiny one.
+SLOW = ("vit_large_r50_s32_384", "vit_base_r50_s16_384", "vit_base_r26_s32_224")
 # timm name -> (stem_layers, patch_size, embed_dim, training size), read off vision_transformer_hybrid.py: the
 # ResNetV2 `layers` (none: `create_resnetv2_stem` alone), `patch_size` (1 unless set) and the model's img_size.
 HYBRIDS = {
@@ -138,9 +140,10 @@ def _count_ours(name: str) -> int:
     return sum(int(np.prod(q.shape)) for q in m.parameters())
 
 
-@pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=pytest.mark.slow) if n == "vit_large_r50_s32_384" else n for n in HYBRIDS]
-)
+COUNT_FAST = ["vit_small_r26_s32_384", "vit_tiny_r_s16_p8_384"]
+
+
+@pytest.mark.parametrize("name", tiered(HYBRIDS, COUNT_FAST))
 def test_parameter_count_equals_timm(name):
     """Our whole Paddle backbone plus timm's ImageNet head (embed_dim * K + K for its default K classes: 1000, or none
     for the in21k `_224` rows; segmentation has no such classifier) has as many parameters as timm's default model

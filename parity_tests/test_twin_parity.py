@@ -20,6 +20,7 @@ from segmenter.parity import (
     tiny_model_cfg,
     torch_state,
 )
+from tests.helpers import tiered
 
 PRESETS = ("tiny", "small", "base")
 DECODERS = ("linear", "mask_transformer")
@@ -68,7 +69,7 @@ def _check(g, what: str) -> None:
 
 @pytest.mark.parametrize("direction", ["paddle->torch", "torch->paddle"])
 @pytest.mark.parametrize("decoder", DECODERS)
-@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("preset", tiered(PRESETS, [p for p in PRESETS if p != "base"]))  # ViT-B: the suite
 def test_logits_match(preset, decoder, direction):
     p, t = pair(preset, decoder, direction)
     for b, h, w in SWEEP_SIZES:  # square, non-square, not a multiple of 16, larger than img_size with batch 2

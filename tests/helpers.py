@@ -1,8 +1,24 @@
 """Small shared builders for the tests."""
 
-from typing import Any, Dict
+from typing import Any, Dict, Iterable, List
+
+import pytest
 
 from segmenter.models import VIT_PRESETS, Segmenter, SegmenterViT
+
+
+def tiered(values: Iterable[Any], fast: Iterable[Any]) -> List[Any]:
+    """Parametrize values with every one not in `fast` marked slow: a table's cheapest rows stay in the fast tier
+    (`pytest -m "not slow"`), the whole suite runs them all. Each name in `fast` must be one of the values; a tuple
+    value is one row of several argnames."""
+    values, fast = list(values), list(fast)
+    missing = [f for f in fast if f not in values]
+    assert not missing, f"tiered: {missing} not among the parametrized values"
+    slow = pytest.mark.slow
+    return [
+        v if v in fast else pytest.param(*v, marks=slow) if isinstance(v, tuple) else pytest.param(v, marks=slow)
+        for v in values
+    ]
 
 
 def tiny_vit(preset: str = "tiny", depth: int = 1, patch_size: int = 16, img_size: int = 32, **kw: Any) -> SegmenterViT:

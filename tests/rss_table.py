@@ -1,6 +1,7 @@
 """Peak memory per test file: with SEGMENTER_RSS_TABLE=<path> set, each test process appends one row per test file
 to <path>: the process's peak RSS when the file's last test ended, the test that raised the peak most, and the
-peak of the subprocesses it waited for; and to <path>.tests one line per test (nodeid, seconds, peak after it).
+peak of the subprocesses it waited for; and to <path>.tests one line per test (nodeid, seconds, peak after it,
+xdist worker).
 Run one file per process (tools/rss_table.sh) for a per-file peak.
 
 A row (tab-separated, a header once): file, tests, seconds, peak_mb, children_peak_mb, top_test, top_test_raise_mb,
@@ -41,15 +42,16 @@ class RssTable:
         row["children"] = _peak_mb(resource.RUSAGE_CHILDREN)
         if row["peak"] - before > row["top"][1]:
             row["top"] = (item.name, row["peak"] - before)
-        self.tests.append(f"{item.nodeid}\t{time.time() - t:.1f}\t{row['peak']:.0f}\n")
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        self.tests.append(f"{item.nodeid}\t{time.time() - t:.1f}\t{row['peak']:.0f}\t{worker}\n")
 
     def pytest_sessionfinish(self, session):
         if not self.files:
             return
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         with open(self.path + ".tests", "a") as f:
             f.writelines(self.tests)
         new = not os.path.exists(self.path)
-        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         with open(self.path, "a") as f:
             if new:
                 f.write(HEADER)
@@ -64,3 +66,28 @@ def pytest_configure(config):
     path = os.environ.get("SEGMENTER_RSS_TABLE")
     if path:
         config.pluginmanager.register(RssTable(path), "segmenter-rss-table")
+
+
+def summary(path: str, top: int = 10) -> str:
+    """Per process (xdist worker, or `main`): its tests, seconds and peak RSS; then the tests that raised a process's
+    peak most. Reads the <path>.tests lines the plugin wrote."""
+    per, raises, last = {}, [], {}
+    with open(path + ".tests") as f:
+        for line in f:
+            nodeid, seconds, peak, *rest = line.rstrip("\n").split("\t")
+            worker = rest[0] if rest else "main"
+            n, s, p = per.get(worker, (0, 0.0, 0.0))
+            per[worker] = (n + 1, s + float(seconds), max(p, float(peak)))
+            raises.append((float(peak) - last.get(worker, float(peak)), worker, nodeid))
+            last[worker] = float(peak)
+    lines = ["process  tests  seconds  peak_mb"]
+    lines += [f"{w:<8} {n:>5} {s:>8.0f} {p:>8.0f}" for w, (n, s, p) in sorted(per.items())]
+    lines += ["", "largest raises of a process's peak (MB):"]
+    lines += [f"{r:>6.0f}  {w}  {nodeid}" for r, w, nodeid in sorted(raises, reverse=True)[:top] if r > 0]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(summary(sys.argv[1]))

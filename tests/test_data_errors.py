@@ -244,6 +244,7 @@ def run_tool(name: str, args: list):
     )
 
 
+@pytest.mark.slow  # two tool runs in subprocesses (~8 s); the in-process cases above stay in the fast tier
 def test_train_and_predict_tools_stop_on_a_truncated_photo(data, tmp_path):
     """As a user meets it: a JPEG cut in half in their own PaddleSeg Dataset, train.py with workers, predict.py."""
     import paddle

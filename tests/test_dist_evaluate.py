@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import paddle
+import pytest
 from paddleseg.cvlibs import SegBuilder
 
 from segmenter.engine.evaluate import evaluate
@@ -15,6 +16,7 @@ from tests.engine_helpers import write_tiny_config
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.slow  # two launched processes (~6-9 s)
 def test_two_rank_evaluation_equals_single_process(tmp_path):
     cfg = write_tiny_config(tmp_path)  # 4 val images: 2 per rank
     b = SegBuilder(load_config(cfg))

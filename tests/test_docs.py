@@ -157,6 +157,7 @@ def test_benchmark_front_door_dispatches_topics(monkeypatch):
         bench.run(["nosuch"])
 
 
+@pytest.mark.slow  # a fresh interpreter that imports Paddle (~5 s)
 def test_benchmark_child_runs_in_a_fresh_interpreter():
     """`paths` measures each path in `python -m segmenter.bench.paths --child ...` on this copy of the package."""
     from segmenter.bench import paths

@@ -6,12 +6,14 @@ import sys
 
 import numpy as np
 import paddle
+import pytest
 
 from tests.engine_helpers import write_tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.slow  # two launched processes (~6-9 s)
 def test_two_process_data_parallel(tmp_path):
     cfg = write_tiny_config(tmp_path)
     out = str(tmp_path / "dp")

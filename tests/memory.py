@@ -1,0 +1,47 @@
+"""Hands a test process's freed memory back to the system between tests.
+
+`import segmenter` tells glibc to keep up to 2 GB of freed memory for reuse (segmenter/runtime.py), which is what
+a user's long inference run wants; a test process runs hundreds of tests one after another, and each one's models
+would stay in its heap, many of them in reference cycles (a model and its optimizer hold each other) that Python's
+collector seldom reaches because they are few large objects. After any test that leaves the process above
+`TRIM_ABOVE_MB` of resident memory (and after each file's last test) this collects the cycles and calls
+`malloc_trim(0)`, so the process's peak is the heaviest test's, not the sum of them (docs/development.md, Memory).
+"""
+
+import ctypes
+import gc
+import os
+import sys
+
+import pytest
+
+TRIM_ABOVE_MB = 1536  # imports alone (Paddle, PyTorch, timm, MMSeg) hold ~1.1 GB; one hand-back costs ~0.3 s
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+_LIBC = None
+if sys.platform.startswith("linux"):
+    try:
+        _LIBC = ctypes.CDLL("libc.so.6")
+    except OSError:
+        pass
+
+
+def resident_mb() -> float:
+    """This process's current resident memory (/proc/self/statm), 0 where it cannot be read."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * _PAGE / 2**20
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def hand_back() -> None:
+    """Collect reference cycles, then give the heap's free pages back to the system."""
+    gc.collect()
+    if _LIBC is not None and hasattr(_LIBC, "malloc_trim"):
+        _LIBC.malloc_trim(0)
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's own teardown: the test's (and a file's module) fixtures are gone
+def pytest_runtest_teardown(item, nextitem):
+    if nextitem is None or nextitem.path != item.path or resident_mb() > TRIM_ABOVE_MB:
+        hand_back()
