@@ -12,6 +12,7 @@ timm = pytest.importorskip("timm")
 
 import segmenter.models as pm  # noqa: E402
 import segmenter.pytorch as tm  # noqa: E402
+from parity_tests.google_npz import hwio, vit_arrays  # noqa: E402
 from segmenter.convert import ConversionError, convert, load_weights, strip_prefix, to_layout  # noqa: E402
 from tests.helpers import tiered  # noqa: E402
 
@@ -157,25 +158,16 @@ def test_parameter_count_equals_timm(name):
         assert round(ours / 1e6, 2) == 98.95, f"{ours:,}"
 
 
-# Google's R50+ViT .npz (google-research/vision_transformer), as timm's _load_weights reads it. Written here by an
-# independent, hand-checked list (JAX is not installed): conv kernels HWIO, GroupNorm scale/bias, blocks and units
-# counted from 1, q/k/v kernels [D, heads, hd], out kernel [heads, hd, D], Dense kernels [in, out].
+# Google's R50+ViT .npz: the ResNetV2 stem's part written here (GroupNorm scale/bias, blocks and units counted
+# from 1), the ViT part by parity_tests/google_npz.py.
 def _google_npz(ref, path: str, heads: int) -> None:
     s = {k: v.numpy() for k, v in ref.state_dict().items()}
-    hwio = lambda w: w.transpose(2, 3, 1, 0)  # noqa: E731  [O, I, kh, kw] -> [kh, kw, I, O]
     stem = "patch_embed.backbone.stem." if "patch_embed.backbone.stem.conv.weight" in s else "patch_embed.backbone."
     out = {
         "conv_root/kernel": hwio(s[stem + "conv.weight"]),
         "gn_root/scale": s[stem + "norm.weight"],
         "gn_root/bias": s[stem + "norm.bias"],
-        "embedding/kernel": hwio(s["patch_embed.proj.weight"]),
-        "embedding/bias": s["patch_embed.proj.bias"],
-        "cls": s["cls_token"],
-        "Transformer/posembed_input/pos_embedding": s["pos_embed"],
-        "Transformer/encoder_norm/scale": s["norm.weight"],
-        "Transformer/encoder_norm/bias": s["norm.bias"],
-        "head/kernel": s["head.weight"].T,
-        "head/bias": s["head.bias"],
+        **vit_arrays(s, heads),
     }
     for k, v in s.items():
         parts = k.split(".")
@@ -195,21 +187,6 @@ def _google_npz(ref, path: str, heads: int) -> None:
         }
         leaf = {"weight": "kernel" if "conv" in layer else "scale", "bias": "bias"}[param]
         out[f"{g}{names[layer]}/{leaf}"] = hwio(v) if v.ndim == 4 else v
-    D = s["cls_token"].shape[-1]
-    hd = D // heads
-    for b in sorted({int(k.split(".")[1]) for k in s if k.startswith("blocks.")}):
-        p, f = f"blocks.{b}.", f"Transformer/encoderblock_{b}/"
-        out[f + "LayerNorm_0/scale"], out[f + "LayerNorm_0/bias"] = s[p + "norm1.weight"], s[p + "norm1.bias"]
-        out[f + "LayerNorm_2/scale"], out[f + "LayerNorm_2/bias"] = s[p + "norm2.weight"], s[p + "norm2.bias"]
-        for n in (0, 1):
-            out[f + f"MlpBlock_3/Dense_{n}/kernel"] = s[p + f"mlp.fc{n + 1}.weight"].T
-            out[f + f"MlpBlock_3/Dense_{n}/bias"] = s[p + f"mlp.fc{n + 1}.bias"]
-        w, bias = s[p + "attn.qkv.weight"], s[p + "attn.qkv.bias"]  # [3D, D], [3D]
-        for n, qkv in enumerate(("query", "key", "value")):
-            out[f + f"MultiHeadDotProductAttention_1/{qkv}/kernel"] = w[n * D : (n + 1) * D].T.reshape(D, heads, hd)
-            out[f + f"MultiHeadDotProductAttention_1/{qkv}/bias"] = bias[n * D : (n + 1) * D].reshape(heads, hd)
-        out[f + "MultiHeadDotProductAttention_1/out/kernel"] = s[p + "attn.proj.weight"].T.reshape(heads, hd, D)
-        out[f + "MultiHeadDotProductAttention_1/out/bias"] = s[p + "attn.proj.bias"]
     np.savez(path, **out)
 
 

@@ -16,6 +16,7 @@ from safetensors.torch import save_file
 
 import segmenter.models as pm
 import segmenter.pytorch as tm
+from parity_tests.google_npz import vit_arrays
 from segmenter.convert import convert
 from segmenter.parity import gap, run_paddle, run_torch
 
@@ -159,34 +160,8 @@ def test_timm_weights_as_backbone_pretrained(tmp_path, ext):
 
 
 def _flax_npz(ref, path: str) -> None:
-    """Google's ViT .npz layout: Dense kernels [in, out], q/k/v kernels [D, heads, hd], out kernel [heads, hd, D]."""
-    s = {k: v.numpy() for k, v in ref.state_dict().items()}
-    D, H = 128, 4
-    hd = D // H
-    out = {
-        "embedding/kernel": s["patch_embed.proj.weight"].transpose(2, 3, 1, 0),  # [D, C, p, p] -> [p, p, C, D]
-        "embedding/bias": s["patch_embed.proj.bias"],
-        "cls": s["cls_token"],
-        "Transformer/posembed_input/pos_embedding": s["pos_embed"],
-        "Transformer/encoder_norm/scale": s["norm.weight"],
-        "Transformer/encoder_norm/bias": s["norm.bias"],
-        "head/kernel": s["head.weight"].T,
-        "head/bias": s["head.bias"],
-    }
-    for i in range(2):
-        b, f = f"blocks.{i}.", f"Transformer/encoderblock_{i}/"
-        out[f + "LayerNorm_0/scale"], out[f + "LayerNorm_0/bias"] = s[b + "norm1.weight"], s[b + "norm1.bias"]
-        out[f + "LayerNorm_2/scale"], out[f + "LayerNorm_2/bias"] = s[b + "norm2.weight"], s[b + "norm2.bias"]
-        for j in (0, 1):
-            out[f + f"MlpBlock_3/Dense_{j}/kernel"] = s[b + f"mlp.fc{j + 1}.weight"].T
-            out[f + f"MlpBlock_3/Dense_{j}/bias"] = s[b + f"mlp.fc{j + 1}.bias"]
-        w, bias = s[b + "attn.qkv.weight"], s[b + "attn.qkv.bias"]  # [3D, D], [3D]
-        for n, name in enumerate(("query", "key", "value")):
-            out[f + f"MultiHeadDotProductAttention_1/{name}/kernel"] = w[n * D : (n + 1) * D].T.reshape(D, H, hd)
-            out[f + f"MultiHeadDotProductAttention_1/{name}/bias"] = bias[n * D : (n + 1) * D].reshape(H, hd)
-        out[f + "MultiHeadDotProductAttention_1/out/kernel"] = s[b + "attn.proj.weight"].T.reshape(H, hd, D)
-        out[f + "MultiHeadDotProductAttention_1/out/bias"] = s[b + "attn.proj.bias"]
-    np.savez(path, **out)
+    """Google's ViT .npz layout (parity_tests/google_npz.py) of the 4-head test model."""
+    np.savez(path, **vit_arrays({k: v.numpy() for k, v in ref.state_dict().items()}, heads=4))
 
 
 def test_google_npz_as_backbone_pretrained_and_converted(tmp_path):
