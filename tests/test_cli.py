@@ -179,6 +179,18 @@ def test_every_tool_takes_a_checkpoint_folder(trained, tool, argv):
     ok(run(tool, *[a.format(w=w, **trained) for a in argv], cwd=trained["tmp"]), f"tools/{tool}.py with {w}")
 
 
+def test_augmentation_options_without_aug_eval_say_they_do_nothing(trained):
+    """PaddleSeg reads --flip_horizontal and --scales only with --aug_eval; alone they used to be dropped in silence."""
+    args = ["--config", trained["cfg"], "--model_path", os.path.join(trained["run"], "best_model")]
+    r = run("val", *args, "--flip_horizontal", "--scales", "0.75", "1.0", cwd=trained["tmp"])
+    ok(r, "val.py --flip_horizontal --scales")
+    assert "--flip_horizontal and --scales take effect only with --aug_eval" in r.stderr, r.stderr
+    assert "+ flip" not in r.stdout, r.stdout
+    r = run("val", *args, "--aug_eval", "--flip_horizontal", cwd=trained["tmp"])
+    ok(r, "val.py --aug_eval --flip_horizontal")
+    assert "take effect only" not in r.stderr and "+ flip" in r.stdout, (r.stdout, r.stderr)
+
+
 @pytest.mark.parametrize("framework", tiered(["paddle", "torch"], ["paddle"]))
 def test_both_inferencers_take_a_checkpoint_folder_and_print_nothing(trained, framework):
     module = "segmenter.pytorch.inference" if framework == "torch" else "segmenter.inference"

@@ -163,7 +163,13 @@ def add_inference(p: argparse.ArgumentParser, aug: str) -> None:
 
 
 def inference_overrides(args: argparse.Namespace, aug: bool) -> dict:
-    """The test_kwargs overrides add_inference's options give (None: keep the config's)."""
+    """The test_kwargs overrides add_inference's options give (None: keep the config's). As in PaddleSeg,
+    --flip_horizontal and --scales count only with --aug_eval (--aug_pred); given without it, a note says so."""
+    unused = [f"--{n}" for n in ("flip_horizontal", "scales") if getattr(args, n)]
+    if unused and not aug:
+        flag = "--aug_eval" if hasattr(args, "aug_eval") else "--aug_pred"
+        note = f"note: {' and '.join(unused)} take effect only with {flag} (as in PaddleSeg); add {flag}"
+        print(note, file=sys.stderr)
     return dict(
         is_slide=args.is_slide,
         crop_size=args.crop_size,
