@@ -81,6 +81,12 @@ MISTAKES = (
         ("parity", ["--config", "{cfg}", "--weights", "{run}"], "{run}/best_model"),
         # bad values
         ("train", ["--config", "{cfg}", "--iters", "ten"], "--iters"),
+        # a resume past the schedule's end (it used to "finish" and name an older iter_N as the last checkpoint)
+        (
+            "train",
+            ["--config", "{cfg}", "--iters", "3", "--save_dir", "{tmp}/r3", "--resume_model", "{run}/iter_6"],
+            "{run}/iter_6 is at iteration 6, past --iters 3",
+        ),
         ("val", ["--config", "{cfg}", "--model_path", "{run}/best_model", "--crop_size", "32"], "--crop_size"),
         ("export", ["--config", "{cfg}", "--save", "{tmp}/e", "--format", "tflite"], "--format"),
         ("export", ["--config", "{cfg}", "--save", "{tmp}/e", "--format", "onnx"], "--save {tmp}/e"),

@@ -179,6 +179,11 @@ def train(
     scaler = amp_scaler(precision)
     resumed = load_checkpoint(resume_model, model, optimizer, scheduler, scaler, run) if resume_model else None
     start = resumed.iter if resumed else 0
+    if start > iters:  # (at start == iters a resume only finishes what a crash left: best_model)
+        raise ValueError(
+            f"train: {resume_model} is at iteration {start}, past --iters {iters}; "
+            f"pass --iters above {start} to continue it."
+        )
     writer = open_writer(save_dir) if use_vdl and rank == 0 else None
     if not batches(len(train_dataset), batch_size, seed, 0, rank, world):
         raise ValueError(f"train: {len(train_dataset)} samples give no batch of {batch_size} on {world} ranks.")
