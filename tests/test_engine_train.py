@@ -1,6 +1,7 @@
 """Train a tiny model from a config: runs, exact resume, checkpoints, VisualDL tags, NaN stop."""
 
 import os
+import re
 
 import numpy as np
 import paddle
@@ -79,6 +80,21 @@ def test_resume_equals_uninterrupted(tmp_path):
     first = weights(half, "iter_3")
     moved = max(float(np.abs(a[k] - first[k]).max()) for k in a)
     assert moved > 1e-4, f"iters 4-6 did not change the weights (max|diff|={moved:.2e}); the test would be vacuous"
+
+
+def test_resume_with_more_iters_follows_the_new_schedule_from_its_first_step(tmp_path, capsys):
+    """PaddleSeg's poly decay spans --iters; resuming iter_3 of a 6-iteration run with --iters 12 must run step 4 at
+    the 12-iteration schedule's lr (it ran one step at the checkpoint's stale lr of the 6-iteration one)."""
+    path = write_tiny_config(tmp_path)
+    run = str(tmp_path / "run")
+    run_train(load_config(path, iters=6), run, seed=5, save_interval=3, log_iters=100, keep_k=5)
+    capsys.readouterr()
+    run_train(load_config(path, iters=12), run, seed=5, save_interval=12, log_iters=1, resume_model=f"{run}/iter_3")
+    logged = {int(m[0]): float(m[1]) for m in re.findall(r"iter (\d+)/12 .*? lr ([\d.e-]+)", capsys.readouterr().out)}
+    base, end, power = 0.001, 1e-5, 0.9  # tests/engine_helpers.py TINY_YAML's lr_scheduler
+    for it in (4, 5, 12):
+        want = (base - end) * (1 - (it - 1) / 12) ** power + end
+        assert abs(logged[it] - want) <= 1e-6, f"iter {it}: lr {logged[it]} vs the 12-iteration schedule's {want:.6f}"
 
 
 def test_nan_loss_stops_and_keeps_checkpoint(tmp_path):

@@ -335,6 +335,9 @@ def load_checkpoint(path: str, model, optimizer, scheduler, scaler=None, run: di
     optimizer.set_state_dict(_rename_accumulators(opt_state, inverse))
     if scheduler is not None and state.get("scheduler") is not None:
         scheduler.set_state_dict(state["scheduler"])
+        # The saved last_lr is the old schedule's; where --iters changed, the next step must already run the new one
+        # (the same value when nothing changed: get_lr recomputes it from last_epoch).
+        scheduler.last_lr = scheduler.get_lr()
     if scaler is not None and state.get("scaler") is not None:
         scaler.load_state_dict(state["scaler"])
     py = state["py_rng"]
