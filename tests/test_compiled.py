@@ -249,3 +249,29 @@ def test_benchmark_gpu_refused_on_a_cpu_build(topic):
     lines = [s for s in r.stderr.splitlines() if s.strip() and "ccache" not in s and "warnings.warn" not in s]
     assert r.returncode != 0 and "Traceback" not in r.stderr, f"rc={r.returncode}: {r.stderr[-600:]}"
     assert len(lines) == 1 and "--device gpu needs a CUDA build of PaddlePaddle" in lines[0], lines
+
+
+def test_hybrid_export_bakes_the_token_grid():
+    """A hybrid (R50-style stem, patch_size 1 on the stem's stride-4 map) exported at another size than img_size:
+    the baked position embedding has the forward's token grid (12x20 at 48x80), not the grid of patch_size 1
+    (48x80 tokens: at 512x512 a 262144-token embedding that took the export past 9.8 GB), and the oneDNN predictor
+    equals the dygraph model."""
+    from segmenter.deploy import fixed_pos_embed
+
+    paddle.seed(0)
+    vit = SegmenterViT(img_size=64, stem_layers=[1], patch_size=1, embed_dim=32, depth=1, num_heads=2)
+    m = Segmenter(5, vit, {"name": "linear"})
+    m.eval()
+    assert vit.stride == 4, vit.stride
+    with fixed_pos_embed(m, (48, 80)):
+        assert vit.pos_embed.shape == [1, 1 + 12 * 20, 32], vit.pos_embed.shape
+    assert vit.pos_embed.shape == [1, 1 + 16 * 16, 32], "fixed_pos_embed left the resampled embedding behind"
+    x = paddle.to_tensor(np.random.RandomState(1).rand(2, 3, 48, 80).astype("float32"))
+    net = CompiledModel(m, compile_after=1)
+    with paddle.no_grad():
+        ref = m(x)[0].numpy()
+        net(x)
+        out = net(x)[0].numpy()  # through the predictor
+    assert [p.use_onednn for p in net.predictors.values()] == [True], (list(net.predictors), net.failed)
+    d = float(np.abs(out - ref).max())
+    assert d <= 1e-5, f"max|diff|={d:.2e}"
