@@ -275,3 +275,31 @@ def test_hybrid_export_bakes_the_token_grid():
     assert [p.use_onednn for p in net.predictors.values()] == [True], (list(net.predictors), net.failed)
     d = float(np.abs(out - ref).max())
     assert d <= 1e-5, f"max|diff|={d:.2e}"
+
+
+def test_sizes_past_the_token_budget_stay_in_dygraph():
+    """A size of more tokens per image than max_tokens is never compiled (its predictor would hold about twice the
+    dygraph forward's memory); it keeps the dygraph model's results."""
+    m = tiny(DECODERS[0])
+    net = CompiledModel(m, compile_after=1, max_tokens=16)  # 64x64: 16 tokens; 64x80: 20
+    with paddle.no_grad():
+        for hw in ((64, 64), (64, 80), (64, 80)):
+            x = paddle.to_tensor(np.random.RandomState(hw[1]).rand(1, 3, *hw).astype("float32"))
+            d = float(np.abs(net(x)[0].numpy() - m(x)[0].numpy()).max())
+            assert d <= 1e-5, f"{hw}: max|diff|={d:.2e}"
+    assert list(net.predictors) == [(3, 64, 64)] and net.tokens((3, 64, 80)) == 20, (list(net.predictors), net.seen)
+
+
+def test_first_compiled_call_memory_is_bounded():
+    """The first call at a size (dygraph reference, export, predictor, check) adds at most 2.2x the resident memory
+    a dygraph forward adds, on a logits-dominated model (150 classes at 384x384: 88 MB of logits), each measured in
+    its own process by a thread sampling /proc/self/statm (segmenter/bench/compile_memory.py). Measured: 1.87x;
+    the old order (export, then the reference, full-size differences, the predictor run twice) 2.6x."""
+    from segmenter.bench.compile_memory import run_child
+
+    dy = run_child("dygraph", "tiny", "384", 1, 1, 3000)
+    co = run_child("compiled", "tiny", "384", 1, 1, 3000)
+    assert dy.get("peak_mb") and co.get("first_mb"), (dy, co)
+    assert co["compiled"] == ["oneDNN"], co["compiled"]
+    ratio = co["first_mb"] / dy["peak_mb"]
+    assert ratio <= 2.2, f"first compiled call +{co['first_mb']:.0f} MB, dygraph forward +{dy['peak_mb']:.0f} MB"

@@ -74,7 +74,9 @@ def build(model: str, size: Tuple[int, int], hybrid_depth: int):
     from segmenter.models import Segmenter, SegmenterViT
 
     paddle.seed(0)
-    if model == "vit_s":
+    if model == "tiny":  # logits-dominated (150 classes, 1 block of width 32): tests/test_compiled.py's bound
+        bb = SegmenterViT(img_size=list(size), embed_dim=32, depth=1, num_heads=2)
+    elif model == "vit_s":
         bb = SegmenterViT(img_size=list(size), embed_dim=384, depth=12, num_heads=6)
     else:
         bb = SegmenterViT(
@@ -185,7 +187,7 @@ def run_child(kind: str, model: str, size: str, threads: int, hybrid_depth: int,
 
 def main(argv: Optional[List[str]] = None) -> None:
     ap = argparse.ArgumentParser(prog="tools/benchmark.py compile_memory", description=__doc__.splitlines()[0])
-    ap.add_argument("--models", nargs="+", default=["vit_s", "hybrid"], choices=("vit_s", "hybrid"))
+    ap.add_argument("--models", nargs="+", default=["vit_s", "hybrid"], choices=("vit_s", "hybrid", "tiny"))
     ap.add_argument("--sizes", nargs="+", default=["512", "1024x2048"], help="sides or HxW (height x width)")
     ap.add_argument("--threads", type=int, default=1, help="math threads (default 1)")
     ap.add_argument("--hybrid-depth", type=int, default=2, help="transformer blocks of the hybrid (default 2)")

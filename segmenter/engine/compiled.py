@@ -10,9 +10,12 @@ checked once on the input that compiled it against the dygraph model (oneDNN, el
 equal the dygraph model's within 1e-5 (tests/test_compiled.py); measured speed in docs/benchmarks.md.
 
 It is opt-in: `test_config: {fast_path: true}` in the YAML, `SEGMENTER_FAST_PATH=1` in the environment, or
-`Inferencer(..., fast_path=True)`. It is not the default because its first call at a size (export plus the check)
-can take several GB more than the dygraph forward: 7 GB for a whole 2048x1024 image, and a hybrid R50 ViT at
-ADE20K's val size went past 9.8 GB where the dygraph model peaks at 3.7 GB. The weights are read at compile
+`Inferencer(..., fast_path=True)`. Its first call at a size (the dygraph reference, the export, the predictor and
+the check) adds about 1.9-2.2x the resident memory the dygraph forward adds, and each later call the predictor's
+run, about 2x: paddle's inference predictor keeps more activations alive than the dygraph forward
+(`tools/benchmark.py compile_memory`, docs/benchmarks.md). Sizes above MAX_TOKENS tokens per image (a whole
+2048x1024 image: 8192) stay in dygraph. (The hybrid R50 ViT's 9.8 GB at ADE20K's val size was an export bug, a
+position embedding baked for 262144 tokens, fixed in deploy.fixed_pos_embed.) The weights are read at compile
 time: build a new CompiledModel after changing them (evaluate() builds one per call, so evaluation during training
 sees the current weights).
 """
@@ -31,6 +34,10 @@ import paddle.nn as nn
 
 COMPILE_AFTER = 2  # calls at one size before it is compiled (~2-5 s for ViT-S: about 5 forwards at 512)
 MAX_SIZES = 4  # predictors kept per model; each holds its own copy of the weights
+# Sizes of more tokens per image stay in dygraph (whose attention runs in query chunks past 2048 tokens): the
+# predictor's run holds about twice the dygraph forward's memory (no buffer reuse: paddle 3.3.1's
+# enable_memory_optim fails on PIR programs), +5.9 GB against +2.6 GB for a whole 2048x1024 image (8192 tokens).
+MAX_TOKENS = 4096  # a 1024x1024 slide window at patch 16
 ONEDNN_WRONG = {"UPerNetViT"}  # paddle 3.3.1's oneDNN predictor returns their logits off by ~8: MKL only
 CHECK_TOL = 1e-4  # a compiled size is checked once against dygraph: max|diff| <= CHECK_TOL * (1 + max|logits|)
 
@@ -75,8 +82,9 @@ class CompiledModel:
         compile_after: int = COMPILE_AFTER,
         max_sizes: int = MAX_SIZES,
         num_threads: Optional[int] = None,
+        max_tokens: int = MAX_TOKENS,
     ):
-        self.model, self.num_threads = model, num_threads
+        self.model, self.num_threads, self.max_tokens = model, num_threads, max_tokens
         self.compile_after, self.max_sizes = compile_after, max_sizes
         self.seen: Dict[Tuple[int, ...], int] = {}
         self.predictors: Dict[Tuple[int, ...], object] = {}
@@ -87,7 +95,12 @@ class CompiledModel:
         pred = self.predictors.get(key)
         if pred is None:
             self.seen[key] = self.seen.get(key, 0) + 1
-            if self.failed is None and self.seen[key] >= self.compile_after and len(self.predictors) < self.max_sizes:
+            if (
+                self.failed is None
+                and self.seen[key] >= self.compile_after
+                and len(self.predictors) < self.max_sizes
+                and self.tokens(key) <= self.max_tokens
+            ):
                 out = self._compile(key, x)
                 if out is not None:  # the dygraph reference the compiled size was checked against
                     return out
@@ -95,6 +108,11 @@ class CompiledModel:
         out = pred(x.numpy())
         pred.release()
         return [as_tensor(o) for o in out]
+
+    def tokens(self, key: Tuple[int, ...]) -> int:
+        """Tokens per image at input size key [C, H, W] (the backbone's pixels per token, else 16)."""
+        s = int(getattr(getattr(self.model, "backbone", None), "stride", 16))
+        return -(-int(key[1]) // s) * -(-int(key[2]) // s)
 
     def _compile(self, key: Tuple[int, ...], x: paddle.Tensor) -> Optional[List[np.ndarray]]:
         """Export at this size and check the predictor on x against the dygraph model: oneDNN first, MKL if
