@@ -303,3 +303,32 @@ def test_first_compiled_call_memory_is_bounded():
     assert co["compiled"] == ["oneDNN"], co["compiled"]
     ratio = co["first_mb"] / dy["peak_mb"]
     assert ratio <= 2.2, f"first compiled call +{co['first_mb']:.0f} MB, dygraph forward +{dy['peak_mb']:.0f} MB"
+
+
+def test_upernet_compiles_to_mkl_only(monkeypatch):
+    """UPerNetViT (whose logits paddle 3.3.1's oneDNN predictor gets wrong) builds only the MKL predictor: no
+    oneDNN predictor is created, and the results are the dygraph model's."""
+    import warnings
+
+    from segmenter import deploy
+    from segmenter.models import UPerNetViT
+
+    paddle.seed(0)
+    m = UPerNetViT(
+        num_classes=3,
+        backbone=SegmenterViT(img_size=32, embed_dim=32, depth=2, num_heads=1, out_indices=[0, 1]),
+        decode_head={"channels": 8},
+    )
+    m.eval()
+    built, real = [], deploy.create_predictor
+    monkeypatch.setattr(deploy, "create_predictor", lambda *a: built.append(a[-1]) or real(*a))
+    net = CompiledModel(m, compile_after=1)
+    x = paddle.to_tensor(np.random.RandomState(2).rand(1, 3, 32, 48).astype("float32"))
+    with paddle.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "oneDNN predictor ... is off" warning
+        ref = m(x)[0].numpy()
+        net(x)
+        out = net(x)[0].numpy()
+    assert built == [False] and [p.use_onednn for p in net.predictors.values()] == [False], (built, net.failed)
+    d = float(np.abs(out - ref).max())
+    assert d <= 1e-5, f"max|diff|={d:.2e}"

@@ -7,7 +7,7 @@ Each (model, size) runs in fresh subprocesses, random weights, batch 1, 150 clas
 - `compiled`: the same for the first call of a CompiledModel (compile_after=1: the dygraph reference, the export,
   the predictor(s) and their check), and for its second call (the predictor alone), with the memory each phase of
   the first call added (sampled from /proc/self/statm every 2 ms by a thread, phases marked by wrapping
-  deploy.export, deploy.create_predictor and Predictor._run);
+  deploy.export, deploy.create_predictor and Predictor._run), compiled here also above compiled.MAX_TOKENS;
 - `--profile` adds a third child that walks the old order by hand (export, dygraph reference, oneDNN predictor and
   its run, MKL predictor and its run) and prints what each phase added and what it left behind.
 Models: vit_s (ViT-S/16 linear) and hybrid (R50+ViT-B/16 linear as configs/_base_/segmenter_vit_base_r50.yml,
@@ -133,7 +133,7 @@ def child(kind: str, model: str, size: Tuple[int, int], threads: int, hybrid_dep
             marked(deploy, "export", "export (to_static + save)")
             marked(deploy, "create_predictor", "create predictor")
             marked(deploy.Predictor, "_run", "predictor run")
-            net = compiled.CompiledModel(m, compile_after=1, num_threads=threads)
+            net = compiled.CompiledModel(m, compile_after=1, num_threads=threads, max_tokens=10**9)  # also past it
             t0 = time.perf_counter()
             net(x)[0].numpy()
             out["first_seconds"] = time.perf_counter() - t0
