@@ -11,8 +11,8 @@ equal the dygraph model's within 1e-5 (tests/test_compiled.py); measured speed i
 
 It is opt-in: `test_config: {fast_path: true}` in the YAML, `SEGMENTER_FAST_PATH=1` in the environment, or
 `Inferencer(..., fast_path=True)`. Its first call at a size (the dygraph reference, the export, the predictor and
-the check) adds about 1.9-2.2x the resident memory the dygraph forward adds, and each later call the predictor's
-run, about 2x: paddle's inference predictor keeps more activations alive than the dygraph forward
+the check) adds 1.9-3.2x the resident memory the dygraph forward adds, and later calls as much: the predictor
+holds its own copy of the weights and keeps more activations alive in its run than the dygraph forward
 (`tools/benchmark.py compile_memory`, docs/benchmarks.md). Sizes above MAX_TOKENS tokens per image (a whole
 2048x1024 image: 8192) stay in dygraph. (The hybrid R50 ViT's 9.8 GB at ADE20K's val size was an export bug, a
 position embedding baked for 262144 tokens, fixed in deploy.fixed_pos_embed.) The weights are read at compile
