@@ -69,8 +69,10 @@ def fixed_pos_embed(model: nn.Layer, input_size: Sequence[int]) -> Iterator[None
     saved = []
     try:
         for vit in (m for m in model.sublayers(include_self=True) if isinstance(m, SegmenterViT)):
-            p = vit.patch_size
-            grid = (-(-int(input_size[0]) // p), -(-int(input_size[1]) // p))  # after pad_to_patch
+            p, h, w = vit.stride, int(input_size[0]), int(input_size[1])  # pixels per token (a hybrid's: 16)
+            # the grid of the forward's tokens after pad_to_patch / crop_to_patch (not h // patch_size: a hybrid's
+            # patch_size is 1 on its stem's map, and that grid of 512x512 resampled a 262144-token embedding)
+            grid = (-(-h // p), -(-w // p)) if vit.patch_remainder == "pad" else (h // p, w // p)
             if grid == tuple(vit.grid_size):
                 continue
             with paddle.no_grad():
@@ -95,6 +97,9 @@ def _model_file(path_prefix: str) -> str:
         f"No exported model at {path_prefix}.json or {path_prefix}.pdmodel; "
         f"run tools/export.py --save {path_prefix} first."
     )
+
+
+ONEDNN_CACHE = 4  # input shapes whose oneDNN primitives a predictor caches (paddle's default 0: no bound)
 
 
 class Predictor:
@@ -133,6 +138,7 @@ class Predictor:
         config.set_cpu_math_library_num_threads(n)
         if use_onednn:
             config.enable_onednn()
+            config.set_onednn_cache_capacity(ONEDNN_CACHE)  # a slide batch and its remainder: 2 shapes
         else:
             config.disable_onednn()
         config.switch_ir_optim(True)
@@ -153,6 +159,14 @@ class Predictor:
             out = self._run(x)
         self._may_fall_back = False
         return out
+
+    def release(self) -> None:
+        """Free the activations the predictor holds between runs (its intermediate tensors and the free chunks of
+        its memory pool) to the process's heap, where other predictors and the dygraph model can reuse them. The
+        next run allocates them again: no measurable cost (ViT-S at 512, 8 interleaved runs: 0.95x the median
+        without release)."""
+        self.predictor.clear_intermediate_tensor()
+        self.predictor.try_shrink_memory()
 
     def _run(self, x: np.ndarray) -> List[np.ndarray]:
         x = np.ascontiguousarray(x, dtype=np.float32)
