@@ -61,6 +61,13 @@ def pair(preset: str, decoder: str, direction: str, interp: str = "bilinear"):
     return p, t
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _free_pairs():
+    """The pairs are cached for this file's tests only: the test process goes on to other files."""
+    yield
+    pair.cache_clear()
+
+
 def _check(g, what: str) -> None:
     assert g.max_abs <= MAX_ABS_TOL, f"{what}: max|diff|={g.max_abs:.3e} > {MAX_ABS_TOL}"
     assert g.rel_l2 <= REL_L2_TOL, f"{what}: relL2={g.rel_l2:.3e} > {REL_L2_TOL}"

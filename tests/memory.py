@@ -4,7 +4,8 @@
 a user's long inference run wants; a test process runs hundreds of tests one after another, and each one's models
 would stay in its heap, many of them in reference cycles (a model and its optimizer hold each other) that Python's
 collector seldom reaches because they are few large objects. After any test that leaves the process above
-`TRIM_ABOVE_MB` of resident memory (and after each file's last test) this collects the cycles and calls
+`TRIM_ABOVE_MB` of resident memory and `GROWTH_MB` more than the last hand-back left (and after each file's last
+test) this collects the cycles and calls
 `malloc_trim(0)`, so the process's peak is the heaviest test's, not the sum of them (docs/development.md, Memory).
 """
 
@@ -16,6 +17,7 @@ import sys
 import pytest
 
 TRIM_ABOVE_MB = 1536  # imports alone (Paddle, PyTorch, timm, MMSeg) hold ~1.1 GB; one hand-back costs ~0.3 s
+GROWTH_MB = 384  # ... and only once a test left this much more than the last hand-back did (what stays is live)
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _LIBC = None
 if sys.platform.startswith("linux"):
@@ -34,14 +36,19 @@ def resident_mb() -> float:
         return 0.0
 
 
+_LEFT = [0.0]  # resident MB after the last hand-back
+
+
 def hand_back() -> None:
     """Collect reference cycles, then give the heap's free pages back to the system."""
     gc.collect()
     if _LIBC is not None and hasattr(_LIBC, "malloc_trim"):
         _LIBC.malloc_trim(0)
+    _LEFT[0] = resident_mb()
 
 
 @pytest.hookimpl(trylast=True)  # after pytest's own teardown: the test's (and a file's module) fixtures are gone
 def pytest_runtest_teardown(item, nextitem):
-    if nextitem is None or nextitem.path != item.path or resident_mb() > TRIM_ABOVE_MB:
+    now = resident_mb()
+    if nextitem is None or nextitem.path != item.path or now > max(TRIM_ABOVE_MB, _LEFT[0] + GROWTH_MB):
         hand_back()

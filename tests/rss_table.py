@@ -1,7 +1,7 @@
 """Peak memory per test file: with SEGMENTER_RSS_TABLE=<path> set, each test process appends one row per test file
 to <path>: the process's peak RSS when the file's last test ended, the test that raised the peak most, and the
 peak of the subprocesses it waited for; and to <path>.tests one line per test (nodeid, seconds, peak after it,
-xdist worker).
+xdist worker, resident MB when it started).
 Run one file per process (tools/rss_table.sh) for a per-file peak.
 
 A row (tab-separated, a header once): file, tests, seconds, peak_mb, children_peak_mb, top_test, top_test_raise_mb,
@@ -13,6 +13,8 @@ import time
 from collections import defaultdict
 
 import pytest
+
+from tests.memory import resident_mb
 
 HEADER = "file\ttests\tseconds\tpeak_mb\tchildren_peak_mb\ttop_test\ttop_test_raise_mb\tslowest_test\tslowest_s\n"
 
@@ -31,7 +33,7 @@ class RssTable:
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_protocol(self, item, nextitem):
-        before, t = _peak_mb(resource.RUSAGE_SELF), time.time()
+        before, t, start_rss = _peak_mb(resource.RUSAGE_SELF), time.time(), resident_mb()
         yield
         row = self.files[item.location[0]]
         row["tests"] += 1
@@ -43,7 +45,7 @@ class RssTable:
         if row["peak"] - before > row["top"][1]:
             row["top"] = (item.name, row["peak"] - before)
         worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-        self.tests.append(f"{item.nodeid}\t{time.time() - t:.1f}\t{row['peak']:.0f}\t{worker}\n")
+        self.tests.append(f"{item.nodeid}\t{time.time() - t:.1f}\t{row['peak']:.0f}\t{worker}\t{start_rss:.0f}\n")
 
     def pytest_sessionfinish(self, session):
         if not self.files:
@@ -76,14 +78,15 @@ def summary(path: str, top: int = 10) -> str:
         for line in f:
             nodeid, seconds, peak, *rest = line.rstrip("\n").split("\t")
             worker = rest[0] if rest else "main"
+            start = rest[1] if len(rest) > 1 else "?"
             n, s, p = per.get(worker, (0, 0.0, 0.0))
             per[worker] = (n + 1, s + float(seconds), max(p, float(peak)))
-            raises.append((float(peak) - last.get(worker, float(peak)), worker, nodeid))
+            raises.append((float(peak) - last.get(worker, float(peak)), worker, start, nodeid))
             last[worker] = float(peak)
     lines = ["process  tests  seconds  peak_mb"]
     lines += [f"{w:<8} {n:>5} {s:>8.0f} {p:>8.0f}" for w, (n, s, p) in sorted(per.items())]
-    lines += ["", "largest raises of a process's peak (MB):"]
-    lines += [f"{r:>6.0f}  {w}  {nodeid}" for r, w, nodeid in sorted(raises, reverse=True)[:top] if r > 0]
+    lines += ["", "largest raises of a process's peak (MB; the process's resident MB when the test started):"]
+    lines += [f"{r:>6.0f}  {w}  {s:>5}  {nodeid}" for r, w, s, nodeid in sorted(raises, reverse=True)[:top] if r > 0]
     return "\n".join(lines)
 
 

@@ -199,7 +199,9 @@ def test_whole_cityscapes_image_attends_in_linear_memory():
         assert shape == [1, 3, 1024, 2048], shape
         peaks[chunk] = peak - base
     chunked, full = peaks[layers.ATTN_CHUNK], peaks[10**9]
-    assert chunked < 500 and full > chunked + 500, f"forward peak growth: chunked {chunked:.0f} MB, full {full:.0f} MB"
+    # The full map and its softmax are 2 x 537 MB; chunks keep 2 x 67 MB of them. The rest of the forward (and what
+    # the allocator keeps, which varies with the thread count) is the same on both sides.
+    assert full - chunked > 400, f"forward peak growth: chunked {chunked:.0f} MB, full {full:.0f} MB"
 
 
 def test_a_wrong_predictor_is_caught(monkeypatch):
