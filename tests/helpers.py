@@ -44,10 +44,14 @@ def run_tool_in_process(name: str, argv: list) -> None:
     """Run tools/<name> in this process exactly as its command line would; its exit status must be 0.
 
     The tools end with `sys.exit(run_cli(main, args))`, so success is SystemExit(0); a user error is SystemExit(1)
-    with the one-line message on stderr, which then fails the calling test."""
+    with the one-line message on stderr, which then fails the calling test. Afterwards the process hands back what
+    the run freed (tests/memory.py): a train run leaves ~1 GB in glibc's heap, which the next tool run's peak would
+    stack on."""
     import os
     import runpy
     import sys
+
+    from tests.memory import hand_back
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     old = sys.argv
@@ -58,3 +62,4 @@ def run_tool_in_process(name: str, argv: list) -> None:
         assert e.code in (0, None), f"tools/{name} {' '.join(map(str, argv))} exited {e.code} (its stderr is above)"
     finally:
         sys.argv = old
+        hand_back()
