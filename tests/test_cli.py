@@ -151,10 +151,43 @@ def fill(s: str, t: dict) -> str:
     return s.format(**t)
 
 
-@pytest.mark.slow  # ~50 tool runs, 3-10 s each
-@pytest.mark.parametrize("tool,argv,culprit", MISTAKES, ids=[f"{t}:{' '.join(a[-2:])}" for t, a, _ in MISTAKES])
-def test_a_user_mistake_is_one_error_line_never_a_traceback(trained, tool, argv, culprit):
-    r = run(tool, *[fill(a, trained) for a in argv], cwd=trained["tmp"])
+def run_here(tool: str, args: list, cwd: str, capsys, monkeypatch) -> subprocess.CompletedProcess:
+    """tools/<tool>.py run in this process as its command line would (its exit status from SystemExit; an exception
+    escaping the tool is printed as the traceback a process would print): a process start costs ~4 s of imports."""
+    import runpy
+    import traceback
+
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", [f"{tool}.py", *args])
+    capsys.readouterr()
+    try:
+        runpy.run_path(os.path.join(ROOT, "tools", f"{tool}.py"), run_name="__main__")
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except Exception:  # noqa: BLE001 (what a process would print before dying)
+        print(traceback.format_exc(), file=sys.stderr)
+        code = 1
+    cap = capsys.readouterr()
+    return subprocess.CompletedProcess([tool, *args], code, cap.out, cap.err)
+
+
+# Each tool's first mistake runs as its own process (the real command line); the rest in the test process.
+FIRST_OF_TOOL = {i for i, (t, _, _) in enumerate(MISTAKES) if t not in [m[0] for m in MISTAKES[:i]]}
+
+
+@pytest.mark.slow  # ~60 tool runs: 12 processes (3-10 s each), the rest in-process
+@pytest.mark.parametrize(
+    "tool,argv,culprit,here",
+    [(t, a, c, i not in FIRST_OF_TOOL) for i, (t, a, c) in enumerate(MISTAKES)],
+    ids=[f"{t}:{' '.join(a[-2:])}" for t, a, _ in MISTAKES],
+)
+def test_a_user_mistake_is_one_error_line_never_a_traceback(trained, tool, argv, culprit, here, capsys, monkeypatch):
+    args = [fill(a, trained) for a in argv]
+    if here:
+        r = run_here(tool, args, trained["tmp"], capsys, monkeypatch)
+    else:
+        r = run(tool, *args, cwd=trained["tmp"])
     out = r.stdout + r.stderr
     errors = [line for line in out.splitlines() if "error:" in line]
     assert r.returncode != 0, f"tools/{tool}.py {argv} exited 0:\n{out[-2000:]}"
@@ -185,6 +218,7 @@ def test_every_tool_takes_a_checkpoint_folder(trained, tool, argv):
     ok(run(tool, *[a.format(w=w, **trained) for a in argv], cwd=trained["tmp"]), f"tools/{tool}.py with {w}")
 
 
+@pytest.mark.slow  # two tool runs
 def test_augmentation_options_without_aug_eval_say_they_do_nothing(trained):
     """PaddleSeg reads --flip_horizontal and --scales only with --aug_eval; alone they used to be dropped in silence."""
     args = ["--config", trained["cfg"], "--model_path", os.path.join(trained["run"], "best_model")]
@@ -398,6 +432,7 @@ def test_default_output_is_short_and_free_of_known_noise(trained, tmp_path):
     assert f"export: wrote {tmp_path / 'm.onnx'}" in outs["onnx"].stdout, outs["onnx"].stdout
 
 
+@pytest.mark.slow  # tool runs in a pipe and on a terminal
 def test_progress_is_lines_in_a_pipe_and_a_bar_on_a_terminal(trained):
     args = ("val", "--config", trained["cfg"], "--model_path", f"{trained['run']}/best_model")
     piped = run(*args)

@@ -15,6 +15,7 @@ from segmenter.engine import compiled
 from segmenter.engine.compiled import CompiledModel, inference_model
 from segmenter.engine.infer import predict_probs
 from segmenter.models import Segmenter, SegmenterViT, layers
+from tests.helpers import tiered
 
 DECODERS = ({"name": "linear"}, {"name": "mask_transformer", "n_layers": 1, "d_model": 64, "n_heads": 2})
 
@@ -26,7 +27,7 @@ def tiny(dec: dict, seed: int = 0) -> Segmenter:
     return m
 
 
-@pytest.mark.parametrize("dec", DECODERS, ids=lambda d: d["name"])
+@pytest.mark.parametrize("dec", tiered(DECODERS, DECODERS[:1]), ids=lambda d: d["name"])
 def test_compiled_equals_dygraph_slide_flip_scales(dec, monkeypatch):
     """Slide windows (2 at a time), flip and two scales through CompiledModel: the probabilities of the dygraph
     model within 1e-5, the window size compiled (at another size than img_size: the baked position embedding),
@@ -234,7 +235,7 @@ def test_a_wrong_predictor_is_caught(monkeypatch):
                 assert [p.use_onednn for p in net.predictors.values()] == [False], "expected the MKL predictor"
 
 
-@pytest.mark.parametrize("topic", [[], ["versus"]], ids=["paths", "versus"])
+@pytest.mark.parametrize("topic", [[], pytest.param(["versus"], marks=pytest.mark.slow)], ids=["paths", "versus"])
 def test_benchmark_gpu_refused_on_a_cpu_build(topic):
     """`tools/benchmark.py [topic] --device gpu` on paddle's CPU build: one line saying what is missing, no
     traceback."""
@@ -292,6 +293,7 @@ def test_sizes_past_the_token_budget_stay_in_dygraph():
     assert list(net.predictors) == [(3, 64, 64)] and net.tokens((3, 64, 80)) == 20, (list(net.predictors), net.seen)
 
 
+@pytest.mark.slow  # two processes (~9 s)
 def test_first_compiled_call_memory_is_bounded():
     """The first call at a size (dygraph reference, export, predictor, check) adds at most 2.2x the resident memory
     a dygraph forward adds, on a logits-dominated model (150 classes at 384x384: 88 MB of logits), each measured in
