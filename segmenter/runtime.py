@@ -27,6 +27,7 @@ The deployment predictor takes its own thread count (`segmenter.deploy.create_pr
 """
 
 import ctypes
+import gc
 import os
 import sys
 from typing import Dict, Optional, Union
@@ -97,6 +98,35 @@ def cpu_settings() -> Dict[str, Union[int, str, bool, None]]:
     return dict(_STATE)
 
 
+def _glibc() -> Optional[ctypes.CDLL]:
+    """The C library on Linux, None elsewhere or where it cannot be loaded."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+
+
+def resident_mb() -> float:
+    """This process's current resident memory in MB (/proc/self/statm), 0 where it cannot be read."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError, AttributeError):
+        return 0.0
+
+
+def release_freed_memory() -> None:
+    """Collect reference cycles, then give glibc's free heap pages back to the system: `configure_malloc` keeps up
+    to 2 GB of them for reuse, which one-off work (a compile, a finished test) need not hold. The trim is a no-op
+    off glibc."""
+    gc.collect()
+    libc = _glibc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
+
+
 def configure_malloc(trim_threshold: int = 2**31 - 1) -> bool:
     """Keep freed memory in the glibc heap instead of unmapping it; returns whether glibc accepted it.
 
@@ -107,11 +137,8 @@ def configure_malloc(trim_threshold: int = 2**31 - 1) -> bool:
         trim_threshold (int, optional): Free bytes at the top of the heap before glibc gives them back (a C int,
             so at most 2**31 - 1). Default: 2**31 - 1.
     """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
+    libc = _glibc()
+    if libc is None:
         return False
     m_trim_threshold, m_mmap_max = -1, -4  # <malloc.h>
     ok = bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, int(trim_threshold)))

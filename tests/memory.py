@@ -5,45 +5,32 @@ a user's long inference run wants; a test process runs hundreds of tests one aft
 would stay in its heap, many of them in reference cycles (a model and its optimizer hold each other) that Python's
 collector seldom reaches because they are few large objects. After any test that leaves the process above
 `TRIM_ABOVE_MB` of resident memory and `GROWTH_MB` more than the last hand-back left (and after each file's last
-test) this collects the cycles and calls
-`malloc_trim(0)`, so the process's peak is the heaviest test's, not the sum of them (docs/development.md, Memory).
-"""
+test) this runs `segmenter.runtime.release_freed_memory` (gc, then `malloc_trim(0)`), so the process's peak is the
+heaviest test's, not the sum of them (docs/development.md, Memory).
 
-import ctypes
-import gc
-import os
-import sys
+segmenter is imported inside the functions: this plugin loads before conftest.py's pytest_configure sets each
+worker's OMP_NUM_THREADS, which `import segmenter` reads.
+"""
 
 import pytest
 
 TRIM_ABOVE_MB = 1536  # imports alone (Paddle, PyTorch, timm, MMSeg) hold ~1.1 GB; one hand-back costs ~0.3 s
 GROWTH_MB = 384  # ... and only once a test left this much more than the last hand-back did (what stays is live)
-_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-_LIBC = None
-if sys.platform.startswith("linux"):
-    try:
-        _LIBC = ctypes.CDLL("libc.so.6")
-    except OSError:
-        pass
+_LEFT = [0.0]  # resident MB after the last hand-back
 
 
 def resident_mb() -> float:
-    """This process's current resident memory (/proc/self/statm), 0 where it cannot be read."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * _PAGE / 2**20
-    except (OSError, ValueError, IndexError):
-        return 0.0
+    """This process's current resident memory (segmenter.runtime.resident_mb)."""
+    from segmenter.runtime import resident_mb as current
 
-
-_LEFT = [0.0]  # resident MB after the last hand-back
+    return current()
 
 
 def hand_back() -> None:
     """Collect reference cycles, then give the heap's free pages back to the system."""
-    gc.collect()
-    if _LIBC is not None and hasattr(_LIBC, "malloc_trim"):
-        _LIBC.malloc_trim(0)
+    from segmenter.runtime import release_freed_memory
+
+    release_freed_memory()
     _LEFT[0] = resident_mb()
 
 

@@ -37,7 +37,7 @@ class Sampler:
     """Resident memory of this process sampled by a thread; `mark(name)` closes a phase: its peak and end RSS."""
 
     def __init__(self, period: float = 0.002, limit_mb: float = 0.0):
-        from segmenter.engine.compiled import resident_mb
+        from segmenter.runtime import resident_mb
 
         self.rss, self.period, self.limit_mb = resident_mb, period, limit_mb
         self.base = self.rss()
@@ -100,12 +100,12 @@ def child(kind: str, model: str, size: Tuple[int, int], threads: int, hybrid_dep
     import segmenter  # noqa: F401
     from segmenter import deploy
     from segmenter.engine import compiled
-    from segmenter.runtime import configure_cpu
+    from segmenter.runtime import configure_cpu, release_freed_memory
 
     configure_cpu(num_threads=threads)
     m = build(model, size, hybrid_depth)
     x = paddle.to_tensor(np.random.RandomState(0).rand(1, 3, *size).astype("float32"))
-    compiled.hand_back()
+    release_freed_memory()
     s = Sampler(limit_mb=limit_mb)
     out: Dict[str, object] = {}
     with paddle.no_grad():
@@ -166,7 +166,7 @@ def child(kind: str, model: str, size: Tuple[int, int], threads: int, hybrid_dep
                     s.mark(f"{name} run")
                     out[f"{name}_diff"] = float(np.abs(got - ref).max())
                     del pred, got
-                    compiled.hand_back()
+                    release_freed_memory()
                     s.mark(f"{name} freed + trim")
     out["peak_mb"] = s.stop()
     out["phases"] = s.phases

@@ -22,6 +22,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from segmenter.bench.paths import MODELS, N_CLS, PATCH
+from segmenter.runtime import resident_mb
 
 MODEL = "vit_s_linear"
 PATHS = ("dygraph", "default", "twin", "official", "peer")
@@ -38,12 +39,6 @@ SIZES = ("256", "512", "768", "1024", "1024x2048")
 def parse_size(s: str) -> Tuple[int, int]:
     h, _, w = s.partition("x")
     return int(h), int(w or h)
-
-
-def rss_mb() -> float:
-    """Current resident set (from /proc), MB."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def child(path: str, size: Tuple[int, int], repeats: int, official_root: Optional[str], threads: Optional[int]):
@@ -111,7 +106,7 @@ def child(path: str, size: Tuple[int, int], repeats: int, official_root: Optiona
 
             net = CompiledModel(m, compile_after=1, num_threads=threads)
         fn = lambda: net(px)[0].numpy()  # noqa: E731
-    base = rss_mb()
+    base = resident_mb()
     with paddle.no_grad():
         t0 = time.perf_counter()
         fn()  # warm-up (the default path compiles here)

@@ -20,10 +20,7 @@ time: build a new CompiledModel after changing them (evaluate() builds one per c
 sees the current weights).
 """
 
-import ctypes
-import gc
 import os
-import sys
 import tempfile
 import warnings
 from typing import Dict, List, Optional, Tuple
@@ -31,6 +28,8 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import paddle
 import paddle.nn as nn
+
+from segmenter.runtime import release_freed_memory
 
 COMPILE_AFTER = 2  # calls at one size before it is compiled (~2-5 s for ViT-S: about 5 forwards at 512)
 MAX_SIZES = 4  # predictors kept per model; each holds its own copy of the weights
@@ -40,28 +39,6 @@ MAX_SIZES = 4  # predictors kept per model; each holds its own copy of the weigh
 MAX_TOKENS = 4096  # a 1024x1024 slide window at patch 16
 ONEDNN_WRONG = {"UPerNetViT"}  # paddle 3.3.1's oneDNN predictor returns their logits off by ~8: MKL only
 CHECK_TOL = 1e-4  # a compiled size is checked once against dygraph: max|diff| <= CHECK_TOL * (1 + max|logits|)
-
-_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-
-
-def resident_mb() -> float:
-    """This process's current resident memory (/proc/self/statm), 0 where it cannot be read."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * _PAGE / 2**20
-    except (OSError, ValueError, IndexError):
-        return 0.0
-
-
-def hand_back() -> None:
-    """Collect reference cycles, then give glibc's free heap pages back to the system (segmenter/runtime.py keeps
-    up to 2 GB of them for reuse, which the compile's one-off buffers need not hold)."""
-    gc.collect()
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-        except (OSError, AttributeError):
-            pass
 
 
 def fast_path_enabled(flag: Optional[bool] = None) -> bool:
@@ -130,10 +107,10 @@ class CompiledModel:
             with paddle.no_grad():
                 ref_out = self.model(x)
             ref = as_array(ref_out[0])
-            hand_back()
+            release_freed_memory()
             with tempfile.TemporaryDirectory(prefix="segmenter_fast_") as tmp:
                 prefix = deploy.export(self.model, os.path.join(tmp, "model"), key[1:], batch_size=None)
-                hand_back()
+                release_freed_memory()
                 backends = (False,) if type(self.model).__name__ in ONEDNN_WRONG else (None, False)
                 for use_onednn in backends:  # the predictor reads the files: they may go once it exists
                     pred = deploy.create_predictor(prefix, self.num_threads, use_onednn)
@@ -150,7 +127,7 @@ class CompiledModel:
                         stacklevel=3,
                     )
                     del pred, out
-                    hand_back()
+                    release_freed_memory()
                     if use_onednn is False:
                         break
             self.failed = f"predictor off by {diff:.2e}"
