@@ -40,13 +40,11 @@ def tiny_segmenter(decoder: str = "linear", num_classes: int = 5, preset: str = 
     return Segmenter(num_classes, vit, decoder_cfg(decoder, vit.embed_dim))
 
 
-def run_tool_in_process(name: str, argv: list) -> None:
-    """Run tools/<name> in this process exactly as its command line would; its exit status must be 0.
-
-    The tools end with `sys.exit(run_cli(main, args))`, so success is SystemExit(0); a user error is SystemExit(1)
-    with the one-line message on stderr, which then fails the calling test. Afterwards the process hands back what
-    the run freed (tests/memory.py): a train run leaves ~1 GB in glibc's heap, which the next tool run's peak would
-    stack on."""
+def tool_exit_code(name: str, argv: list) -> int:
+    """Run tools/<name> in this process exactly as its command line would and return its exit status (the tools
+    end with `sys.exit(run_cli(main, args))`); any other exception propagates. Afterwards the process hands back
+    what the run freed (tests/memory.py): a train run leaves ~1 GB in glibc's heap, which the next tool run's peak
+    would stack on."""
     import os
     import runpy
     import sys
@@ -58,8 +56,16 @@ def run_tool_in_process(name: str, argv: list) -> None:
     sys.argv = [name, *argv]
     try:
         runpy.run_path(os.path.join(root, "tools", name), run_name="__main__")
+        return 0
     except SystemExit as e:
-        assert e.code in (0, None), f"tools/{name} {' '.join(map(str, argv))} exited {e.code} (its stderr is above)"
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     finally:
         sys.argv = old
         hand_back()
+
+
+def run_tool_in_process(name: str, argv: list) -> None:
+    """tools/<name> run in this process (`tool_exit_code`); its exit status must be 0. A user error is exit 1 with
+    the one-line message on stderr, which then fails the calling test."""
+    code = tool_exit_code(name, argv)
+    assert code == 0, f"tools/{name} {' '.join(map(str, argv))} exited {code} (its stderr is above)"

@@ -20,7 +20,7 @@ from PIL import Image
 from segmenter.datasets import SegmenterShapes
 from segmenter.engine.run import load_config, run_train
 from tests.engine_helpers import write_tiny_config
-from tests.helpers import tiered
+from tests.helpers import tiered, tool_exit_code
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOLS = sorted(f[:-3] for f in os.listdir(os.path.join(ROOT, "tools")) if f.endswith(".py"))
@@ -154,17 +154,12 @@ def fill(s: str, t: dict) -> str:
 def run_here(tool: str, args: list, cwd: str, capsys, monkeypatch) -> subprocess.CompletedProcess:
     """tools/<tool>.py run in this process as its command line would (its exit status from SystemExit; an exception
     escaping the tool is printed as the traceback a process would print): a process start costs ~4 s of imports."""
-    import runpy
     import traceback
 
     monkeypatch.chdir(cwd)
-    monkeypatch.setattr(sys, "argv", [f"{tool}.py", *args])
     capsys.readouterr()
     try:
-        runpy.run_path(os.path.join(ROOT, "tools", f"{tool}.py"), run_name="__main__")
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        code = tool_exit_code(f"{tool}.py", args)
     except Exception:  # noqa: BLE001 (what a process would print before dying)
         print(traceback.format_exc(), file=sys.stderr)
         code = 1
