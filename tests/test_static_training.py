@@ -2,14 +2,12 @@
 exact resume."""
 
 import os
-import shutil
 
 import numpy as np
-import paddle
 
 from segmenter.engine.run import load_config, run_train
 from segmenter.engine.run import test_kwargs as eval_options  # aliased: pytest would collect test_kwargs
-from tests.engine_helpers import write_tiny_config
+from tests.engine_helpers import assert_resume_equals_uninterrupted, write_tiny_config
 
 ITERS = 20
 
@@ -21,10 +19,6 @@ def losses(save_dir: str) -> np.ndarray:
     vdl = os.path.join(save_dir, "vdl")
     reader = LogReader(file_path=os.path.join(vdl, os.listdir(vdl)[0]))
     return np.array([r.value for r in reader.get_data("scalar", "Train/loss")], np.float64)
-
-
-def weights(save_dir: str, name: str) -> dict:
-    return {k: v.numpy() for k, v in paddle.load(os.path.join(save_dir, name, "model.pdparams")).items()}
 
 
 def config(tmp_path, to_static: bool, iters: int = ITERS, stochastic: bool = True):
@@ -57,24 +51,7 @@ def test_static_loss_curve_equals_dygraph(tmp_path):
 
 
 def test_static_training_resumes_exactly(tmp_path):
-    full, half = str(tmp_path / "full"), str(tmp_path / "half")
-    run_train(config(tmp_path, True, 6), full, seed=5, save_interval=6, log_iters=100)
-    run_train(config(tmp_path, True, 6), half, seed=5, save_interval=3, log_iters=100, keep_k=5)
-    shutil.rmtree(os.path.join(half, "iter_6"))
-    run_train(
-        config(tmp_path, True, 6),
-        half,
-        seed=5,
-        save_interval=6,
-        log_iters=100,
-        resume_model=os.path.join(half, "iter_3"),
-    )
-    a, b = weights(full, "iter_6"), weights(half, "iter_6")
-    diff = max(float(np.abs(a[k] - b[k]).max()) for k in a)
-    assert diff <= 1e-6, f"resumed vs uninterrupted weights (static graph): max|diff|={diff:.2e}"
-    first = weights(half, "iter_3")
-    moved = max(float(np.abs(a[k] - first[k]).max()) for k in a)
-    assert moved > 1e-4, f"iters 4-6 did not change the weights (max|diff|={moved:.2e})"
+    assert_resume_equals_uninterrupted(lambda: config(tmp_path, True, 6), tmp_path, " (static graph)")
 
 
 def test_static_training_evaluates_through_the_default_path(tmp_path, monkeypatch):
