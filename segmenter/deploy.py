@@ -14,11 +14,18 @@ import paddle
 import paddle.inference as paddle_infer
 import paddle.nn as nn
 
+from segmenter.models import layers
 from segmenter.quiet import quiet_export
 from segmenter.runtime import default_threads
 
 
-def export(model: nn.Layer, path_prefix: str, input_size: Sequence[int], batch_size: Optional[int] = 1) -> str:
+def export(
+    model: nn.Layer,
+    path_prefix: str,
+    input_size: Sequence[int],
+    batch_size: Optional[int] = 1,
+    fused_attention: bool = False,
+) -> str:
     """Trace `model` (returning `[logits]`) for inputs [batch_size, C, H, W] and save it with `paddle.jit.save`.
 
     Args:
@@ -26,6 +33,9 @@ def export(model: nn.Layer, path_prefix: str, input_size: Sequence[int], batch_s
         path_prefix: output prefix; files `<prefix>.json`/`.pdmodel` and `<prefix>.pdiparams` are written.
         input_size: (H, W) of the exported input.
         batch_size: fixed batch, or None for a variable batch (sliding windows in batches).
+        fused_attention: trace attention as paddle's fused CPU kernel (`self_dp_attention`, AVX-512 only, no GPU
+            kernel) where this CPU has it, for a predictor on this machine (engine/compiled.py); False (default)
+            traces the explicit product, which runs on any device.
     Returns the prefix.
     """
     if len(input_size) != 2:
@@ -42,7 +52,8 @@ def export(model: nn.Layer, path_prefix: str, input_size: Sequence[int], batch_s
     model.eval()
     os.makedirs(os.path.dirname(os.path.abspath(path_prefix)), exist_ok=True)
     try:
-        with fixed_pos_embed(model, input_size), quiet_export():  # paddle's known chatter (segmenter/quiet.py)
+        # quiet_export: paddle's known chatter (segmenter/quiet.py)
+        with fixed_pos_embed(model, input_size), layers.fused_attention(fused_attention), quiet_export():
             static_model = paddle.jit.to_static(model, input_spec=[spec], full_graph=True)
             paddle.jit.save(static_model, path_prefix)
     finally:

@@ -163,8 +163,9 @@ class Inferencer(BaseInferencer):
         opts: config overrides ["key=value", ...], as the tools' --opts. Default: None.
         verbose: log PaddleSeg's build messages with the resolved config. Default: False.
         **overrides: is_slide, crop_size, stride, window_batch_size, flip_horizontal, scales, fast_path (default
-            False, the dygraph model; True: each input size compiled once, as segmenter.engine.compiled explains;
-            changing `self.model`'s weights afterwards needs a new Inferencer).
+            None: test_config.fast_path, else on: each repeated input size of 512x512 and up compiled once, as
+            segmenter.engine.compiled explains, so changing `self.model`'s weights afterwards needs a new
+            Inferencer; False: the dygraph model throughout).
     """
 
     def __init__(

@@ -117,6 +117,52 @@ def resident_mb() -> float:
         return 0.0
 
 
+def available_mb() -> Optional[float]:
+    """Memory this process could still take, in MB: /proc/meminfo's MemAvailable, lowered to the room left under a
+    cgroup v2 limit (a container's) where there is one; None where neither can be read (not Linux)."""
+    room = []
+    try:
+        with open("/proc/meminfo") as f:
+            room += [int(line.split()[1]) / 1024 for line in f if line.startswith("MemAvailable:")]
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        if limit.isdigit():
+            with open("/sys/fs/cgroup/memory.current") as f:
+                room.append((int(limit) - int(f.read().strip())) / 2**20)
+    except (OSError, ValueError):
+        pass
+    return min(room) if room else None
+
+
+class PeakRSS:
+    """The most resident memory (MB) this process added while in `with PeakRSS() as p:`, sampled from
+    /proc/self/statm every `period` seconds by a thread (and at both ends); `p.added_mb` after the block."""
+
+    def __init__(self, period: float = 0.002):
+        self.period, self.added_mb = period, 0.0
+
+    def __enter__(self) -> "PeakRSS":
+        import threading
+
+        self.base = self.peak = resident_mb()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.period):
+            self.peak = max(self.peak, resident_mb())
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.added_mb = max(self.peak, resident_mb()) - self.base
+
+
 def release_freed_memory() -> None:
     """Collect reference cycles, then give glibc's free heap pages back to the system: `configure_malloc` keeps up
     to 2 GB of them for reuse, which one-off work (a compile, a finished test) need not hold. The trim is a no-op

@@ -45,7 +45,7 @@ def test_compiled_equals_dygraph_slide_flip_scales(dec, monkeypatch):
     )
     with paddle.no_grad():
         ref = predict_probs(m, x, **kw).numpy()
-        net = CompiledModel(m)
+        net = CompiledModel(m, min_tokens=0)
         out = predict_probs(net, x, **kw).numpy()
     # 80x80 windows at scale 1, 75x80 ones at 0.75 (75x120 image), each seen 2 times (flip)
     assert sorted(net.predictors) == [(3, 75, 80), (3, 80, 80)], f"compiled {list(net.predictors)}, seen {net.seen}"
@@ -63,7 +63,7 @@ def test_compiled_equals_dygraph_slide_flip_scales(dec, monkeypatch):
 
 def test_whole_image_sizes_compile_on_second_sight():
     m = tiny(DECODERS[0])
-    net = CompiledModel(m)
+    net = CompiledModel(m, min_tokens=0)
     with paddle.no_grad():
         for hw in ((64, 64), (48, 80), (64, 64), (64, 64)):
             x = paddle.to_tensor(np.random.RandomState(hw[1]).rand(2, 3, *hw).astype("float32"))
@@ -75,11 +75,56 @@ def test_whole_image_sizes_compile_on_second_sight():
 
 def test_switches_turn_the_fast_path_off(monkeypatch):
     m = tiny(DECODERS[0])
-    assert inference_model(m) is m, "the compiled path is opt-in"
+    monkeypatch.delenv("SEGMENTER_FAST_PATH", raising=False)
+    assert isinstance(inference_model(m), CompiledModel), "the compiled path is the default"
     assert isinstance(inference_model(m, True), CompiledModel)
-    monkeypatch.setenv("SEGMENTER_FAST_PATH", "1")
-    assert isinstance(inference_model(m), CompiledModel)
     assert inference_model(m, False) is m
+    monkeypatch.setenv("SEGMENTER_FAST_PATH", "0")
+    assert inference_model(m) is m
+    assert isinstance(inference_model(m, True), CompiledModel)
+
+
+def test_small_sizes_stay_in_dygraph():
+    """Below MIN_TOKENS tokens per image (512x512 at patch 16) the predictor would not earn its export back: a
+    64x64 input (16 tokens) is never compiled however often it comes; a size at min_tokens is."""
+    m = tiny(DECODERS[0])
+    net = CompiledModel(m)
+    assert net.min_tokens == compiled.MIN_TOKENS == 1024
+    x = paddle.to_tensor(np.random.RandomState(3).rand(1, 3, 64, 64).astype("float32"))
+    with paddle.no_grad():
+        for _ in range(3):
+            net(x)
+        assert not net.predictors and net.seen == {(3, 64, 64): 3}, (list(net.predictors), net.seen)
+        net = CompiledModel(m, min_tokens=16)
+        for _ in range(2):
+            net(x)
+    assert list(net.predictors) == [(3, 64, 64)], net.seen
+
+
+def test_a_size_stays_in_dygraph_without_the_memory(monkeypatch):
+    """Where less memory is available than the predictor may take (MEMORY_FACTOR x what the dygraph forward added,
+    plus the weights and a margin), the size is not compiled: one warning naming the model, the size and both
+    figures, the dygraph model's results, and no second attempt."""
+    m = tiny(DECODERS[0])
+    monkeypatch.setattr(compiled, "available_mb", lambda: 100.0)  # under the 512 MB margin alone
+    net = CompiledModel(m, compile_after=1, min_tokens=0)
+    x = paddle.to_tensor(np.random.RandomState(4).rand(1, 3, 64, 64).astype("float32"))
+    with paddle.no_grad():
+        ref = m(x)[0].numpy()
+        with pytest.warns(UserWarning, match=r"not compiling Segmenter at \[3, 64, 64\]: .* MB and 100 MB"):
+            out = net(x)[0].numpy()
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            out2 = net(x)[0].numpy()
+    assert not net.predictors and net.skipped == {(3, 64, 64)}, (list(net.predictors), net.skipped)
+    assert float(np.abs(out - ref).max()) == 0.0 and float(np.abs(out2 - ref).max()) == 0.0
+    monkeypatch.setattr(compiled, "available_mb", lambda: None)  # unknown (not Linux): compile
+    net = CompiledModel(m, compile_after=1, min_tokens=0)
+    with paddle.no_grad():
+        net(x)
+    assert list(net.predictors) == [(3, 64, 64)], net.skipped
 
 
 def test_export_failure_falls_back_to_dygraph(monkeypatch):
@@ -92,11 +137,12 @@ def test_export_failure_falls_back_to_dygraph(monkeypatch):
         raise RuntimeError("cannot trace this")
 
     monkeypatch.setattr(deploy, "export", refuse)
-    net = CompiledModel(m, compile_after=1)
+    net = CompiledModel(m, compile_after=1, min_tokens=0)
     x = paddle.to_tensor(np.random.rand(1, 3, 64, 64).astype("float32"))
-    with pytest.warns(UserWarning, match="could not export Segmenter"):
+    with paddle.no_grad(), pytest.warns(UserWarning, match="could not export Segmenter"):
         out = net(x)[0]
-    out2 = net(x)[0]  # no second attempt, no second warning
+    with paddle.no_grad():
+        out2 = net(x)[0]  # no second attempt, no second warning
     assert net.failed and not net.predictors and float((out - out2).abs().max()) == 0.0
 
 
@@ -113,10 +159,11 @@ def test_inferencer_flag(tmp_path, monkeypatch):
         return real(model, fast_path)
 
     monkeypatch.setattr(compiled, "inference_model", spy)
+    monkeypatch.setattr(compiled, "MIN_TOKENS", 0)  # the tiny config's images compile
     paddle.seed(0)
     cfg = write_tiny_config(tmp_path)
-    seg_fast, seg_slow = Inferencer(cfg, fast_path=True), Inferencer(cfg)
-    assert made == [True, False] and isinstance(seg_fast.net, CompiledModel) and seg_slow.net is seg_slow.model
+    seg_fast, seg_slow = Inferencer(cfg), Inferencer(cfg, fast_path=False)
+    assert made == [None, False] and isinstance(seg_fast.net, CompiledModel) and seg_slow.net is seg_slow.model
     seg_slow.model.set_state_dict(seg_fast.model.state_dict())
     img = np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)
     a, b = seg_fast([img, img], return_probs=True), seg_slow([img, img], return_probs=True)
@@ -133,6 +180,7 @@ def test_chunked_attention_equals_full(monkeypatch, heads, n):
     from segmenter.pytorch.layers import Attention as TorchAttention
 
     monkeypatch.setattr(layers, "ATTN_CHUNK", 16)  # chunked past 32 tokens
+    monkeypatch.setitem(layers._FUSED, "dygraph", False)  # the chunks are the path without the fused kernel
     paddle.seed(0)
     attn = layers.Attention(48, heads)
     attn.eval()
@@ -152,12 +200,94 @@ def test_chunked_attention_equals_full(monkeypatch, heads, n):
     assert d <= 1e-5, f"twin SDPA vs paddle chunks: max|diff|={d:.2e}"
 
 
+needs_fused = pytest.mark.skipif(not layers._fused_kernel_usable(), reason="no fused attention kernel on this CPU")
+
+
+@needs_fused
+@pytest.mark.parametrize("batch,n,dim,heads", [(1, 7, 24, 3), (2, 65, 48, 2), (2, 600, 64, 1), (1, 1025, 384, 6)])
+def test_fused_attention_equals_the_explicit_product(monkeypatch, batch, n, dim, heads):
+    """At inference the fused CPU kernel (blocks of 512 keys, online softmax: 600 and 1025 tokens cross a block)
+    gives the explicit product's tokens (the return_attn path) within 1e-5 of their scale, and the twin's."""
+    import torch
+
+    from segmenter.pytorch.layers import Attention as TorchAttention
+
+    ran = []
+    real = layers.fused_self_attention
+    monkeypatch.setattr(layers, "fused_self_attention", lambda *a: ran.append(1) or real(*a))
+    paddle.seed(n)
+    attn = layers.Attention(dim, heads)
+    attn.eval()
+    x = np.random.RandomState(n).randn(batch, n, dim).astype("float32")
+    with paddle.no_grad():
+        fused = attn(paddle.to_tensor(x)).numpy()
+        full, _ = attn(paddle.to_tensor(x), return_attn=True)
+    assert ran == [1], "the fused kernel did not run"
+    scale = 1.0 + float(np.abs(full.numpy()).max())
+    d = float(np.abs(fused - full.numpy()).max())
+    assert d <= 1e-5 * scale, f"fused vs explicit: max|diff|={d:.2e}"
+    t = TorchAttention(dim, heads).eval()
+    t.load_state_dict(
+        {k: torch.from_numpy(v.numpy().T.copy() if v.ndim == 2 else v.numpy()) for k, v in attn.state_dict().items()}
+    )
+    with torch.no_grad():
+        d = float(np.abs(t(torch.from_numpy(x)).numpy() - fused).max())
+    assert d <= 1e-5 * scale, f"twin vs fused: max|diff|={d:.2e}"
+
+
+@needs_fused
+def test_fused_attention_only_where_no_gradient_is_asked(monkeypatch):
+    """The fused kernel has no backward: in eval mode with gradients on (and in training) the explicit product runs
+    and the weights get their gradient; under no_grad the kernel runs."""
+    ran = []
+    real = layers.fused_self_attention
+    monkeypatch.setattr(layers, "fused_self_attention", lambda *a: ran.append(1) or real(*a))
+    paddle.seed(0)
+    attn = layers.Attention(32, 2)
+    x = paddle.to_tensor(np.random.RandomState(0).randn(1, 40, 32).astype("float32"))
+    for training in (False, True):
+        attn.train(training)
+        attn(x).sum().backward()
+        g = attn.qkv.weight.grad
+        assert g is not None and float(g.abs().max()) > 0, f"training={training}: no gradient reached qkv"
+        attn.clear_gradients()
+    assert ran == [], "the fused kernel ran where a gradient was asked"
+    attn.eval()
+    with paddle.no_grad():
+        attn(x)
+    assert ran == [1]
+
+
+@needs_fused
+def test_exports_carry_the_fused_kernel_only_when_asked(tmp_path):
+    """deploy.export traces the explicit product by default (an export may go to a GPU or another CPU, or to ONNX);
+    with fused_attention=True (the compiled path's own export) the graph holds the fused op, one per block, and its
+    predictor equals the dygraph model."""
+    from segmenter import deploy
+
+    m = tiny(DECODERS[0])
+    counts = {}
+    for fused in (False, True):
+        prefix = deploy.export(m, str(tmp_path / f"m{fused}"), (64, 64), batch_size=None, fused_attention=fused)
+        with open(deploy._model_file(prefix)) as f:
+            counts[fused] = f.read().count("self_dp_attention")
+    assert counts == {False: 0, True: 2}, counts
+    assert not layers._FUSED["static"], "the export left static graphs tracing the fused kernel"
+    x = np.random.RandomState(5).rand(2, 3, 64, 64).astype("float32")
+    with paddle.no_grad():
+        ref = m(paddle.to_tensor(x))[0].numpy()
+    out = deploy.create_predictor(prefix, 1)(x)[0]
+    d = float(np.abs(out - ref).max())
+    assert d <= 1e-5, f"fused export vs dygraph: max|diff|={d:.2e}"
+
+
 MEMORY_CHILD = r"""
 import json, resource, sys
 import numpy as np, paddle
 import segmenter
 from segmenter.models import Segmenter, SegmenterViT, layers
 layers.ATTN_CHUNK = int(sys.argv[1])
+layers._FUSED["dygraph"] = sys.argv[2] == "fused"
 paddle.seed(0)
 m = Segmenter(3, SegmenterViT(img_size=64, embed_dim=32, depth=1, num_heads=2), {"name": "linear"})
 m.eval()
@@ -183,26 +313,30 @@ print("PEAK", json.dumps([base, max(peak[0], rss()), out.shape]))
 @pytest.mark.slow
 def test_whole_cityscapes_image_attends_in_linear_memory():
     """A whole 2048x1024 image (8193 tokens): the full [2, 8193, 8193] map alone is 537 MB (its softmax as much
-    again); in query chunks of 1024 rows the forward's peak grows by far less. Peak RSS of one subprocess each."""
+    again); in query chunks of 1024 rows, and through the fused kernel (512 x 512 blocks) where the CPU has it, the
+    forward's peak grows by far less. Peak RSS of one subprocess each."""
     peaks = {}
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    for chunk in (layers.ATTN_CHUNK, 10**9):
+    paths = {"chunked": layers.ATTN_CHUNK, "full": 10**9}
+    if layers._fused_kernel_usable():
+        paths["fused"] = 10**9  # no chunks to fall back on: the kernel's own blocks
+    for path, chunk in paths.items():
         r = subprocess.run(
-            [sys.executable, "-c", MEMORY_CHILD, str(chunk)],
+            [sys.executable, "-c", MEMORY_CHILD, str(chunk), path],
             capture_output=True,
             text=True,
             env=dict(os.environ, PYTHONPATH=root),
             timeout=300,
         )
         line = [s for s in r.stdout.splitlines() if s.startswith("PEAK")]
-        assert line, f"chunk {chunk}: rc={r.returncode} {r.stderr[-600:]}"
+        assert line, f"{path}: rc={r.returncode} {r.stderr[-600:]}"
         base, peak, shape = json.loads(line[0][5:])
         assert shape == [1, 3, 1024, 2048], shape
-        peaks[chunk] = peak - base
-    chunked, full = peaks[layers.ATTN_CHUNK], peaks[10**9]
-    # The full map and its softmax are 2 x 537 MB; chunks keep 2 x 67 MB of them. The rest of the forward (and what
-    # the allocator keeps, which varies with the thread count) is the same on both sides.
-    assert full - chunked > 400, f"forward peak growth: chunked {chunked:.0f} MB, full {full:.0f} MB"
+        peaks[path] = peak - base
+    # The full map and its softmax are 2 x 537 MB; chunks keep 2 x 67 MB of them, the fused kernel 1 MB. The rest of
+    # the forward (and what the allocator keeps, which varies with the thread count) is the same on every side.
+    for path in set(peaks) - {"full"}:
+        assert peaks["full"] - peaks[path] > 400, f"forward peak growth (MB): {peaks}"
 
 
 def test_a_wrong_predictor_is_caught(monkeypatch):
@@ -224,7 +358,7 @@ def test_a_wrong_predictor_is_caught(monkeypatch):
         ref = m(x)[0].numpy()
         for mkl_bad in (False, True):
             bad["mkl"] = mkl_bad
-            net = CompiledModel(m, compile_after=1)
+            net = CompiledModel(m, compile_after=1, min_tokens=0)
             with pytest.warns(UserWarning, match="oneDNN predictor of Segmenter"):
                 out = net(x)[0].numpy()
             d = float(np.abs(out - ref).max())
@@ -270,7 +404,7 @@ def test_hybrid_export_bakes_the_token_grid():
         assert vit.pos_embed.shape == [1, 1 + 12 * 20, 32], vit.pos_embed.shape
     assert vit.pos_embed.shape == [1, 1 + 16 * 16, 32], "fixed_pos_embed left the resampled embedding behind"
     x = paddle.to_tensor(np.random.RandomState(1).rand(2, 3, 48, 80).astype("float32"))
-    net = CompiledModel(m, compile_after=1)
+    net = CompiledModel(m, compile_after=1, min_tokens=0)
     with paddle.no_grad():
         ref = m(x)[0].numpy()
         net(x)
@@ -284,7 +418,7 @@ def test_sizes_past_the_token_budget_stay_in_dygraph():
     """A size of more tokens per image than max_tokens is never compiled (its predictor would hold about twice the
     dygraph forward's memory); it keeps the dygraph model's results."""
     m = tiny(DECODERS[0])
-    net = CompiledModel(m, compile_after=1, max_tokens=16)  # 64x64: 16 tokens; 64x80: 20
+    net = CompiledModel(m, compile_after=1, max_tokens=16, min_tokens=0)  # 64x64: 16 tokens; 64x80: 20
     with paddle.no_grad():
         for hw in ((64, 64), (64, 80), (64, 80)):
             x = paddle.to_tensor(np.random.RandomState(hw[1]).rand(1, 3, *hw).astype("float32"))
@@ -326,7 +460,7 @@ def test_upernet_compiles_to_mkl_only(monkeypatch):
     m.eval()
     built, real = [], deploy.create_predictor
     monkeypatch.setattr(deploy, "create_predictor", lambda *a: built.append(a[-1]) or real(*a))
-    net = CompiledModel(m, compile_after=1)
+    net = CompiledModel(m, compile_after=1, min_tokens=0)
     x = paddle.to_tensor(np.random.RandomState(2).rand(1, 3, 32, 48).astype("float32"))
     with paddle.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("error")  # no "oneDNN predictor ... is off" warning

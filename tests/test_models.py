@@ -134,7 +134,10 @@ def test_attention_maps_flag():
     with paddle.no_grad():
         plain = vit(paddle.ones([1, 3, 32, 48]))
         tokens, attns = vit(paddle.ones([1, 3, 32, 48]), return_attn=True)
-    assert np.array_equal(plain.numpy(), tokens.numpy()), "return_attn must not change the tokens"
+    # the same maths, and the same kernels unless this CPU has the fused attention kernel (which the attention
+    # maps cannot take: it never forms them)
+    d = float(np.abs(plain.numpy() - tokens.numpy()).max())
+    assert d <= 1e-5 * (1 + float(np.abs(tokens.numpy()).max())), f"return_attn changed the tokens by {d:.2e}"
     assert len(attns) == 2 and list(attns[0].shape) == [1, 3, 7, 7], f"got {[list(a.shape) for a in attns]}"
     rowsum = attns[0].sum(-1).numpy()
     assert np.abs(rowsum - 1).max() < 1e-5, f"attention rows must sum to 1: max dev {np.abs(rowsum - 1).max():.2e}"

@@ -55,12 +55,15 @@ def test_static_training_resumes_exactly(tmp_path):
 
 
 def test_static_training_evaluates_through_the_default_path(tmp_path, monkeypatch):
-    """Evaluation during static training through the compiled path (opt-in since it became so: turned on here)
+    """Evaluation during static training through the compiled path (the default; its small images compile here)
     exports the dygraph forward and hands the static one back: training goes on after the evaluation at
     iteration 2 and saves iteration 4."""
+    from segmenter.engine import compiled
+
+    monkeypatch.setattr(compiled, "MIN_TOKENS", 0)
     out = str(tmp_path / "run")
     cfg = config(tmp_path, True, 4)
-    fast = eval_options(cfg, {"fast_path": True})
+    fast = eval_options(cfg, {})
     from segmenter import deploy
 
     exported, real = [], deploy.export

@@ -160,6 +160,12 @@ def add_inference(p: argparse.ArgumentParser, aug: str) -> None:
         help=f"with --{aug}: also average the horizontally flipped image (default: off)",
     )
     p.add_argument("--scales", type=float, nargs="+", help=f"with --{aug}: image scales averaged (default: 1.0)")
+    p.add_argument(
+        "--no_fast_path",
+        action="store_true",
+        help="run the dygraph model at every size instead of compiling each repeated input size of 512x512 and up "
+        "once (default: compiled, unless test_config.fast_path is false or SEGMENTER_FAST_PATH=0)",
+    )
 
 
 def inference_overrides(args: argparse.Namespace, aug: bool) -> dict:
@@ -177,6 +183,7 @@ def inference_overrides(args: argparse.Namespace, aug: bool) -> dict:
         window_batch_size=args.window_batch_size,
         flip_horizontal=aug and args.flip_horizontal or None,
         scales=tuple(args.scales) if aug and args.scales else None,
+        fast_path=False if args.no_fast_path else None,
     )
 
 

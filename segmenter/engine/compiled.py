@@ -1,115 +1,150 @@
-"""The compiled inference path (opt-in): the model exported once per input size, run by a `paddle.inference`
-predictor.
+"""The compiled inference path, the default on a CPU: the model exported once per input size and run by a
+`paddle.inference` predictor.
 
 Evaluation (whole, slide, flip, multi-scale), tools/predict.py and the Inferencer call `model(x)[0]` through
 `inference_model(model)`. A `CompiledModel` traces the eval-mode model (`segmenter.deploy.export`, batch left
-free) the second time it sees an input size [C, H, W] and keeps that predictor (oneDNN where paddle accepts the
-graph) for every later call at that size: slide windows share one size, so a slide evaluation compiles once; a
-size seen once (whole-image inference over images of many sizes) never pays the export. Each compiled size is
-checked once on the input that compiled it against the dygraph model (oneDNN, else MKL, else dygraph). Results
-equal the dygraph model's within 1e-5 (tests/test_compiled.py); measured speed in docs/benchmarks.md.
+free, attention as paddle's fused CPU kernel where the CPU has it) the second time it sees an input size
+[C, H, W] and keeps that predictor (oneDNN where paddle accepts the graph) for every later call at that size: slide
+windows share one size, so a slide evaluation compiles once; a size seen once (whole-image inference over images of
+many sizes) never pays the export (2-5 s for ViT-S). Each compiled size is checked once on the input that compiled
+it against the dygraph model (oneDNN, else MKL, else dygraph). Results equal the dygraph model's within 1e-5
+(tests/test_compiled.py); measured speed in docs/benchmarks.md.
 
-It is opt-in: `test_config: {fast_path: true}` in the YAML, `SEGMENTER_FAST_PATH=1` in the environment, or
-`Inferencer(..., fast_path=True)`. Its first call at a size (the dygraph reference, the export, the predictor and
-the check) adds 1.9-3.2x the resident memory the dygraph forward adds, and later calls as much: the predictor
-holds its own copy of the weights and keeps more activations alive in its run than the dygraph forward
-(`tools/benchmark.py compile_memory`, docs/benchmarks.md). Sizes above MAX_TOKENS tokens per image (a whole
-2048x1024 image: 8192) stay in dygraph. (The hybrid R50 ViT's 9.8 GB at ADE20K's val size was an export bug, a
-position embedding baked for 262144 tokens, fixed in deploy.fixed_pos_embed.) The weights are read at compile
-time: build a new CompiledModel after changing them (evaluate() builds one per call, so evaluation during training
-sees the current weights).
+Which sizes compile: from MIN_TOKENS to MAX_TOKENS tokens per image, and only while the memory is there. Below
+MIN_TOKENS the predictor gains little over the dygraph model (256x256: none) and would not earn its export back;
+above MAX_TOKENS (a whole 2048x1024 image: 8192) its run would hold about twice the dygraph forward's memory. The
+predictor holds its own copy of the weights and keeps its activations alive through its run (paddle 3.3.1's
+enable_memory_optim fails on PIR programs), 1.9-3.4x the resident memory the dygraph forward adds
+(`tools/benchmark.py compile_memory`), so a size compiles only if MEMORY_FACTOR times what its dygraph forward
+added, plus the weights and a margin, is available (runtime.available_mb: MemAvailable, or a container's limit);
+else it stays in dygraph, with a warning.
+
+Turn it off with `test_config: {fast_path: false}` in the YAML, `--no_fast_path` on tools/val.py and
+tools/predict.py, `SEGMENTER_FAST_PATH=0` in the environment, or `Inferencer(..., fast_path=False)`. On a GPU build
+the dygraph model runs (the predictor here is a CPU one). The weights are read at compile time: build a new
+CompiledModel after changing them (evaluate() builds one per call, so evaluation during training sees the current
+weights).
 """
 
 import os
 import tempfile
 import warnings
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 import numpy as np
 import paddle
 import paddle.nn as nn
 
-from segmenter.runtime import release_freed_memory
+from segmenter.runtime import PeakRSS, available_mb, release_freed_memory
 
 COMPILE_AFTER = 2  # calls at one size before it is compiled (~2-5 s for ViT-S: about 5 forwards at 512)
 MAX_SIZES = 4  # predictors kept per model; each holds its own copy of the weights
-# Sizes of more tokens per image stay in dygraph (whose attention runs in query chunks past 2048 tokens): the
-# predictor's run holds about twice the dygraph forward's memory (no buffer reuse: paddle 3.3.1's
-# enable_memory_optim fails on PIR programs), +5.9 GB against +2.6 GB for a whole 2048x1024 image (8192 tokens).
+# Fewer tokens per image stay in dygraph: ViT-S at 256x256 (256 tokens) ran as fast in dygraph as through the
+# predictor, at 384x384 (576) 10% slower, at 512x512 (1024) 1.3-2x slower (docs/benchmarks.md).
+MIN_TOKENS = 1024  # a 512x512 window at patch 16
+# More tokens per image stay in dygraph (whose attention is the fused kernel or query chunks, linear memory): the
+# predictor's run holds about twice the dygraph forward's memory, +5.9 GB against +2.6 GB for a whole 2048x1024
+# image (8192 tokens).
 MAX_TOKENS = 4096  # a 1024x1024 slide window at patch 16
+MEMORY_FACTOR = 3.5  # the predictor's run added up to 3.4x the dygraph forward's memory (R50+ViT-B at 512)
+MEMORY_MARGIN_MB = 512.0  # left free beyond that estimate
 ONEDNN_WRONG = {"UPerNetViT"}  # paddle 3.3.1's oneDNN predictor returns their logits off by ~8: MKL only
 CHECK_TOL = 1e-4  # a compiled size is checked once against dygraph: max|diff| <= CHECK_TOL * (1 + max|logits|)
 
 
 def fast_path_enabled(flag: Optional[bool] = None) -> bool:
-    """The fast path runs when `flag` is True, or `flag` is None and the environment says SEGMENTER_FAST_PATH=1; it
-    needs a CPU build (on a GPU the dygraph model runs, see docs/benchmarks.md)."""
-    if flag is False or (flag is None and os.environ.get("SEGMENTER_FAST_PATH", "0") != "1"):
+    """The fast path runs unless `flag` is False, or `flag` is None and the environment says SEGMENTER_FAST_PATH=0;
+    it needs a CPU build (on a GPU the dygraph model runs, see docs/benchmarks.md)."""
+    if flag is False or (flag is None and os.environ.get("SEGMENTER_FAST_PATH", "1") == "0"):
         return False
     return paddle.get_device() == "cpu"
 
 
 class CompiledModel:
     """Callable like the model in eval mode: x [B, C, H, W] -> [logits [B, n_cls, H, W]], each input size through
-    its own exported predictor once compiled, through the dygraph model before that (or if export fails)."""
+    its own exported predictor once compiled, through the dygraph model before that (or if export fails, or the
+    size is outside [min_tokens, max_tokens], or the memory is not there). None: the module's constants."""
 
     def __init__(
         self,
         model: nn.Layer,
-        compile_after: int = COMPILE_AFTER,
-        max_sizes: int = MAX_SIZES,
+        compile_after: Optional[int] = None,
+        max_sizes: Optional[int] = None,
         num_threads: Optional[int] = None,
-        max_tokens: int = MAX_TOKENS,
+        max_tokens: Optional[int] = None,
+        min_tokens: Optional[int] = None,
     ):
-        self.model, self.num_threads, self.max_tokens = model, num_threads, max_tokens
-        self.compile_after, self.max_sizes = compile_after, max_sizes
+        self.model, self.num_threads = model, num_threads
+        self.compile_after = COMPILE_AFTER if compile_after is None else compile_after
+        self.max_sizes = MAX_SIZES if max_sizes is None else max_sizes
+        self.max_tokens = MAX_TOKENS if max_tokens is None else max_tokens
+        self.min_tokens = MIN_TOKENS if min_tokens is None else min_tokens
         self.seen: Dict[Tuple[int, ...], int] = {}
         self.predictors: Dict[Tuple[int, ...], object] = {}
+        self.skipped: Set[Tuple[int, ...]] = set()  # sizes left in dygraph for want of memory
         self.failed: Optional[str] = None  # why the model could not be exported; then dygraph throughout
 
     def __call__(self, x: paddle.Tensor) -> List[paddle.Tensor]:
         key = tuple(x.shape[1:])
         pred = self.predictors.get(key)
-        if pred is None:
-            self.seen[key] = self.seen.get(key, 0) + 1
-            if (
-                self.failed is None
-                and self.seen[key] >= self.compile_after
-                and len(self.predictors) < self.max_sizes
-                and self.tokens(key) <= self.max_tokens
-            ):
-                out = self._compile(key, x)
-                if out is not None:  # the dygraph reference the compiled size was checked against
-                    return out
-            return self.model(x)
-        out = pred(x.numpy())
-        pred.release()
-        return [as_tensor(o) for o in out]
+        if pred is not None:
+            out = pred(x.numpy())
+            pred.release()
+            return [as_tensor(o) for o in out]
+        self.seen[key] = self.seen.get(key, 0) + 1
+        if self.worth_compiling(key):
+            return self._compile(key, x)
+        return self.model(x)
+
+    def worth_compiling(self, key: Tuple[int, ...]) -> bool:
+        return (
+            self.failed is None
+            and key not in self.skipped
+            and self.seen[key] >= self.compile_after
+            and len(self.predictors) < self.max_sizes
+            and self.min_tokens <= self.tokens(key) <= self.max_tokens
+        )
 
     def tokens(self, key: Tuple[int, ...]) -> int:
         """Tokens per image at input size key [C, H, W] (the backbone's pixels per token, else 16)."""
         s = int(getattr(getattr(self.model, "backbone", None), "stride", 16))
         return -(-int(key[1]) // s) * -(-int(key[2]) // s)
 
-    def _compile(self, key: Tuple[int, ...], x: paddle.Tensor) -> Optional[List[np.ndarray]]:
-        """Export at this size and check the predictor on x against the dygraph model: oneDNN first, MKL if
-        oneDNN's result is off (paddle 3.3.1's oneDNN passes broke UPerNetViT's logits, so UPerNet goes to MKL
-        directly), None if both are. Returns the dygraph model's outputs on x (the check's reference), or None
-        when the size is not compiled.
+    def memory_needed_mb(self, forward_mb: float) -> float:
+        """What compiling is allowed to assume it will take, given the dygraph forward added `forward_mb`."""
+        weights_mb = sum(int(np.prod(p.shape)) * 4 for p in self.model.parameters()) / 2**20
+        return MEMORY_FACTOR * forward_mb + weights_mb + MEMORY_MARGIN_MB
 
-        Memory (docs/benchmarks.md, "The compiled path's memory"): the dygraph reference runs first and only its
-        logits stay while the export and each predictor run; the predictor's activations are released after each
-        run (Predictor.release) and the heap trimmed between the steps."""
+    def _compile(self, key: Tuple[int, ...], x: paddle.Tensor) -> List[paddle.Tensor]:
+        """Run the dygraph model on x, then export at this size and check the predictor on x against that result:
+        oneDNN first, MKL if oneDNN's is off (paddle 3.3.1's oneDNN passes broke UPerNetViT's logits, so UPerNet
+        goes to MKL directly), neither if both are. Returns the dygraph model's outputs on x either way.
+
+        Memory (docs/benchmarks.md, "The compiled path's memory"): the size is left in dygraph when less than
+        memory_needed_mb is available; the dygraph reference runs first and only its logits stay while the export
+        and each predictor run; the predictor's activations are released after each run (Predictor.release) and
+        the heap trimmed between the steps."""
         from segmenter import deploy
 
         name = f"{type(self.model).__name__} at {list(key)}"
+        with PeakRSS() as forward, paddle.no_grad():
+            ref_out = self.model(x)
+        room, need = available_mb(), self.memory_needed_mb(forward.added_mb)
+        if room is not None and room < need:
+            self.skipped.add(key)
+            warnings.warn(
+                f"fast path: not compiling {name}: its predictor may take about {need:.0f} MB and {room:.0f} MB "
+                f"are available; running the dygraph model at this size.",
+                stacklevel=3,
+            )
+            return ref_out
         try:
-            with paddle.no_grad():
-                ref_out = self.model(x)
             ref = as_array(ref_out[0])
             release_freed_memory()
             with tempfile.TemporaryDirectory(prefix="segmenter_fast_") as tmp:
-                prefix = deploy.export(self.model, os.path.join(tmp, "model"), key[1:], batch_size=None)
+                prefix = deploy.export(
+                    self.model, os.path.join(tmp, "model"), key[1:], batch_size=None, fused_attention=True
+                )
                 release_freed_memory()
                 backends = (False,) if type(self.model).__name__ in ONEDNN_WRONG else (None, False)
                 for use_onednn in backends:  # the predictor reads the files: they may go once it exists
@@ -138,7 +173,7 @@ class CompiledModel:
                 f"(set test_config.fast_path: false to skip the attempt).",
                 stacklevel=3,
             )
-        return None
+        return ref_out
 
 
 def as_tensor(a: np.ndarray) -> paddle.Tensor:
@@ -171,6 +206,6 @@ def max_abs(a: np.ndarray) -> float:
 
 
 def inference_model(model: nn.Layer, fast_path: Optional[bool] = None):
-    """`model` wrapped in a CompiledModel when the fast path is on (see fast_path_enabled), else `model` itself.
+    """`model` wrapped in a CompiledModel unless the fast path is off (see fast_path_enabled), else `model` itself.
     The model must already be in eval mode."""
     return CompiledModel(model) if fast_path_enabled(fast_path) else model

@@ -5,6 +5,8 @@ while the image went through the val transforms (ResizeByShort, Resize, Padding.
 sample['trans_info']; the predicted probabilities are brought back to the original size before counting.
 """
 
+from typing import Optional
+
 import numpy as np
 import paddle
 import paddle.distributed as dist
@@ -34,13 +36,14 @@ def evaluate(
     scales=(1.0,),
     ignore_index: int = 255,
     progress: bool = True,
-    fast_path: bool = False,
+    fast_path: Optional[bool] = None,
 ) -> dict:
     """Metrics of model on dataset; with several ranks each takes every world_size-th image and counts are summed.
     With flip or scales, out["plain"] holds the metrics of the same run's unaugmented (scale 1.0, no flip) pass,
     so one evaluation gives both columns of the published tables ("slice" and "flip"). The model's train/eval
-    mode is restored afterwards. fast_path: run each input size through a predictor compiled from the current
-    weights (engine/compiled.py) instead of the dygraph model."""
+    mode is restored afterwards. fast_path (default None: on unless SEGMENTER_FAST_PATH=0): run each repeated input
+    size of 512x512 and up through a predictor compiled from the current weights (engine/compiled.py); False: the
+    dygraph model."""
     was_training = model.training
     model.eval()
     net = inference_model(model, fast_path)

@@ -83,7 +83,8 @@ def class_names_of(cfg: Config, num_classes: int) -> list:
 
 def test_kwargs(cfg: Config, overrides: dict) -> dict:
     """Evaluation options: test_config from the YAML, then any non-None command-line override. `fast_path`
-    (test_config.fast_path, default False) selects the compiled inference path (engine/compiled.py)."""
+    (test_config.fast_path; default None: on, unless SEGMENTER_FAST_PATH=0) selects the compiled inference path
+    (engine/compiled.py); false keeps the dygraph model."""
     tc = dict(cfg.test_config or {})
     kw = {
         "is_slide": tc.get("is_slide", False),
@@ -92,7 +93,7 @@ def test_kwargs(cfg: Config, overrides: dict) -> dict:
         "window_batch_size": 1,
         "flip_horizontal": False,
         "scales": (1.0,),
-        "fast_path": tc.get("fast_path", False),
+        "fast_path": tc.get("fast_path"),
     }
     unknown = sorted(set(overrides) - set(kw))
     if unknown:

@@ -3,7 +3,9 @@
 Mirrors `segmenter/pytorch/layers.py` line for line; only the framework spelling differs.
 """
 
-from typing import Optional, Tuple, Union
+import contextlib
+import os
+from typing import Iterator, Optional, Tuple, Union
 
 import paddle
 import paddle.nn as nn
@@ -64,6 +66,63 @@ def chunked_attention(q: paddle.Tensor, k: paddle.Tensor, v: paddle.Tensor, chun
     return paddle.concat(x.unbind(1), axis=-1)  # [B, heads, N, hd] -> heads x [B, N, hd] -> [B, N, C]
 
 
+# Paddle's fused CPU attention kernel (`self_dp_attention`: qkv [B, N, 3, heads, hd] -> [B, N, heads, hd]): blocks of
+# 512 queries x 512 keys with an online softmax (the flash-attention scheme), so no [N, N] map is ever held, and
+# 3.8-4x faster than the explicit product on ViT-S's shapes (1025 and 2305 tokens, one thread; BENCHMARKS.md). It
+# has no backward and no GPU kernel, and its inner loops are AVX-512, so it runs only at inference (no gradient
+# asked), on the CPU, in float32, on a CPU with avx512f. SEGMENTER_FUSED_ATTENTION=0 turns it off.
+_FUSED = {"dygraph": None, "static": False}  # None: decided on first use; static graphs opt in (fused_attention)
+
+
+def _fused_kernel_usable() -> bool:
+    if _FUSED["dygraph"] is None:
+        try:
+            from paddle.base import core
+
+            _FUSED["dygraph"] = (
+                os.environ.get("SEGMENTER_FUSED_ATTENTION", "1") != "0"
+                and hasattr(paddle._legacy_C_ops, "self_dp_attention")
+                and bool(core.supports_avx512f())
+            )
+        except Exception:  # noqa: BLE001 (a paddle without the op or the check: the explicit product)
+            _FUSED["dygraph"] = False
+    return _FUSED["dygraph"]
+
+
+@contextlib.contextmanager
+def fused_attention(static: bool) -> Iterator[None]:
+    """Within it, graphs traced by paddle.jit.to_static use the fused CPU kernel (if `static` and the CPU has it) or
+    the explicit product. Outside, traced graphs use the explicit product: an export for a GPU, or for another
+    machine's CPU, or for ONNX, must not contain a CPU-only, AVX-512-only op (deploy.export(fused_attention=...))."""
+    prev = _FUSED["static"]
+    _FUSED["static"] = bool(static) and _fused_kernel_usable()
+    try:
+        yield
+    finally:
+        _FUSED["static"] = prev
+
+
+def fused_attention_applies(x: paddle.Tensor) -> bool:
+    """Whether the fused kernel runs for tokens `x` (the caller has checked inference and no attention maps)."""
+    if not paddle.in_dynamic_mode():
+        return _FUSED["static"] and x.dtype == paddle.float32
+    return (
+        not paddle.is_grad_enabled() and x.dtype == paddle.float32 and x.place.is_cpu_place() and _fused_kernel_usable()
+    )
+
+
+def fused_self_attention(qkv: paddle.Tensor, num_heads: int, scale: float) -> paddle.Tensor:
+    """softmax(q k^T * scale) v from the qkv projection [B, N, 3C] (q, k, v each heads x hd, as the explicit path
+    splits them) by paddle's fused CPU kernel; returns [B, N, C]."""
+    c3 = qkv.shape[-1]
+    x = qkv.reshape([0, 0, 3, num_heads, c3 // (3 * num_heads)])  # 0: that dimension as it is (a traced batch)
+    if paddle.in_dynamic_mode():
+        out = paddle._legacy_C_ops.self_dp_attention(x, "alpha", float(scale), "head_number", int(num_heads))
+    else:
+        out = paddle._C_ops.self_dp_attention(x, float(scale), int(num_heads))
+    return out.reshape([0, 0, c3 // 3])
+
+
 class Attention(nn.Layer):
     """Multi-head self-attention with one fused qkv projection."""
 
@@ -91,6 +150,8 @@ class Attention(nn.Layer):
         # 20x slower (q@k^T 30 vs 19 ms at batch 2), and indexing a [3, B, heads, N, hd] view wrote a
         # zero-filled full-size gradient per index in the backward (BENCHMARKS.md, "Where the time goes").
         h = self.num_heads
+        if not (return_attn or self.training) and fused_attention_applies(x):
+            return self.proj_drop(self.proj(fused_self_attention(self.qkv(x), h, self.scale)))
         parts = self.qkv(x).chunk(3 * h, axis=-1)  # [B, N, 3C] -> 3 * heads x [B, N, hd]
         q, k, v = (paddle.stack(parts[i * h : (i + 1) * h], axis=1) for i in range(3))  # 3 x [B, heads, N, hd]
         # The explicit product: paddle 3.3's F.scaled_dot_product_attention is a composed fallback on CPU
