@@ -470,3 +470,23 @@ def test_upernet_compiles_to_mkl_only(monkeypatch):
     assert built == [False] and [p.use_onednn for p in net.predictors.values()] == [False], (built, net.failed)
     d = float(np.abs(out - ref).max())
     assert d <= 1e-5, f"max|diff|={d:.2e}"
+
+
+@pytest.mark.parametrize("tool", ["aug_eval", "aug_pred"], ids=["val.py", "predict.py"])
+def test_no_fast_path_flag_and_the_config_key(tmp_path, tool):
+    """val.py's and predict.py's --no_fast_path, and test_config.fast_path: false, reach the inference options as
+    fast_path=False; without either it stays None (the default path, unless SEGMENTER_FAST_PATH=0)."""
+    from segmenter.engine import cli
+    from segmenter.engine.run import load_config
+    from segmenter.engine.run import test_kwargs as eval_options
+    from tests.engine_helpers import write_tiny_config
+
+    p = cli.Parser("x")
+    cli.add_inference(p, tool)
+    assert "--no_fast_path" in p.format_help()
+    cfg = load_config(write_tiny_config(tmp_path))
+    for argv, want in (([], None), (["--no_fast_path"], False)):
+        args = p.parse_args(argv)
+        assert eval_options(cfg, cli.inference_overrides(args, False))["fast_path"] is want, argv
+    cfg.dic["test_config"] = dict(cfg.dic.get("test_config") or {}, fast_path=False)
+    assert eval_options(cfg, cli.inference_overrides(p.parse_args([]), False))["fast_path"] is False
