@@ -2,7 +2,7 @@
 --do_eval, then tools/val.py --aug_eval --flip_horizontal) on stand-ins of the real ADE20K / Cityscapes / Pascal
 Context layouts, changing only the dataset root, the depth (1 block; the hybrid's ResNet stem one bottleneck per
 stage) and the batch size (1), to fit the CI budget: at its full stem the R50 row alone took the test process to
-4.0 GB."""
+4.0 GB. The other rows evaluate through the default path, which compiles their 512x512 (ADE20K) windows."""
 
 import glob
 import os
@@ -51,6 +51,9 @@ def test_shipped_config_trains_and_evaluates(config, roots, tmp_path, capsys):
         f"val_dataset.dataset_root={root}",
         "model.backbone.depth=1",
         *(["model.backbone.stem_layers=[1,1,1]"] if "_r50_" in config else []),  # the stem's depth too: 3 blocks
+        # and its 512x512 windows in dygraph: compiled, the hybrid's predictor took the suite's worker from 3.96 to
+        # 4.54 GB (its compile is tested in tests/test_compiled.py, at a smaller size)
+        *(["test_config.fast_path=False"] if "_r50_" in config else []),
     ]
     save = str(tmp_path / "run")
     out = run_tool(

@@ -118,6 +118,7 @@ def forward_fns(
     import torch
 
     from segmenter.engine.compiled import CompiledModel
+    from segmenter.models import layers
 
     x = np.random.RandomState(size).rand(1, 3, size, size).astype("float32")
     dev = "cuda" if gpu else "cpu"
@@ -126,6 +127,16 @@ def forward_fns(
     ours.eval()
     twin = build_twin(size).eval().to(dev)
     fns = {"ours (dygraph)": lambda: ours(px)[0].numpy(), "twin": lambda: twin(tx)[0].cpu().numpy()}
+    if not gpu and layers._fused_kernel_usable():  # what the fused attention kernel brings: the same model without it
+
+        def explicit():
+            layers._FUSED["dygraph"] = False
+            try:
+                return ours(px)[0].numpy()
+            finally:
+                layers._FUSED["dygraph"] = True
+
+        fns["ours (dygraph, explicit attention)"] = explicit
     if not gpu:
         fast = CompiledModel(ours, compile_after=1, num_threads=threads)
         fns = {"ours (default path)": lambda: fast(px)[0].numpy(), **fns}
