@@ -37,7 +37,6 @@ MAX_SIZES = 4  # predictors kept per model; each holds its own copy of the weigh
 # predictor's run holds about twice the dygraph forward's memory (no buffer reuse: paddle 3.3.1's
 # enable_memory_optim fails on PIR programs), +5.9 GB against +2.6 GB for a whole 2048x1024 image (8192 tokens).
 MAX_TOKENS = 4096  # a 1024x1024 slide window at patch 16
-ONEDNN_WRONG = {"UPerNetViT"}  # paddle 3.3.1's oneDNN predictor returns their logits off by ~8: MKL only
 CHECK_TOL = 1e-4  # a compiled size is checked once against dygraph: max|diff| <= CHECK_TOL * (1 + max|logits|)
 
 
@@ -93,9 +92,9 @@ class CompiledModel:
 
     def _compile(self, key: Tuple[int, ...], x: paddle.Tensor) -> Optional[List[np.ndarray]]:
         """Export at this size and check the predictor on x against the dygraph model: oneDNN first, MKL if
-        oneDNN's result is off (paddle 3.3.1's oneDNN passes broke UPerNetViT's logits, so UPerNet goes to MKL
-        directly), None if both are. Returns the dygraph model's outputs on x (the check's reference), or None
-        when the size is not compiled.
+        oneDNN's result is off (paddle 3.3.1's oneDNN kernels got UPerNetViT's resizes wrong until they were
+        written around, models.segmenter.separable_product), None if both are. Returns the dygraph model's
+        outputs on x (the check's reference), or None when the size is not compiled.
 
         Memory (docs/benchmarks.md, "The compiled path's memory"): the dygraph reference runs first and only its
         logits stay while the export and each predictor run; the predictor's activations are released after each
@@ -111,8 +110,7 @@ class CompiledModel:
             with tempfile.TemporaryDirectory(prefix="segmenter_fast_") as tmp:
                 prefix = deploy.export(self.model, os.path.join(tmp, "model"), key[1:], batch_size=None)
                 release_freed_memory()
-                backends = (False,) if type(self.model).__name__ in ONEDNN_WRONG else (None, False)
-                for use_onednn in backends:  # the predictor reads the files: they may go once it exists
+                for use_onednn in (None, False):  # the predictor reads the files: they may go once it exists
                     pred = deploy.create_predictor(prefix, self.num_threads, use_onednn)
                     out = pred(x.numpy())
                     pred.release()
