@@ -111,6 +111,11 @@ def _model_file(path_prefix: str) -> str:
 
 
 ONEDNN_CACHE = 4  # input shapes whose oneDNN primitives a predictor caches (paddle's default 0: no bound)
+# Paddle 3.3.1's matmul_elementwise_add_fuse_pass folds an add into the matmul before it; where the add's other
+# input is a conv output in oneDNN's channels-last layout, oneDNN runs that matmul on its reference kernel: UPerNet's
+# top-down FPN sums (resize + lateral) took its ViT-B at 256x256 from 1.5 s to 4.5 s (MKL: 1.8 s), and past 27 s at
+# 512. Without the pass ViT-S linear and mask at 512 give the same logits, bitwise, in 1.00x and 0.99x the time.
+ONEDNN_DELETED_PASSES = ("matmul_elementwise_add_fuse_pass",)
 
 
 class Predictor:
@@ -150,6 +155,8 @@ class Predictor:
         if use_onednn:
             config.enable_onednn()
             config.set_onednn_cache_capacity(ONEDNN_CACHE)  # a slide batch and its remainder: 2 shapes
+            for name in ONEDNN_DELETED_PASSES:
+                config.delete_pass(name)
         else:
             config.disable_onednn()
         config.switch_ir_optim(True)

@@ -1,13 +1,14 @@
 """ViT-B/16 UPerNet (MultiLevelNeck, MMSeg's `vit_vit-b16_mln_upernet` row) at 512x512: one forward of our Paddle
 model and our PyTorch twin against MMSeg's own PyTorch model, the same weights (converted), measured in one run.
 
-    python -m segmenter.bench.upernet [--repeats 3] [--size 512]
+    python -m segmenter.bench.upernet [--repeats 3] [--size 512] [--mkl]
 """
 
 import argparse
 import os
 import statistics
 import sys
+import tempfile
 import time
 from typing import Callable, List, Optional, Tuple
 
@@ -67,6 +68,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         help="cpu, or cuda: the two PyTorch models only (fp32, TF32 off unless --tf32), with a GPU build of PyTorch",
     )
     p.add_argument("--tf32", action="store_true", help="on cuda: let both PyTorch models use TF32 matmuls")
+    p.add_argument(
+        "--mkl", action="store_true", help="on cpu: also time the compiled export on the MKL predictor (default: off)"
+    )
     p.add_argument(
         "--threads", type=int, default=None, help="math threads of both frameworks on the CPU (default: one per core)"
     )
@@ -146,6 +150,19 @@ def main(argv: Optional[List[str]] = None) -> int:
             "ours, Paddle dygraph (UPerNetViT)": run_ours,
             **runs,
         }
+        if args.mkl:  # the same export on the MKL predictor (the compiled path's fallback), for oneDNN's share
+            from segmenter import deploy
+
+            tmp = tempfile.TemporaryDirectory(prefix="segmenter_upernet_")
+            prefix = deploy.export(ours, os.path.join(tmp.name, "model"), (args.size, args.size), batch_size=None)
+            mkl = deploy.create_predictor(prefix, args.threads, use_onednn=False)
+
+            def run_mkl():
+                out = mkl(x)[0]
+                mkl.release()
+                return out
+
+            runs = {"ours, Paddle compiled, MKL predictor (UPerNetViT)": run_mkl, **runs}
 
     all_times, firsts = timed(list(runs.values()), args.repeats)
     if not cuda:

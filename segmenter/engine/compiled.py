@@ -48,7 +48,6 @@ MIN_TOKENS = 1024  # a 512x512 window at patch 16
 MAX_TOKENS = 4096  # a 1024x1024 slide window at patch 16
 MEMORY_FACTOR = 3.5  # the predictor's run added up to 3.4x the dygraph forward's memory (R50+ViT-B at 512)
 MEMORY_MARGIN_MB = 512.0  # left free beyond that estimate
-ONEDNN_WRONG = {"UPerNetViT"}  # paddle 3.3.1's oneDNN predictor returns their logits off by ~8: MKL only
 CHECK_TOL = 1e-4  # a compiled size is checked once against dygraph: max|diff| <= CHECK_TOL * (1 + max|logits|)
 
 
@@ -117,8 +116,9 @@ class CompiledModel:
 
     def _compile(self, key: Tuple[int, ...], x: paddle.Tensor) -> List[paddle.Tensor]:
         """Run the dygraph model on x, then export at this size and check the predictor on x against that result:
-        oneDNN first, MKL if oneDNN's is off (paddle 3.3.1's oneDNN passes broke UPerNetViT's logits, so UPerNet
-        goes to MKL directly), neither if both are. Returns the dygraph model's outputs on x either way.
+        oneDNN first, MKL if oneDNN's is off (paddle 3.3.1's oneDNN kernels got UPerNetViT's resizes wrong until
+        they were written around, models.segmenter.separable_product), neither if both are. Returns the dygraph
+        model's outputs on x either way.
 
         Memory (docs/benchmarks.md, "The compiled path's memory"): the size is left in dygraph when less than
         memory_needed_mb is available; the dygraph reference runs first and only its logits stay while the export
@@ -146,8 +146,7 @@ class CompiledModel:
                     self.model, os.path.join(tmp, "model"), key[1:], batch_size=None, fused_attention=True
                 )
                 release_freed_memory()
-                backends = (False,) if type(self.model).__name__ in ONEDNN_WRONG else (None, False)
-                for use_onednn in backends:  # the predictor reads the files: they may go once it exists
+                for use_onednn in (None, False):  # the predictor reads the files: they may go once it exists
                     pred = deploy.create_predictor(prefix, self.num_threads, use_onednn)
                     out = pred(x.numpy())
                     pred.release()

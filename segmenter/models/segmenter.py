@@ -32,7 +32,25 @@ def upsample_bilinear(x: paddle.Tensor, size: List[int]) -> paddle.Tensor:
         return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
     a_h = paddle.to_tensor(bilinear_weights(h, size[0]), dtype=x.dtype)  # [H, h]
     a_w = paddle.to_tensor(bilinear_weights(w, size[1]), dtype=x.dtype)  # [W, w]
-    return paddle.matmul(paddle.matmul(a_h, x), a_w, transpose_y=True)  # [B, C, h, w] -> [B, C, H, w] -> [B, C, H, W]
+    return separable_product(x, a_h, a_w)
+
+
+def separable_product(x: paddle.Tensor, a_h: paddle.Tensor, a_w: paddle.Tensor) -> paddle.Tensor:
+    """a_h @ x @ a_w^T on each map of x [B, C, h, w]: [B, C, H, W] for a_h [H, h], a_w [W, w].
+
+    Written around two faults of paddle 3.3.1's oneDNN matmul (the compiled path; `tools/benchmark.py onednn_repro`
+    shows both), each form bitwise the plain product at the same dygraph speed: the maps are folded into one batch
+    axis (a view) for the first product, since oneDNN's matmul reads a 4-D input that a conv left in oneDNN's
+    blocked layout as plain NCHW (UPerNetViT's logits were off by ~8) and reshape hands it over in plain layout;
+    a side of 1 pixel (the pyramid pooling's 1x1 map) is a broadcast product, since oneDNN's matmul over an inner
+    dimension of 1 with transpose_y returns wrong values.
+    """
+    C, h, w = x.shape[1:]  # the batch may be unknown (-1) in an export
+    x = x.reshape([-1, h, w])  # [B, C, h, w] -> [B * C, h, w]
+    x = a_h * x if h == 1 else paddle.matmul(a_h, x)  # [B * C, H, w]
+    # unfolded before the larger product: oneDNN's reshape copies, and [B, C, H, W] is the largest tensor here
+    x = x.reshape([-1, C, a_h.shape[0], w])  # [B * C, H, w] -> [B, C, H, w]
+    return x * a_w.T if w == 1 else paddle.matmul(x, a_w, transpose_y=True)  # [B, C, H, W]
 
 
 def build_decoder(cfg: Dict[str, Any], num_classes: int, d_encoder: int, who: str = "Segmenter") -> nn.Layer:

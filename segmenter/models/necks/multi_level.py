@@ -6,6 +6,7 @@ import paddle
 import paddle.nn as nn
 
 from segmenter.models.conv import ConvModule
+from segmenter.models.segmenter import separable_product
 from segmenter.resample import bilinear_weights_by_scale
 
 
@@ -17,8 +18,7 @@ def rescale_bilinear(x: paddle.Tensor, scale: float) -> paddle.Tensor:
     """
     a_h = paddle.to_tensor(bilinear_weights_by_scale(x.shape[2], scale), dtype=x.dtype)  # [h * s, h]
     a_w = paddle.to_tensor(bilinear_weights_by_scale(x.shape[3], scale), dtype=x.dtype)  # [w * s, w]
-    # [B, C, h, w] -> [B, C, hs, w] -> [B, C, hs, ws]
-    return paddle.matmul(paddle.matmul(a_h, x), a_w, transpose_y=True)
+    return separable_product(x, a_h, a_w)  # [B, C, h, w] -> [B, C, hs, ws]
 
 
 class MultiLevelNeck(nn.Layer):

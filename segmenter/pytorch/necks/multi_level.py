@@ -6,6 +6,7 @@ import torch
 import torch.nn as nn
 
 from segmenter.pytorch.conv import ConvModule
+from segmenter.pytorch.segmenter import separable_product
 from segmenter.resample import bilinear_weights_by_scale
 
 
@@ -16,7 +17,7 @@ def rescale_bilinear(x: torch.Tensor, scale: float) -> torch.Tensor:
     """
     a_h = torch.from_numpy(bilinear_weights_by_scale(x.shape[2], scale)).to(x.device, x.dtype)  # [h * s, h]
     a_w = torch.from_numpy(bilinear_weights_by_scale(x.shape[3], scale)).to(x.device, x.dtype)  # [w * s, w]
-    return torch.matmul(torch.matmul(a_h, x), a_w.t())  # [B, C, h, w] -> [B, C, hs, w] -> [B, C, hs, ws]
+    return separable_product(x, a_h, a_w)  # [B, C, h, w] -> [B, C, hs, ws]
 
 
 class MultiLevelNeck(nn.Module):
