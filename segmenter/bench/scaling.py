@@ -154,6 +154,7 @@ def plot(rows: List[dict], png: str) -> None:
     for ax, name in zip(axes, ("seconds per forward", "peak memory added by the forward, MB")):
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.xaxis.set_minor_formatter(plt.NullFormatter())  # the minor ticks' labels ran into each other
         ax.set_xlabel("tokens (256, 512, 768, 1024 squares, 1024x2048)")
         ax.set_ylabel(name)
         ax.grid(True, which="both", alpha=0.3)
