@@ -153,7 +153,7 @@ def test_benchmark_front_door_dispatches_topics(monkeypatch):
     bench.run([])
     assert got == [("profile", ["--threads", "2"]), ("paths", ["--repeats", "1"]), ("paths", [])], f"dispatched {got}"
     assert {"paths", "profile"} <= set(bench.topics()), f"topics: {bench.topics()}"
-    with pytest.raises(SystemExit, match="unknown topic 'nosuch'.*paths, profile"):
+    with pytest.raises(SystemExit, match="unknown topic 'nosuch'; choose one of .*paths.*profile"):
         bench.run(["nosuch"])
 
 
