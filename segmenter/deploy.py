@@ -118,6 +118,23 @@ ONEDNN_CACHE = 4  # input shapes whose oneDNN primitives a predictor caches (pad
 ONEDNN_DELETED_PASSES = ("matmul_elementwise_add_fuse_pass",)
 
 
+def predictor_config(path_prefix: str, num_threads: Optional[int], use_onednn: bool) -> "paddle_infer.Config":
+    """The CPU inference config of an export of `export()`: `num_threads` math threads (default: all cores), oneDNN
+    (with its shape cache bounded and ONEDNN_DELETED_PASSES deleted) or MKL, the inference passes on."""
+    config = paddle_infer.Config(_model_file(path_prefix), path_prefix + ".pdiparams")
+    config.disable_gpu()
+    config.set_cpu_math_library_num_threads(default_threads() if num_threads is None else int(num_threads))
+    if use_onednn:
+        config.enable_onednn()
+        config.set_onednn_cache_capacity(ONEDNN_CACHE)  # a slide batch and its remainder: 2 shapes
+        for name in ONEDNN_DELETED_PASSES:
+            config.delete_pass(name)
+    else:
+        config.disable_onednn()
+    config.switch_ir_optim(True)
+    return config
+
+
 class Predictor:
     """A `paddle.inference` predictor with a numpy in, numpy out `__call__`.
 
@@ -148,18 +165,7 @@ class Predictor:
         self._load(False)
 
     def _load(self, use_onednn: bool) -> None:
-        config = paddle_infer.Config(_model_file(self.path_prefix), self.path_prefix + ".pdiparams")
-        config.disable_gpu()
-        n = default_threads() if self.num_threads is None else int(self.num_threads)
-        config.set_cpu_math_library_num_threads(n)
-        if use_onednn:
-            config.enable_onednn()
-            config.set_onednn_cache_capacity(ONEDNN_CACHE)  # a slide batch and its remainder: 2 shapes
-            for name in ONEDNN_DELETED_PASSES:
-                config.delete_pass(name)
-        else:
-            config.disable_onednn()
-        config.switch_ir_optim(True)
+        config = predictor_config(self.path_prefix, self.num_threads, use_onednn)
         config.disable_glog_info()
         self.use_onednn = use_onednn
         self.predictor = paddle_infer.create_predictor(config)

@@ -51,8 +51,8 @@ def main(argv=None) -> dict:
     p.add_argument("--threads", type=int, default=None, help="paddle's math threads (default: one per core)")
     p.add_argument("--json", help="also write the figures here")
     args = p.parse_args(argv)
-    from segmenter.bench.paths import MATMUL_N, model_flops
-    from segmenter.bench.versus import interleaved, matmul_fns
+    from segmenter.bench.paths import model_flops
+    from segmenter.bench.versus import interleaved, matmul_fns, matmul_gflops
     from segmenter.engine.builder import Builder
     from segmenter.engine.compiled import CompiledModel
     from segmenter.runtime import configure_cpu
@@ -93,7 +93,7 @@ def main(argv=None) -> dict:
     for flip in (False, True):
         fns = {p: (lambda n=nets[p], f=flip: seconds_per_image(n, x, crop, stride, f, 1)) for p in args.paths}
         times = interleaved({**fns, **matmul_fns()}, args.repeats)
-        rate = max(2 * MATMUL_N**3 / float(np.median(times[k])) / 1e9 for k in ("matmul paddle", "matmul torch"))
+        rate = matmul_gflops(times)
         floor = flops * (2 if flip else 1) / (rate * 1e9)
         for path in args.paths:
             s = float(np.median(times[path]))

@@ -19,11 +19,12 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
+
+from segmenter.runtime import PeakRSS, resident_mb
 
 N_CLS = 150
 
@@ -33,38 +34,32 @@ def parse_size(s: str) -> Tuple[int, int]:
     return int(h), int(w or h)
 
 
-class Sampler:
-    """Resident memory of this process sampled by a thread; `mark(name)` closes a phase: its peak and end RSS."""
+class Sampler(PeakRSS):
+    """runtime.PeakRSS, started at once, that also stops the process past `limit_mb` and keeps phases: `mark(name)`
+    closes one (its peak and end RSS over the start)."""
 
     def __init__(self, period: float = 0.002, limit_mb: float = 0.0):
-        from segmenter.runtime import resident_mb
-
-        self.rss, self.period, self.limit_mb = resident_mb, period, limit_mb
-        self.base = self.rss()
-        self.peak = self.base
+        super().__init__(period)
+        self.limit_mb = limit_mb
         self.phases: List[Tuple[str, float, float]] = []  # (name, peak MB over base, end MB over base)
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._watch, daemon=True)
-        self._t.start()
+        self.__enter__()
 
     def _watch(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.rss())
+        while not self._stop.wait(self.period):
+            self.peak = max(self.peak, resident_mb())
             if self.limit_mb and self.peak - self.base > self.limit_mb:  # report the phase that ran away, and stop
                 self.phases.append(("(over --limit-mb here)", round(self.peak - self.base, 1), 0.0))
                 print("RESULT " + json.dumps({"peak_mb": None, "over_limit": True, "phases": self.phases}), flush=True)
                 os._exit(3)
-            time.sleep(self.period)
 
     def mark(self, name: str) -> None:
-        now = self.rss()
+        now = resident_mb()
         peak = max(self.peak, now)
         self.phases.append((name, round(peak - self.base, 1), round(now - self.base, 1)))
         self.peak = now
 
     def stop(self) -> float:
-        self._stop.set()
-        self._t.join()
+        self.__exit__()
         return max(p for _, p, _ in self.phases) if self.phases else 0.0
 
 

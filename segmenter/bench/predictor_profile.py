@@ -92,13 +92,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     model.eval()
     with tempfile.TemporaryDirectory(prefix="segmenter_profile_") as tmp:
         prefix = deploy.export(model, os.path.join(tmp, "m"), (a.size, a.size), batch_size=None, fused_attention=True)
-        config = paddle_infer.Config(deploy._model_file(prefix), prefix + ".pdiparams")
-        config.disable_gpu()
-        config.set_cpu_math_library_num_threads(a.threads)
-        config.enable_onednn()
-        config.switch_ir_optim(True)
-        for name in deploy.ONEDNN_DELETED_PASSES:
-            config.delete_pass(name)
+        config = deploy.predictor_config(prefix, a.threads, use_onednn=True)  # the default path's predictor
         config.enable_profile()
         predictor = paddle_infer.create_predictor(config)
         handle = predictor.get_input_handle(predictor.get_input_names()[0])

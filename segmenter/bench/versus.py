@@ -130,11 +130,11 @@ def forward_fns(
     if not gpu and layers._fused_kernel_usable():  # what the fused attention kernel brings: the same model without it
 
         def explicit():
-            layers._FUSED["dygraph"] = False
+            prev, layers._FUSED["dygraph"] = layers._FUSED["dygraph"], False
             try:
                 return ours(px)[0].numpy()
             finally:
-                layers._FUSED["dygraph"] = True
+                layers._FUSED["dygraph"] = prev
 
         fns["ours (dygraph, explicit attention)"] = explicit
     if not gpu:
@@ -144,7 +144,13 @@ def forward_fns(
             fast(px)  # compiles (and returns the dygraph model's logits, its check's reference)
             d = float(np.abs(fast(px)[0].numpy() - ours(px)[0].numpy()).max())  # the predictor's
         if not fast.predictors:
-            raise SystemExit(f"versus: the default path did not compile at {size}x{size}: {fast.failed}")
+            why = fast.failed or (
+                "not enough memory available"
+                if fast.skipped
+                else f"{fast.tokens((3, size, size))} tokens per image, outside the compiled range "
+                f"[{fast.min_tokens}, {fast.max_tokens}] (engine/compiled.py)"
+            )
+            raise SystemExit(f"versus: the default path did not compile at {size}x{size}: {why}")
         print(f"{size}x{size}: default path vs dygraph max|diff| {d:.2e}")
     if official_root:
         off = build_official(official_root, size).eval().to(dev)
@@ -203,9 +209,14 @@ def train_fns(size: int, official_root: Optional[str]) -> Dict[str, Callable[[],
     return fns
 
 
+def matmul_gflops(times: Dict[str, List[float]]) -> float:
+    """The best rate of matmul_fns' two products (paddle, torch) in `interleaved` times: the floor's rate."""
+    return max(2 * MATMUL_N**3 / statistics.median(times[k]) / 1e9 for k in ("matmul paddle", "matmul torch"))
+
+
 def report(title: str, times: Dict[str, List[float]], flops: float) -> Dict[str, dict]:
     med = {k: statistics.median(v) for k, v in times.items()}
-    gflops = max(2 * MATMUL_N**3 / med[k] / 1e9 for k in ("matmul paddle", "matmul torch"))
+    gflops = matmul_gflops(times)
     floor = flops / (gflops * 1e9)
     print(f"\n{title}; matmul floor {gflops:.1f} GFLOP/s -> {floor:.3f} s")
     print("| path | s (median) | / official | x floor | runs |\n|---|---|---|---|---|")

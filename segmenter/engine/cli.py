@@ -163,8 +163,8 @@ def add_inference(p: argparse.ArgumentParser, aug: str) -> None:
     p.add_argument(
         "--no_fast_path",
         action="store_true",
-        help="run the dygraph model at every size instead of compiling each repeated input size of 512x512 and up "
-        "once (default: compiled, unless test_config.fast_path is false or SEGMENTER_FAST_PATH=0)",
+        help="run the dygraph model at every size instead of compiling each repeated input size from 512x512 to "
+        "1024x1024 once (default: compiled, unless test_config.fast_path is false or SEGMENTER_FAST_PATH=0)",
     )
 
 
