@@ -1,7 +1,7 @@
 """Run our Paddle model and its PyTorch twin on the same input with the same weights, and measure the gap.
 
 Imports both frameworks and segmenter.convert, so it lives above them (segmenter.convert itself needs neither
-framework); used by tools/parity.py, segmenter/bench/ and parity_tests/.
+framework); used by tools/parity.py, benchmarks/ and parity_tests/.
 """
 
 import copy

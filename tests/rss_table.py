@@ -2,7 +2,7 @@
 to <path>: the process's peak RSS when the file's last test ended, the test that raised the peak most, and the
 peak of the subprocesses it waited for; and to <path>.tests one line per test (nodeid, seconds, peak after it,
 xdist worker, resident MB when it started).
-Run one file per process (tools/rss_table.sh) for a per-file peak.
+Run one file per process (benchmarks/rss_table.sh) for a per-file peak.
 
 A row (tab-separated, a header once): file, tests, seconds, peak_mb, children_peak_mb, top_test, top_test_raise_mb,
 slowest_test, slowest_s."""

@@ -64,7 +64,7 @@ MISTAKES = (
         ("predict", ["--config", NOPE, "--model_path", "{run}/best_model", "--image_path", "{img}"], "nope.yml"),
         ("export", ["--config", NOPE, "--save", "{tmp}/e"], "nope.yml"),
         ("attention", ["--config", NOPE, "--image", "{img}"], "nope.yml"),
-        ("demo_forward", ["--config", NOPE], "nope.yml"),
+        ("benchmark", ["forward", "--config", NOPE], "nope.yml"),
         ("parity", ["--config", NOPE], "nope.yml"),
         ("val", ["--config", "{cfg}", "--model_path", "{tmp}/gone"], "{tmp}/gone"),
         ("predict", ["--config", "{cfg}", "--model_path", "{tmp}/gone", "--image_path", "{img}"], "{tmp}/gone"),
@@ -103,7 +103,7 @@ MISTAKES = (
         ("attention", ["--config", "{cfg}", "--image", "{tmp}/no.jpg"], "{tmp}/no.jpg"),
         ("convert", ["{run}/best_model", "{tmp}/o.xyz"], "o.xyz"),
         ("benchmark", ["nosuchtopic"], "nosuchtopic"),
-        ("profile_paths", ["--model", "vit_x"], "--model"),
+        ("benchmark", ["profile", "--model", "vit_x"], "--model"),
         # PaddleSeg's flags this package does not implement
         ("train", ["--config", "{cfg}", "--profiler_options", "batch_range=[1,3]"], "--profiler_options"),
         ("train", ["--config", "{cfg}", "--data_format", "NHWC"], "--data_format"),

@@ -431,9 +431,9 @@ def test_sizes_past_the_token_budget_stay_in_dygraph():
 def test_first_compiled_call_memory_is_bounded():
     """The first call at a size (dygraph reference, export, predictor, check) adds at most 2.2x the resident memory
     a dygraph forward adds, on a logits-dominated model (150 classes at 384x384: 88 MB of logits), each measured in
-    its own process by a thread sampling /proc/self/statm (segmenter/bench/compile_memory.py). Measured: 1.87x;
+    its own process by a thread sampling /proc/self/statm (benchmarks/compile_memory.py). Measured: 1.87x;
     the old order (export, then the reference, full-size differences, the predictor run twice) 2.6x."""
-    from segmenter.bench.compile_memory import run_child
+    from benchmarks.compile_memory import run_child
 
     dy = run_child("dygraph", "tiny", "384", 1, 1, 3000)
     co = run_child("compiled", "tiny", "384", 1, 1, 3000)

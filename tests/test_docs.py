@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from segmenter import bench
+import benchmarks as bench
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAGES = sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))
@@ -141,9 +141,9 @@ def data_row(data: dict, model: str, path: str) -> dict:
     return next(r for r in data["rows"] if (r["model"], r["path"]) == (model, path))
 
 
-def test_benchmark_front_door_dispatches_topics(monkeypatch):
+def test_benchmark_front_door_dispatches_topics(monkeypatch, capsys):
     """`tools/benchmark.py [topic] [args]`: a topic's main gets the arguments after it; options alone go to paths."""
-    from segmenter.bench import paths, profile
+    from benchmarks import paths, profile
 
     got = []
     monkeypatch.setattr(paths, "main", lambda argv: got.append(("paths", argv)))
@@ -153,14 +153,16 @@ def test_benchmark_front_door_dispatches_topics(monkeypatch):
     bench.run([])
     assert got == [("profile", ["--threads", "2"]), ("paths", ["--repeats", "1"]), ("paths", [])], f"dispatched {got}"
     assert {"paths", "profile"} <= set(bench.topics()), f"topics: {bench.topics()}"
-    with pytest.raises(SystemExit, match="unknown topic 'nosuch'; choose one of .*paths.*profile"):
+    with pytest.raises(SystemExit):
         bench.run(["nosuch"])
+    err = capsys.readouterr().err
+    assert re.search("unknown topic 'nosuch'; choose one of .*paths.*profile", err), f"stderr: {err!r}"
 
 
 @pytest.mark.slow  # a fresh interpreter that imports Paddle (~5 s)
 def test_benchmark_child_runs_in_a_fresh_interpreter():
-    """`paths` measures each path in `python -m segmenter.bench.paths --child ...` on this copy of the package."""
-    from segmenter.bench import paths
+    """`paths` measures each path in `python -m benchmarks.paths --child ...` on this copy of the package."""
+    from benchmarks import paths
 
     r = paths.run_child("matmul", "-", 1)
     assert r.get("paddle_gflops", 0) > 0 and r.get("torch_gflops", 0) > 0 and r["peak_rss_mb"] > 0, f"child: {r}"

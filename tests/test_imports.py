@@ -111,3 +111,68 @@ def test_every_module_imports():
         except Exception as e:  # noqa: BLE001  (collected, reported together)
             failed[name] = f"{type(e).__name__}: {e}"
     assert not failed, f"modules that do not import: {failed}"
+
+
+# The floors of docs/development.md, lowest first: a module imports only from its own floor or below. A module is
+# placed by its longest listed prefix (the twin's Inferencer sits with the front doors, not with the twin's layers).
+FLOORS = (
+    ("bottom", ("class_names", "convert", "datasets", "quiet", "resample", "runtime", "windows")),
+    ("models", ("models", "pytorch")),
+    ("pictures", ("visualize",)),
+    ("compiled and parity", ("deploy", "parity")),
+    ("engine", ("engine",)),
+    ("front", ("inference", "pytorch.inference", "demo", "")),
+)
+
+
+def floor_of(name: str) -> int:
+    """The index in FLOORS of the floor holding module `name` (segmenter.X...)."""
+    rest = name[len(PKG) + 1 :] if name != PKG else ""
+    best, level = -1, None
+    for i, (_, prefixes) in enumerate(FLOORS):
+        for p in prefixes:
+            if (rest == p or rest.startswith(p + ".") or p == "") and len(p) > best:
+                best, level = len(p), i
+    return level
+
+
+def arrows_up(graph: dict) -> list:
+    """Every import that runs from a lower floor to a higher one, as 'a (floor) -> b (floor)'."""
+    return [
+        f"{a} ({FLOORS[floor_of(a)][0]}) -> {b} ({FLOORS[floor_of(b)][0]})"
+        for a in sorted(graph)
+        for b in sorted(graph[a])
+        if floor_of(b) > floor_of(a)
+    ]
+
+
+def test_imports_go_down_the_floors():
+    """No arrow runs back up: pictures never import the engine, models never import the front doors."""
+    known = modules()
+    graph = {name: imports(name, path, known) for name, path in known.items()}
+    assert all(floor_of(n) is not None for n in known), [n for n in known if floor_of(n) is None]
+    up = arrows_up(graph)
+    assert not up, "imports that run up a floor: " + "; ".join(up)
+
+
+def test_the_floor_check_sees_an_arrow_up():
+    graph = {"segmenter.visualize.panels": {"segmenter.engine.infer"}, "segmenter.engine.infer": set()}
+    assert arrows_up(graph) == ["segmenter.visualize.panels (pictures) -> segmenter.engine.infer (engine)"]
+
+
+def test_the_installed_package_holds_no_workshop(monkeypatch):
+    """setup.py ships segmenter/ and its subpackages only: benchmarks/, tests/ and parity_tests/ stay in the checkout
+    (setuptools.setup is captured, so this reads the packages setup.py would really install)."""
+    import runpy
+
+    import setuptools
+
+    got = {}
+    monkeypatch.setattr(setuptools, "setup", lambda **kw: got.update(kw))
+    monkeypatch.chdir(ROOT)
+    runpy.run_path(os.path.join(ROOT, "setup.py"), run_name="__main__")
+    packages = set(got["packages"])
+    assert {"segmenter", "segmenter.engine", "segmenter.convert", "segmenter.models"} <= packages, sorted(packages)
+    outside = sorted(p for p in packages if p.split(".")[0] != PKG)
+    assert not outside, f"setup.py would install {outside} beside the product"
+    assert not any("bench" in p for p in packages), sorted(packages)

@@ -13,9 +13,9 @@ from PIL import Image
 from segmenter.datasets import SegmenterShapes
 from segmenter.engine.infer import predict_probs
 from segmenter.engine.run import load_config, run_train
+from segmenter.engine.val_panels import display_image, image_iou
 from segmenter.visualize import class_names, colorize, legend, palette, panel, plot_curves
 from segmenter.visualize.panels import GAP, TITLE_H, panel_size, tile_scale
-from segmenter.visualize.val_panels import display_image, image_iou
 from tests.engine_helpers import write_tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

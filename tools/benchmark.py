@@ -1,8 +1,13 @@
-"""Benchmarks: `python tools/benchmark.py [args]` times every path (segmenter/bench/paths.py, table + JSON);
-`python tools/benchmark.py <topic> [args]` runs segmenter/bench/<topic>.py (e.g. `profile`). `--help` after a
-topic lists its arguments."""
+"""Benchmarks: `python tools/benchmark.py [args]` times every path (benchmarks/paths.py, table + JSON);
+`python tools/benchmark.py <topic> [args]` runs benchmarks/<topic>.py (e.g. `profile`). `--help` after a topic
+lists its arguments. The benchmarks live beside the package (benchmarks/), not in it: run this from a checkout."""
 
-from segmenter.bench import run
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout holding benchmarks/
+
+from benchmarks import run  # noqa: E402
 
 if __name__ == "__main__":
-    run()
+    sys.exit(run())

@@ -22,9 +22,9 @@ from segmenter.engine.evaluate import evaluate
 from segmenter.engine.losses import total_loss
 from segmenter.engine.safe_load import describe_model, model_section_of, read_weights
 from segmenter.engine.train import train
+from segmenter.engine.val_panels import save_extreme_panels
 from segmenter.models.weights import load_state_dict_strict, read_state_dict
 from segmenter.visualize.palette import class_names
-from segmenter.visualize.val_panels import save_extreme_panels
 
 
 def load_config(

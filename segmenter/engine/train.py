@@ -20,8 +20,8 @@ from segmenter.datasets.checked import CheckedDataset
 from segmenter.engine.checkpoint import Resumed, copy_checkpoint, load_checkpoint, restore_best_model, save_checkpoint
 from segmenter.engine.evaluate import evaluate
 from segmenter.engine.stops import TrainingStopped, save_dir_lock, stop_signals
+from segmenter.engine.val_panels import log_panels, names_of
 from segmenter.visualize.curves import plot_curves
-from segmenter.visualize.val_panels import log_panels, names_of
 
 # paddle.seed(seed * SEED_STRIDE + iter) before each step: a prime above any iteration count, so distinct
 # (seed, iter) pairs give distinct paddle seeds and the masks of an iteration never depend on the iterations before

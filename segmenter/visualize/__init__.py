@@ -1,6 +1,7 @@
 """Pictures of what a Segmenter does: colour palette + legend, image | truth | prediction panels, attention maps,
-training curves. Framework-free (numpy, PIL, matplotlib) except `vdl.py` and `val_panels`, which run the Paddle
-model; the attention maps take a Paddle model or its PyTorch twin alike."""
+training curves. Framework-free (numpy, PIL, matplotlib) and below the engine: it imports nothing from
+`segmenter.engine` (the validation panels that run a model live in `engine/val_panels.py`); the attention maps take
+a Paddle model or its PyTorch twin alike."""
 
 from segmenter.visualize.attention import AttentionMaps, attention_maps, draw_attention_grid
 from segmenter.visualize.curves import plot_curves

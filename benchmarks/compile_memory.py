@@ -24,6 +24,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from benchmarks import ROOT
 from segmenter.runtime import PeakRSS, resident_mb
 
 N_CLS = 150
@@ -171,10 +172,9 @@ def child(kind: str, model: str, size: Tuple[int, int], threads: int, hybrid_dep
 
 
 def run_child(kind: str, model: str, size: str, threads: int, hybrid_depth: int, limit_mb: float) -> dict:
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    cmd = [sys.executable, "-m", "segmenter.bench.compile_memory", "--child", kind, "--models", model, "--sizes", size]
+    cmd = [sys.executable, "-m", "benchmarks.compile_memory", "--child", kind, "--models", model, "--sizes", size]
     cmd += ["--threads", str(threads), "--hybrid-depth", str(hybrid_depth), "--limit-mb", str(limit_mb)]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
     r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     for line in r.stdout.splitlines()[::-1]:
         if line.startswith("RESULT "):

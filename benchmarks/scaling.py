@@ -21,7 +21,8 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from segmenter.bench.paths import MODELS, N_CLS, PATCH
+from benchmarks import ROOT
+from benchmarks.paths import MODELS, N_CLS, PATCH
 from segmenter.runtime import resident_mb
 
 MODEL = "vit_s_linear"
@@ -57,7 +58,7 @@ def child(path: str, size: Tuple[int, int], repeats: int, official_root: Optiona
     x = np.random.RandomState(0).rand(1, 3, h, w).astype("float32")
     d, depth, heads, _ = MODELS[MODEL]
     if path in ("twin", "official"):
-        from segmenter.bench import versus
+        from benchmarks import versus
 
         if path == "twin":
             from segmenter.pytorch import Segmenter, SegmenterViT
@@ -125,11 +126,10 @@ def child(path: str, size: Tuple[int, int], repeats: int, official_root: Optiona
 
 
 def run_child(path: str, size: str, repeats: int, official_root: Optional[str], threads: Optional[int]) -> dict:
-    cmd = [sys.executable, "-m", "segmenter.bench.scaling", "--child", path, "--sizes", size, "--repeats", str(repeats)]
+    cmd = [sys.executable, "-m", "benchmarks.scaling", "--child", path, "--sizes", size, "--repeats", str(repeats)]
     cmd += ["--official-root", official_root] if official_root else []
     cmd += ["--threads", str(threads)] if threads else []
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
     r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     for line in r.stdout.splitlines()[::-1]:
         if line.startswith("RESULT "):
@@ -187,7 +187,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.device == "gpu":
-        from segmenter.bench.versus import require_device
+        from benchmarks.versus import require_device
 
         require_device("gpu")
         raise SystemExit(

@@ -1,7 +1,7 @@
 """ViT-B/16 UPerNet (MultiLevelNeck, MMSeg's `vit_vit-b16_mln_upernet` row) at 512x512: one forward of our Paddle
 model and our PyTorch twin against MMSeg's own PyTorch model, the same weights (converted), measured in one run.
 
-    python -m segmenter.bench.upernet [--repeats 3] [--size 512] [--mkl]
+    python -m benchmarks.upernet [--repeats 3] [--size 512] [--mkl]
 """
 
 import argparse
@@ -14,7 +14,8 @@ from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks import ROOT
+
 ROW = "vit/vit_vit-b16_mln_upernet_8xb2-80k_ade20k-512x512"
 
 

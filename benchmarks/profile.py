@@ -1,8 +1,7 @@
 """Where the time goes: one ViT block's ops, the upsampling and the loss, timed in Paddle and PyTorch at the
 model's real shapes (forward, or forward + backward), next to the whole model's time.
 
-    python tools/profile_paths.py [--model vit_s_linear] [--threads 1] [--repeats 5] [--mode forward train]
-    python tools/benchmark.py profile [same arguments]     python -m segmenter.bench.profile [same arguments]
+    python tools/benchmark.py profile [--model vit_s_linear] [--threads 1] [--repeats 5] [--mode forward train]
 
 Each category runs the same ops as segmenter/models/layers.py (and its twin) on random inputs of the shapes
 they see in the model (batch 1 for forward, 2 for train; 512x512 input, 150 classes), interleaved paddle/torch,
@@ -17,7 +16,7 @@ from typing import List, Optional
 
 import numpy as np
 
-from segmenter.bench import paths as bm  # model table, builders, FLOP count
+from benchmarks import paths as bm  # model table, builders, FLOP count
 
 INIT_STD = 0.02  # the models' trunc-normal init of Linear weights
 
@@ -262,7 +261,7 @@ def profile(name: str, mode: str, repeats: int) -> None:
 def main(argv: Optional[List[str]] = None) -> None:
     from segmenter.engine.cli import Parser
 
-    ap = Parser(__doc__.splitlines()[0], prog="tools/profile_paths.py")
+    ap = Parser(__doc__.splitlines()[0], prog="tools/benchmark.py profile")
     ap.add_argument("--model", default="vit_s_linear", choices=list(bm.MODELS), help="the model profiled")
     ap.add_argument("--threads", type=int, default=1, help="math threads for both frameworks")
     ap.add_argument("--repeats", type=int, default=5, help="profiled runs per mode")

@@ -14,7 +14,7 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from segmenter.bench.upernet import timed
+from benchmarks.upernet import timed
 
 MODEL = "vit_base_r50_s16_384"
 

@@ -2,7 +2,7 @@
 
 Each measurement runs in its own subprocess (peak RSS from resource.ru_maxrss). Prints a table and writes JSON.
     python tools/benchmark.py [--repeats 3] [--models vit_s_linear ...] [--json benchmark.json]
-    python -m segmenter.bench.paths [same arguments]
+    python -m benchmarks.paths [same arguments]
 """
 
 import argparse
@@ -15,6 +15,8 @@ import sys
 import tempfile
 import time
 from typing import List, Optional
+
+from benchmarks import ROOT
 
 MODELS = {  # name -> (embed_dim, depth, heads, decoder)
     "vit_s_linear": (384, 12, 6, "linear"),
@@ -204,9 +206,8 @@ def child(path: str, name: str, repeats: int) -> dict:
 
 def run_child(path: str, name: str, repeats: int) -> dict:
     """Run one measurement in a fresh interpreter (its own peak RSS) on this same copy of the package."""
-    cmd = [sys.executable, "-m", "segmenter.bench.paths", "--child", path, "--models", name, "--repeats", str(repeats)]
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # holds segmenter/
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    cmd = [sys.executable, "-m", "benchmarks.paths", "--child", path, "--models", name, "--repeats", str(repeats)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
     r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     for line in r.stdout.splitlines()[::-1]:
         if line.startswith("RESULT "):
@@ -230,7 +231,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.device == "gpu":  # the GPU rows are versus's; through the dispatcher, which imports topics by name
-        from segmenter import bench
+        import benchmarks as bench
 
         return bench.run(["versus", "--device", "gpu", "--repeats", str(a.repeats)])
     if a.child:

@@ -19,7 +19,7 @@ from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
-from segmenter.bench.paths import MATMUL_N, MODELS, N_CLS, PATCH, TRAIN_BATCH, TRAIN_FLOP_FACTOR, model_flops
+from benchmarks.paths import MATMUL_N, MODELS, N_CLS, PATCH, TRAIN_BATCH, TRAIN_FLOP_FACTOR, model_flops
 
 MODEL = "vit_s_linear"
 
@@ -68,7 +68,7 @@ def build_ours(size: int, name: str = MODEL):
     """Our Segmenter as the shipped ADE20K config builds it, its img_size at `size`."""
     import paddle
 
-    from segmenter.bench.paths import decoder_cfg
+    from benchmarks.paths import decoder_cfg
     from segmenter.models import Segmenter, SegmenterViT
 
     d, depth, heads, _ = MODELS[name]
@@ -79,7 +79,7 @@ def build_ours(size: int, name: str = MODEL):
 def build_twin(size: int, name: str = MODEL):
     import torch
 
-    from segmenter.bench.paths import decoder_cfg
+    from benchmarks.paths import decoder_cfg
     from segmenter.pytorch import Segmenter, SegmenterViT
 
     d, depth, heads, _ = MODELS[name]

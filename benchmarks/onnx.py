@@ -1,10 +1,10 @@
 """onnxruntime beside the Paddle predictor and the PyTorch twin: seconds and ratio to the hardware floor at 512x512,
 and ONNX-vs-Paddle logits at 512x512 and at a second size (one export per size). One run, one process.
 
-    python -m segmenter.bench.onnx [--models vit_s_linear vit_s_mask] [--repeats 3] [--json onnx_bench.json]
+    python -m benchmarks.onnx [--models vit_s_linear vit_s_mask] [--repeats 3] [--json onnx_bench.json]
 
 The floor is tools/benchmark.py's: the model's matmul/conv FLOPs over the faster of paddle's and torch's fp32
-GFLOP/s on a 2048^3 matmul (model_flops and timed from segmenter.bench.paths).
+GFLOP/s on a 2048^3 matmul (model_flops and timed from benchmarks.paths).
 """
 
 import argparse
@@ -14,7 +14,7 @@ import tempfile
 
 import numpy as np
 
-from segmenter.bench.paths import MODELS, N_CLS, SIZE, model_flops, timed  # the same models, FLOPs and timer
+from benchmarks.paths import MODELS, N_CLS, SIZE, model_flops, timed  # the same models, FLOPs and timer
 
 SECOND_SIZE = (500, 660)  # not a multiple of 16 (padding) and another grid (resampled position embedding)
 

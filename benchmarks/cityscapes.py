@@ -1,7 +1,7 @@
 """Seconds per 2048x1024 Cityscapes image for the shipped ViT-S Cityscapes config's evaluation (slice 768,
 stride 512: 2 x 4 windows), with and without flip, so a full validation run (500 images) can be planned.
 
-    python -m segmenter.bench.cityscapes [--decoder linear|mask] [--repeats 1] [--paths default dygraph]
+    python -m benchmarks.cityscapes [--decoder linear|mask] [--repeats 1] [--paths default dygraph]
         [--threads N] [--json out.json]
 
 Random weights: the time does not depend on them. Measures what tools/val.py runs per image: the sliding-window
@@ -19,10 +19,10 @@ import numpy as np
 import paddle
 
 import segmenter  # noqa: F401  (registers the components)
+from benchmarks import ROOT
 from segmenter.engine.infer import predict_probs, window_starts
 from segmenter.engine.run import load_config
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIGS = {
     "linear": "segmenter_vit_small_linear_cityscapes_768x768_80k.yml",
     "mask": "segmenter_vit_small_mask_cityscapes_768x768_80k.yml",
@@ -51,8 +51,8 @@ def main(argv=None) -> dict:
     p.add_argument("--threads", type=int, default=None, help="paddle's math threads (default: one per core)")
     p.add_argument("--json", help="also write the figures here")
     args = p.parse_args(argv)
-    from segmenter.bench.paths import model_flops
-    from segmenter.bench.versus import interleaved, matmul_fns, matmul_gflops
+    from benchmarks.paths import model_flops
+    from benchmarks.versus import interleaved, matmul_fns, matmul_gflops
     from segmenter.engine.builder import Builder
     from segmenter.engine.compiled import CompiledModel
     from segmenter.runtime import configure_cpu

@@ -1,15 +1,17 @@
-"""Build a Segmenter from a config and time one forward pass on a random image."""
+"""Build a Segmenter from a config and time one forward pass on a random image.
 
-import sys
+python tools/benchmark.py forward [--config X.yml] [--size H W] [--repeat 3]
+"""
+
 import time
+from typing import List, Optional
 
-import segmenter  # noqa: F401  (registers the components)
 from segmenter.engine import cli
 from segmenter.engine.cli_errors import run_cli
 
 
 def parse_args(argv=None):
-    p = cli.Parser(__doc__)
+    p = cli.Parser(__doc__, prog="tools/benchmark.py forward")
     cli.add_config(p, False, "configs/segmenter/segmenter_vit_small_linear_ade20k_512x512_160k.yml")
     p.add_argument("--size", type=int, nargs=2, default=[512, 512], metavar=("H", "W"), help="input size")
     p.add_argument("--repeat", type=int, default=3, help="timed forward passes, after one warm-up")
@@ -17,9 +19,10 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def main(args) -> None:
+def timed_forward(args) -> None:
     import paddle
 
+    import segmenter  # noqa: F401  (registers the components)
     from segmenter.engine.builder import Builder
     from segmenter.engine.run import load_config
 
@@ -40,5 +43,5 @@ def main(args) -> None:
     )
 
 
-if __name__ == "__main__":
-    sys.exit(run_cli(main, parse_args()))
+def main(argv: Optional[List[str]] = None) -> int:
+    return run_cli(timed_forward, parse_args(argv))

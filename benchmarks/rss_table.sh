@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Peak memory of the test processes (tests/rss_table.py).
-#   bash tools/rss_table.sh --suite [out.tsv] [pytest args]  the suite as CI runs it (pytest.ini: 2 xdist workers);
+#   bash benchmarks/rss_table.sh --suite [out.tsv] [pytest args]  the suite as CI runs it (pytest.ini: 2 xdist workers);
 #                                                           prints each worker's tests, seconds and peak RSS
-#   bash tools/rss_table.sh [out.tsv] [pytest args]          each test file in its own single pytest process (-n 0);
+#   bash benchmarks/rss_table.sh [out.tsv] [pytest args]          each test file in its own single pytest process (-n 0);
 #                                                           the per-file table, largest peak first
 # Default out: output/rss_table.tsv; one line per test (nodeid, seconds, peak after it, worker) in out.tsv.tests.
 set -euo pipefail

@@ -83,8 +83,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         return upsample_orders(a.size, a.threads, a.runs)
     import paddle.inference as paddle_infer
 
+    from benchmarks.versus import build_ours
     from segmenter import deploy
-    from segmenter.bench.versus import build_ours
     from segmenter.runtime import configure_cpu
 
     configure_cpu(num_threads=a.threads)
