@@ -190,11 +190,11 @@ def test_val_tool_reports_a_bad_file_in_one_line(data, tmp_path):
     assert "Traceback" not in r.stderr, r.stderr[-1500:]
 
 
-def paint_corner(path: str, value: int) -> None:
-    """Set the bottom-right 3x3 pixels of a label PNG to value, keeping a palette PNG a palette PNG."""
+def paint_corner(path: str, value: int, top_left: bool = False) -> None:
+    """Set the bottom-right (or top-left) 3x3 pixels of a label PNG to value, keeping a palette PNG a palette PNG."""
     im = Image.open(path)
     a = np.array(im)
-    a[-3:, -3:] = value
+    a[(slice(0, 3),) * 2 if top_left else (slice(-3, None),) * 2] = value
     out = Image.fromarray(a)
     if im.mode == "P":
         out.putpalette(im.getpalette())  # an L image with a palette becomes P with the same indices
@@ -202,18 +202,19 @@ def paint_corner(path: str, value: int) -> None:
 
 
 @pytest.mark.parametrize(
-    "kind, ignored, bad, shown",
+    "kind, ignored, top, bad, shown",
     [
-        ("ADE20K", 0, 151, "[151] outside [0, 151] (ADE20K reads file value v as class v - 1; 0 is ignored)"),
-        ("Cityscapes", 255, 19, "[19] outside [0, 19)"),
-        ("PascalContext", 255, 60, "[60] outside [0, 60)"),
-        ("PascalVOC", 255, 21, "[21] outside [0, 21)"),
-        ("Dataset", 255, 6, "[6] outside [0, 6)"),
+        ("ADE20K", 0, 150, 151, "[151] outside [0, 151] (ADE20K reads file value v as class v - 1; 0 is ignored)"),
+        ("Cityscapes", 255, 18, 19, "[19] outside [0, 19)"),
+        ("PascalContext", 255, 59, 60, "[60] outside [0, 60)"),
+        ("PascalVOC", 255, 20, 21, "[21] outside [0, 21)"),
+        ("Dataset", 255, 5, 6, "[6] outside [0, 6)"),
     ],
 )
-def test_label_files_are_checked_as_each_paddleseg_class_reads_them(kind, ignored, bad, shown, tmp_path):
-    """A release's own values (ADE20K's 0 'other', 255 borders) pass; one bad value in a corner fails on the first
-    read of the file, before a random crop can cut it away."""
+def test_label_files_are_checked_as_each_paddleseg_class_reads_them(kind, ignored, top, bad, shown, tmp_path):
+    """A release's own values pass: the ignored one (ADE20K's 0 'other', 255 borders) and the last class as the file
+    stores it (ADE20K's 150, read as class 149 after PaddleSeg's -1 shift); one bad value in a corner fails on the
+    first read of the file, before a random crop can cut it away."""
     from segmenter.datasets.checked import CheckedDataset
     from tests.test_dataset_classes import config
 
@@ -221,6 +222,7 @@ def test_label_files_are_checked_as_each_paddleseg_class_reads_them(kind, ignore
     ds = SegBuilder(load_config(cfg)).train_dataset
     ok, broken = ds.file_list[0][1], ds.file_list[1][1]
     paint_corner(ok, ignored)
+    paint_corner(ok, top, top_left=True)
     paint_corner(broken, bad)
     data = CheckedDataset(ds, n)
     assert data[0]["label"].shape == (48, 48), f"{kind}: the sample was not cropped to 48x48"
