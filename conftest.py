@@ -4,7 +4,8 @@
 
 import os
 
-pytest_plugins = ["tests.rss_table", "tests.memory"]
+pytest_plugins = ["tests.memory", "tests.rss_table"]  # memory first: rss_table imports it, and a plugin is
+# rewritten for assertions only when pytest imports it first
 
 
 def pytest_configure(config):

@@ -2,10 +2,16 @@
 
 - `No ccache found ...`: a UserWarning paddle's cpp_extension gives at `import paddle` (it only matters to people
   compiling custom C++ ops); filtered by `silence_import_warnings()`, which `segmenter/__init__.py` calls first.
+  The same filters take two notes paddle gives on every run of a kind, about its own behaviour: `When training, we
+  now always track global mean and variance.` (paddle/nn/layer/norm.py, each BatchNorm forward in training: the
+  UPerNet heads) and `Tensor do not have 'place' interface for pir graph mode` (paddle/pir/math_op_patch.py, from
+  paddle's own backward construction when `to_static_training: True`).
+- dy2static's `Find variable `attns` defined in global scope` (paddle/jit/dy2static/transformers/utils.py) about
+  the attention-map list of our forward, which no traced graph asks for (an export, `to_static_training`): one more
+  filter of `silence_import_warnings()`.
 - `Paddle static graph(PIR) not support input out tensor for now!!!!!`: a glog line paddle's C++ (eager_utils.cc)
-  writes to stderr whenever `F.softmax` is traced (paddle passes its own `out=None`), i.e. on every export; and
-  dy2static's `Find variable `attns` defined in global scope` about the attention-map list of our forward, which
-  export never asks for. `quiet_export()` drops these lines while the model is traced.
+  writes to stderr whenever `F.softmax` is traced (paddle passes its own `out=None`), i.e. on every export.
+  `quiet_export()` drops these lines while the model is traced.
 - paddle2onnx's progress lines (`[Paddle2ONNX] ...`, `ONNX model saved in ...`): dropped by `quiet_export()` too;
   tools/export.py says itself what it wrote.
 Any other line is passed through unchanged.
@@ -18,8 +24,12 @@ import sys
 import tempfile
 import warnings
 
-IMPORT_WARNINGS = ((r"No ccache found", r"paddle\.utils\.cpp_extension"),)  # (message, module) regexes
-EXPORT_WARNINGS = (r"Find variable `attns` defined in global scope",)
+IMPORT_WARNINGS = (  # (message, module) regexes
+    (r"No ccache found", r"paddle\.utils\.cpp_extension"),
+    (r"When training, we now always track global mean and variance", r"paddle\.nn\.layer\.norm"),
+    (r"Tensor do not have 'place' interface for pir graph mode", r"paddle\.pir\.math_op_patch"),
+    (r"Find variable `attns` defined in global scope", r"paddle\.jit\.dy2static"),
+)
 EXPORT_LINES = re.compile(
     r"Paddle static graph\(PIR\) not support input out tensor for now!+$"
     r"|^\[Paddle2ONNX\] "
@@ -28,7 +38,8 @@ EXPORT_LINES = re.compile(
 
 
 def silence_import_warnings() -> None:
-    """Filter the warnings `import paddle` gives that concern no user of this package."""
+    """Filter the warnings paddle gives (at import, and its notes on every run) that concern no user of this
+    package."""
     for message, module in IMPORT_WARNINGS:
         warnings.filterwarnings("ignore", message=message, category=UserWarning, module=module)
 
@@ -62,7 +73,5 @@ def filtered_fd(fd: int, drop: re.Pattern):
 @contextlib.contextmanager
 def quiet_export():
     """Run a paddle.jit / paddle2onnx export without the lines listed in this module's docstring."""
-    with warnings.catch_warnings(), filtered_fd(1, EXPORT_LINES), filtered_fd(2, EXPORT_LINES):
-        for message in EXPORT_WARNINGS:
-            warnings.filterwarnings("ignore", message=message, category=UserWarning)
+    with filtered_fd(1, EXPORT_LINES), filtered_fd(2, EXPORT_LINES):
         yield

@@ -359,8 +359,11 @@ def test_a_wrong_predictor_is_caught(monkeypatch):
         for mkl_bad in (False, True):
             bad["mkl"] = mkl_bad
             net = CompiledModel(m, compile_after=1, min_tokens=0)
-            with pytest.warns(UserWarning, match="oneDNN predictor of Segmenter"):
+            with pytest.warns(UserWarning) as caught:
                 out = net(x)[0].numpy()
+            said = [str(w.message) for w in caught]
+            assert "oneDNN predictor of Segmenter" in said[0] and len(said) == 1 + mkl_bad, said
+            assert not mkl_bad or "MKL predictor of Segmenter at [3, 64, 64] is off by" in said[1], said
             d = float(np.abs(out - ref).max())
             assert d <= 1e-5, f"mkl_bad={mkl_bad}: max|diff|={d:.2e}"
             if mkl_bad:

@@ -46,7 +46,7 @@ def run_torch(fn, x, y):
     xt = torch.tensor(x, requires_grad=True)
     loss = fn(xt, torch.tensor(y))
     loss.backward()
-    return float(loss), xt.grad.numpy()
+    return float(loss.detach()), xt.grad.numpy()
 
 
 def ce_sum_over_all(x, y):  # avg_non_ignore False: ignored pixels count in the denominator
