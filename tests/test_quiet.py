@@ -21,6 +21,6 @@ def test_paddles_notes_are_silenced_and_ours_are_not(tmp_path):
         bn(paddle.rand([2, 4, 3, 3]))
         m = Segmenter(3, SegmenterViT(img_size=32, embed_dim=32, depth=1, num_heads=2), {"name": "linear"})
         deploy.export(m, str(tmp_path / "m"), (32, 32))
-        warnings.warn("fast path: a note of ours", UserWarning)
+        warnings.warn("fast path: a note of ours", UserWarning, stacklevel=1)
     said = [f"{w.filename}:{w.lineno}: {w.message}" for w in caught]
     assert len(said) == 1 and "a note of ours" in said[0], said
