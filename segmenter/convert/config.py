@@ -5,6 +5,7 @@ base config's model section when it describes these weights."""
 import os
 from typing import Any, Dict, Optional
 
+from segmenter.convert import files
 from segmenter.convert.arch import Arch, model_config
 from segmenter.convert.family import ConversionError, Converted
 
@@ -55,36 +56,91 @@ def resolved_yaml(path: str) -> Dict[str, Any]:
 # eps, pos-embed interpolation, layer scale init) are taken for these weights.
 SHOWN_BY_WEIGHTS = ("embed_dim", "depth", "patch_size")
 ALSO_COMPARED = ("in_channels", "mlp_ratio", "qkv_bias", "distilled")
+# Model keys that change training, not the model the weights are (engine/checkpoint.py keeps them out of the run's
+# identity for the same reason): no file shows them, so the written config takes them from what states them.
+TRAINING_ONLY = ("drop_rate", "attn_drop_rate", "drop_path_rate", "drop_path_mode", "dropout")
+
+
+def describes(model: Dict[str, Any], arch: Arch) -> bool:
+    """Whether a config's model section is of these weights: the same width, depth, patch and decoder."""
+    bb, dec = model.get("backbone") or {}, model.get("decoder") or {}
+    if any(bb.get(k) != getattr(arch, k) for k in SHOWN_BY_WEIGHTS) or any(
+        k in bb and bb[k] != getattr(arch, k) for k in ALSO_COMPARED
+    ):
+        return False
+    if arch.decoder and arch.decoder["name"] == "mask_transformer":
+        return dec.get("name") == "mask_transformer" and all(
+            k not in dec or dec[k] == arch.decoder[k] for k in ("d_model", "n_layers", "mlp_ratio", "qkv_bias")
+        )
+    return True
 
 
 def base_model_facts(base: str, arch: Arch) -> Dict[str, Any]:
     """What the weights cannot tell, as the base config's model section states it, when that section describes
     these weights (the same width, depth, patch and decoder); {} otherwise."""
     model = resolved_yaml(base).get("model") or {}
-    bb, dec = model.get("backbone") or {}, model.get("decoder") or {}
-    if any(bb.get(k) != getattr(arch, k) for k in SHOWN_BY_WEIGHTS) or any(
-        k in bb and bb[k] != getattr(arch, k) for k in ALSO_COMPARED
-    ):
+    if not describes(model, arch):
         return {}
+    bb, dec = model.get("backbone") or {}, model.get("decoder") or {}
     facts = {
         "num_heads": bb.get("num_heads"),
         "norm_eps": bb.get("norm_eps"),
         "pos_embed_interp": bb.get("pos_embed_interp"),
         "layer_scale_init": bb.get("layer_scale_init"),
+        "logits_resize": model.get("logits_resize"),
     }
     if arch.decoder and arch.decoder["name"] == "mask_transformer":
-        if dec.get("name") != "mask_transformer" or any(
-            k in dec and dec[k] != arch.decoder[k] for k in ("d_model", "n_layers", "mlp_ratio", "qkv_bias")
-        ):
-            return {}
         facts.update({"decoder_heads": dec.get("n_heads"), "decoder_norm_eps": dec.get("norm_eps")})
     return {k: v for k, v in facts.items() if v is not None}
+
+
+def with_stated(written: Dict[str, Any], stated: Dict[str, Any]) -> Dict[str, Any]:
+    """`written` (a model section read from the weights) with what `stated` (the card or base config of these
+    weights) says that weights cannot show: its training-only values and the keys `written` does not state.
+    A sub-section is taken only from a stated one of the same type / decoder name; `pretrained` never."""
+    out = dict(written)
+    for k, v in stated.items():
+        if k == "pretrained":
+            continue
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            mine = out[k]
+            if (mine.get("type"), mine.get("name")) == (v.get("type"), v.get("name")):
+                out[k] = with_stated(mine, v)
+        elif k not in out or k in TRAINING_ONLY:
+            out[k] = v
+    return out
+
+
+def stated_model(conv: Converted, base: str) -> Dict[str, Any]:
+    """The model section that states what these weights cannot show: the one recorded beside our own files (their
+    .model.json, a checkpoint's state.json), else the base config's when it describes these weights; {} if none."""
+    if conv.fmt in ("paddle", "torch"):
+        card = files.read_model_card(conv.source)
+        if card:
+            return card
+    model = resolved_yaml(base).get("model") or {}
+    if model.get("type", "Segmenter") == ("UPerNetViT" if conv.arch.decode_head else "Segmenter") and describes(
+        model, conv.arch
+    ):
+        return model
+    return {}
+
+
+def trained_config(weights: str) -> Optional[str]:
+    """The config a training wrote beside the checkpoint folder holding `weights` (save_dir/config.yml, for
+    save_dir/iter_N/model.pdparams or save_dir/best_model/model.pdparams), if there is one."""
+    folder = os.path.dirname(os.path.abspath(weights))
+    for candidate in (os.path.join(os.path.dirname(folder), "config.yml"), os.path.join(folder, "config.yml")):
+        if os.path.isfile(os.path.join(folder, "state.json")) and os.path.isfile(candidate):
+            return candidate
+    return None
 
 
 def config_text(
     conv: Converted, weights: str, base_config: Optional[str] = None, num_classes: Optional[int] = None
 ) -> str:
-    """A complete PaddleSeg config: a shipped dataset base (via an absolute `_base_`) + the exact model."""
+    """A complete PaddleSeg config: a shipped dataset base (via an absolute `_base_`) + the exact model, whose every
+    value is the weights', or what their card or the base config's model section states, or the recipe's."""
     import yaml
 
     base = os.path.abspath(base_config or default_base_config())
@@ -100,12 +156,19 @@ def config_text(
     elif num_classes is not None and num_classes != arch.num_classes:
         raise ConversionError(f"--num-classes {num_classes} disagrees with the weights' {arch.num_classes} classes.")
     if base_classes is not None and base_classes != arch.num_classes:
+        trained = trained_config(conv.source)
+        fix = (
+            f"pass --base-config {trained} (the config these weights were trained with)"
+            if trained
+            else f"pass --base-config with a dataset of {arch.num_classes} classes (the config the model was "
+            f"trained with, e.g. its save_dir/config.yml, or a `type: Dataset` config with num_classes)"
+        )
         raise ConversionError(
             f"the weights have {arch.num_classes} classes but the base config '{base}' trains on "
-            f"{base_classes}; PaddleSeg refuses that pair. Pass --base-config with a dataset of "
-            f"{arch.num_classes} classes (e.g. a `type: Dataset` config with num_classes)."
+            f"{base_classes} (PaddleSeg refuses that pair); {fix}."
         )
-    cfg = {"_base_": base, "model": model_config(arch, os.path.abspath(weights))}
+    model = with_stated(model_config(arch, os.path.abspath(weights)), stated_model(conv, base))
+    cfg = {"_base_": base, "model": model}
     header = (
         f"# Written by tools/convert.py from {os.path.abspath(conv.source)} ({conv.fmt}).\n"
         f"# The model section is the exact architecture of the weights; the rest comes from _base_.\n"

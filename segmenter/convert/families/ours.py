@@ -58,6 +58,7 @@ def recorded_overrides(path: str, meta: Mapping[str, str] = None) -> Dict[str, A
         "pos_embed_interp": bb.get("pos_embed_interp"),
         "layer_scale_init": bb.get("layer_scale_init"),
         "patch_remainder": bb.get("patch_remainder"),
+        "logits_resize": model.get("logits_resize"),
         "decoder_heads": dec.get("n_heads"),
         "decoder_norm_eps": dec.get("norm_eps"),
         # UPerNetViT: which maps, rescaled how, and where the auxiliary head reads (MMSeg v0.x differs from 1.x)
