@@ -12,7 +12,7 @@ from paddleseg.cvlibs import Config, SegBuilder
 from paddleseg.cvlibs.config import parse_from_yaml
 from paddleseg.utils.utils import NoAliasDumper
 
-from segmenter.convert import ConversionError, detect_format, load_weights
+from segmenter.convert import ConversionError, detect_format, load_weights, paddleseg_config
 from segmenter.convert.files import PADDLE_EXTS, extension, resolve_weights
 from segmenter.convert.matching import WeightsMismatchError
 from segmenter.engine.builder import Builder, checker_for
@@ -41,6 +41,7 @@ def load_config(
     if not os.path.isfile(path):
         raise FileNotFoundError(f"config {path} does not exist; pass --config with a YAML from configs/.")
     check_yaml(path)
+    path, opts = paddleseg_config.translated(path, opts, parse_from_yaml)  # PaddleSeg's Segmenter configs, as ours
     check_keys(path, parse_from_yaml(path))  # before PaddleSeg's own checks, whose messages suggest nothing
     for opt in opts or []:  # PaddleSeg asserts on these, with a traceback
         if "=" not in opt:
