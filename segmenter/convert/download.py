@@ -35,6 +35,7 @@ WEIGHT_EXTS = (".pdparams", ".pth", ".pt", ".bin", ".ckpt", ".safetensors", ".np
 CHUNK = 1 << 20  # bytes read per step
 CONNECT_TIMEOUT, READ_TIMEOUT = 15, 60  # seconds: to reach the host, and of silence mid-transfer
 LOG_EVERY = 10  # percent between progress lines when stderr is not a terminal
+LOG_EVERY_BYTES = 50 << 20  # the same without a Content-Length
 
 
 class DownloadError(OSError):
@@ -89,7 +90,8 @@ def fetch_weights(url: str, log=None) -> str:
     target = cache_path(src)
     kind = archive_of(target)
     final = os.path.join(target[: -len(kind)], "model.pdparams") if kind else target
-    os.makedirs(os.path.dirname(target), exist_ok=True)
+    for folder in {os.path.dirname(target), os.path.dirname(final)}:
+        os.makedirs(folder, exist_ok=True)
     from filelock import FileLock, Timeout
 
     lock = FileLock(final + ".lock")
@@ -242,28 +244,33 @@ def _say(line: str) -> None:
 
 
 class Progress:
-    """A tqdm bar on a terminal; elsewhere (a log file) a line every LOG_EVERY percent with the rate and ETA."""
+    """A tqdm bar on a terminal; elsewhere (a log file) a line every LOG_EVERY percent with the rate and ETA, or every
+    LOG_EVERY_BYTES when the server announced no length."""
 
     def __init__(self, total: Optional[int], log):
-        self.total, self.log, self.t0, self.next = total, log, time.time(), LOG_EVERY
+        self.total, self.log, self.t0, self.seen = total, log, time.time(), 0
+        self.step = total * LOG_EVERY / 100 if total else LOG_EVERY_BYTES  # bytes between lines
+        self.next = self.step
         self.bar = None
         if sys.stderr.isatty():
             from tqdm import tqdm
 
             self.bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="download")
-        self.seen = 0
 
     def update(self, done: int) -> None:
         if self.bar is not None:
             self.bar.update(done - self.seen)
-        elif self.total and done * 100 >= self.next * self.total:
+        elif done >= self.next:
             rate = done / max(time.time() - self.t0, 1e-6)
-            eta = (self.total - done) / max(rate, 1e-6)
-            self.log(
-                f"download: {done * 100 // self.total}% ({done / 1e6:.1f} of {self.total / 1e6:.1f} MB), "
-                f"{rate / 1e6:.1f} MB/s, ETA {eta:.0f} s"
-            )
-            self.next = (done * 100 // self.total // LOG_EVERY + 1) * LOG_EVERY
+            if self.total:
+                eta = (self.total - done) / max(rate, 1e-6)
+                self.log(
+                    f"download: {done * 100 // self.total}% ({done / 1e6:.1f} of {self.total / 1e6:.1f} MB), "
+                    f"{rate / 1e6:.1f} MB/s, ETA {eta:.0f} s"
+                )
+            else:
+                self.log(f"download: {done / 1e6:.1f} MB, {rate / 1e6:.1f} MB/s")
+            self.next = (done // self.step + 1) * self.step
         self.seen = done
 
     def close(self) -> None:
