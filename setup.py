@@ -17,6 +17,8 @@ setup(
         "safetensors>=0.4",
         "pyyaml>=6",
         "tqdm>=4.60",
+        "requests>=2.28",
+        "filelock>=3.12",
         "matplotlib>=3.7",
     ],
     extras_require={

@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from segmenter.convert.core import to_layout
+from segmenter.convert.layout import to_layout
 
 # Default pass/fail bounds (fp32): the acceptance numbers.
 MAX_ABS_TOL = 1e-4

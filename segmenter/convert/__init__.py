@@ -1,7 +1,7 @@
 """Weight conversion between our Paddle and PyTorch models, .safetensors, and the released checkpoints
 (official Segmenter, PaddleSeg, timm, Google .npz, MMSegmentation, mmpretrain): detect the family -> rename by
-its table (keymaps.py) -> check against the architecture (arch.py) -> write (files.py).
-Needs neither Paddle nor, except for .pth files, torch."""
+its table -> check against the architecture (arch.py) -> write (files.py). The pipeline is core.py; each family
+is a file under families/ and a row of its registry. Needs neither Paddle nor, except for .pth files, torch."""
 
 from segmenter.convert.arch import Arch, expected_shapes, infer_arch, model_config
 from segmenter.convert.core import (

@@ -13,6 +13,8 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
+from segmenter.convert.download import fetch_weights, is_url
+
 PADDLE_EXTS = (".pdparams",)
 TORCH_EXTS = (".pth", ".pt", ".bin", ".ckpt")
 SAFETENSORS_EXTS = (".safetensors",)
@@ -54,21 +56,27 @@ class SafeUnpickler(pickle.Unpickler):
 
 
 def check_file(path: str) -> None:
-    """Raise a FileNotFoundError that says nothing is downloaded."""
+    """Raise a FileNotFoundError naming a weights file that is not there."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"weights file '{path}' does not exist; pass a local path (nothing is downloaded).")
+        raise FileNotFoundError(
+            f"weights file '{path}' does not exist; pass a local path or an http(s) URL "
+            "(segmenter.convert.files.resolve_weights)."
+        )
 
 
 def resolve_weights(path: str, flag: str = "weights") -> str:
-    """The weights file a tool reads for path: path itself if a file, a checkpoint folder's model.pdparams
-    (save_dir/best_model, save_dir/iter_N). Every tool and both Inferencers take weights through this, so they
-    accept the same things; anything else is a FileNotFoundError naming path and flag and saying what to pass."""
+    """The weights file a tool reads for path: an http(s) URL's file in the download cache (fetched the first time,
+    see convert/download.py), path itself if a file, a checkpoint folder's model.pdparams (save_dir/best_model,
+    save_dir/iter_N). Every tool, both Inferencers and `pretrained:` take weights through this, so they accept the
+    same things; anything else is a FileNotFoundError naming path and flag and saying what to pass."""
+    if is_url(path):
+        return fetch_weights(path)
     if os.path.isfile(path):
         return path
     if not os.path.isdir(path):
         raise FileNotFoundError(
-            f"{flag} {path} does not exist; pass a weights file (.pdparams, .pth, "
-            ".safetensors) or a checkpoint folder (save_dir/best_model, save_dir/iter_N)."
+            f"{flag} {path} does not exist; pass a weights file (.pdparams, .pth, .safetensors), an http(s) URL "
+            "of one, or a checkpoint folder (save_dir/best_model, save_dir/iter_N)."
         )
     inside = os.path.join(path, "model.pdparams")
     if os.path.isfile(inside):

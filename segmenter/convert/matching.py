@@ -9,8 +9,8 @@ from typing import Callable, Dict, List, Mapping, Sequence
 
 import numpy as np
 
-from segmenter.convert.core import strip_prefix
 from segmenter.convert.keydiff import diff_keys, diff_report
+from segmenter.convert.layout import strip_prefix
 
 
 class WeightsMismatchError(ValueError):

@@ -1,10 +1,10 @@
 """The tools' shared command line: one parser, the options sibling tools share, PaddleSeg's habitual flags, and
 the few lines each tool prints before it runs (what runs on what).
 
-Every tool takes weights the same way (`--model_path` or its alias `--weights`: a weights file or a checkpoint
-folder, read through `segmenter.convert.files.resolve_weights`), `--verbose` (PaddleSeg's build log with the
-resolved config) and `--device`. A mistake on the command line is one `error:` line naming the option, never
-argparse's bare "unrecognized arguments".
+Every tool takes weights the same way (`--model_path` or its alias `--weights`: a weights file, an http(s) URL of
+one, or a checkpoint folder, read through `segmenter.convert.files.resolve_weights`), `--verbose` (PaddleSeg's
+build log with the resolved config) and `--device`. A mistake on the command line is one `error:` line naming the
+option, never argparse's bare "unrecognized arguments".
 """
 
 import argparse
@@ -121,8 +121,9 @@ def add_weights(p: argparse.ArgumentParser, required: bool = True, absent: str =
         dest="model_path",
         required=required,
         metavar="WEIGHTS",
-        help="a weights file (.pdparams, or any format tools/convert.py reads) or a checkpoint folder "
-        "(save_dir/best_model, save_dir/iter_N)" + ("" if required else f" (default: {absent})"),
+        help="a weights file (.pdparams, or any format tools/convert.py reads), an http(s) URL of one (downloaded "
+        "once into $SEGMENTER_CACHE) or a checkpoint folder (save_dir/best_model, save_dir/iter_N)"
+        + ("" if required else f" (default: {absent})"),
     )
 
 

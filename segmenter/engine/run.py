@@ -12,7 +12,8 @@ from paddleseg.cvlibs import Config, SegBuilder
 from paddleseg.cvlibs.config import parse_from_yaml
 from paddleseg.utils.utils import NoAliasDumper
 
-from segmenter.convert.files import resolve_weights
+from segmenter.convert import ConversionError, detect_format, load_weights, paddleseg_config
+from segmenter.convert.files import PADDLE_EXTS, extension, resolve_weights
 from segmenter.convert.matching import WeightsMismatchError
 from segmenter.engine.builder import Builder, checker_for
 from segmenter.engine.checkpoint import run_sections
@@ -40,6 +41,7 @@ def load_config(
     if not os.path.isfile(path):
         raise FileNotFoundError(f"config {path} does not exist; pass --config with a YAML from configs/.")
     check_yaml(path)
+    path, opts = paddleseg_config.translated(path, opts, parse_from_yaml)  # PaddleSeg's Segmenter configs, as ours
     check_keys(path, parse_from_yaml(path))  # before PaddleSeg's own checks, whose messages suggest nothing
     for opt in opts or []:  # PaddleSeg asserts on these, with a traceback
         if "=" not in opt:
@@ -173,17 +175,46 @@ def built(cfg: Config, builder: SegBuilder, name: str):
 
 
 def load_model(cfg: Config, model_path: str):
-    """Model from cfg with weights from model_path (a .pdparams file or a checkpoint folder), read without
-    running code and loaded strictly; a mismatch names the keys and the architecture the file was built for."""
+    """Model from cfg with weights from model_path (a weights file of any family tools/convert.py reads, an http(s)
+    URL of one, or a checkpoint folder), read without running code and loaded strictly; a mismatch names the keys
+    and the architecture the file was built for. The config's `pretrained` files are not read: these weights
+    replace them (a backbone's ImageNet URL would be downloaded for nothing)."""
     model_path = resolve_weights(model_path, "--model_path")
-    model = Builder(cfg).model
-    state = read_weights(model_path)
+    model = Builder(without_pretrained(cfg)).model
+    state = read_any_weights(model_path)
     try:
         load_state_dict_strict(model, state, model_path)
     except WeightsMismatchError as e:
         raise WeightsMismatchError(f"{e}\n{fitting_config_hint(model_path, state, cfg)}") from None
     model.eval()
     return model
+
+
+def without_pretrained(cfg: Config) -> Config:
+    """A shallow copy of cfg whose model and backbone sections load no `pretrained` file."""
+    out = copy.copy(cfg)
+    out.dic = copy.deepcopy(cfg.dic)
+    model = out.dic.get("model") or {}
+    for section in (model, model.get("backbone")):
+        if isinstance(section, dict) and section.get("pretrained") is not None:
+            section["pretrained"] = None
+    return out
+
+
+def read_any_weights(path: str) -> dict:
+    """Our .pdparams as stored (a truncated file is a CheckpointError naming it); any other family tools/convert.py
+    reads (PaddleSeg's released model.pdparams, the official checkpoint, MMSeg, ...) converted to our layout, with
+    one line saying so."""
+    state = read_weights(path) if extension(path) in PADDLE_EXTS else None
+    if state is not None:
+        try:
+            if detect_format(path, list(state)) == "paddle":
+                return state
+        except ConversionError:
+            return state  # no family claims it: the strict load names the keys
+    conv = load_weights(path)
+    print(f"weights: {path} is {conv.fmt}'s layout, converted on load as tools/convert.py does", flush=True)
+    return conv.state
 
 
 def fitting_config_hint(model_path: str, state: dict, cfg: Config) -> str:

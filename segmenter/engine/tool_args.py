@@ -51,7 +51,9 @@ def train(doc: str, argv=None) -> argparse.Namespace:
 def convert(doc: str, argv=None) -> argparse.Namespace:
     """tools/convert.py's options."""
     p = Parser(doc)
-    p.add_argument("src", help="source weights file, or a checkpoint folder (save_dir/best_model, save_dir/iter_N)")
+    p.add_argument(
+        "src", help="source weights file, an http(s) URL of one, or a checkpoint folder (save_dir/best_model, iter_N)"
+    )
     p.add_argument("dst", help="destination: .pdparams (Paddle), .pth (PyTorch) or .safetensors")
     p.add_argument(
         "--from", dest="fmt", choices=FORMATS, default=None, help="source family; recognised from the keys when omitted"

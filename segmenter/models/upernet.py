@@ -41,7 +41,8 @@ class UPerNetViT(nn.Layer):
         neck (dict, optional): MultiLevelNeck arguments (scales); null feeds the ViT maps directly. Default: None.
         auxiliary_head (dict, optional): FCNHead arguments (in_index, channels, num_convs, dropout); used in
             training only. Default: None.
-        pretrained (str, optional): Local path of weights for the whole model, loaded strictly. Default: None.
+        pretrained (str, optional): Path or http(s) URL of weights for the whole model, loaded strictly.
+            Default: None.
     """
 
     def __init__(

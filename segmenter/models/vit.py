@@ -140,7 +140,9 @@ class SegmenterViT(nn.Layer):
         patch_remainder (str, optional): Image sides that are not a multiple of the patch: `pad` zero-pads them
             bottom/right (official, timm, MMSeg 1.x); `drop` drops the pixels past the last whole patch (MMSeg
             v0.13/v0.14's ViT, whose patch conv has no padding). Default: pad.
-        pretrained (str, optional): Local path of weights for this backbone; None trains from scratch. Default: None.
+        pretrained (str, optional): Weights for this backbone: a file of any family tools/convert.py reads, or an
+            http(s) URL of one (a PaddleSeg .tar.gz archive too, downloaded once); None trains from scratch.
+            Default: None.
     """
 
     def __init__(

@@ -1,4 +1,4 @@
-"""Strict loading of local weight files into our Paddle layers; pos_embed is the one key that may be resampled."""
+"""Strict loading of weight files (local or by URL) into our Paddle layers; pos_embed alone may be resampled."""
 
 from typing import Dict, Mapping
 
@@ -44,7 +44,7 @@ def load_state_dict_strict(layer: nn.Layer, state: Mapping[str, np.ndarray], sou
 
 
 def load_pretrained(layer: nn.Layer, path: str) -> None:
-    """Load a local weights file into `layer` strictly.
+    """Load a weights file (or an http(s) URL of one, via convert.files.resolve_weights) into `layer` strictly.
 
     A backbone also accepts a whole-model file: its `backbone.*` keys are used and the decoder keys dropped.
     """

@@ -7,7 +7,7 @@ from typing import Any, Dict, Union
 
 import yaml
 
-from segmenter.convert.core import DATASET_CLASSES
+from segmenter.convert.config import DATASET_CLASSES
 from segmenter.pytorch.segmenter import Segmenter
 from segmenter.pytorch.upernet import UPerNetViT
 from segmenter.pytorch.vit import SegmenterViT

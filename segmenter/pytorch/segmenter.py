@@ -77,7 +77,8 @@ class Segmenter(nn.Module):
             (see DecoderLinear and MaskTransformer).
         logits_resize (str, optional): `crop` (official): upsample the logits to the padded size, then crop the
             padding off; `stretch` (MMSeg): resize the padded grid's logits straight to the input size. Default: crop.
-        pretrained (str, optional): Local path of weights for the whole model, loaded strictly. Default: None.
+        pretrained (str, optional): Path or http(s) URL of weights for the whole model, loaded strictly.
+            Default: None.
     """
 
     def __init__(

@@ -1,4 +1,4 @@
-"""Strict loading of local weight files into our PyTorch modules; pos_embed is the one key that may be resampled.
+"""Strict loading of weight files (local or by URL) into our PyTorch modules; pos_embed alone may be resampled.
 
 Twin of `segmenter/models/weights.py`: any file `segmenter.convert` reads (ours, official, PaddleSeg, timm,
 .npz) is accepted; it arrives in the canonical (Paddle) layout and its Linear weights are transposed here.
@@ -44,7 +44,7 @@ def load_state_dict_strict(layer: nn.Module, state: Mapping[str, np.ndarray], so
 
 
 def load_pretrained(layer: nn.Module, path: str) -> None:
-    """Load a local weights file into `layer` strictly.
+    """Load a weights file (or an http(s) URL of one, via convert.files.resolve_weights) into `layer` strictly.
 
     A backbone also accepts a whole-model file: its `backbone.*` keys are used and the decoder keys dropped.
     """
