@@ -305,6 +305,71 @@ def test_help_describes_every_option_with_its_default(tool, capsys):
     )
 
 
+# The tool parses `--help`, then a mistyped option, in a fresh interpreter (runpy as __main__, as `python tools/x.py`
+# runs it); then says which of the heavy libraries had been imported by then.
+PARSE_PROBE = """
+import json, runpy, sys
+path, pre = sys.argv[1], sys.argv[2:]
+codes = []
+for args in (["--help"], ["--bogus_flag"]):
+    sys.argv = [path, *pre, *args]
+    try:
+        runpy.run_path(path, run_name="__main__")
+        codes.append(0)
+    except SystemExit as e:
+        codes.append(e.code)
+heavy = [m for m in ("paddle", "paddleseg", "torch") if m in sys.modules]
+print(json.dumps({"codes": codes, "heavy": heavy}), file=sys.stderr)
+"""
+PARSE_BOUND_S = 3.0  # the goal is < 1 s on 2 idle cores; the bound leaves room for a loaded machine (before: 5-15 s)
+
+
+@pytest.mark.parametrize(
+    "tool,pre", [(t, []) for t in TOOLS] + [("benchmark", ["forward"])], ids=TOOLS + ["benchmark forward"]
+)
+def test_help_and_option_mistakes_answer_before_paddle_loads(tool, pre):
+    """`--help` and an unknown option are answered by argparse before Paddle, PaddleSeg or torch are imported (they
+    cost 5-15 s); the components are registered after parsing (segmenter/__init__.py, run_cli)."""
+    import json
+    import time
+
+    t = time.perf_counter()
+    r = subprocess.run(
+        [sys.executable, "-c", PARSE_PROBE, os.path.join(ROOT, "tools", f"{tool}.py"), *pre],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    seconds = time.perf_counter() - t
+    got = json.loads(r.stderr.strip().splitlines()[-1])
+    what = " ".join([f"tools/{tool}.py", *pre, "--help, then --bogus_flag"])
+    assert got["codes"] == [0, 2] and "usage:" in r.stdout, f"{what}: exit codes {got['codes']}\n{r.stderr[-2000:]}"
+    assert not got["heavy"], f"{what}: {got['heavy']} imported before the arguments were parsed"
+    assert seconds < PARSE_BOUND_S, f"{what}: {seconds:.2f} s (bound {PARSE_BOUND_S} s; load {os.getloadavg()[0]:.1f})"
+
+
+def test_import_segmenter_registers_every_component():
+    """A plain `import segmenter` (no front door deferring it) registers the components with PaddleSeg's managers."""
+    code = (
+        "import segmenter\n"
+        "from paddleseg.cvlibs import manager as m\n"
+        "want = {'MODELS': 'Segmenter', 'BACKBONES': 'SegmenterViT', 'DATASETS': 'SegmenterShapes',\n"
+        "        'LOSSES': 'SegmenterCrossEntropyLoss'}\n"
+        "print([f'{k}.{v}' for k, v in want.items() if v not in getattr(m, k).components_dict])\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0 and r.stdout.strip() == "[]", f"unregistered: {r.stdout}\n{r.stderr[-2000:]}"
+
+
 def test_tools_are_thin_front_doors():
     long = {t: n for t in TOOLS if (n := len(open(os.path.join(ROOT, "tools", f"{t}.py")).read().splitlines())) >= 70}
     assert not long, f"tools over 69 lines (move the logic under segmenter/): {long}"

@@ -7,8 +7,10 @@
 import os
 import sys
 
-from segmenter.engine import cli, tool_args
-from segmenter.engine.cli_errors import run_cli
+SEGMENTER_PARSE_FIRST = True  # Paddle loads after the arguments are parsed: see segmenter/__init__.py
+
+from segmenter.engine import cli, tool_args  # noqa: E402
+from segmenter.engine.cli_errors import run_cli  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -18,7 +20,6 @@ def parse_args(argv=None):
 def main(a) -> str:
     import numpy as np
 
-    import segmenter  # noqa: F401  (registers the components)
     from segmenter.inference import read_images
     from segmenter.visualize.attention import attention_maps, draw_attention_grid
 

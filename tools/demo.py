@@ -9,8 +9,10 @@ internet, by the server or the page. See docs/visualization.md "The demo page".
 import argparse
 import sys
 
-from segmenter.engine import tool_args
-from segmenter.engine.cli_errors import run_cli
+SEGMENTER_PARSE_FIRST = True  # Paddle loads after the arguments are parsed: see segmenter/__init__.py
+
+from segmenter.engine import tool_args  # noqa: E402
+from segmenter.engine.cli_errors import run_cli  # noqa: E402
 
 
 def parse_args(argv=None):

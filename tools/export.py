@@ -6,11 +6,10 @@ python tools/export.py --config configs/segmenter/X.yml --size 512 512 --format 
 
 import sys
 
-import segmenter  # noqa: F401  (registers components, configures CPU threads)
-from segmenter.deploy import ONNX_OPSET
-from segmenter.engine import cli
-from segmenter.engine.cli_errors import run_cli
-from segmenter.engine.run import load_config, run_export
+SEGMENTER_PARSE_FIRST = True  # Paddle loads after the arguments are parsed: see segmenter/__init__.py
+
+from segmenter.engine import cli  # noqa: E402
+from segmenter.engine.cli_errors import run_cli  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -23,8 +22,7 @@ def parse_args(argv=None):
         "--format",
         choices=["paddle", "onnx"],
         default="paddle",
-        help="paddle: <save>.json/.pdiparams for paddle.inference; onnx: <save> (a .onnx file) via "
-        f"paddle2onnx, opset {ONNX_OPSET}",
+        help="paddle: <save>.json/.pdiparams for paddle.inference; onnx: <save> (a .onnx file) via paddle2onnx",
     )
     p.add_argument("--save", required=True, help="output prefix (paddle) or .onnx path (onnx)")
     cli.add_common(p)
@@ -32,6 +30,8 @@ def parse_args(argv=None):
 
 
 def main(args) -> None:
+    from segmenter.engine.run import load_config, run_export
+
     cfg = load_config(args.config, args.opts, verbose=args.verbose)  # the same checks as train/val
     cli.apply_device(args.device)
     run_export(cfg, args.model_path, args.save, args.size, args.batch_size, args.format)

@@ -7,9 +7,11 @@ relative L2 error and argmax agreement. Exit status 0 = within tolerance, 1 = no
 
 import sys
 
-from segmenter import parity
-from segmenter.engine import cli, tool_args
-from segmenter.engine.cli_errors import run_cli
+SEGMENTER_PARSE_FIRST = True  # Paddle loads after the arguments are parsed: see segmenter/__init__.py
+
+from segmenter import parity  # noqa: E402
+from segmenter.engine import cli, tool_args  # noqa: E402
+from segmenter.engine.cli_errors import run_cli  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -32,7 +34,6 @@ def main(args) -> int:
     import paddle
     from paddleseg.cvlibs import Config
 
-    import segmenter  # noqa: F401  (registers the components)
     from segmenter.pytorch import load_config
 
     model_cfg = dict(load_config(args.config)["model"])
