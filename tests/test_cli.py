@@ -134,7 +134,33 @@ MISTAKES = (
     # --opts as PaddleSeg takes it: key=value with the key's full path (PaddleSeg itself asserts, with a traceback)
     + [
         ("val", ["--config", "{cfg}", "--model_path", "{run}/best_model", "--opts", "model.backbone.depth"], "--opts"),
-        ("train", ["--config", "{cfg}", "--opts", "backbone.depth=1"], "backbone.depth"),
+        ("train", ["--config", "{cfg}", "--opts", "backbone.depth=1"], "did you mean model.backbone?"),
+        # a value of the wrong type (PaddleSeg failed deep in a builder or the data loader, 26-49 lines)
+        (
+            "train",
+            ["--config", "{cfg}", "--opts", "model.backbone.depth=two"],
+            "model.backbone.depth takes an integer (SegmenterViT's depth; the config has 2), got the text 'two'",
+        ),
+        (
+            "train",
+            ["--config", "{cfg}", "--opts", "batch_size=abc"],
+            "--opts batch_size=abc: batch_size takes an integer (the config has 4), got the text 'abc'",
+        ),
+        (
+            "val",
+            ["--config", "{cfg}", "--model_path", "{run}/best_model", "--opts", "model.backbone.depth=[1,2"],
+            "--opts model.backbone.depth=[1,2: model.backbone.depth takes an integer",
+        ),
+        (
+            "predict",
+            ["--config", "{cfg}", "--model_path", "{run}/best_model", "--image_path", "{img}", "--opts", "iters=1e3"],
+            "--opts iters=1e3: iters takes an integer (the config has 6), got 1000.0",
+        ),
+        (
+            "export",
+            ["--config", "{cfg}", "--save", "{tmp}/e", "--opts", "test_config.crop_size=[32,a]"],
+            "--opts test_config.crop_size=[32,a]: test_config.crop_size takes a list of integers",
+        ),
     ]
     + (
         []
@@ -145,6 +171,40 @@ MISTAKES = (
         ]
     )
 )
+
+
+@pytest.mark.parametrize(
+    "opt,want",
+    [
+        # the type from the component's signature where the config does not state the key
+        (
+            "model.backbone.layer_scale_init=big",
+            "model.backbone.layer_scale_init takes a number or null "
+            "(SegmenterViT's layer_scale_init), got the text 'big'",
+        ),
+        ("model.backbone.stem_layers=[1,x]", "takes a list of integers or null (SegmenterViT's stem_layers)"),
+        ("test_config.is_slide=maybe", "test_config.is_slide takes True or False (the config has True)"),
+        ("model.backbone.qkv_bias=1", "takes True or False (SegmenterViT's qkv_bias; the config has True), got 1"),
+        # read the way the key means it: a YAML bool, a name that looks like a number, a float for a float
+        ("test_config.is_slide=false", False),
+        ("model.backbone.pretrained=2024", "2024"),
+        ("model.backbone.mlp_ratio=2.5", 2.5),
+        ("test_config.crop_size=[24,40]", [24, 40]),
+    ],
+)
+def test_opts_values_are_checked_against_the_type_of_their_key(tmp_path, opt, want):
+    from segmenter.engine.config_check import ConfigError
+
+    cfg = write_tiny_config(tmp_path)
+    if isinstance(want, str) and " " in want:
+        with pytest.raises(ConfigError) as e:
+            load_config(cfg, [opt])
+        assert want in str(e.value) and f"--opts {opt}:" in str(e.value), f"--opts {opt}: {e.value}"
+        return
+    node = load_config(cfg, [opt]).dic
+    for part in opt.split("=")[0].split("."):
+        node = node[part]
+    assert node == want and type(node) is type(want), f"--opts {opt} gave {node!r}, want {want!r}"
 
 
 def fill(s: str, t: dict) -> str:

@@ -17,7 +17,7 @@ from segmenter.convert.matching import WeightsMismatchError
 from segmenter.engine.builder import Builder, checker_for
 from segmenter.engine.checkpoint import run_sections
 from segmenter.engine.cli import say
-from segmenter.engine.config_check import ConfigError, check_keys, check_yaml, take_class_names
+from segmenter.engine.config_check import ConfigError, check_keys, check_opts, check_yaml, take_class_names
 from segmenter.engine.evaluate import evaluate
 from segmenter.engine.losses import total_loss
 from segmenter.engine.safe_load import describe_model, model_section_of, read_weights
@@ -40,10 +40,9 @@ def load_config(
     if not os.path.isfile(path):
         raise FileNotFoundError(f"config {path} does not exist; pass --config with a YAML from configs/.")
     check_yaml(path)
-    check_keys(path, parse_from_yaml(path))  # before PaddleSeg's own checks, whose messages suggest nothing
-    for opt in opts or []:  # PaddleSeg asserts on these, with a traceback
-        if "=" not in opt:
-            raise ConfigError(f"--opts {opt}: give key=value, e.g. model.backbone.depth=1.")
+    dic = parse_from_yaml(path)
+    check_keys(path, dic)  # before PaddleSeg's own checks, whose messages suggest nothing
+    opts = check_opts(path, dic, opts)  # PaddleSeg asserts on these, or fails deep in a builder, with a traceback
     try:
         cfg = Config(
             path,
@@ -51,7 +50,7 @@ def load_config(
             batch_size=batch_size,
             iters=iters,
             opts=opts,
-            checker=checker_for(parse_from_yaml(path)),
+            checker=checker_for(dic),
         )  # evaluation-only configs too
     except AssertionError as e:  # PaddleSeg's Config refuses an --opts key that is not in the config this way
         if not opts:
