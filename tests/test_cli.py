@@ -79,6 +79,21 @@ MISTAKES = (
         ("attention", ["--config", "{cfg}", "--model_path", "{run}", "--image", "{img}"], "{run}/best_model"),
         ("convert", ["{run}", "{tmp}/o.pdparams"], "{run}/best_model"),
         ("parity", ["--config", "{cfg}", "--weights", "{run}"], "{run}/best_model"),
+        # a folder for --config: its YAML files, else the nearest shipped configs
+        (
+            "val",
+            ["--config", "{run}", "--model_path", "{run}/best_model"],
+            "config {run} is a folder, not a YAML file; pass the YAML in it: --config {run}/config.yml",
+        ),
+        ("train", ["--config", "{tmp}"], "config {tmp} is a folder, not a YAML file; pass one of its"),
+        ("attention", ["--config", "{run}", "--image", "{img}", "--framework", "torch"], "config {run} is a folder"),
+        ("parity", ["--config", "{run}/iter_3"], "config {run}/iter_3 is a folder holding no YAML file"),
+        (
+            "export",
+            ["--config", "configs/segmenter/segmenter_vit_small_linear_ade20k.yml", "--save", "{tmp}/e"],
+            "did you mean "
+            + os.path.join(ROOT, "configs/segmenter/segmenter_vit_small_linear_ade20k_512x512_160k.yml"),
+        ),
         # bad values
         ("train", ["--config", "{cfg}", "--iters", "ten"], "--iters"),
         # a resume past the schedule's end (it used to "finish" and name an older iter_N as the last checkpoint)
@@ -131,6 +146,7 @@ MISTAKES = (
     ]
     + [(t, ["--bogus_flag"], "--bogus_flag") for t in TOOLS]
     + [("train", ["--confg", "{cfg}"], "--config")]
+    + [("demo", ["--config", "{run}", "--weights", "none"], "config {run} is a folder")]
     # --opts as PaddleSeg takes it: key=value with the key's full path (PaddleSeg itself asserts, with a traceback)
     + [
         ("val", ["--config", "{cfg}", "--model_path", "{run}/best_model", "--opts", "model.backbone.depth"], "--opts"),

@@ -9,7 +9,7 @@ import sys
 
 SEGMENTER_PARSE_FIRST = True  # Paddle loads after the arguments are parsed: see segmenter/__init__.py
 
-from segmenter.engine import cli, tool_args  # noqa: E402
+from segmenter.engine import cli, config_check, tool_args  # noqa: E402
 from segmenter.engine.cli_errors import run_cli  # noqa: E402
 
 
@@ -23,6 +23,7 @@ def main(a) -> str:
     from segmenter.inference import read_images
     from segmenter.visualize.attention import attention_maps, draw_attention_grid
 
+    config_check.check_config_path(a.config)  # both frameworks: a folder or a missing file says which YAML to pass
     kw = {"is_slide": False if a.whole else None}
     if a.framework == "torch":
         from segmenter.pytorch.inference import Inferencer

@@ -11,7 +11,7 @@ import sys
 
 SEGMENTER_PARSE_FIRST = True  # Paddle loads after the arguments are parsed: see segmenter/__init__.py
 
-from segmenter.engine import tool_args  # noqa: E402
+from segmenter.engine import config_check, tool_args  # noqa: E402
 from segmenter.engine.cli_errors import run_cli  # noqa: E402
 
 
@@ -29,6 +29,7 @@ def main(a: argparse.Namespace) -> None:
             file=sys.stderr,
             flush=True,
         )
+    config_check.check_config_path(a.config)
     print(f"loading {a.config} ({a.framework}) with {a.weights} ...", flush=True)
     demo = Demo(
         a.config,

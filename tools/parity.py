@@ -10,7 +10,7 @@ import sys
 SEGMENTER_PARSE_FIRST = True  # Paddle loads after the arguments are parsed: see segmenter/__init__.py
 
 from segmenter import parity  # noqa: E402
-from segmenter.engine import cli, tool_args  # noqa: E402
+from segmenter.engine import cli, config_check, tool_args  # noqa: E402
 from segmenter.engine.cli_errors import run_cli  # noqa: E402
 
 
@@ -31,6 +31,7 @@ def main(args) -> int:
         return 0 if all(r["gap"].ok(*args.tolerance) for r in rows) else 1
     if not args.config:
         raise ValueError("parity: pass --config (or --sweep).")
+    config_check.check_config_path(args.config)
     import paddle
     from paddleseg.cvlibs import Config
 

@@ -46,6 +46,69 @@ def _close(word: str, choices: Iterable[str]) -> str:
     return f"did you mean {' or '.join(repr(n) for n in near)}?" if near else f"known: {', '.join(sorted(choices))}"
 
 
+SHOWN_CONFIGS = 6  # YAML files an error lists before "and N more"
+
+
+def _yaml_files(folder: str) -> List[str]:
+    """The YAML files under folder, those outside `_base_` folders first (a `_base_` file is not run alone)."""
+    found = [
+        os.path.join(d, n)
+        for d, _, names in os.walk(folder)
+        for n in names
+        if n.endswith((".yml", ".yaml")) and not n.startswith(".")
+    ]
+    return sorted(found, key=lambda p: ("_base_" in p.split(os.sep), p))
+
+
+def _shipped_configs() -> Dict[str, str]:
+    """{configs/<folder>/<name>.yml: its path} of the YAML files (not `_base_`) in configs/ of the current folder,
+    else of the checkout this package sits in."""
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    for parent in (".", here):
+        folder = os.path.join(parent, "configs")
+        if os.path.isdir(folder):
+            found = [p for p in _yaml_files(folder) if "_base_" not in p.split(os.sep)]
+            return {os.path.relpath(p, parent): os.path.normpath(p) for p in found}
+    return {}
+
+
+def _nearest_configs(path: str, n: int = 2) -> List[str]:
+    """Up to n shipped configs closest to path: by file name, and by folder and name (configs/segmenter/x)."""
+    stem = os.path.splitext(os.path.normpath(path))[0]
+
+    def score(key: str) -> float:
+        name = difflib.SequenceMatcher(None, os.path.basename(stem), os.path.basename(key)[: -len(".yml")])
+        full = difflib.SequenceMatcher(None, stem, key[: -len(".yml")])
+        return max(name.ratio(), full.ratio()) + full.ratio() / 100  # the folder breaks a tie of names
+
+    configs = _shipped_configs()
+    scored = sorted(((score(k), p) for k, p in configs.items()), reverse=True)
+    return [p for r, p in scored[:n] if r >= 0.6]
+
+
+def check_config_path(path: str) -> None:
+    """A --config that is not a file: a ConfigError saying what it is and which YAML to pass instead (the folder's
+    own YAML files, else the nearest shipped configs)."""
+    if os.path.isfile(path):
+        return
+    if os.path.isdir(path):
+        found = _yaml_files(path)
+        if len(found) == 1:
+            raise ConfigError(f"config {path} is a folder, not a YAML file; pass the YAML in it: --config {found[0]}")
+        if found:
+            more = f" (and {len(found) - SHOWN_CONFIGS} more)" if len(found) > SHOWN_CONFIGS else ""
+            raise ConfigError(
+                f"config {path} is a folder, not a YAML file; pass one of its {len(found)} YAML files with --config: "
+                f"{', '.join(found[:SHOWN_CONFIGS])}{more}."
+            )
+        near = _nearest_configs(path)
+        hint = f"the nearest in configs/: {', '.join(near)}" if near else "pass a YAML from configs/"
+        raise ConfigError(f"config {path} is a folder holding no YAML file; {hint}.")
+    near = _nearest_configs(path)
+    hint = f"did you mean {' or '.join(near)}?" if near else "pass --config with a YAML from configs/."
+    raise ConfigError(f"config {path} does not exist; {hint}")
+
+
 def check_yaml(path: str) -> None:
     """Parse path and its `_base_` chain; a syntax error names the file and the line."""
     with open(path, encoding="utf-8") as f:

@@ -1,7 +1,6 @@
 """Config -> builder -> engine: what tools/train.py, val.py and predict.py call."""
 
 import copy
-import os
 import random
 
 import numpy as np
@@ -17,7 +16,14 @@ from segmenter.convert.matching import WeightsMismatchError
 from segmenter.engine.builder import Builder, checker_for
 from segmenter.engine.checkpoint import run_sections
 from segmenter.engine.cli import say
-from segmenter.engine.config_check import ConfigError, check_keys, check_opts, check_yaml, take_class_names
+from segmenter.engine.config_check import (
+    ConfigError,
+    check_config_path,
+    check_keys,
+    check_opts,
+    check_yaml,
+    take_class_names,
+)
 from segmenter.engine.evaluate import evaluate
 from segmenter.engine.losses import total_loss
 from segmenter.engine.safe_load import describe_model, model_section_of, read_weights
@@ -37,8 +43,7 @@ def load_config(
 ) -> Config:
     """PaddleSeg Config with --opts key=value overrides; a missing file is an error naming it. With verbose, the
     Builder logs each component's resolved config as PaddleSeg does."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"config {path} does not exist; pass --config with a YAML from configs/.")
+    check_config_path(path)  # a missing file, a folder: which YAML to pass instead
     check_yaml(path)
     dic = parse_from_yaml(path)
     check_keys(path, dic)  # before PaddleSeg's own checks, whose messages suggest nothing
