@@ -52,7 +52,19 @@ def trained(tmp_path_factory):
     cfg = write_tiny_config(tmp)
     run_train(load_config(cfg), str(tmp / "run"), seed=1, save_interval=3, log_iters=100, do_eval=True)
     Image.fromarray(SegmenterShapes(1, 40, seed=9, mode="val").sample(0)[0]).save(tmp / "img.png")
-    return {"tmp": str(tmp), "cfg": cfg, "run": str(tmp / "run"), "img": str(tmp / "img.png")}
+    (tmp / "inherits.yml").write_text(INHERITS.format(base=QUICKSTART, tmp=tmp))
+    return {"tmp": str(tmp), "cfg": cfg, "run": str(tmp / "run"), "img": str(tmp / "img.png"), "base": QUICKSTART}
+
+
+QUICKSTART = os.path.join(ROOT, "configs", "quickstart", "segmenter_tiny_shapes_64.yml")
+# a user's own data on top of the quickstart config, without `_inherited_: False`: PaddleSeg merges the
+# quickstart's SegmenterShapes keys (num_samples, img_size, seed) into these Dataset sections
+INHERITS = """_base_: {base}
+train_dataset: {{type: Dataset, dataset_root: {tmp}, train_path: {tmp}/list.txt, num_classes: 4, mode: train,
+                transforms: [{{type: Normalize}}]}}
+val_dataset: {{type: Dataset, dataset_root: {tmp}, val_path: {tmp}/list.txt, num_classes: 4, mode: val,
+              transforms: [{{type: Normalize}}]}}
+"""
 
 
 # (tool, argv, the culprit the error line must name); {tmp} {cfg} {run} {img} are filled from `trained`
@@ -93,6 +105,19 @@ MISTAKES = (
             ["--config", "configs/segmenter/segmenter_vit_small_linear_ade20k.yml", "--save", "{tmp}/e"],
             "did you mean "
             + os.path.join(ROOT, "configs/segmenter/segmenter_vit_small_linear_ade20k_512x512_160k.yml"),
+        ),
+        # keys inherited from a _base_ the user never wrote: the base file and PaddleSeg's `_inherited_: False`
+        (
+            "train",
+            ["--config", "{tmp}/inherits.yml"],
+            "train_dataset.num_samples is not an argument of Dataset, and {tmp}/inherits.yml does not state it: it "
+            "comes from {base}, a _base_ of it, whose train_dataset PaddleSeg merges into yours; add `_inherited_: "
+            "False` to train_dataset in {tmp}/inherits.yml",
+        ),
+        (
+            "val",
+            ["--config", "{tmp}/inherits.yml", "--model_path", "{run}/best_model"],
+            "comes from {base}, a _base_ of it",
         ),
         # bad values
         ("train", ["--config", "{cfg}", "--iters", "ten"], "--iters"),
@@ -221,6 +246,42 @@ def test_opts_values_are_checked_against_the_type_of_their_key(tmp_path, opt, wa
     for part in opt.split("=")[0].split("."):
         node = node[part]
     assert node == want and type(node) is type(want), f"--opts {opt} gave {node!r}, want {want!r}"
+
+
+def test_inherited_keys_are_traced_to_their_base_file(tmp_path):
+    """As PaddleSeg merges `_base_` files: a file's own keys win, an earlier base wins over a later one, and
+    `_inherited_: False` stops a section's merge; a section whose types differ names where each type came from."""
+    from segmenter.engine.config_check import ConfigError, checker_error, inherited_from
+
+    (tmp_path / "a.yml").write_text("train_dataset: {type: A, x: 1, y: 1}\nval_dataset: {type: A, z: 1}\n")
+    (tmp_path / "b.yml").write_text("train_dataset: {type: B, x: 2, w: 2}\nval_dataset: {type: B, q: 2}\n")
+    (tmp_path / "c.yml").write_text(
+        "_base_: [a.yml, b.yml]\ntrain_dataset: {type: C, y: 3}\nval_dataset: {_inherited_: False, type: C}\n"
+    )
+    c, a, b = (str(tmp_path / f"{n}.yml") for n in "cab")
+    got = {k: inherited_from(c, k) for k in ("train_dataset.y", "train_dataset.x", "train_dataset.w")}
+    want = {"train_dataset.y": None, "train_dataset.x": a, "train_dataset.w": b}
+    assert got == want, f"origins {got}, want {want}"
+    # _inherited_: False keeps a.yml's section out; PaddleSeg 2.8 still merges the second base's (b.yml) into it
+    assert inherited_from(c, "val_dataset.z") is None and inherited_from(c, "val_dataset.q") == b
+    # against PaddleSeg's own merge: each value it ends with is the one the named file states (files differ in all)
+    from paddleseg.cvlibs.config import parse_from_yaml
+
+    merged = parse_from_yaml(c)
+    for section, keys in merged.items():
+        for k, v in keys.items():
+            stated = yaml.safe_load(open(inherited_from(c, f"{section}.{k}") or c))[section][k]
+            assert stated == v, f"{section}.{k}: PaddleSeg has {v!r}, the file named states {stated!r}"
+    e = checker_error(
+        c,
+        {"train_dataset": {"type": "C"}, "val_dataset": {"type": "A"}},
+        RuntimeError(
+            "Sanity check failed.\nThe failed rule is R, and the error message is: \nThe type of "
+            "train_dataset and val_dataset must be the same"
+        ),
+    )
+    assert isinstance(e, ConfigError) and "\n" not in str(e), e
+    assert f"train_dataset.type C (from {c})" in str(e) and "val_dataset.type A (from" in str(e), e
 
 
 def fill(s: str, t: dict) -> str:

@@ -135,6 +135,63 @@ def check_yaml(path: str) -> None:
         check_yaml(base_path)
 
 
+INHERIT_KEY, BASE_KEY = "_inherited_", "_base_"  # PaddleSeg 2.8's names (paddleseg/cvlibs/config.py)
+
+
+def _provenance(path: str) -> Dict[str, Any]:
+    """The config as PaddleSeg's parse_from_yaml merges it with its `_base_` files, each value replaced by the file
+    that gave it: a file's own keys win over its bases', an earlier base's over a later one's, and a section saying
+    `_inherited_: False` replaces the base's section instead of merging into it (as PaddleSeg, for the first base)."""
+
+    def tag(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: v if k == INHERIT_KEY else tag(v) for k, v in node.items()}
+        return path
+
+    def merge(dic: Dict[str, Any], base: Dict[str, Any]) -> Dict[str, Any]:
+        dic, base = dict(dic), dict(base)
+        if not dic.get(INHERIT_KEY, True):
+            dic.pop(INHERIT_KEY)
+            return dic
+        for k, v in dic.items():
+            base[k] = merge(v, base[k]) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+        return base
+
+    with open(path, encoding="utf-8") as f:
+        raw = yaml.safe_load(f) or {}
+    bases = raw.pop(BASE_KEY, None) or []
+    dic = tag(raw)
+    for base in [bases] if isinstance(bases, str) else bases:
+        dic = merge(dic, _provenance(os.path.join(os.path.dirname(path), base)))
+    return dic
+
+
+def inherited_from(path: str, key: str) -> Optional[str]:
+    """The `_base_` file (of config path's chain) that gave key, or None where path states it itself."""
+    node: Any = _provenance(path)
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node if isinstance(node, str) and os.path.abspath(node) != os.path.abspath(path) else None
+
+
+def checker_error(path: str, dic: Dict[str, Any], e: RuntimeError) -> Optional[ConfigError]:
+    """PaddleSeg's ConfigChecker failure (a RuntimeError of 4 lines naming the rule) as one line; for train and
+    val sets of different types, where each type came from. None for any other RuntimeError."""
+    text = str(e)
+    if "The failed rule is" not in text:
+        return None
+    rule, _, message = text.split("The failed rule is ", 1)[1].partition(", and the error message is:")
+    message = " ".join(message.split()).rstrip(".")
+    types = {n: (dic.get(n) or {}).get("type") for n in ("train_dataset", "val_dataset")}
+    if "train_dataset and val_dataset" in message and all(types.values()):
+        told = [f"{n}.type {t} (from {inherited_from(path, f'{n}.type') or path})" for n, t in types.items()]
+        message += (
+            f": {' and '.join(told)}; give both sections one type (with `{INHERIT_KEY}: False` in each to replace "
+            "a base's sections)"
+        )
+    return ConfigError(f"config {path}: PaddleSeg's check {rule} failed: {message}.")
+
+
 def _check_component(path: str, where: str, section: Any, manager, extra: tuple = ()) -> None:
     """`type` known to manager (with a close name), and every key an argument of its class (or one of extra)."""
     if not isinstance(section, dict) or "type" not in section:
@@ -153,7 +210,19 @@ def _check_component(path: str, where: str, section: Any, manager, extra: tuple 
         return  # a catch-all **kwargs (PaddleSeg's own classes): nothing to check against
     params = [n for n in signature if n != "self"] + list(extra)
     for key in section:
+        if key == INHERIT_KEY:
+            raise ConfigError(
+                f"config {path}: {where} says {INHERIT_KEY}: {section[key]}, but no _base_ file has a {where} section "
+                f"to replace (PaddleSeg then passes the key on to {kind}); remove that line."
+            )
         if key != "type" and key not in params:
+            base = inherited_from(path, f"{where}.{key}")
+            if base:  # PaddleSeg merged a shipped section into the user's: the user never wrote this key
+                raise ConfigError(
+                    f"config {path}: {where}.{key} is not an argument of {kind}, and {path} does not state it: it "
+                    f"comes from {base}, a _base_ of it, whose {where} PaddleSeg merges into yours; add "
+                    f"`{INHERIT_KEY}: False` to {where} in {path} to replace the base's section instead."
+                )
             raise ConfigError(f"config {path}: {where}.{key} is not an argument of {kind}; {_close(key, params)}")
 
 

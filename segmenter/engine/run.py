@@ -16,12 +16,14 @@ from segmenter.convert.matching import WeightsMismatchError
 from segmenter.engine.builder import Builder, checker_for
 from segmenter.engine.checkpoint import run_sections
 from segmenter.engine.cli import say
+from segmenter.engine.cli_errors import user_error_inside
 from segmenter.engine.config_check import (
     ConfigError,
     check_config_path,
     check_keys,
     check_opts,
     check_yaml,
+    checker_error,
     take_class_names,
 )
 from segmenter.engine.evaluate import evaluate
@@ -61,6 +63,10 @@ def load_config(
         if not opts:
             raise
         raise ConfigError(f"--opts {' '.join(opts)}: {e} Keys are full paths, e.g. model.backbone.depth=1.") from None
+    except RuntimeError as e:  # PaddleSeg's checker: a rule failed (train and val sets of two types, ...)
+        if user_error_inside(e) is not None or checker_error(path, dic, e) is None:
+            raise  # our own rule's error (run_cli reports it) or a bug
+        raise checker_error(path, dic, e) from None
     check_keys(path, cfg.dic)
     cfg.path = path
     cfg.class_names = take_class_names(path, cfg.dic)  # before any dataset is built: PaddleSeg's know no such key
