@@ -119,6 +119,13 @@ MISTAKES = (
             ["--config", "{tmp}/inherits.yml", "--model_path", "{run}/best_model"],
             "comes from {base}, a _base_ of it",
         ),
+        # a save_dir for --resume_model: its newest checkpoint, as val names best_model
+        (
+            "train",
+            ["--config", "{cfg}", "--resume_model", "{run}"],
+            "--resume_model {run} is a training's save_dir, not a checkpoint; resume from its newest checkpoint: "
+            "--resume_model {run}/iter_6",
+        ),
         # bad values
         ("train", ["--config", "{cfg}", "--iters", "ten"], "--iters"),
         # a resume past the schedule's end (it used to "finish" and name an older iter_N as the last checkpoint)
@@ -282,6 +289,18 @@ def test_inherited_keys_are_traced_to_their_base_file(tmp_path):
     )
     assert isinstance(e, ConfigError) and "\n" not in str(e), e
     assert f"train_dataset.type C (from {c})" in str(e) and "val_dataset.type A (from" in str(e), e
+
+
+def test_resume_from_a_save_dir_names_the_newest_checkpoint_by_number(tmp_path):
+    from segmenter.engine.cli import resume_folder
+
+    for n in (2, 9, 10):
+        (tmp_path / f"iter_{n}").mkdir()
+    (tmp_path / "best_model").mkdir()
+    with pytest.raises(FileNotFoundError) as e:
+        resume_folder(str(tmp_path))
+    assert str(e.value).endswith(f"--resume_model {tmp_path / 'iter_10'}"), e.value
+    assert resume_folder(str(tmp_path / "iter_9")) == str(tmp_path / "iter_9")  # a checkpoint passes through
 
 
 def fill(s: str, t: dict) -> str:

@@ -29,7 +29,7 @@ def main(args) -> None:
         log_iters=args.log_iters,
         do_eval=args.do_eval,
         use_vdl=args.use_vdl,
-        resume_model=args.resume_model,
+        resume_model=cli.resume_folder(args.resume_model),  # a save_dir names its newest iter_N
         save_all_ranks=args.save_all_ranks,
         num_workers=args.num_workers,
         precision=args.precision,

@@ -276,6 +276,24 @@ def apply_device(device: Optional[str]) -> str:
     return paddle.device.get_device()
 
 
+def resume_folder(path: Optional[str]) -> Optional[str]:
+    """--resume_model as given; a training's save_dir (no model.pdparams in it, iter_N folders below) is a
+    FileNotFoundError naming its newest checkpoint, as --model_path names save_dir/best_model."""
+    if not path or not os.path.isdir(path) or os.path.isfile(os.path.join(path, "model.pdparams")):
+        return path  # a checkpoint folder, or something load_checkpoint refuses in its own words
+    found = sorted(
+        (int(n[len("iter_") :]), os.path.join(path, n))
+        for n in os.listdir(path)
+        if n.startswith("iter_") and n[len("iter_") :].isdigit() and os.path.isdir(os.path.join(path, n))
+    )
+    if found:
+        raise FileNotFoundError(
+            f"--resume_model {path} is a training's save_dir, not a checkpoint; resume from its newest checkpoint: "
+            f"--resume_model {found[-1][1]}"
+        )
+    return path
+
+
 def runs_on() -> str:
     """'cpu, 2 threads' / 'gpu:0'."""
     import paddle
