@@ -12,6 +12,7 @@ import runpy
 import subprocess
 import sys
 
+import numpy as np
 import paddle
 import pytest
 import yaml
@@ -137,6 +138,11 @@ MISTAKES = (
         ("val", ["--config", "{cfg}", "--model_path", "{run}/best_model", "--crop_size", "32"], "--crop_size"),
         ("export", ["--config", "{cfg}", "--save", "{tmp}/e", "--format", "tflite"], "--format"),
         ("export", ["--config", "{cfg}", "--save", "{tmp}/e", "--format", "onnx"], "--save {tmp}/e"),
+        (
+            "export",
+            ["--config", "{cfg}", "--save", "{tmp}/e", "--size", "32", "48", "--input_shape", "1", "3", "32", "48"],
+            "--size 32 48 (W H) and --input_shape 1 3 32 48 (N C H W) disagree",
+        ),
         (
             "predict",
             ["--config", "{cfg}", "--model_path", "{run}/best_model", "--image_path", "{tmp}/none"],
@@ -399,6 +405,62 @@ def test_both_inferencers_take_a_checkpoint_folder_and_print_nothing(trained, fr
         timeout=300,
     )
     assert r.returncode == 0 and r.stdout + r.stderr == "", f"rc {r.returncode}, printed:\n{r.stdout}{r.stderr}"
+
+
+@pytest.mark.slow  # export twice, parity, attention twice, convert: ~10 s
+def test_image_sizes_are_width_then_height_on_every_tool(trained, tmp_path, capsys, monkeypatch):
+    """PaddleSeg's order (crop_size, stride, Resize's target_size are [w, h]) for every size and point a tool takes:
+    export's --size W H and PaddleSeg's --input_shape N C H W give the same graph, parity's random input, attention's
+    --pixel X Y, convert's --img-size W H; a size whose transpose is the training size gets a note, used as given."""
+    from segmenter import deploy
+    from tests.helpers import tiny_segmenter
+
+    t, w = trained, os.path.join(trained["run"], "best_model")
+    monkeypatch.chdir(t["tmp"])
+    for flags, prefix in ((["--size", "48", "32"], "wh"), (["--input_shape", "1", "3", "32", "48"], "nchw")):
+        argv = ["--config", t["cfg"], "--weights", w, *flags, "--save", str(tmp_path / prefix / "m")]
+        assert tool_exit_code("export.py", argv) == 0, f"export {flags}: {capsys.readouterr().err[-2000:]}"
+        out = deploy.create_predictor(str(tmp_path / prefix / "m"), num_threads=1)(np.zeros((1, 3, 32, 48), "f4"))
+        assert list(out[0].shape) == [1, 4, 32, 48], f"export {flags}: logits {list(out[0].shape)} for a 48x32 input"
+    assert "input: width 48, height 32, batch 1" in capsys.readouterr().out
+    assert tool_exit_code("parity.py", ["--config", t["cfg"], "--weights", w, "--size", "48", "32"]) == 0
+    assert "input [1, 3, 32, 48]" in capsys.readouterr().out
+    # the tiny config slides 32 px windows (stride 16) over the 40 px image; patch 8: x 5, y 30 is row 3, column 0
+    argv = ["--config", t["cfg"], "--model_path", w, "--image", t["img"], "--pixel", "5", "30", "--save", "a.png"]
+    assert tool_exit_code("attention.py", argv) == 0
+    assert "(patch row 3 column 0, window x=0 y=0 32x32)" in capsys.readouterr().out
+    assert tool_exit_code("attention.py", [*argv[:-5], "--pixel", "45", "3", "--save", "a.png"]) == 1
+    assert "--pixel 45 3 (x y) is outside the image the model sees, 40 wide and 40 high" in capsys.readouterr().err
+    # a file trained 16 high and 32 wide (a non-square grid the converter cannot guess) converted with --img-size W H
+    model = tiny_segmenter(num_classes=4, img_size=[16, 32], patch_size=8)
+    paddle.save(model.state_dict(), str(tmp_path / "wide.pdparams"))
+    argv = [str(tmp_path / "wide.pdparams"), str(tmp_path / "c.pdparams"), "--img-size", "32", "16"]
+    assert (
+        tool_exit_code("convert.py", [*argv, "--base-config", t["cfg"], "--save-config", str(tmp_path / "c.yml")]) == 0
+    )
+    got = yaml.safe_load(open(tmp_path / "c.yml"))["model"]["backbone"]["img_size"]
+    assert got == [16, 32], f"--img-size 32 16 wrote backbone.img_size {got}, want [16, 32] ([H, W])"
+
+
+def test_size_options_read_width_height_and_note_a_transposed_training_size(capsys):
+    """The front doors' conversions: W H -> (H, W), X Y -> (y, x), --input_shape N C H W; a size that is the
+    training size transposed is used as given, with a note."""
+    from segmenter.engine import cli
+
+    assert cli.height_width([48, 32]) == (32, 48) and cli.pixel_yx([5, 30], (40, 48)) == (30, 5)
+    assert cli.export_input([48, 32], None, 0) == ((32, 48), 0)
+    assert cli.export_input(None, [1, 3, 32, 48], 0) == ((32, 48), 1)
+    assert cli.export_input(None, [-1, 3, 32, 48], 0) == ((32, 48), 0)
+    for size, shape, want in (([32, 48], [1, 3, 32, 48], "disagree"), (None, [1, 4, 32, 48], "C is 4")):
+        with pytest.raises(ValueError, match=want):
+            cli.export_input(size, shape, 0)
+    capsys.readouterr()
+    assert cli.height_width([64, 32], {"backbone": {"img_size": [64, 32]}}) == (32, 64)  # used as given
+    note = capsys.readouterr().err
+    assert "note: --size 64 32 is width 64, height 32" in note and "pass --size 32 64" in note, note
+    assert cli.height_width([32, 64], {"backbone": {"img_size": [64, 32]}}) == (64, 32)
+    assert cli.height_width([64, 64], {"backbone": {"img_size": [64, 32]}}) == (64, 64)
+    assert capsys.readouterr().err == "", "a note for a size that is not the transposed training size"
 
 
 def parser_of(tool: str) -> argparse.ArgumentParser:

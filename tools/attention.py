@@ -1,7 +1,7 @@
 """Attention maps of a trained Segmenter on one image, drawn as a labelled grid PNG.
 
     python tools/attention.py --config X.yml --model_path output/best_model --image img.jpg --layer 11 \\
-        --pixel 120 200 --save output/attention.png [--framework torch] [--whole]
+        --pixel 200 120 --save output/attention.png [--framework torch] [--whole]      # --pixel X Y
 """
 
 import os
@@ -49,15 +49,13 @@ def main(a) -> str:
         image = np.asarray(Image.fromarray(image).resize((x.shape[2], x.shape[1]), Image.BILINEAR))
     kw = seg.infer_kwargs
     slide = {"crop_size": kw["crop_size"], "stride": kw["stride"]} if kw["is_slide"] else {}
-    maps = attention_maps(
-        seg.model, x, a.layer, tuple(a.pixel) if a.pixel else None, decoder_layer=a.decoder_layer, **slide
-    )
+    pixel = cli.pixel_yx(a.pixel, x.shape[1:])  # --pixel X Y -> (y, x)
+    maps = attention_maps(seg.model, x, a.layer, pixel, decoder_layer=a.decoder_layer, **slide)
     os.makedirs(os.path.dirname(os.path.abspath(a.save)), exist_ok=True)
     draw_attention_grid(image, maps, a.save, seg.names, a.max_classes)
-    print(
-        f"attention: maps of layer {maps.layer} ({'class token' if maps.query is None else f'patch {maps.query}'}"
-        f", window {maps.box}) written to {a.save}"
-    )
+    query = "class token" if maps.query is None else f"patch row {maps.query[0]} column {maps.query[1]}"
+    y0, x0, h, w = maps.box
+    print(f"attention: maps of layer {maps.layer} ({query}, window x={x0} y={y0} {w}x{h}) written to {a.save}")
     return a.save
 
 

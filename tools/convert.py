@@ -7,7 +7,7 @@ import sys
 SEGMENTER_PARSE_FIRST = True  # Paddle loads after the arguments are parsed: see segmenter/__init__.py
 
 from segmenter.convert import UnsafeFileError, convert  # noqa: E402
-from segmenter.engine import tool_args  # noqa: E402
+from segmenter.engine import cli, tool_args  # noqa: E402
 from segmenter.engine.cli_errors import run_cli  # noqa: E402
 
 
@@ -28,6 +28,7 @@ def main(args) -> int:
         "layer_scale_init",
     )
     overrides = {k: getattr(args, k) for k in names}
+    overrides["img_size"] = cli.height_width(args.img_size, flag="--img-size")  # W H on the command line
     try:
         conv = convert(
             args.src, args.dst, args.fmt, overrides, args.save_config, args.base_config, args.num_classes, args.to

@@ -2,6 +2,7 @@
 
 python tools/export.py --config configs/segmenter/X.yml --size 512 512 --save output/export/model [--weights W]
 python tools/export.py --config configs/segmenter/X.yml --size 512 512 --format onnx --save output/model.onnx
+--size is W H, PaddleSeg's order; PaddleSeg export's --input_shape N C H W is taken too.
 """
 
 import sys
@@ -16,7 +17,15 @@ def parse_args(argv=None):
     p = cli.Parser(__doc__)
     cli.add_config(p)
     cli.add_weights(p, required=False)
-    p.add_argument("--size", type=int, nargs=2, default=[512, 512], metavar=("H", "W"), help="the fixed input size")
+    cli.add_size(p, "--size", "the fixed input size", "512 512")
+    p.add_argument(
+        "--input_shape",
+        type=int,
+        nargs=4,
+        metavar=("N", "C", "H", "W"),
+        help="PaddleSeg export's spelling of batch, channels and size, e.g. 1 3 512 1024 (N <= 0: variable batch), "
+        "instead of --batch_size and --size",
+    )
     p.add_argument("--batch_size", type=int, default=0, help="fixed batch; 0 = variable batch")
     p.add_argument(
         "--format",
@@ -34,7 +43,8 @@ def main(args) -> None:
 
     cfg = load_config(args.config, args.opts, verbose=args.verbose)  # the same checks as train/val
     cli.apply_device(args.device)
-    run_export(cfg, args.model_path, args.save, args.size, args.batch_size, args.format)
+    size, batch = cli.export_input(args.size, args.input_shape, args.batch_size, cfg.model_cfg)  # (H, W)
+    run_export(cfg, args.model_path, args.save, size, batch, args.format)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Run the Paddle model and its PyTorch twin on the same input with the same weights; print max abs diff,
 relative L2 error and argmax agreement. Exit status 0 = within tolerance, 1 = not.
 
-  python tools/parity.py --config CFG --weights W [--image IMG | --size H W]
+  python tools/parity.py --config CFG --weights W [--image IMG | --size W H]
   python tools/parity.py --sweep        # the per-preset x decoder table (random weights, tiny depth)
 """
 
@@ -55,7 +55,7 @@ def main(args) -> int:
         load_torch(tmodel, args.model_path)
     else:
         parity.load_into_torch(tmodel, parity.paddle_state(pmodel))
-    x = parity.image_input(args.image, args.size, args.seed)
+    x = parity.image_input(args.image, cli.height_width(args.size, model_cfg), args.seed)  # --size W H
     g = parity.compare(pmodel, tmodel, x)
     ok = g.ok(*args.tolerance, allow_ties=True)
     print(

@@ -282,7 +282,7 @@ def run_export(cfg: Config, weights: str, save: str, size, batch_size: int = 0, 
         "export",
         cfg,
         weights=weights or "random initialisation",
-        input=f"{list(size)}, batch {batch_size or 'variable'}",
+        input=f"width {size[1]}, height {size[0]}, batch {batch_size or 'variable'}",
         format=f"ONNX opset {deploy.ONNX_OPSET}" if fmt == "onnx" else "paddle.inference",
     )
     if fmt == "onnx":
