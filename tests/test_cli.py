@@ -707,7 +707,27 @@ def test_default_output_is_short_and_free_of_known_noise(trained, tmp_path):
         assert f"{name.replace('onnx', 'export')}: running on cpu" in text, text
     assert "predict: wrote 1 masks to output/result/pseudo_color" in outs["predict"].stdout, outs["predict"].stdout
     assert os.path.isfile(tmp_path / "output" / "result" / "pseudo_color" / "img.png")
-    assert f"export: wrote {tmp_path / 'm.onnx'}" in outs["onnx"].stdout, outs["onnx"].stdout
+    assert f"export: wrote {tmp_path / 'm.onnx'} (the model, ONNX opset" in outs["onnx"].stdout, outs["onnx"].stdout
+    # each file on its line, named for what it is: the card is no second `model.json` beside the program
+    m = tmp_path / "m"
+    for line in (f"{m}.json (the program", f"{m}.pdiparams (the weights)", f"{m}.model_card.json (the model card"):
+        assert f"export: wrote {line}" in outs["export"].stdout, (
+            f"no line 'export: wrote {line}':\n{outs['export'].stdout}"
+        )
+    assert not os.path.exists(f"{m}.model.json") and os.path.isfile(f"{tmp_path / 'm.onnx'}.model_card.json")
+
+
+def test_an_export_card_is_read_under_its_name_and_the_old_one(tmp_path):
+    from segmenter import deploy
+
+    save = str(tmp_path / "model")
+    assert deploy.write_model_card(save, {"num_classes": 3}) == save + ".model_card.json"
+    assert deploy.read_model_card(save) == {"num_classes": 3}
+    os.replace(save + ".model_card.json", save + ".model.json")  # an export made before the rename
+    assert deploy.read_model_card(save) == {"num_classes": 3}
+    os.remove(save + ".model.json")
+    with pytest.raises(FileNotFoundError, match=r"neither .*model\.model_card\.json nor .*model\.model\.json"):
+        deploy.read_model_card(save)
 
 
 @pytest.mark.slow  # tool runs in a pipe and on a terminal

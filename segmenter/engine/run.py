@@ -1,6 +1,7 @@
 """Config -> builder -> engine: what tools/train.py, val.py and predict.py call."""
 
 import copy
+import os
 import random
 
 import numpy as np
@@ -268,9 +269,9 @@ def class_table(names: list, m: dict, mode: str) -> str:
 
 def run_export(cfg: Config, weights: str, save: str, size, batch_size: int = 0, fmt: str = "paddle") -> str:
     """tools/export.py: the model of cfg with weights (a file or a checkpoint folder; None: random init) traced at
-    size [H, W] for paddle.inference (<save>.json/.pdiparams) or ONNX (<save>, a .onnx file), with its model card."""
+    size [H, W] for paddle.inference (<save>.json/.pdiparams) or ONNX (<save>, a .onnx file), with its model card
+    (<save>.model_card.json); one line per file written."""
     from segmenter import deploy
-    from segmenter.convert.files import write_model_card
 
     if fmt == "onnx" and not save.endswith(".onnx"):
         raise ValueError(f"--save {save}: with --format onnx give the file to write, ending in .onnx.")
@@ -287,12 +288,19 @@ def run_export(cfg: Config, weights: str, save: str, size, batch_size: int = 0, 
     )
     if fmt == "onnx":
         deploy.export_onnx(model, save, size, batch_size=batch_size or None)
-        written = save
+        written = [(save, f"the model, ONNX opset {deploy.ONNX_OPSET}")]
     else:
         deploy.export(model, save, size, batch_size=batch_size or None)
-        written = f"{save}.json/.pdiparams (paddle {paddle.__version__})"
-    card = write_model_card(save, {**cfg.model_cfg, "num_classes": model.num_classes})
-    print(f"export: wrote {written} and {card}", flush=True)
+        what = {
+            ".json": f"the program, paddle {paddle.__version__}",
+            ".pdmodel": "the program",
+            ".pdiparams": "the weights",
+        }
+        written = [(f, what.get(os.path.splitext(f)[1], "")) for f in deploy.exported_files(save)]
+    card = deploy.write_model_card(save, {**cfg.model_cfg, "num_classes": model.num_classes})
+    written.append((card, "the model card: the model section of the config it was built from"))
+    for path, what in written:
+        print(f"export: wrote {path}" + (f" ({what})" if what else ""), flush=True)
     return save
 
 
