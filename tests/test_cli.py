@@ -127,6 +127,12 @@ MISTAKES = (
             "--resume_model {run} is a training's save_dir, not a checkpoint; resume from its newest checkpoint: "
             "--resume_model {run}/iter_6",
         ),
+        # weights of another architecture: the keys and shapes that differ, on the error line
+        (
+            "val",
+            ["--config", "{cfg}", "--model_path", "{run}/best_model", "--opts", "model.backbone.embed_dim=64"],
+            "shape mismatch (31): ['backbone.cls_token: file [1, 1, 32] vs model [1, 1, 64]'",
+        ),
         # bad values
         ("train", ["--config", "{cfg}", "--iters", "ten"], "--iters"),
         # a resume past the schedule's end (it used to "finish" and name an older iter_N as the last checkpoint)
@@ -307,6 +313,47 @@ def test_resume_from_a_save_dir_names_the_newest_checkpoint_by_number(tmp_path):
         resume_folder(str(tmp_path))
     assert str(e.value).endswith(f"--resume_model {tmp_path / 'iter_10'}"), e.value
     assert resume_folder(str(tmp_path / "iter_9")) == str(tmp_path / "iter_9")  # a checkpoint passes through
+
+
+@pytest.mark.parametrize("bare", [False, True], ids=["checkpoint", "bare file"])
+def test_mismatched_weights_are_three_lines_naming_what_differs(trained, tmp_path, bare):
+    """docs/errors.md row 9: the keys that differ (the first few with their shapes, a missing block as one entry),
+    where the weights' architecture and the config's differ, and what to pass; never more than 3 lines."""
+    import shutil
+
+    from segmenter.convert.matching import WeightsMismatchError
+    from segmenter.engine.run import load_model
+
+    path = os.path.join(trained["run"], "best_model")
+    if bare:  # no state.json beside it: the architecture is read from the shapes
+        shutil.copy(os.path.join(path, "model.pdparams"), tmp_path / "bare.pdparams")
+        path = str(tmp_path / "bare.pdparams")
+    fix = "python tools/convert.py" if bare else f"--config {os.path.join(trained['run'], 'config.yml')}"
+    for opt, keys, arch in (
+        (
+            "model.backbone.embed_dim=64",
+            "shape mismatch (31): ['backbone.cls_token: file [1, 1, 32] vs model [1, 1, 64]'",
+            "backbone.embed_dim=32",
+        ),
+        ("model.backbone.depth=3", "missing in the file (12): ['backbone.blocks.2.*']", "backbone.depth=2"),
+    ):
+        with pytest.raises(WeightsMismatchError) as e:
+            load_model(load_config(trained["cfg"], [opt]), path)
+        lines = str(e.value).splitlines()
+        assert len(lines) <= 3 and keys in lines[0] and arch in lines[1] and fix in lines[-1], (
+            f"--opts {opt}, {path}: {len(lines)} lines:\n{e.value}"
+        )
+
+
+def test_inference_page_documents_every_prediction_field():
+    """docs/inference.md names each field of the Inferencer's result (`out.path` was missing)."""
+    import dataclasses
+
+    from segmenter.inference import Prediction
+
+    page = open(os.path.join(ROOT, "docs", "inference.md"), encoding="utf-8").read()
+    missing = [f.name for f in dataclasses.fields(Prediction) if f"`out.{f.name}`" not in page]
+    assert not missing, f"docs/inference.md does not document Prediction fields {missing}"
 
 
 def fill(s: str, t: dict) -> str:

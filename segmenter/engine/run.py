@@ -29,7 +29,7 @@ from segmenter.engine.config_check import (
 )
 from segmenter.engine.evaluate import evaluate
 from segmenter.engine.losses import total_loss
-from segmenter.engine.safe_load import describe_model, model_section_of, read_weights
+from segmenter.engine.safe_load import model_section_of, read_weights
 from segmenter.engine.train import train
 from segmenter.engine.val_panels import save_extreme_panels
 from segmenter.models.weights import load_state_dict_strict, read_state_dict
@@ -185,40 +185,58 @@ def built(cfg: Config, builder: SegBuilder, name: str):
 
 def load_model(cfg: Config, model_path: str):
     """Model from cfg with weights from model_path (a .pdparams file or a checkpoint folder), read without
-    running code and loaded strictly; a mismatch names the keys and the architecture the file was built for."""
+    running code and loaded strictly; a mismatch is 3 lines: the keys that differ, where the architecture of the
+    weights and the config's differ, and what to pass instead."""
     model_path = resolve_weights(model_path, "--model_path")
     model = Builder(cfg).model
     state = read_weights(model_path)
     try:
         load_state_dict_strict(model, state, model_path)
     except WeightsMismatchError as e:
-        raise WeightsMismatchError(f"{e}\n{fitting_config_hint(model_path, state, cfg)}") from None
+        keys = str(e).split("\n", 1)[0]  # the loader's own advice gives way to the specific one below
+        raise WeightsMismatchError(f"{keys}\n{fitting_config_hint(model_path, state, cfg)}") from None
     model.eval()
     return model
 
 
+ARCH_KEYS = ("embed_dim", "depth", "num_heads", "patch_size", "stem_layers", "img_size", "norm_eps")
+
+
+def _arch_values(model: dict) -> dict:
+    """{'num_classes': 4, 'backbone.embed_dim': 32, 'decoder.name': 'linear', ...} of a `model` section."""
+    bb, dec = model.get("backbone") or {}, model.get("decoder") or {}
+    out = {"num_classes": model.get("num_classes")}
+    out.update({f"backbone.{k}": bb[k] for k in ARCH_KEYS if k in bb})
+    out.update({f"decoder.{k}": v for k, v in dec.items() if k not in ("dropout", "drop_path_rate")})
+    return out
+
+
 def fitting_config_hint(model_path: str, state: dict, cfg: Config) -> str:
-    """Which model section would fit the weights: the one recorded beside them, else read from their shapes."""
+    """Two lines: the architecture values where the weights (their recorded model section, else read from their
+    shapes) and the config differ, then which config to pass or how to write one."""
+    where = getattr(cfg, "path", "in use")
+    config = _arch_values(cfg.dic.get("model") or {})
     recorded = model_section_of(model_path)
     if recorded:
-        return (
-            f"  {model_path} was trained with model: {describe_model(recorded)} "
-            f"(recorded in its state.json); the config {getattr(cfg, 'path', 'in use')} has: "
-            f"{describe_model(cfg.dic.get('model'))}."
-        )
-    try:
-        from segmenter.convert.arch import infer_arch
+        held, source = _arch_values(recorded), "its state.json"
+        run_cfg = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(model_path))), "config.yml")
+        fix = f"pass --config {run_cfg}, the config its training wrote" if os.path.isfile(run_cfg) else ""
+    else:
+        try:
+            from segmenter.convert.arch import infer_arch
 
-        arch = infer_arch(state, model_path, norm_eps=1e-6, pos_embed_interp="bilinear")
-        return (
-            f"  the file holds embed_dim={arch.embed_dim}, depth={arch.depth}, patch_size={arch.patch_size}, "
-            f"num_classes={arch.num_classes}, decoder={arch.decoder}; "
-            f"the config {getattr(cfg, 'path', 'in use')} has: "
-            f"{describe_model(cfg.dic.get('model'))}. `python tools/convert.py {model_path} out.pdparams "
-            f"--save-config cfg.yml` writes a config for it."
-        )
-    except (ValueError, KeyError):
-        return "  it is not a whole Segmenter in our layout; convert it with tools/convert.py (see --from)."
+            arch = infer_arch(state, model_path, norm_eps=1e-6, pos_embed_interp="bilinear")
+        except (ValueError, KeyError):
+            return "  it is not a whole Segmenter in our layout; convert it with tools/convert.py (see --from)."
+        held = {"num_classes": arch.num_classes, "decoder.name": (arch.decoder or {}).get("name", arch.decoder)}
+        held.update({f"backbone.{k}": getattr(arch, k) for k in ("embed_dim", "depth", "patch_size")})
+        source = "read from its shapes"
+        fix = ""
+    differ = [k for k in held if k in config and held[k] != config[k]] or [k for k in held if k in config]
+    weights = ", ".join(f"{k}={held[k]}" for k in differ)
+    ours = ", ".join(f"{k}={config[k]}" for k in differ)
+    fix = fix or f"write a config for it: python tools/convert.py {model_path} out.pdparams --save-config cfg.yml"
+    return f"  the weights have {weights} ({source}); the config {where} has {ours}.\n  To use them, {fix}."
 
 
 def inference_mode(kw: dict) -> str:
