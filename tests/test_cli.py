@@ -212,6 +212,11 @@ MISTAKES = (
             "--opts model.backbone.depth=[1,2: model.backbone.depth takes an integer",
         ),
         (
+            "val",
+            ["--config", "{cfg}", "--model_path", "{run}/best_model", "--opts", "model.num_classes=5"],
+            "model.num_classes is 5 but train_dataset SegmenterShapes has 4 classes; set model.num_classes: 4",
+        ),
+        (
             "predict",
             ["--config", "{cfg}", "--model_path", "{run}/best_model", "--image_path", "{img}", "--opts", "iters=1e3"],
             "--opts iters=1e3: iters takes an integer (the config has 6), got 1000.0",

@@ -255,6 +255,21 @@ def check_keys(path: str, dic: Dict[str, Any]) -> None:
             )
 
 
+def check_num_classes(path: str, dic: Dict[str, Any]) -> None:
+    """model.num_classes against the class count of a train set whose class fixes it (ADE20K's 150, ...): PaddleSeg's
+    builder asserts on the pair with a traceback when the model is built."""
+    from paddleseg.cvlibs import manager
+
+    n, data = (dic.get("model") or {}).get("num_classes"), dic.get("train_dataset") or {}
+    cls = manager.DATASETS.components_dict.get(data.get("type")) if data.get("type") != "Dataset" else None
+    fixed = getattr(cls, "NUM_CLASSES", None)
+    if n is not None and fixed is not None and "num_classes" not in data and n != fixed:
+        raise ConfigError(
+            f"config {path}: model.num_classes is {n} but train_dataset {data.get('type')} has {fixed} classes; "
+            f"set model.num_classes: {fixed}, or train on your own classes with type: Dataset (and num_classes: {n})."
+        )
+
+
 def take_class_names(path: str, dic: Dict[str, Any]) -> Optional[List[str]]:
     """The class names the dataset sections give (checked against num_classes), taken out of the sections so that
     PaddleSeg builds the dataset classes, which do not know these keys; None when no section gives any."""

@@ -22,6 +22,7 @@ from segmenter.engine.config_check import (
     ConfigError,
     check_config_path,
     check_keys,
+    check_num_classes,
     check_opts,
     check_yaml,
     checker_error,
@@ -69,6 +70,7 @@ def load_config(
             raise  # our own rule's error (run_cli reports it) or a bug
         raise checker_error(path, dic, e) from None
     check_keys(path, cfg.dic)
+    check_num_classes(path, cfg.dic)  # PaddleSeg's builder asserts on this pair, with a traceback
     cfg.path = path
     cfg.class_names = take_class_names(path, cfg.dic)  # before any dataset is built: PaddleSeg's know no such key
     cfg.verbose = verbose
