@@ -238,25 +238,24 @@ MISTAKES = (
 )
 
 
-@pytest.mark.parametrize(
-    "opt,want",
-    [
-        # the type from the component's signature where the config does not state the key
-        (
-            "model.backbone.layer_scale_init=big",
-            "model.backbone.layer_scale_init takes a number or null "
-            "(SegmenterViT's layer_scale_init), got the text 'big'",
-        ),
-        ("model.backbone.stem_layers=[1,x]", "takes a list of integers or null (SegmenterViT's stem_layers)"),
-        ("test_config.is_slide=maybe", "test_config.is_slide takes True or False (the config has True)"),
-        ("model.backbone.qkv_bias=1", "takes True or False (SegmenterViT's qkv_bias; the config has True), got 1"),
-        # read the way the key means it: a YAML bool, a name that looks like a number, a float for a float
-        ("test_config.is_slide=false", False),
-        ("model.backbone.pretrained=2024", "2024"),
-        ("model.backbone.mlp_ratio=2.5", 2.5),
-        ("test_config.crop_size=[24,40]", [24, 40]),
-    ],
-)
+OPTS_TYPES = [
+    # the type from the component's signature where the config does not state the key
+    (
+        "model.backbone.layer_scale_init=big",
+        "model.backbone.layer_scale_init takes a number or null (SegmenterViT's layer_scale_init), got the text 'big'",
+    ),
+    ("model.backbone.stem_layers=[1,x]", "takes a list of integers or null (SegmenterViT's stem_layers)"),
+    ("test_config.is_slide=maybe", "test_config.is_slide takes True or False (the config has True)"),
+    ("model.backbone.qkv_bias=1", "takes True or False (SegmenterViT's qkv_bias; the config has True), got 1"),
+    # read the way the key means it: a YAML bool, a name that looks like a number, a float for a float
+    ("test_config.is_slide=false", False),
+    ("model.backbone.pretrained=2024", "2024"),
+    ("model.backbone.mlp_ratio=2.5", 2.5),
+    ("test_config.crop_size=[24,40]", [24, 40]),
+]
+
+
+@pytest.mark.parametrize("opt,want", OPTS_TYPES, ids=[o for o, _ in OPTS_TYPES])
 def test_opts_values_are_checked_against_the_type_of_their_key(tmp_path, opt, want):
     from segmenter.engine.config_check import ConfigError
 

@@ -31,7 +31,8 @@ def parse_args(argv=None):
         "--format",
         choices=["paddle", "onnx"],
         default="paddle",
-        help="paddle: <save>.json/.pdiparams for paddle.inference; onnx: <save> (a .onnx file) via paddle2onnx",
+        help="paddle: <save>.json (the program) and <save>.pdiparams (the weights) for paddle.inference; onnx: <save> "
+        "(a .onnx file) via paddle2onnx; both with <save>.model_card.json (the model section)",
     )
     p.add_argument("--save", required=True, help="output prefix (paddle) or .onnx path (onnx)")
     cli.add_common(p)
