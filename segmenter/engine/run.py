@@ -45,8 +45,10 @@ def load_config(
     learning_rate: float = None,
     verbose: bool = False,
 ) -> Config:
-    """PaddleSeg Config with --opts key=value overrides; a missing file is an error naming it. With verbose, the
-    Builder logs each component's resolved config as PaddleSeg does."""
+    """PaddleSeg Config with --opts key=value overrides. A user's mistake is a ConfigError (one line, naming the
+    file, key and value) before PaddleSeg meets it: a missing file or a folder, YAML syntax, unknown keys and
+    types (a key inherited from a `_base_` names that file), an --opts value of the wrong type, PaddleSeg's own
+    checks. With verbose, the Builder logs each component's resolved config as PaddleSeg does."""
     check_config_path(path)  # a missing file, a folder: which YAML to pass instead
     check_yaml(path)
     dic = parse_from_yaml(path)
@@ -66,9 +68,10 @@ def load_config(
             raise
         raise ConfigError(f"--opts {' '.join(opts)}: {e} Keys are full paths, e.g. model.backbone.depth=1.") from None
     except RuntimeError as e:  # PaddleSeg's checker: a rule failed (train and val sets of two types, ...)
-        if user_error_inside(e) is not None or checker_error(path, dic, e) is None:
+        error = None if user_error_inside(e) else checker_error(path, dic, e)
+        if error is None:
             raise  # our own rule's error (run_cli reports it) or a bug
-        raise checker_error(path, dic, e) from None
+        raise error from None
     check_keys(path, cfg.dic)
     check_num_classes(path, cfg.dic)  # PaddleSeg's builder asserts on this pair, with a traceback
     cfg.path = path
