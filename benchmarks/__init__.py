@@ -16,7 +16,7 @@ DEFAULT_TOPIC = "paths"
 # Topics whose main parses its arguments before anything imports Paddle, so that `tools/benchmark.py [topic] --help`
 # answers at once (segmenter/__init__.py); every other topic imports segmenter at its top expecting the components
 # registered, which run() then does first.
-PARSE_FIRST = ("paths", "forward")
+PARSE_FIRST = ("paths", "forward", "startup")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the checkout: segmenter/, benchmarks/, tests/
 
 
