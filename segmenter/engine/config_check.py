@@ -10,6 +10,7 @@ import collections.abc
 import difflib
 import inspect
 import os
+import types
 import typing
 from typing import Any, Dict, Iterable, List, Optional, Union
 
@@ -326,13 +327,14 @@ SECTION_MANAGERS = {
     "test_dataset": "DATASETS",
     "optimizer": "OPTIMIZERS",
 }
+UNIONS = (Union, types.UnionType)  # Optional[int], int | None
 _NUMBER = Union[int, float]  # what an int or float a config states may become (2 -> 2.5 keeps its meaning)
 
 
 def _describe(hint: Any) -> str:
     """'an integer', 'a list of integers', 'an integer or a list of integers', ... for an error line."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is Union:
+    if origin in UNIONS:
         parts = [a for a in args if a is not type(None)]
         if set(parts) == {int, float}:
             text = "a number"
@@ -354,7 +356,7 @@ def _fits(value: Any, hint: Any) -> bool:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if hint is Any or hint is inspect.Parameter.empty:
         return True
-    if origin is Union:
+    if origin in UNIONS:
         return any(_fits(value, a) for a in args)
     if origin in (list, tuple, collections.abc.Sequence) or hint in (list, tuple):
         inner = [a for a in args if a is not Ellipsis]
