@@ -13,6 +13,10 @@ import sys
 from typing import List, Optional
 
 DEFAULT_TOPIC = "paths"
+# Topics whose main parses its arguments before anything imports Paddle, so that `tools/benchmark.py [topic] --help`
+# answers at once (segmenter/__init__.py); every other topic imports segmenter at its top expecting the components
+# registered, which run() then does first.
+PARSE_FIRST = ("paths", "forward", "startup")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the checkout: segmenter/, benchmarks/, tests/
 
 
@@ -34,4 +38,8 @@ def run(argv: Optional[List[str]] = None) -> None:
             )
             raise SystemExit(2)
         topic = argv.pop(0)
+    if topic not in PARSE_FIRST:
+        from segmenter.engine.registry import register
+
+        register()
     return importlib.import_module(f"benchmarks.{topic}").main(argv)

@@ -1,6 +1,6 @@
 """Build a Segmenter from a config and time one forward pass on a random image.
 
-python tools/benchmark.py forward [--config X.yml] [--size H W] [--repeat 3]
+python tools/benchmark.py forward [--config X.yml] [--size W H] [--repeat 3]
 """
 
 import time
@@ -13,7 +13,7 @@ from segmenter.engine.cli_errors import run_cli
 def parse_args(argv=None):
     p = cli.Parser(__doc__, prog="tools/benchmark.py forward")
     cli.add_config(p, False, "configs/segmenter/segmenter_vit_small_linear_ade20k_512x512_160k.yml")
-    p.add_argument("--size", type=int, nargs=2, default=[512, 512], metavar=("H", "W"), help="input size")
+    cli.add_size(p, "--size", "input size", "512 512")
     p.add_argument("--repeat", type=int, default=3, help="timed forward passes, after one warm-up")
     cli.add_common(p)
     return p.parse_args(argv)
@@ -27,9 +27,10 @@ def timed_forward(args) -> None:
     from segmenter.engine.run import load_config
 
     cli.apply_device(args.device)
-    model = Builder(load_config(args.config, args.opts, verbose=args.verbose)).model
+    cfg = load_config(args.config, args.opts, verbose=args.verbose)
+    model = Builder(cfg).model
     model.eval()
-    x = paddle.randn([1, 3, *args.size])
+    x = paddle.randn([1, 3, *cli.height_width(args.size or (512, 512), cfg.model_cfg)])  # --size W H
     times = []
     with paddle.no_grad():
         for _ in range(args.repeat + 1):  # the first run warms up

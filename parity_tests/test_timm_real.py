@@ -135,7 +135,7 @@ def test_deit3_square_file_needs_no_img_size(tmp_path):
 def test_vit_on_a_grid_whose_rows_make_a_square_is_not_taken_for_deit3(tmp_path):
     """A ViT with a class-token row on a 3x5 grid has 16 = 4*4 rows, as a DeiT-III 4x4 grid would. Without layer
     scale it is not DeiT-III: without --img-size the converter refuses (naming the flag) rather than guess, and
-    with --img-size 48 80 it matches timm's forward."""
+    with --img-size 80 48 (W H; img_size [48, 80] in the API) it matches timm's forward."""
     from timm.models.vision_transformer import VisionTransformer
 
     torch.manual_seed(13)

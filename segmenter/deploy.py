@@ -110,6 +110,49 @@ def _model_file(path_prefix: str) -> str:
     )
 
 
+def exported_files(path_prefix: str) -> List[str]:
+    """The files `export()` wrote for path_prefix: the program (`.json`; `.pdmodel` from paddle 2) and the weights
+    (`.pdiparams`, with `.pdiparams.info` where paddle writes one)."""
+    return [
+        path_prefix + ext
+        for ext in (".json", ".pdmodel", ".pdiparams", ".pdiparams.info")
+        if os.path.isfile(path_prefix + ext)
+    ]
+
+
+# Beside an export `<save>.json` / `.pdiparams` (or `<save>` = a .onnx file): the `model` config section it was built
+# from. It was `<save>.model.json` before, which read as a second program beside `model.json`; read_model_card still
+# reads that name.
+MODEL_CARD_SUFFIX = ".model_card.json"
+OLD_MODEL_CARD_SUFFIX = ".model.json"
+
+
+def write_model_card(save: str, model: dict) -> str:
+    """Write `<save>.model_card.json` ({"model": the resolved model section}) whole or not at all; returns its path."""
+    import json
+
+    path = save + MODEL_CARD_SUFFIX
+    with open(path + ".partial", "w") as f:
+        json.dump({"model": model}, f, indent=1, default=str)
+    os.replace(path + ".partial", path)
+    return path
+
+
+def read_model_card(save: str) -> dict:
+    """The `model` section an export at `save` (its --save: a prefix, or the .onnx file) was built from: its
+    `<save>.model_card.json`, or the `<save>.model.json` of an export made before that name."""
+    import json
+
+    for path in (save + MODEL_CARD_SUFFIX, save + OLD_MODEL_CARD_SUFFIX):
+        if os.path.isfile(path):
+            with open(path) as f:
+                return (json.load(f) or {}).get("model") or {}
+    raise FileNotFoundError(
+        f"no model card beside the export {save}: neither {save + MODEL_CARD_SUFFIX} nor (an older export's) "
+        f"{save + OLD_MODEL_CARD_SUFFIX}; export it again with tools/export.py --save {save}."
+    )
+
+
 ONEDNN_CACHE = 4  # input shapes whose oneDNN primitives a predictor caches (paddle's default 0: no bound)
 # Paddle 3.3.1's matmul_elementwise_add_fuse_pass folds an add into the matmul before it; where the add's other
 # input is a conv output in oneDNN's channels-last layout, oneDNN runs that matmul on its reference kernel: UPerNet's

@@ -72,12 +72,11 @@ def test_export_tool_onnx(tmp_path):
     assert three.shape == (3, 4, 32, 32) and one[0].shape == (1, 4, 32, 32), f"{one[0].shape}, {three.shape}"
     d = float(np.abs(three - np.concatenate(one)).max())
     assert d <= TOL, f"batch 3 vs three batches of 1: max|diff|={d:.2e}"
-    import json
-
     import yaml
 
-    with open(out + ".model.json") as f:  # the export says which model it holds (issue 11: files carry their arch)
-        card = json.load(f)["model"]
+    from segmenter.deploy import read_model_card
+
+    card = read_model_card(out)  # the export says which model it holds (issue 11: files carry their arch)
     want = yaml.safe_load(open(cfg))["model"]
     assert card["backbone"] == want["backbone"] and card["num_classes"] == want["num_classes"], card
     spec = importlib.util.spec_from_file_location("export_tool", os.path.join(ROOT, "tools", "export.py"))

@@ -166,7 +166,9 @@ def test_mismatched_bare_pdparams_says_what_the_file_holds(trained, tmp_path):
     cfg_path, run = trained
     bare = str(tmp_path / "bare.pdparams")
     shutil.copy(os.path.join(run, "iter_2", "model.pdparams"), bare)
-    with pytest.raises(WeightsMismatchError, match=r"the file holds embed_dim=32, depth=2[\s\S]*--save-config"):
+    with pytest.raises(
+        WeightsMismatchError, match=r"the weights have backbone\.depth=2 \(read from its shapes\)[\s\S]*--save-config"
+    ):
         load_model(load_config(cfg_path, opts=["model.backbone.depth=3"]), bare)
 
 

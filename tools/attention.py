@@ -1,14 +1,16 @@
 """Attention maps of a trained Segmenter on one image, drawn as a labelled grid PNG.
 
     python tools/attention.py --config X.yml --model_path output/best_model --image img.jpg --layer 11 \\
-        --pixel 120 200 --save output/attention.png [--framework torch] [--whole]
+        --pixel 200 120 --save output/attention.png [--framework torch] [--whole]      # --pixel X Y
 """
 
 import os
 import sys
 
-from segmenter.engine import cli, tool_args
-from segmenter.engine.cli_errors import run_cli
+SEGMENTER_PARSE_FIRST = True  # Paddle loads after the arguments are parsed: see segmenter/__init__.py
+
+from segmenter.engine import cli, config_check, tool_args  # noqa: E402
+from segmenter.engine.cli_errors import run_cli  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -18,10 +20,10 @@ def parse_args(argv=None):
 def main(a) -> str:
     import numpy as np
 
-    import segmenter  # noqa: F401  (registers the components)
     from segmenter.inference import read_images
     from segmenter.visualize.attention import attention_maps, draw_attention_grid
 
+    config_check.check_config_path(a.config)  # both frameworks: a folder or a missing file says which YAML to pass
     kw = {"is_slide": False if a.whole else None}
     if a.framework == "torch":
         from segmenter.pytorch.inference import Inferencer
@@ -47,15 +49,13 @@ def main(a) -> str:
         image = np.asarray(Image.fromarray(image).resize((x.shape[2], x.shape[1]), Image.BILINEAR))
     kw = seg.infer_kwargs
     slide = {"crop_size": kw["crop_size"], "stride": kw["stride"]} if kw["is_slide"] else {}
-    maps = attention_maps(
-        seg.model, x, a.layer, tuple(a.pixel) if a.pixel else None, decoder_layer=a.decoder_layer, **slide
-    )
+    pixel = cli.pixel_yx(a.pixel, x.shape[1:])  # --pixel X Y -> (y, x)
+    maps = attention_maps(seg.model, x, a.layer, pixel, decoder_layer=a.decoder_layer, **slide)
     os.makedirs(os.path.dirname(os.path.abspath(a.save)), exist_ok=True)
     draw_attention_grid(image, maps, a.save, seg.names, a.max_classes)
-    print(
-        f"attention: maps of layer {maps.layer} ({'class token' if maps.query is None else f'patch {maps.query}'}"
-        f", window {maps.box}) written to {a.save}"
-    )
+    query = "class token" if maps.query is None else f"patch row {maps.query[0]} column {maps.query[1]}"
+    y0, x0, h, w = maps.box
+    print(f"attention: maps of layer {maps.layer} ({query}, window x={x0} y={y0} {w}x{h}) written to {a.save}")
     return a.save
 
 

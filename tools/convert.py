@@ -4,9 +4,11 @@ ViT. The destination format follows DST's extension; `--to mmseg` writes MMSeg's
 
 import sys
 
-from segmenter.convert import UnsafeFileError, convert
-from segmenter.engine import tool_args
-from segmenter.engine.cli_errors import run_cli
+SEGMENTER_PARSE_FIRST = True  # Paddle loads after the arguments are parsed: see segmenter/__init__.py
+
+from segmenter.convert import UnsafeFileError, convert  # noqa: E402
+from segmenter.engine import cli, tool_args  # noqa: E402
+from segmenter.engine.cli_errors import run_cli  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -26,6 +28,7 @@ def main(args) -> int:
         "layer_scale_init",
     )
     overrides = {k: getattr(args, k) for k in names}
+    overrides["img_size"] = cli.height_width(args.img_size, flag="--img-size")  # W H on the command line
     try:
         conv = convert(
             args.src, args.dst, args.fmt, overrides, args.save_config, args.base_config, args.num_classes, args.to

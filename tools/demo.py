@@ -9,8 +9,10 @@ internet, by the server or the page. See docs/visualization.md "The demo page".
 import argparse
 import sys
 
-from segmenter.engine import tool_args
-from segmenter.engine.cli_errors import run_cli
+SEGMENTER_PARSE_FIRST = True  # Paddle loads after the arguments are parsed: see segmenter/__init__.py
+
+from segmenter.engine import config_check, tool_args  # noqa: E402
+from segmenter.engine.cli_errors import run_cli  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -27,6 +29,7 @@ def main(a: argparse.Namespace) -> None:
             file=sys.stderr,
             flush=True,
         )
+    config_check.check_config_path(a.config)
     print(f"loading {a.config} ({a.framework}) with {a.weights} ...", flush=True)
     demo = Demo(
         a.config,

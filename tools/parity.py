@@ -1,15 +1,17 @@
 """Run the Paddle model and its PyTorch twin on the same input with the same weights; print max abs diff,
 relative L2 error and argmax agreement. Exit status 0 = within tolerance, 1 = not.
 
-  python tools/parity.py --config CFG --weights W [--image IMG | --size H W]
+  python tools/parity.py --config CFG --weights W [--image IMG | --size W H]
   python tools/parity.py --sweep        # the per-preset x decoder table (random weights, tiny depth)
 """
 
 import sys
 
-from segmenter import parity
-from segmenter.engine import cli, tool_args
-from segmenter.engine.cli_errors import run_cli
+SEGMENTER_PARSE_FIRST = True  # Paddle loads after the arguments are parsed: see segmenter/__init__.py
+
+from segmenter import parity  # noqa: E402
+from segmenter.engine import cli, config_check, tool_args  # noqa: E402
+from segmenter.engine.cli_errors import run_cli  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -29,10 +31,10 @@ def main(args) -> int:
         return 0 if all(r["gap"].ok(*args.tolerance) for r in rows) else 1
     if not args.config:
         raise ValueError("parity: pass --config (or --sweep).")
+    config_check.check_config_path(args.config)
     import paddle
     from paddleseg.cvlibs import Config
 
-    import segmenter  # noqa: F401  (registers the components)
     from segmenter.pytorch import load_config
 
     model_cfg = dict(load_config(args.config)["model"])
@@ -53,7 +55,7 @@ def main(args) -> int:
         load_torch(tmodel, args.model_path)
     else:
         parity.load_into_torch(tmodel, parity.paddle_state(pmodel))
-    x = parity.image_input(args.image, args.size, args.seed)
+    x = parity.image_input(args.image, cli.height_width(args.size, model_cfg), args.seed)  # --size W H
     g = parity.compare(pmodel, tmodel, x)
     ok = g.ok(*args.tolerance, allow_ties=True)
     print(

@@ -5,11 +5,10 @@ python tools/predict.py --config X.yml --model_path output/best_model --image_pa
 
 import sys
 
-import segmenter  # noqa: F401  (registers the components)
-from segmenter.engine import cli
-from segmenter.engine.cli_errors import run_cli
-from segmenter.engine.predict import run_predict
-from segmenter.engine.run import load_config
+SEGMENTER_PARSE_FIRST = True  # Paddle loads after the arguments are parsed: see segmenter/__init__.py
+
+from segmenter.engine import cli  # noqa: E402
+from segmenter.engine.cli_errors import run_cli  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -38,6 +37,9 @@ def parse_args(argv=None):
 
 
 def main(args) -> None:
+    from segmenter.engine.predict import run_predict
+    from segmenter.engine.run import load_config
+
     cfg = load_config(args.config, args.opts, verbose=args.verbose)
     cli.apply_device(args.device)
     run_predict(

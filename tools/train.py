@@ -5,10 +5,10 @@ python tools/train.py --config X.yml --save_dir output --do_eval [--resume_model
 
 import sys
 
-import segmenter  # noqa: F401  (registers the components)
-from segmenter.engine import cli, tool_args
-from segmenter.engine.cli_errors import run_cli
-from segmenter.engine.run import load_config, run_train
+SEGMENTER_PARSE_FIRST = True  # Paddle loads after the arguments are parsed: see segmenter/__init__.py
+
+from segmenter.engine import cli, tool_args  # noqa: E402
+from segmenter.engine.cli_errors import run_cli  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -16,6 +16,8 @@ def parse_args(argv=None):
 
 
 def main(args) -> None:
+    from segmenter.engine.run import load_config, run_train
+
     cfg = load_config(args.config, args.opts, args.iters, args.batch_size, args.learning_rate, args.verbose)
     cli.apply_device(args.device)
     run_train(
@@ -27,7 +29,7 @@ def main(args) -> None:
         log_iters=args.log_iters,
         do_eval=args.do_eval,
         use_vdl=args.use_vdl,
-        resume_model=args.resume_model,
+        resume_model=cli.resume_folder(args.resume_model),  # a save_dir names its newest iter_N
         save_all_ranks=args.save_all_ranks,
         num_workers=args.num_workers,
         precision=args.precision,

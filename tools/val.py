@@ -5,10 +5,10 @@ python tools/val.py --config X.yml --model_path output/best_model [--aug_eval --
 
 import sys
 
-import segmenter  # noqa: F401  (registers the components)
-from segmenter.engine import cli
-from segmenter.engine.cli_errors import run_cli
-from segmenter.engine.run import load_config, run_save_panels, run_val
+SEGMENTER_PARSE_FIRST = True  # Paddle loads after the arguments are parsed: see segmenter/__init__.py
+
+from segmenter.engine import cli  # noqa: E402
+from segmenter.engine.cli_errors import run_cli  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -31,6 +31,8 @@ def parse_args(argv=None):
 
 
 def main(args) -> None:
+    from segmenter.engine.run import load_config, run_save_panels, run_val
+
     cfg = load_config(args.config, args.opts, verbose=args.verbose)
     cli.apply_device(args.device)
     kw = cli.inference_overrides(args, args.aug_eval)

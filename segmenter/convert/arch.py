@@ -153,7 +153,7 @@ def infer_arch(
     else:
         raise ValueError(
             f"'{source}': pos_embed holds {n_grid} grid tokens, not a square grid; "
-            f"pass the training size (--img-size H W)."
+            f"pass the training size (--img-size W H, width then height)."
         )
     fc1 = _need(state, "backbone.blocks.0.mlp.fc1.weight", source)  # [D, hidden] (canonical = Paddle layout)
     arch = Arch(

@@ -5,11 +5,12 @@ tensors and the final set-state call differ between the two.
 """
 
 import math
-from typing import Callable, Dict, List, Mapping, Sequence
+import re
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from segmenter.convert.keydiff import diff_keys, diff_report
+from segmenter.convert.keydiff import diff_keys
 from segmenter.convert.layout import strip_prefix
 
 
@@ -44,18 +45,46 @@ def match_state(
         return value
 
     values, missing, unexpected, mismatched = diff_keys(shapes, state, adapt)
-    error = diff_report(
-        f"weights file '{source}' does not match {owner}:",
-        missing,
-        unexpected,
-        [m.replace(": ", ": file ", 1).replace(" vs ", " vs model ") for m in mismatched],
-        ("missing in the file", "not in the model", "shape mismatch"),
-        "Check the config's architecture (embed_dim, depth, patch_size, decoder, num_classes) "
-        "against the weights, or convert the file first with tools/convert.py.",
+    kinds = (
+        ("missing in the file", len(missing), _by_block(missing, shapes)),
+        ("not in the model", len(unexpected), _by_block(unexpected, state)),
+        (
+            "shape mismatch",
+            len(mismatched),
+            [m.replace(": ", ": file ", 1).replace(" vs ", " vs model ") for m in mismatched],
+        ),
     )
-    if error:
-        raise WeightsMismatchError(error)
+    found = [
+        f"{label} ({n}): {shown[:SHOWN]}" + (f" and {len(shown) - SHOWN} more" if len(shown) > SHOWN else "")
+        for label, n, shown in kinds
+        if n
+    ]
+    if found:  # two lines: every kind of difference with its first keys, then what to do (errors.md row 9)
+        raise WeightsMismatchError(
+            f"weights file '{source}' does not match {owner}: "
+            + "; ".join(found)
+            + "\n  Check the config's architecture (embed_dim, depth, patch_size, decoder, num_classes) against the "
+            "weights, or convert the file first with tools/convert.py."
+        )
     return values
+
+
+SHOWN = 3  # keys (or blocks) named per kind of difference; the count says how many there are
+
+
+def _by_block(keys: Sequence[str], every: Iterable[str]) -> List[str]:
+    """keys in order, a numbered block all of whose keys (of `every`) are among them folded into one entry
+    ('backbone.blocks.2.*': a depth mismatch); a block only partly there keeps its keys ('blocks.0.ls1.gamma')."""
+
+    def block(key: str) -> Optional[str]:
+        m = re.match(r"(.*?\.\d+)\.", key)
+        return m.group(1) if m else None
+
+    listed, whole = set(keys), {}
+    for k in every:
+        if block(k) is not None:
+            whole[block(k)] = whole.get(block(k), True) and k in listed
+    return list(dict.fromkeys(f"{block(k)}.*" if whole.get(block(k)) else k for k in keys))
 
 
 def select_for(own_keys: Sequence[str], state: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:

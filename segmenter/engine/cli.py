@@ -188,6 +188,74 @@ def inference_overrides(args: argparse.Namespace, aug: bool) -> dict:
     )
 
 
+def add_size(p: argparse.ArgumentParser, flag: str, what: str, default: Optional[str] = None) -> None:
+    """An image size option: two integers, width then height, PaddleSeg's order (crop_size, stride, Resize's
+    target_size are [w, h] there, as --crop_size is here); read it with height_width()."""
+    p.add_argument(
+        flag,
+        type=int,
+        nargs=2,
+        metavar=("W", "H"),
+        help=f"{what}: width and height, PaddleSeg's order (as --crop_size)"
+        + (f" (default: {default})" if default else ""),
+    )
+
+
+def height_width(size: Optional[Sequence[int]], model: Optional[dict] = None, flag: str = "--size"):
+    """A W H option's value as (H, W), the order of tensors and of the functions below the tools (None stays None).
+    Given the config's model section, a non-square size whose transpose is the backbone's training size gets a
+    note (the size is used as given, never transposed)."""
+    if size is None:
+        return None
+    w, h = int(size[0]), int(size[1])
+    trained = ((model or {}).get("backbone") or {}).get("img_size")
+    if isinstance(trained, (list, tuple)) and len(trained) == 2 and w != h and [h, w] == [trained[1], trained[0]]:
+        print(
+            f"note: {flag} {w} {h} is width {w}, height {h} (PaddleSeg's order); the model was trained {trained[1]} "
+            f"wide and {trained[0]} high (backbone.img_size {list(trained)} is [height, width]): for that shape "
+            f"pass {flag} {trained[1]} {trained[0]}.",
+            file=sys.stderr,
+            flush=True,
+        )
+    return h, w
+
+
+def pixel_yx(pixel: Optional[Sequence[int]], shape_hw: Sequence[int], flag: str = "--pixel"):
+    """--pixel X Y (across, then down, PaddleSeg's order) as (y, x); a pixel outside the H x W image the model sees
+    is a ValueError naming the option."""
+    if pixel is None:
+        return None
+    x, y = int(pixel[0]), int(pixel[1])
+    h, w = int(shape_hw[0]), int(shape_hw[1])
+    if not (0 <= x < w and 0 <= y < h):
+        raise ValueError(
+            f"{flag} {x} {y} (x y) is outside the image the model sees, {w} wide and {h} high; "
+            f"pick 0 <= X < {w}, 0 <= Y < {h}."
+        )
+    return y, x
+
+
+def export_input(size, input_shape, batch_size: int, model: Optional[dict] = None) -> tuple:
+    """tools/export.py's input: ((H, W), batch) from --size W H and --batch_size, or PaddleSeg export's
+    --input_shape N C H W (N <= 0: a variable batch); both given must agree."""
+    if input_shape is None:
+        return height_width(size or (512, 512), model), batch_size
+    n, c, h, w = (int(v) for v in input_shape)
+    channels = ((model or {}).get("backbone") or {}).get("in_channels", 3)
+    if c != channels:
+        raise ValueError(
+            f"--input_shape {n} {c} {h} {w}: C is {c} but the model takes {channels} channels; "
+            f"pass --input_shape {n} {channels} {h} {w}."
+        )
+    if size is not None and (int(size[0]), int(size[1])) != (w, h):
+        raise ValueError(
+            f"--size {size[0]} {size[1]} (W H) and --input_shape {n} {c} {h} {w} (N C H W) disagree; give one of them."
+        )
+    if batch_size and batch_size != max(n, 0):
+        raise ValueError(f"--batch_size {batch_size} and --input_shape N={n} disagree; give one of them.")
+    return (h, w), max(n, 0)
+
+
 def add_common(p: argparse.ArgumentParser) -> None:
     """--device and --verbose, which every tool takes."""
     p.add_argument(
@@ -275,6 +343,24 @@ def apply_device(device: Optional[str]) -> str:
         )
     paddle.set_device(device)
     return paddle.device.get_device()
+
+
+def resume_folder(path: Optional[str]) -> Optional[str]:
+    """--resume_model as given; a training's save_dir (no model.pdparams in it, iter_N folders below) is a
+    FileNotFoundError naming its newest checkpoint, as --model_path names save_dir/best_model."""
+    if not path or not os.path.isdir(path) or os.path.isfile(os.path.join(path, "model.pdparams")):
+        return path  # a checkpoint folder, or something load_checkpoint refuses in its own words
+    found = sorted(
+        (int(n[len("iter_") :]), os.path.join(path, n))
+        for n in os.listdir(path)
+        if n.startswith("iter_") and n[len("iter_") :].isdigit() and os.path.isdir(os.path.join(path, n))
+    )
+    if found:
+        raise FileNotFoundError(
+            f"--resume_model {path} is a training's save_dir, not a checkpoint; resume from its newest checkpoint: "
+            f"--resume_model {found[-1][1]}"
+        )
+    return path
 
 
 def runs_on() -> str:

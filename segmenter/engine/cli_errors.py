@@ -8,6 +8,7 @@ import shlex
 import sys
 from typing import Callable, List, Optional
 
+from segmenter.engine.registry import register
 from segmenter.engine.stops import SaveDirBusy, TrainingStopped
 
 # FileNotFoundError and other OSErrors (a full disk), ValueError (config, weights and checkpoint mismatches,
@@ -33,7 +34,9 @@ def resume_command(argv: List[str], checkpoint: str) -> str:
 
 def run_cli(main: Callable, args, argv: Optional[List[str]] = None) -> int:
     """main(args); a user error prints 'error: ...' on stderr and returns 1; a signal stop returns 128 + signum.
-    An int main returns is the exit status."""
+    An int main returns is the exit status. The arguments are parsed by now: the components are registered and
+    Paddle's runtime tuned here, where a front door deferred it to answer `--help` at once (segmenter/__init__.py)."""
+    register()
     try:
         status = main(args)
     except TrainingStopped as e:

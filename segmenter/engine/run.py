@@ -18,10 +18,20 @@ from segmenter.convert.matching import WeightsMismatchError
 from segmenter.engine.builder import Builder, checker_for
 from segmenter.engine.checkpoint import run_sections
 from segmenter.engine.cli import say
-from segmenter.engine.config_check import ConfigError, check_keys, check_yaml, take_class_names
+from segmenter.engine.cli_errors import user_error_inside
+from segmenter.engine.config_check import (
+    ConfigError,
+    check_config_path,
+    check_keys,
+    check_num_classes,
+    check_opts,
+    check_yaml,
+    checker_error,
+    take_class_names,
+)
 from segmenter.engine.evaluate import evaluate
 from segmenter.engine.losses import total_loss
-from segmenter.engine.safe_load import describe_model, model_section_of, read_weights
+from segmenter.engine.safe_load import model_section_of, read_weights
 from segmenter.engine.train import train
 from segmenter.engine.val_panels import save_extreme_panels
 from segmenter.models.weights import load_state_dict_strict, read_state_dict
@@ -36,16 +46,16 @@ def load_config(
     learning_rate: float = None,
     verbose: bool = False,
 ) -> Config:
-    """PaddleSeg Config with --opts key=value overrides; a missing file is an error naming it. With verbose, the
-    Builder logs each component's resolved config as PaddleSeg does."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"config {path} does not exist; pass --config with a YAML from configs/.")
+    """PaddleSeg Config with --opts key=value overrides. A user's mistake is a ConfigError (one line, naming the
+    file, key and value) before PaddleSeg meets it: a missing file or a folder, YAML syntax, unknown keys and
+    types (a key inherited from a `_base_` names that file), an --opts value of the wrong type, PaddleSeg's own
+    checks. With verbose, the Builder logs each component's resolved config as PaddleSeg does."""
+    check_config_path(path)  # a missing file, a folder: which YAML to pass instead
     check_yaml(path)
     path, opts = paddleseg_config.translated(path, opts, parse_from_yaml)  # PaddleSeg's Segmenter configs, as ours
-    check_keys(path, parse_from_yaml(path))  # before PaddleSeg's own checks, whose messages suggest nothing
-    for opt in opts or []:  # PaddleSeg asserts on these, with a traceback
-        if "=" not in opt:
-            raise ConfigError(f"--opts {opt}: give key=value, e.g. model.backbone.depth=1.")
+    dic = parse_from_yaml(path)
+    check_keys(path, dic)  # before PaddleSeg's own checks, whose messages suggest nothing
+    opts = check_opts(path, dic, opts)  # PaddleSeg asserts on these, or fails deep in a builder, with a traceback
     try:
         cfg = Config(
             path,
@@ -53,13 +63,19 @@ def load_config(
             batch_size=batch_size,
             iters=iters,
             opts=opts,
-            checker=checker_for(parse_from_yaml(path)),
+            checker=checker_for(dic),
         )  # evaluation-only configs too
     except AssertionError as e:  # PaddleSeg's Config refuses an --opts key that is not in the config this way
         if not opts:
             raise
         raise ConfigError(f"--opts {' '.join(opts)}: {e} Keys are full paths, e.g. model.backbone.depth=1.") from None
+    except RuntimeError as e:  # PaddleSeg's checker: a rule failed (train and val sets of two types, ...)
+        error = None if user_error_inside(e) else checker_error(path, dic, e)
+        if error is None:
+            raise  # our own rule's error (run_cli reports it) or a bug
+        raise error from None
     check_keys(path, cfg.dic)
+    check_num_classes(path, cfg.dic)  # PaddleSeg's builder asserts on this pair, with a traceback
     cfg.path = path
     cfg.class_names = take_class_names(path, cfg.dic)  # before any dataset is built: PaddleSeg's know no such key
     cfg.verbose = verbose
@@ -176,16 +192,18 @@ def built(cfg: Config, builder: SegBuilder, name: str):
 
 def load_model(cfg: Config, model_path: str):
     """Model from cfg with weights from model_path (a weights file of any family tools/convert.py reads, an http(s)
-    URL of one, or a checkpoint folder), read without running code and loaded strictly; a mismatch names the keys
-    and the architecture the file was built for. The config's `pretrained` files are not read: these weights
-    replace them (a backbone's ImageNet URL would be downloaded for nothing)."""
+    URL of one, or a checkpoint folder), read without running code and loaded strictly; a mismatch is 3 lines: the
+    keys that differ, where the architecture of the weights and the config's differ, and what to pass instead. The
+    config's `pretrained` files are not read: these weights replace them (a backbone's ImageNet URL would be
+    downloaded for nothing)."""
     model_path = resolve_weights(model_path, "--model_path")
     model = Builder(without_pretrained(cfg)).model
     state = read_any_weights(model_path)
     try:
         load_state_dict_strict(model, state, model_path)
     except WeightsMismatchError as e:
-        raise WeightsMismatchError(f"{e}\n{fitting_config_hint(model_path, state, cfg)}") from None
+        keys = str(e).split("\n", 1)[0]  # the loader's own advice gives way to the specific one below
+        raise WeightsMismatchError(f"{keys}\n{fitting_config_hint(model_path, state, cfg)}") from None
     model.eval()
     return model
 
@@ -217,28 +235,44 @@ def read_any_weights(path: str) -> dict:
     return conv.state
 
 
+ARCH_KEYS = ("embed_dim", "depth", "num_heads", "patch_size", "stem_layers", "img_size", "norm_eps")
+
+
+def _arch_values(model: dict) -> dict:
+    """{'num_classes': 4, 'backbone.embed_dim': 32, 'decoder.name': 'linear', ...} of a `model` section."""
+    bb, dec = model.get("backbone") or {}, model.get("decoder") or {}
+    out = {"num_classes": model.get("num_classes")}
+    out.update({f"backbone.{k}": bb[k] for k in ARCH_KEYS if k in bb})
+    out.update({f"decoder.{k}": v for k, v in dec.items() if k not in ("dropout", "drop_path_rate")})
+    return out
+
+
 def fitting_config_hint(model_path: str, state: dict, cfg: Config) -> str:
-    """Which model section would fit the weights: the one recorded beside them, else read from their shapes."""
+    """Two lines: the architecture values where the weights (their recorded model section, else read from their
+    shapes) and the config differ, then which config to pass or how to write one."""
+    where = getattr(cfg, "path", "in use")
+    config = _arch_values(cfg.dic.get("model") or {})
     recorded = model_section_of(model_path)
     if recorded:
-        return (
-            f"  {model_path} was trained with model: {describe_model(recorded)} "
-            f"(recorded in its state.json); the config {getattr(cfg, 'path', 'in use')} has: "
-            f"{describe_model(cfg.dic.get('model'))}."
-        )
-    try:
-        from segmenter.convert.arch import infer_arch
+        held, source = _arch_values(recorded), "its state.json"
+        run_cfg = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(model_path))), "config.yml")
+        fix = f"pass --config {run_cfg}, the config its training wrote" if os.path.isfile(run_cfg) else ""
+    else:
+        try:
+            from segmenter.convert.arch import infer_arch
 
-        arch = infer_arch(state, model_path, norm_eps=1e-6, pos_embed_interp="bilinear")
-        return (
-            f"  the file holds embed_dim={arch.embed_dim}, depth={arch.depth}, patch_size={arch.patch_size}, "
-            f"num_classes={arch.num_classes}, decoder={arch.decoder}; "
-            f"the config {getattr(cfg, 'path', 'in use')} has: "
-            f"{describe_model(cfg.dic.get('model'))}. `python tools/convert.py {model_path} out.pdparams "
-            f"--save-config cfg.yml` writes a config for it."
-        )
-    except (ValueError, KeyError):
-        return "  it is not a whole Segmenter in our layout; convert it with tools/convert.py (see --from)."
+            arch = infer_arch(state, model_path, norm_eps=1e-6, pos_embed_interp="bilinear")
+        except (ValueError, KeyError):
+            return "  it is not a whole Segmenter in our layout; convert it with tools/convert.py (see --from)."
+        held = {"num_classes": arch.num_classes, "decoder.name": (arch.decoder or {}).get("name", arch.decoder)}
+        held.update({f"backbone.{k}": getattr(arch, k) for k in ("embed_dim", "depth", "patch_size")})
+        source = "read from its shapes"
+        fix = ""
+    differ = [k for k in held if k in config and held[k] != config[k]] or [k for k in held if k in config]
+    weights = ", ".join(f"{k}={held[k]}" for k in differ)
+    ours = ", ".join(f"{k}={config[k]}" for k in differ)
+    fix = fix or f"write a config for it: python tools/convert.py {model_path} out.pdparams --save-config cfg.yml"
+    return f"  the weights have {weights} ({source}); the config {where} has {ours}.\n  To use them, {fix}."
 
 
 def inference_mode(kw: dict) -> str:
@@ -289,9 +323,9 @@ def class_table(names: list, m: dict, mode: str) -> str:
 
 def run_export(cfg: Config, weights: str, save: str, size, batch_size: int = 0, fmt: str = "paddle") -> str:
     """tools/export.py: the model of cfg with weights (a file or a checkpoint folder; None: random init) traced at
-    size [H, W] for paddle.inference (<save>.json/.pdiparams) or ONNX (<save>, a .onnx file), with its model card."""
+    size [H, W] for paddle.inference (<save>.json/.pdiparams) or ONNX (<save>, a .onnx file), with its model card
+    (<save>.model_card.json); one line per file written."""
     from segmenter import deploy
-    from segmenter.convert.files import write_model_card
 
     if fmt == "onnx" and not save.endswith(".onnx"):
         raise ValueError(f"--save {save}: with --format onnx give the file to write, ending in .onnx.")
@@ -303,17 +337,24 @@ def run_export(cfg: Config, weights: str, save: str, size, batch_size: int = 0, 
         "export",
         cfg,
         weights=weights or "random initialisation",
-        input=f"{list(size)}, batch {batch_size or 'variable'}",
+        input=f"width {size[1]}, height {size[0]}, batch {batch_size or 'variable'}",
         format=f"ONNX opset {deploy.ONNX_OPSET}" if fmt == "onnx" else "paddle.inference",
     )
     if fmt == "onnx":
         deploy.export_onnx(model, save, size, batch_size=batch_size or None)
-        written = save
+        written = [(save, f"the model, ONNX opset {deploy.ONNX_OPSET}")]
     else:
         deploy.export(model, save, size, batch_size=batch_size or None)
-        written = f"{save}.json/.pdiparams (paddle {paddle.__version__})"
-    card = write_model_card(save, {**cfg.model_cfg, "num_classes": model.num_classes})
-    print(f"export: wrote {written} and {card}", flush=True)
+        what = {
+            ".json": f"the program, paddle {paddle.__version__}",
+            ".pdmodel": "the program",
+            ".pdiparams": "the weights",
+        }
+        written = [(f, what.get(os.path.splitext(f)[1], "")) for f in deploy.exported_files(save)]
+    card = deploy.write_model_card(save, {**cfg.model_cfg, "num_classes": model.num_classes})
+    written.append((card, "the model card: the model section of the config it was built from"))
+    for path, what in written:
+        print(f"export: wrote {path}" + (f" ({what})" if what else ""), flush=True)
     return save
 
 

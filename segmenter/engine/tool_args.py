@@ -77,14 +77,7 @@ def convert(doc: str, argv=None) -> argparse.Namespace:
     )
     p.add_argument("--num-heads", type=int, default=None, help="encoder heads (default: embed_dim // 64)")
     p.add_argument("--decoder-heads", type=int, default=None, help="mask decoder heads (default: d_model // 64)")
-    p.add_argument(
-        "--img-size",
-        type=int,
-        nargs=2,
-        default=None,
-        metavar=("H", "W"),
-        help="training size the pos_embed grid belongs to (default: from the weights)",
-    )
+    cli.add_size(p, "--img-size", "training size the pos_embed grid belongs to", "from the weights")
     p.add_argument("--norm-eps", type=float, default=None, help="LayerNorm eps (default: the family's)")
     p.add_argument(
         "--pos-embed-interp",
@@ -133,9 +126,10 @@ def attention(doc: str, argv=None) -> argparse.Namespace:
         "--pixel",
         type=int,
         nargs=2,
-        metavar=("Y", "X"),
+        metavar=("X", "Y"),
         default=None,
-        help="query patch by a pixel of the image (default: the class token is the query)",
+        help="query patch by a pixel of the image the model sees: x across, then y down, PaddleSeg's order (as "
+        "--crop_size W H) (default: the class token is the query)",
     )
     p.add_argument("--decoder_layer", type=int, default=-1, help="mask-transformer block for the class attention")
     p.add_argument("--max_classes", type=int, default=8, help="classes drawn: those covering the most pixels")
@@ -156,7 +150,7 @@ def parity(doc: str, argv=None) -> argparse.Namespace:
     p.add_argument("--config", help="PaddleSeg config of the model (required unless --sweep)")
     cli.add_weights(p, required=False, absent="the config's, else random")
     p.add_argument("--image", help="an image file, normalised with mean = std = 0.5 (default: a random input)")
-    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="random input of this size (default 512 512)")
+    cli.add_size(p, "--size", "random input of this size", "512 512")
     p.add_argument(
         "--tolerance",
         type=float,

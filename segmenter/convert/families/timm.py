@@ -23,9 +23,9 @@ def no_class_pos_row(
 ) -> bool:
     """Whether pos_embed [1, N, D] covers the patches only (DeiT-III: the class token gets no position).
 
-    With --img-size the grid is known and N says which kind the file is. Without it, N alone is ambiguous (a
-    square N is also 1 + a (k-1) x (k+1) grid), so only a file with layer scale (every timm DeiT-III has it) and a
-    square N is taken for DeiT-III, with a warning naming the assumption."""
+    With --img-size (here img_size, [H, W]) the grid is known and N says which kind the file is. Without it, N alone
+    is ambiguous (a square N is also 1 + a (k-1) x (k+1) grid), so only a file with layer scale (every timm DeiT-III
+    has it) and a square N is taken for DeiT-III, with a warning naming the assumption."""
     pos, conv = state.get("backbone.pos_embed"), state.get("backbone.patch_embed.proj.weight")
     if pos is None or conv is None:
         return False
@@ -40,7 +40,7 @@ def no_class_pos_row(
         warnings.warn(
             f"'{path}': pos_embed has {n} rows and the blocks have layer scale, so it is read as timm's "
             f"DeiT-III layout (no class-token row, a {side}x{side} grid). If it is a ViT with a class-token "
-            f"row on a {side - 1}x{side + 1} grid, pass --img-size {(side - 1) * p} {(side + 1) * p}.",
+            f"row on a grid {side + 1} wide and {side - 1} high, pass --img-size {(side + 1) * p} {(side - 1) * p}.",
             stacklevel=2,
         )
     return True
