@@ -209,7 +209,7 @@ def test_wrong_family_and_unknown_layout_are_errors(tmp_path):
 
 def test_class_count_must_match_the_base_dataset(tmp_path):
     path, _ = _tiny_paddle_file(tmp_path)  # 5 classes; the ADE20K base has 150
-    with pytest.raises(ConversionError, match="150"):
+    with pytest.raises(ConversionError, match="150"), pytest.warns(UserWarning, match="so they are assumed"):
         convert(path, str(tmp_path / "o.pth"), save_config=str(tmp_path / "o.yml"))
     assert not (tmp_path / "o.pth").exists(), "weights written although the config was refused"
 
@@ -220,7 +220,8 @@ def test_backbone_weights_config_builds_from_another_directory(tmp_path, monkeyp
     src = str(tmp_path / "vit.pdparams")
     paddle.save(vit.state_dict(), src)
     out = tmp_path / "converted"
-    conv = convert(src, str(out / "vit.safetensors"), save_config=str(out / "seg.yml"))
+    with pytest.warns(UserWarning, match=r"so they are assumed \(heads = width // 64"):  # 64 // 64: the 1 it has
+        conv = convert(src, str(out / "vit.safetensors"), save_config=str(out / "seg.yml"))
     assert conv.arch.decoder is None and conv.arch.num_heads == 1, conv.arch
     monkeypatch.chdir("/")
     from paddleseg.cvlibs import Config, SegBuilder
