@@ -116,13 +116,8 @@ def write_png(arr: np.ndarray, dst: str) -> None:
     """Write arr as the PNG dst under a temporary name in its folder, then rename it: a run killed at any moment
     leaves dst whole or absent, never half-written."""
     os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)
-    tmp = os.path.join(os.path.dirname(dst), f".{os.path.basename(dst)}.part")
-    try:
-        Image.fromarray(arr).save(tmp, format="PNG")
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    tmp = os.path.join(os.path.dirname(dst), f".{os.path.basename(dst)}.part")  # hidden; a rerun overwrites it
+    Image.fromarray(arr).save(tmp, format="PNG")
     os.replace(tmp, dst)
 
 
