@@ -21,6 +21,7 @@ from segmenter.engine.checkpoint import Resumed, copy_checkpoint, load_checkpoin
 from segmenter.engine.evaluate import evaluate
 from segmenter.engine.stops import TrainingStopped, save_dir_lock, stop_signals
 from segmenter.engine.val_panels import log_panels, names_of
+from segmenter.engine.vdl import open_writer
 from segmenter.visualize.curves import plot_curves
 
 # paddle.seed(seed * SEED_STRIDE + iter) before each step: a prime above any iteration count, so distinct
@@ -129,6 +130,7 @@ class TrainState:
     best_iter: int = None  # the iteration that reached it
     saved: list = field(default_factory=list)  # iter_N folders kept, oldest first
     last_metrics: dict = field(default_factory=dict)
+    # (iter, value) from the run's first iteration on: a checkpoint records it, a resume continues it
     history: dict = field(default_factory=lambda: {"loss": [], "lr": [], "mIoU": []})
 
 
@@ -184,7 +186,7 @@ def train(
             f"train: {resume_model} is at iteration {start}, past --iters {iters}; "
             f"pass --iters above {start} to continue it."
         )
-    writer = open_writer(save_dir) if use_vdl and rank == 0 else None
+    writer = open_writer(save_dir, resume_model if resumed else None, start) if use_vdl and rank == 0 else None
     if not batches(len(train_dataset), batch_size, seed, 0, rank, world):
         raise ValueError(f"train: {len(train_dataset)} samples give no batch of {batch_size} on {world} ranks.")
     state = resumed_state(resumed, resume_model, save_dir)
@@ -212,6 +214,8 @@ def train(
             if saving:
                 if do_eval and val_dataset is not None:
                     evaluate_step(state, model, val_dataset, num_classes, eval_kwargs, it, rank, writer, class_names)
+                if writer:  # VisualDL's records up to it on disk before the checkpoint a resume copies them to
+                    writer.flush()
                 if rank == 0:
                     checkpoint_step(state, save_dir, model, optimizer, scheduler, scaler, it, keep_k, run)
             if stop.requested:
@@ -223,7 +227,8 @@ def train(
         os.makedirs(save_dir, exist_ok=True)
         paddle.save(model.state_dict(), os.path.join(save_dir, f"rank_{rank}.pdparams"))
     if rank == 0:
-        plot_curves(state.history, os.path.join(save_dir, "curves.png"))
+        best = (state.best, state.best_iter) if state.best_iter is not None else None
+        plot_curves(state.history, os.path.join(save_dir, "curves.png"), best)
         say_done(state, save_dir, iters, time.time() - t0, config_text is not None)
     return state.last_metrics
 
@@ -242,13 +247,6 @@ def say_done(state: TrainState, save_dir: str, iters: int, seconds: float, wrote
         + (f"; config {os.path.join(save_dir, 'config.yml')}" if wrote_config else ""),
         flush=True,
     )
-
-
-def open_writer(save_dir: str):
-    """A VisualDL writer logging to save_dir/vdl."""
-    from visualdl import LogWriter
-
-    return LogWriter(os.path.join(save_dir, "vdl"))
 
 
 def train_step(
@@ -343,7 +341,17 @@ def checkpoint_step(
     best = {"mIoU": state.best, "iter": state.best_iter} if state.best_iter is not None else {}
     kept = [os.path.basename(p) for p in state.saved + [f"iter_{it}"]][-keep_k:]
     saved = save_checkpoint(
-        save_dir, f"iter_{it}", model, optimizer, scheduler, it, scaler=scaler, best=best, kept=kept, run=run
+        save_dir,
+        f"iter_{it}",
+        model,
+        optimizer,
+        scheduler,
+        it,
+        scaler=scaler,
+        best=best,
+        kept=kept,
+        run=run,
+        history=state.history,
     )
     state.saved.append(saved)
     if improved:  # the same files: state.json already records this iteration as the best
@@ -372,11 +380,17 @@ def stop_step(
 
 
 def resumed_state(resumed: Resumed, resume_model: str, save_dir: str) -> TrainState:
-    """The loop state a resume continues: best mIoU (best_model is only replaced by a better one) and the kept
-    iter_N folders, when resuming into the save_dir that holds them."""
+    """The loop state a resume continues: best mIoU (best_model is only replaced by a better one), the curves up
+    to the checkpoint, and the kept iter_N folders, when resuming into the save_dir that holds them."""
     state = TrainState()
     if resumed is None:
         return state
+    for k, pairs in resumed.history.items():
+        state.history[k] = [(i, v) for i, v in pairs if i <= resumed.iter]
+    if not resumed.history and dist.get_rank() == 0:
+        print(
+            f"[RESUME] {resume_model} records no curves (an older checkpoint): curves.png starts at iter {resumed.iter}"
+        )
     if "mIoU" in resumed.best:
         state.best, state.best_iter = float(resumed.best["mIoU"]), resumed.best.get("iter")
     ckpt_dir = os.path.dirname(os.path.abspath(resume_model))

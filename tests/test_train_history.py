@@ -1,0 +1,126 @@
+"""A resumed run keeps its history: curves.png and VisualDL (as its UI reads a log folder: the newest file only)
+show every iteration of the run once, after any number of resumes, also a resume from an earlier checkpoint than
+the last, and the curves' best is best_model's."""
+
+import json
+import os
+import re
+
+import pytest
+
+from segmenter.engine.run import load_config, run_train
+from segmenter.engine.vdl import history, records
+from tests.engine_helpers import write_tiny_config
+
+
+def printed(out: str) -> dict:
+    """{iter: loss} and {iter: mIoU} of the [TRAIN] / [EVAL] lines a run printed."""
+    loss = {int(i): float(v) for i, v in re.findall(r"^\[TRAIN\] iter (\d+)/\d+ .*? loss (\S+)", out, re.M)}
+    miou = {int(i): float(v) for i, v in re.findall(r"^\[EVAL\] iter (\d+) mIoU (\S+)", out, re.M)}
+    return {"loss": loss, "mIoU": miou}
+
+
+def ui_scalars(vdl: str, tags: tuple) -> dict:
+    """{tag: [(step, value)]} as VisualDL's server answers /api/scalar/list for the run folder vdl (one LogReader, as
+    the server holds: each reader adds the records to VisualDL's process-wide data manager)."""
+    from visualdl import LogReader
+    from visualdl.server import lib
+
+    reader = LogReader(logdir=vdl)
+    runs = reader.runs()
+    assert runs == [vdl], f"VisualDL sees runs {runs} in {vdl}"
+    return {tag: [(step, value) for _, step, value in lib.get_scalar(reader, vdl, tag)] for tag in tags}
+
+
+@pytest.mark.slow  # three training runs with 4 evaluations and VisualDL panels (~10 s)
+def test_two_resumes_keep_the_whole_run_in_curves_and_visualdl(tmp_path, capsys, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    path, out = write_tiny_config(tmp_path), str(tmp_path / "run")
+    kw = dict(seed=4, save_interval=3, keep_k=5, log_iters=1, do_eval=True, use_vdl=True)
+    runs = []  # what each run printed; a later run's iterations replace an earlier run's
+    run_train(load_config(path, iters=6), out, **kw)
+    runs.append(printed(capsys.readouterr().out))
+    # the run had logged to 6; a resume from iter_3 runs 4-6 again, and each must show once
+    run_train(load_config(path, iters=6), out, resume_model=os.path.join(out, "iter_3"), **kw)
+    runs.append(printed(capsys.readouterr().out))
+    figs = []
+    monkeypatch.setattr(plt, "close", lambda fig=None: figs.append(fig))
+    run_train(load_config(path, iters=9), out, resume_model=os.path.join(out, "iter_6"), **kw)
+    runs.append(printed(capsys.readouterr().out))
+    want = {k: {i: v for r in runs for i, v in r[k].items()} for k in ("loss", "mIoU")}
+    assert sorted(want["loss"]) == list(range(1, 10)) and sorted(want["mIoU"]) == [3, 6, 9], want
+
+    vdl = os.path.join(out, "vdl")
+    ui = ui_scalars(vdl, ("Train/loss", "Evaluate/mIoU"))
+    for tag, key in (("Train/loss", "loss"), ("Evaluate/mIoU", "mIoU")):
+        shown = ui[tag]
+        steps = [s for s, _ in shown]
+        assert steps == sorted(want[key]), f"VisualDL shows {tag} at steps {steps}, the run has {sorted(want[key])}"
+        off = [(s, round(v, 4), want[key][s]) for s, v in shown if abs(v - want[key][s]) > 6e-5]
+        assert not off, f"VisualDL's {tag} (step, shown, printed) differ: {off}"
+
+    loss_line, miou_ax = figs[-1].axes[0].lines[0], figs[-1].axes[2]
+    xs = [int(x) for x in loss_line.get_xdata()]
+    assert xs == list(range(1, 10)), f"curves.png plots the loss at iterations {xs}"
+    off = [(i, y, want["loss"][i]) for i, y in zip(xs, loss_line.get_ydata()) if abs(y - want["loss"][i]) > 6e-5]
+    assert not off, f"curves.png loss (iter, plotted, printed) differ: {off}"
+    mx = [int(x) for x in miou_ax.lines[0].get_xdata()]
+    assert mx == [3, 6, 9], f"curves.png plots mIoU at {mx}"
+    best_state = json.load(open(os.path.join(out, "best_model", "state.json")))
+    best, best_iter = best_state["best"]["mIoU"], best_state["best"]["iter"]
+    assert best_state["iter"] == best_iter, f"best_model holds iter {best_state['iter']}, records {best_iter}"
+    assert abs(best - max(want["mIoU"].values())) < 6e-5, f"best_model {best} vs best printed {want['mIoU']}"
+    title = miou_ax.get_title()
+    assert f"best {best:.4f} at iter {best_iter}" in title, f"title {title!r}; best_model: {best:.4f} at {best_iter}"
+
+
+def test_history_of_a_folder_resumed_before_the_fix(tmp_path):
+    """Files of resumes by an earlier version: each resume started an empty file at its resume point. The newest
+    file supplies its steps, the older one the steps before them; a file marked as a whole run ends the chain."""
+    from visualdl import LogWriter
+
+    folder = str(tmp_path)
+
+    def write(name, steps, value, whole=False):
+        w = LogWriter(folder, file_name=name)
+        if whole:
+            from segmenter.engine.vdl import WHOLE_RUN
+
+            w.add_meta(WHOLE_RUN)
+        for s in steps:
+            w.add_scalar("Train/loss", value + s, s)
+        w.close()
+
+    write("vdlrecords.0000000001.log", range(1, 10), 100.0)  # the first run, logged to 9
+    write("vdlrecords.0000000002.log", range(7, 13), 200.0)  # resumed from 6 by the old code
+    got = [value_of(r) for r in history(folder, 11)]
+    assert [s for s, _ in got] == list(range(1, 12)), f"steps {got}"
+    values = dict(got)
+    assert [values[s] >= 200 for s in range(1, 12)] == [s >= 7 for s in range(1, 12)], f"values {values}"
+    write("vdlrecords.0000000003.log", range(1, 5), 300.0, whole=True)  # a new run from step 1 over the folder
+    values = dict(value_of(r) for r in history(folder, 20))
+    assert sorted(values) == [1, 2, 3, 4] and min(values.values()) >= 300, f"the older files leaked in: {values}"
+
+
+def value_of(raw: bytes) -> tuple:
+    from visualdl.proto import record_pb2
+
+    rec = record_pb2.Record()
+    rec.ParseFromString(raw)
+    return int(rec.values[0].id), rec.values[0].value
+
+
+@pytest.mark.parametrize("cut", [3, 10])
+def test_a_log_cut_by_a_kill_keeps_its_complete_records(tmp_path, cut):
+    from visualdl import LogWriter
+
+    w = LogWriter(str(tmp_path), file_name="vdlrecords.0000000001.log")
+    for s in range(1, 4):
+        w.add_scalar("Train/loss", float(s), s)
+    w.close()
+    path = os.path.join(str(tmp_path), "vdlrecords.0000000001.log")
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[:-cut])
+    steps = [s for _, s, _ in records(path) if s >= 0]
+    assert steps == [1, 2], f"a log cut {cut} bytes short gives steps {steps}"
