@@ -20,16 +20,34 @@ def printed(out: str) -> dict:
     return {"loss": loss, "mIoU": miou}
 
 
-def ui_scalars(vdl: str, tags: tuple) -> dict:
-    """{tag: [(step, value)]} as VisualDL's server answers /api/scalar/list for the run folder vdl (one LogReader, as
-    the server holds: each reader adds the records to VisualDL's process-wide data manager)."""
+def ui_scalars(vdl: str, copy: str, tags: tuple) -> dict:
+    """{tag: [(step, value)]} as VisualDL's server answers /api/scalar/list for the log folder vdl. The server's
+    data manager is process-wide and keyed by folder, so each look reads a copy under a new name."""
+    import shutil
+
     from visualdl import LogReader
     from visualdl.server import lib
 
-    reader = LogReader(logdir=vdl)
+    shutil.copytree(vdl, copy)
+    reader = LogReader(logdir=copy)
     runs = reader.runs()
-    assert runs == [vdl], f"VisualDL sees runs {runs} in {vdl}"
-    return {tag: [(step, value) for _, step, value in lib.get_scalar(reader, vdl, tag)] for tag in tags}
+    assert runs == [copy], f"VisualDL sees runs {runs} in {copy}"
+    return {tag: [(step, value) for _, step, value in lib.get_scalar(reader, copy, tag)] for tag in tags}
+
+
+def check_ui(vdl: str, copy: str, want: dict) -> None:
+    """VisualDL shows each step of the run once, with the value the run printed."""
+    ui = ui_scalars(vdl, copy, ("Train/loss", "Evaluate/mIoU"))
+    for tag, key in (("Train/loss", "loss"), ("Evaluate/mIoU", "mIoU")):
+        steps = [s for s, _ in ui[tag]]
+        assert steps == sorted(want[key]), f"VisualDL shows {tag} at steps {steps}, the run has {sorted(want[key])}"
+        off = [(s, round(v, 4), want[key][s]) for s, v in ui[tag] if abs(v - want[key][s]) > 6e-5]
+        assert not off, f"VisualDL's {tag} (step, shown, printed) differ: {off}"
+
+
+def merged(runs: list) -> dict:
+    """{"loss"|"mIoU": {iter: value}} of the runs' printed lines, a later run's iterations replacing earlier ones."""
+    return {k: {i: v for r in runs for i, v in r[k].items()} for k in ("loss", "mIoU")}
 
 
 @pytest.mark.slow  # three training runs with 4 evaluations and VisualDL panels (~10 s)
@@ -44,21 +62,15 @@ def test_two_resumes_keep_the_whole_run_in_curves_and_visualdl(tmp_path, capsys,
     # the run had logged to 6; a resume from iter_3 runs 4-6 again, and each must show once
     run_train(load_config(path, iters=6), out, resume_model=os.path.join(out, "iter_3"), **kw)
     runs.append(printed(capsys.readouterr().out))
+    vdl = os.path.join(out, "vdl")
+    check_ui(vdl, str(tmp_path / "look1"), merged(runs))
     figs = []
     monkeypatch.setattr(plt, "close", lambda fig=None: figs.append(fig))
     run_train(load_config(path, iters=9), out, resume_model=os.path.join(out, "iter_6"), **kw)
     runs.append(printed(capsys.readouterr().out))
-    want = {k: {i: v for r in runs for i, v in r[k].items()} for k in ("loss", "mIoU")}
+    want = merged(runs)
     assert sorted(want["loss"]) == list(range(1, 10)) and sorted(want["mIoU"]) == [3, 6, 9], want
-
-    vdl = os.path.join(out, "vdl")
-    ui = ui_scalars(vdl, ("Train/loss", "Evaluate/mIoU"))
-    for tag, key in (("Train/loss", "loss"), ("Evaluate/mIoU", "mIoU")):
-        shown = ui[tag]
-        steps = [s for s, _ in shown]
-        assert steps == sorted(want[key]), f"VisualDL shows {tag} at steps {steps}, the run has {sorted(want[key])}"
-        off = [(s, round(v, 4), want[key][s]) for s, v in shown if abs(v - want[key][s]) > 6e-5]
-        assert not off, f"VisualDL's {tag} (step, shown, printed) differ: {off}"
+    check_ui(vdl, str(tmp_path / "look2"), want)
 
     loss_line, miou_ax = figs[-1].axes[0].lines[0], figs[-1].axes[2]
     xs = [int(x) for x in loss_line.get_xdata()]
@@ -93,14 +105,13 @@ def test_history_of_a_folder_resumed_before_the_fix(tmp_path):
         w.close()
 
     write("vdlrecords.0000000001.log", range(1, 10), 100.0)  # the first run, logged to 9
-    write("vdlrecords.0000000002.log", range(7, 13), 200.0)  # resumed from 6 by the old code
+    write("vdlrecords.0000000002.log", range(8, 13, 2), 200.0)  # resumed from 7 by the old code, logging every 2
     got = [value_of(r) for r in history(folder, 11)]
-    assert [s for s, _ in got] == list(range(1, 12)), f"steps {got}"
-    values = dict(got)
-    assert [values[s] >= 200 for s in range(1, 12)] == [s >= 7 for s in range(1, 12)], f"values {values}"
-    write("vdlrecords.0000000003.log", range(1, 5), 300.0, whole=True)  # a new run from step 1 over the folder
+    want = [(s, 100.0 + s) for s in range(1, 8)] + [(8, 208.0), (10, 210.0)]  # never the first run's 9 or 11
+    assert got == want, f"(step, value) {got}"
+    write("vdlrecords.0000000003.log", range(2, 9, 2), 300.0, whole=True)  # a new run (log_iters 2) in the folder
     values = dict(value_of(r) for r in history(folder, 20))
-    assert sorted(values) == [1, 2, 3, 4] and min(values.values()) >= 300, f"the older files leaked in: {values}"
+    assert sorted(values) == [2, 4, 6, 8] and min(values.values()) >= 300, f"the older files leaked in: {values}"
 
 
 def value_of(raw: bytes) -> tuple:
