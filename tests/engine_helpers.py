@@ -96,3 +96,46 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def proc_children() -> dict:
+    """{pid: [child pids]} of every live process (read from /proc)."""
+    out = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != "Z":  # a zombie has ended; only its parent's wait is missing
+                out.setdefault(int(fields[1]), []).append(int(d))
+    return out
+
+
+def descendants(pids) -> set:
+    """Every live process below pids (children, grandchildren...)."""
+    children, found, todo = proc_children(), set(), list(pids)
+    while todo:
+        for c in children.get(todo.pop(), []):
+            if c not in found:
+                found.add(c)
+                todo.append(c)
+    return found
+
+
+def still_alive(pids) -> list:
+    """The pids that are still running (not gone, not zombies)."""
+    live = {c for cs in proc_children().values() for c in cs}
+    return sorted(p for p in pids if p in live)
+
+
+def trainer_rank(pid: int):
+    """The PADDLE_TRAINER_ID of a launched process, or None."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            env = dict(e.split(b"=", 1) for e in f.read().split(b"\0") if b"=" in e)
+    except OSError:
+        return None
+    rank = env.get(b"PADDLE_TRAINER_ID")
+    return int(rank) if rank is not None else None

@@ -321,6 +321,21 @@ def check_run(path: str, saved: Dict[str, Any], run: Dict[str, Any], log=print) 
     for k in MAY_CHANGE:
         if k in saved and saved.get(k) != run.get(k):
             log(f"[RESUME] {k} changed: {saved.get(k)} -> {run.get(k)} (allowed)")
+    if saved.get("ranks") and run.get("ranks") and saved["ranks"] != run["ranks"]:
+        log(ranks_changed(saved["ranks"], run["ranks"], run.get("batch_size")))
+
+
+def ranks_changed(was: int, now: int, batch_size: Optional[int]) -> str:
+    """The warning of a resume on another number of ranks: what changes, as PaddleSeg's batch size is per card."""
+    b = batch_size or 0
+    return (
+        f"[RESUME] warning: ranks changed: {was} -> {now}. batch_size {b} is per rank (as in PaddleSeg), so the "
+        f"global batch changes from {b * was} to {b * now} images per iteration; the iteration count, the "
+        f"learning-rate schedule, the best mIoU and the checkpoints continue, but each iteration now averages the "
+        f"gradient of {b * now} images and the data order differs from a run on {was} ranks (each rank takes every "
+        f"{now}th sample of the seeded order; the epoch is iteration // batches per epoch on {now} ranks). "
+        f"Resume on {was} ranks to keep the run as it was."
+    )
 
 
 def load_checkpoint(path: str, model, optimizer, scheduler, scaler=None, run: dict = None) -> Resumed:

@@ -24,6 +24,7 @@ from segmenter.engine.compiled import inference_model
 from segmenter.engine.infer import predict_probs, reverse_transform
 from segmenter.engine.progress import progress
 from segmenter.engine.run import class_names_of, inference_mode, load_model, test_kwargs
+from segmenter.engine.stops import collective
 from segmenter.shards import launched, share
 from segmenter.visualize.palette import legend, palette
 
@@ -131,7 +132,8 @@ def gathered(row: np.ndarray, world: int) -> np.ndarray:
     if world == 1:
         return row[None]
     rows = []
-    dist.all_gather(rows, paddle.to_tensor(row))
+    with collective("predict: gathering the ranks' counts"):
+        dist.all_gather(rows, paddle.to_tensor(row))
     return np.stack([r.numpy() for r in rows])
 
 
@@ -202,8 +204,9 @@ def run_predict(
     total = dict(zip(("written", "existing", "unreadable"), rows[:, :3].sum(0).tolist()))
     if rank == 0:
         report(cfg, model.num_classes, pal, rows, total, len(files), save_dir)
-    if world > 1:
-        dist.barrier()  # every rank exits after rank 0 reported: the launcher stops the others at a first exit 1
+    if world > 1:  # every rank exits after rank 0 reported: the launcher stops the others at a first exit 1
+        with collective("predict: waiting for rank 0's report"):
+            dist.barrier()
     if bad or (rank == 0 and total["unreadable"]):
         raise PredictIncomplete(incomplete(rank, world, rows, bad, named, len(files), save_dir))
     return total

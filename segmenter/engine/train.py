@@ -11,6 +11,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import paddle
@@ -19,7 +20,7 @@ import paddle.distributed as dist
 from segmenter.datasets.checked import CheckedDataset
 from segmenter.engine.checkpoint import Resumed, copy_checkpoint, load_checkpoint, restore_best_model, save_checkpoint
 from segmenter.engine.evaluate import evaluate
-from segmenter.engine.stops import TrainingStopped, save_dir_lock, stop_signals
+from segmenter.engine.stops import TrainingStopped, end_notice, save_dir_lock, stop_signals
 from segmenter.engine.val_panels import log_panels, names_of
 from segmenter.engine.vdl import open_writer
 from segmenter.visualize.curves import plot_curves
@@ -132,6 +133,7 @@ class TrainState:
     last_metrics: dict = field(default_factory=dict)
     # (iter, value) from the run's first iteration on: a checkpoint records it, a resume continues it
     history: dict = field(default_factory=lambda: {"loss": [], "lr": [], "mIoU": []})
+    notice: Callable[[str], None] = lambda path: None  # told each complete checkpoint (stops.end_notice)
 
 
 def train(
@@ -179,6 +181,7 @@ def train(
         model = paddle.jit.to_static(model, full_graph=True)
     net = paddle.DataParallel(model) if world > 1 else model
     scaler = amp_scaler(precision)
+    run = {**run, "ranks": world} if run is not None else None  # a resume on other ranks warns (check_run)
     resumed = load_checkpoint(resume_model, model, optimizer, scheduler, scaler, run) if resume_model else None
     start = resumed.iter if resumed else 0
     if start > iters:  # (at start == iters a resume only finishes what a crash left: best_model)
@@ -186,15 +189,17 @@ def train(
             f"train: {resume_model} is at iteration {start}, past --iters {iters}; "
             f"pass --iters above {start} to continue it."
         )
-    writer = open_writer(save_dir, resume_model if resumed else None, start) if use_vdl and rank == 0 else None
     if not batches(len(train_dataset), batch_size, seed, 0, rank, world):
         raise ValueError(f"train: {len(train_dataset)} samples give no batch of {batch_size} on {world} ranks.")
     state = resumed_state(resumed, resume_model, save_dir)
     data = CheckedDataset(train_dataset, num_classes if num_classes is not None else model.num_classes, seed)
     model.train()
     t0 = tr = time.time()
-    stream = closing(batch_stream(data, batch_size, seed, start, iters, rank, world, num_workers))
-    with save_dir_lock(save_dir, rank == 0), stop_signals() as stop, stream as stream:  # closing shuts workers down
+    stream = closing(batch_stream(data, batch_size, seed, start, iters, rank, world, num_workers))  # shuts workers
+    notice = end_notice(resume_model if resumed else None, rank == 0, world > 1)  # rank 0's last line if it dies
+    with save_dir_lock(save_dir, rank == 0), notice as state.notice, stop_signals() as stop, stream as stream:
+        # after the lock: a resume rewrites save_dir/vdl (vdl.open_writer)
+        writer = open_writer(save_dir, resume_model if resumed else None, start) if use_vdl and rank == 0 else None
         if rank == 0 and state.saved:  # resumed into its own save_dir: finish a best_model a crash left behind
             restore_best_model(save_dir, state.best_iter)
         if rank == 0 and config_text is not None:
@@ -354,6 +359,7 @@ def checkpoint_step(
         history=state.history,
     )
     state.saved.append(saved)
+    state.notice(saved)
     if improved:  # the same files: state.json already records this iteration as the best
         copy_checkpoint(saved, save_dir, "best_model")
     while len(state.saved) > keep_k:
