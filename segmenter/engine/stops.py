@@ -192,7 +192,11 @@ def end_notice(
             proc.stdin.close()
         except (BrokenPipeError, ValueError):
             pass
-        proc.wait()
+        try:
+            proc.wait(timeout=10)  # it exits on reading "done"; never let it hold the trainer's exit
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 if __name__ == "__main__":  # the watcher: python -I stops.py [CHECKPOINT]
