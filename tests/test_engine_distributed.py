@@ -1,7 +1,8 @@
-"""Training across processes and machines under paddle.distributed.launch, and its faults: two launchers on
-loopback (two nodes of one process each) train and evaluate to equal weights; a rank killed mid-run (in an
-evaluation, which must not hang either) ends the whole job with rank 0's log naming the last complete checkpoint,
-which a resume on another number of ranks continues."""
+"""Faults of training across processes and machines under paddle.distributed.launch: a rank killed mid-run (in an
+evaluation, which must not hang either) ends the whole job of two launchers on loopback, with rank 0's log naming
+the last complete checkpoint, which a resume on another number of ranks continues; a trainer that dies without
+running Python (SIGKILL, SIGABRT) still gets that line. Two nodes training to equal weights, val.py on two ranks
+and the same fault are rehearsed in docs/multi_gpu.md (tests/test_docs.py runs it)."""
 
 import os
 import re
@@ -9,8 +10,6 @@ import signal
 import subprocess
 import time
 
-import numpy as np
-import paddle
 import pytest
 
 from segmenter.engine.run import load_config, run_train
@@ -85,31 +84,6 @@ class Job:
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGKILL)
             p.wait()
-
-
-@pytest.mark.slow  # two launchers on loopback (~15-25 s)
-def test_two_nodes_train_evaluate_and_end_with_equal_weights(tmp_path):
-    cfg = write_tiny_config(tmp_path)
-    outs = [str(tmp_path / f"node{n}") for n in range(2)]  # each machine has its own disk
-
-    def args(n):
-        return ["--config", cfg, "--iters", 3, "--save_dir", outs[n], "--save_interval", 3, "--log_iters", 1]
-
-    job = Job(tmp_path, "train.py", lambda n: args(n) + ["--do_eval", "--save_all_ranks"])
-    codes = job.wait()
-    assert codes == [0, 0], f"launchers exited {codes}:\n{job.log_of(0)[-2000:]}\n{job.outputs[0][-1500:]}"
-    found = {
-        r: os.path.join(d, f"rank_{r}.pdparams")
-        for d in outs
-        for r in (0, 1)
-        if os.path.isfile(f"{d}/rank_{r}.pdparams")
-    }
-    assert sorted(found) == [0, 1], f"rank weights written: {found}"
-    w0, w1 = paddle.load(found[0]), paddle.load(found[1])
-    diff = max(float(np.abs(w0[k].numpy() - w1[k].numpy()).max()) for k in w0)
-    assert diff <= 1e-6, f"the two nodes' replicas differ after training: max|diff|={diff:.2e}"
-    log0 = job.log_of(0)
-    assert "[EVAL] iter 3 mIoU" in log0 and "3 iters of batch 4 x 2 ranks" in log0, log0[-2000:]
 
 
 def last_checkpoint_line(job, timeout: float = 15) -> list:
