@@ -5,12 +5,15 @@ the last, and the curves' best is best_model's."""
 import json
 import os
 import re
+import signal
+import subprocess
+import sys
 
 import pytest
 
 from segmenter.engine.run import load_config, run_train
 from segmenter.engine.vdl import history, records
-from tests.engine_helpers import write_tiny_config
+from tests.engine_helpers import ROOT, write_tiny_config
 
 
 def printed(out: str) -> dict:
@@ -50,16 +53,42 @@ def merged(runs: list) -> dict:
     return {k: {i: v for r in runs for i, v in r[k].items()} for k in ("loss", "mIoU")}
 
 
-@pytest.mark.slow  # three training runs with 4 evaluations and VisualDL panels (~10 s)
-def test_two_resumes_keep_the_whole_run_in_curves_and_visualdl(tmp_path, capsys, monkeypatch):
+KILLED_AFTER_ITER_6 = """
+import importlib, os, signal, sys
+import segmenter
+from segmenter.engine.run import load_config, run_train
+
+train_mod = importlib.import_module("segmenter.engine.train")
+real = train_mod.checkpoint_step
+
+def checkpoint_then_die(state, save_dir, model, optimizer, scheduler, scaler, it, *a, **kw):
+    real(state, save_dir, model, optimizer, scheduler, scaler, it, *a, **kw)
+    if it == 6:  # killed: no writer.close(), nothing Python would run on its way out
+        os.kill(os.getpid(), signal.SIGKILL)
+
+train_mod.checkpoint_step = checkpoint_then_die
+run_train(load_config(sys.argv[1], iters=9), sys.argv[2], seed=4, save_interval=3, keep_k=5, log_iters=1,
+          do_eval=True, use_vdl=True)
+"""
+
+
+@pytest.mark.slow  # a training killed after iter_6, two resumes, 4 evaluations with VisualDL panels (~10-15 s)
+def test_a_killed_run_and_two_resumes_keep_the_whole_run_in_curves_and_visualdl(tmp_path, capsys, monkeypatch):
     import matplotlib.pyplot as plt
 
     path, out = write_tiny_config(tmp_path), str(tmp_path / "run")
     kw = dict(seed=4, save_interval=3, keep_k=5, log_iters=1, do_eval=True, use_vdl=True)
-    runs = []  # what each run printed; a later run's iterations replace an earlier run's
-    run_train(load_config(path, iters=6), out, **kw)
-    runs.append(printed(capsys.readouterr().out))
-    # the run had logged to 6; a resume from iter_3 runs 4-6 again, and each must show once
+    r = subprocess.run(
+        [sys.executable, "-c", KILLED_AFTER_ITER_6, path, out],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=ROOT),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == -signal.SIGKILL, f"exit {r.returncode}:\n{r.stdout[-1500:]}\n{r.stderr[-1500:]}"
+    runs = [printed(r.stdout)]  # what each run printed; a later run's iterations replace an earlier run's
+    # the run had logged to 6 when it was killed; a resume from iter_3 runs 4-6 again, and each must show once
     run_train(load_config(path, iters=6), out, resume_model=os.path.join(out, "iter_3"), **kw)
     runs.append(printed(capsys.readouterr().out))
     vdl = os.path.join(out, "vdl")
