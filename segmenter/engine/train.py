@@ -219,8 +219,6 @@ def train(
             if saving:
                 if do_eval and val_dataset is not None:
                     evaluate_step(state, model, val_dataset, num_classes, eval_kwargs, it, rank, writer, class_names)
-                if writer:  # VisualDL's records up to it on disk before the checkpoint a resume copies them to
-                    writer.flush()
                 if rank == 0:
                     checkpoint_step(state, save_dir, model, optimizer, scheduler, scaler, it, keep_k, run)
             if stop.requested:
