@@ -1,4 +1,5 @@
-"""A two-rank evaluation gives exactly the single-process confusion matrices (each rank sees half the images)."""
+"""A two-rank evaluation (tools/val.py's runner under paddle.distributed.launch) gives exactly the single-process
+confusion matrices (each rank sees half the images)."""
 
 import os
 import subprocess
