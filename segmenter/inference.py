@@ -12,12 +12,14 @@ Paddle is imported inside them rather than at the top (the twin must import this
 """
 
 import os
+import warnings
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from PIL import Image
 
+from segmenter.shards import launched, share
 from segmenter.visualize.palette import class_names, legend, overlay, palette
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -59,16 +61,34 @@ class Prediction:
         plt.show()
 
 
-def read_images(inputs: Union[ImageInput, Sequence[ImageInput]]) -> tuple[list[np.ndarray], list[Optional[str]], bool]:
-    """(RGB uint8 images, their paths or None, whether one image was given) of a path, array, list or folder."""
+class Predictions(list):
+    """The Predictions of a list or a folder, in input order; `skipped` holds (path, why) of each image left out
+    because it does not decode (only with skip_unreadable=True; otherwise such an image raises)."""
+
+    skipped: List[Tuple[str, str]]
+
+    def __init__(self, items: Sequence[Prediction] = (), skipped: Sequence[Tuple[str, str]] = ()):
+        super().__init__(items)
+        self.skipped = list(skipped)
+
+
+def read_images(
+    inputs: Union[ImageInput, Sequence[ImageInput]], skip_unreadable: bool = False, shard: bool = True
+) -> tuple[list[np.ndarray], list[Optional[str]], bool, list[Tuple[str, str]]]:
+    """(RGB uint8 images, their paths or None, whether one image was given, (path, why) of each image skipped) of a
+    path, array, list or folder. A folder under paddle.distributed.launch gives this rank its share of the sorted
+    files (segmenter.shards) unless shard is False. A file that does not decode raises, or with skip_unreadable
+    is left out of a list or folder and reported in the fourth item."""
     single = isinstance(inputs, np.ndarray) or (isinstance(inputs, str) and not os.path.isdir(inputs))
     if isinstance(inputs, str) and os.path.isdir(inputs):
         items = sorted(os.path.join(inputs, f) for f in os.listdir(inputs) if f.lower().endswith(IMAGE_EXTS))
         if not items:
             raise FileNotFoundError(f"Inferencer: folder {inputs} holds no image ({', '.join(IMAGE_EXTS)}).")
+        if shard:
+            items = share(items, *launched())
     else:
         items = [inputs] if single else list(inputs)
-    images, paths = [], []
+    images, paths, skipped = [], [], []
     for it in items:
         if isinstance(it, str):
             if not os.path.isfile(it):
@@ -78,8 +98,14 @@ def read_images(inputs: Union[ImageInput, Sequence[ImageInput]]) -> tuple[list[n
                 )
             try:
                 images.append(np.asarray(Image.open(it).convert("RGB")))
-            except Exception as e:
-                raise ValueError(f"Inferencer: cannot decode image {it}: {e}") from e
+            except Exception as e:  # noqa: BLE001  (any decoder error means the same: the file is damaged)
+                if single or not skip_unreadable:
+                    raise ValueError(
+                        f"Inferencer: cannot decode image {it}: {e} (pass skip_unreadable=True to leave such "
+                        "images out of a list or folder)"
+                    ) from e
+                skipped.append((it, f"{type(e).__name__}: {e}"))
+                continue
             paths.append(it)
         else:
             a = np.asarray(it)
@@ -90,7 +116,7 @@ def read_images(inputs: Union[ImageInput, Sequence[ImageInput]]) -> tuple[list[n
                 )
             images.append(a)
             paths.append(None)
-    return images, paths, single
+    return images, paths, single, skipped
 
 
 class BaseInferencer:
@@ -126,11 +152,28 @@ class BaseInferencer:
         return probs
 
     def __call__(
-        self, inputs: Union[ImageInput, Sequence[ImageInput]], return_probs: bool = False
-    ) -> Union[Prediction, List[Prediction]]:
-        """Segment a path, an RGB uint8 array, a list of them or a folder; one Prediction per image (a list unless
-        a single image was given). Images of one size are run together, batch_size at a time."""
-        images, paths, single = read_images(inputs)
+        self,
+        inputs: Union[ImageInput, Sequence[ImageInput]],
+        return_probs: bool = False,
+        skip_unreadable: bool = False,
+        shard: bool = True,
+    ) -> Union[Prediction, Predictions]:
+        """Segment a path, an RGB uint8 array, a list of them or a folder; one Prediction per image (Predictions,
+        a list, unless a single image was given). Images of one size are run together, batch_size at a time.
+
+        skip_unreadable: a file of a list or folder that does not decode is left out (named in a warning and in
+            the result's `skipped`) instead of raising. Default: False.
+        shard: a folder under paddle.distributed.launch gives each rank its share of the sorted files (every
+            world-th from its rank on); False: every rank takes the whole folder. Default: True.
+        """
+        images, paths, single, skipped = read_images(inputs, skip_unreadable, shard)
+        if skipped:
+            first = "; ".join(f"{p} ({why})" for p, why in skipped[:3])
+            warnings.warn(
+                f"Inferencer: skipped {len(skipped)} of {len(images) + len(skipped)} images that cannot be decoded: "
+                f"{first}{'; ...' if len(skipped) > 3 else ''}",
+                stacklevel=2,
+            )
         prepared = [self.preprocess(im) for im in images]  # (x [3, h, w], trans_info)
         by_size: Dict[tuple, List[int]] = {}
         for i, (x, _) in enumerate(prepared):
@@ -144,7 +187,7 @@ class BaseInferencer:
                 for j, i in enumerate(chunk):
                     p = self.restore(probs[j], prepared[i][1])  # [C, H, W] at the original size
                     results[i] = Prediction(images[i], p.argmax(0), self.names, p if return_probs else None, paths[i])
-        return results[0] if single else results
+        return results[0] if single else Predictions(results, skipped)
 
     def _probs(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError

@@ -58,3 +58,84 @@ def assert_resume_equals_uninterrupted(make_config, tmp_path, what: str = "") ->
     first = weights(half, "iter_3")
     moved = max(float(np.abs(a[k] - first[k]).max()) for k in a)
     assert moved > 1e-4, f"iters 4-6 did not change the weights (max|diff|={moved:.2e}); the test would be vacuous"
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def launch_command(script: str, args: list, log_dir: str, nproc: int = 1, nnodes: int = 1, master: str = None) -> list:
+    """`python -m paddle.distributed.launch` running tools/<script> (or a path) on nproc CPU processes of this node;
+    with nnodes > 1 this is one node of the job (each node runs the same command, with the same master)."""
+    import sys
+
+    path = script if os.path.isabs(script) else os.path.join(ROOT, "tools", script)
+    nodes = ["--nnodes", str(nnodes), "--master", master] if nnodes > 1 else []
+    return [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", str(nproc), *nodes] + [
+        "--log_dir",
+        log_dir,
+        path,
+        *map(str, args),
+    ]
+
+
+def launch_env() -> dict:
+    """The environment of a launched test job: this checkout first, one math thread per process."""
+    return dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
+
+
+def worker_log(log_dir: str, local_rank: int = 0) -> str:
+    """What the launcher captured of one process: log_dir/workerlog.<local rank>."""
+    path = os.path.join(log_dir, f"workerlog.{local_rank}")
+    return open(path, errors="replace").read() if os.path.isfile(path) else f"({path} was not written)"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on now (for a launcher's --master)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def proc_children() -> dict:
+    """{pid: [child pids]} of every live process (read from /proc)."""
+    out = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != "Z":  # a zombie has ended; only its parent's wait is missing
+                out.setdefault(int(fields[1]), []).append(int(d))
+    return out
+
+
+def descendants(pids) -> set:
+    """Every live process below pids (children, grandchildren...)."""
+    children, found, todo = proc_children(), set(), list(pids)
+    while todo:
+        for c in children.get(todo.pop(), []):
+            if c not in found:
+                found.add(c)
+                todo.append(c)
+    return found
+
+
+def still_alive(pids) -> list:
+    """The pids that are still running (not gone, not zombies)."""
+    live = {c for cs in proc_children().values() for c in cs}
+    return sorted(p for p in pids if p in live)
+
+
+def trainer_rank(pid: int):
+    """The PADDLE_TRAINER_ID of a launched process, or None."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            env = dict(e.split(b"=", 1) for e in f.read().split(b"\0") if b"=" in e)
+    except OSError:
+        return None
+    rank = env.get(b"PADDLE_TRAINER_ID")
+    return int(rank) if rank is not None else None

@@ -1,8 +1,8 @@
-"""A two-rank evaluation gives exactly the single-process confusion matrices (each rank sees half the images)."""
+"""A two-rank evaluation (tools/val.py's runner under paddle.distributed.launch) gives exactly the single-process
+confusion matrices (each rank sees half the images)."""
 
 import os
 import subprocess
-import sys
 
 import numpy as np
 import paddle
@@ -11,9 +11,7 @@ from paddleseg.cvlibs import SegBuilder
 
 from segmenter.engine.evaluate import evaluate
 from segmenter.engine.run import load_config
-from tests.engine_helpers import write_tiny_config
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.engine_helpers import ROOT, launch_command, launch_env, write_tiny_config
 
 
 @pytest.mark.slow  # two launched processes (~6-9 s)
@@ -32,21 +30,9 @@ def test_two_rank_evaluation_equals_single_process(tmp_path):
         flip_horizontal=True,
         progress=False,
     )
-    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
-    cmd = [
-        sys.executable,
-        "-m",
-        "paddle.distributed.launch",
-        "--nproc_per_node",
-        "2",
-        "--log_dir",
-        str(tmp_path / "log"),
-        os.path.join(ROOT, "tests", "dist_eval_script.py"),
-        cfg,
-        weights,
-        str(tmp_path / "cm.npy"),
-    ]
-    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    script = os.path.join(ROOT, "tests", "dist_eval_script.py")
+    cmd = launch_command(script, [cfg, weights, tmp_path / "cm.npy"], str(tmp_path / "log"), nproc=2)
+    r = subprocess.run(cmd, cwd=ROOT, env=launch_env(), capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, f"launch exited {r.returncode}:\n{r.stderr[-2000:]}"
     two = np.load(tmp_path / "cm.npy")
     for name, a, b2 in (("slice + flip", one["confusion"], two[0]), ("slice", one["plain"]["confusion"], two[1])):

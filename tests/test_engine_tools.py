@@ -3,8 +3,6 @@ and --precision."""
 
 import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import paddle
@@ -18,22 +16,19 @@ from segmenter.engine.infer import predict_probs
 from segmenter.engine.predict import palette
 from segmenter.engine.run import load_config, load_model, run_train
 from tests.engine_helpers import write_tiny_config
+from tests.helpers import tool_exit_code
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def tool(name: str, *args: str) -> str:
-    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
-    r = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "tools", name), *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert r.returncode == 0, f"tools/{name} exited {r.returncode}:\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
-    return r.stdout
+def tool(capsys, name: str, *args: str) -> str:
+    """tools/<name> run in this process as its command line would (tests.helpers.tool_exit_code: a subprocess
+    only adds ~4 s of imports); its stdout."""
+    capsys.readouterr()
+    code = tool_exit_code(name, list(args))
+    out, err = capsys.readouterr()
+    assert code == 0, f"tools/{name} exited {code}:\n{out[-2000:]}\n{err[-3000:]}"
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +39,10 @@ def trained(tmp_path_factory):
     return cfg_path, str(tmp / "run" / "iter_6")
 
 
-def test_val_tool_prints_the_in_process_figures(trained):
+def test_val_tool_prints_the_in_process_figures(trained, capsys):
     cfg_path, ckpt = trained
     out = tool(
+        capsys,
         "val.py",
         "--config",
         cfg_path,
@@ -86,7 +82,7 @@ def test_val_tool_prints_the_in_process_figures(trained):
     assert [name for _, name, _, _ in rows] == list(SHAPES), f"the per-class table does not name {SHAPES}:\n{out}"
 
 
-def test_predict_tool_writes_masks_of_the_prediction(trained, tmp_path):
+def test_predict_tool_writes_masks_of_the_prediction(trained, tmp_path, capsys):
     cfg_path, ckpt = trained
     images = tmp_path / "images"
     images.mkdir()
@@ -95,6 +91,7 @@ def test_predict_tool_writes_masks_of_the_prediction(trained, tmp_path):
         Image.fromarray(ds.sample(i)[0]).save(images / f"im{i}.png")
     (images / "notes.txt").write_text("not an image")
     tool(
+        capsys,
         "predict.py",
         "--config",
         cfg_path,

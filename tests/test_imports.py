@@ -116,7 +116,7 @@ def test_every_module_imports():
 # The floors of docs/development.md, lowest first: a module imports only from its own floor or below. A module is
 # placed by its longest listed prefix (the twin's Inferencer sits with the front doors, not with the twin's layers).
 FLOORS = (
-    ("bottom", ("class_names", "convert", "datasets", "quiet", "resample", "runtime", "windows")),
+    ("bottom", ("class_names", "convert", "datasets", "quiet", "resample", "runtime", "shards", "windows")),
     ("models", ("models", "pytorch")),
     ("pictures", ("visualize",)),
     ("compiled and parity", ("deploy", "parity")),

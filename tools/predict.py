@@ -29,6 +29,12 @@ def parse_args(argv=None):
     p.add_argument(
         "--save_dir", default="output/result", help="where pseudo_color/ and added/ are written; never read as input"
     )
+    p.add_argument(
+        "--skip_existing",
+        action="store_true",
+        help="keep the inputs whose mask and overlay are already in --save_dir: a rerun of a stopped or failed "
+        "run predicts only what is missing (default: off, every input is predicted)",
+    )
     cli.add_inference(p, "aug_pred")
     cli.add_common(p)
     cli.add_paddleseg_eval(p, "aug_pred")
@@ -48,6 +54,7 @@ def main(args) -> None:
         args.image_path,
         args.save_dir,
         args.recursive,
+        args.skip_existing,
         **cli.inference_overrides(args, args.aug_pred),
     )
 

@@ -6,7 +6,8 @@ Loading goes through `segmenter.engine.safe_load` (restricted unpickler, strict 
 
 state.json (format 2): iter, scheduler, py_rng, np_rng, scaler, best {mIoU, iter}, kept (checkpoint folders
 of the run, oldest first), run (the resolved config sections a resume must match), config_sha256, model (the
-resolved `model` section the weights were built from).
+resolved `model` section the weights were built from), history (the run's loss, lr and mIoU curves up to iter, so a
+resumed run plots the whole run).
 """
 
 import contextlib
@@ -50,6 +51,7 @@ class Resumed:
     iter: int
     best: Dict[str, Any] = field(default_factory=dict)  # {"mIoU": float, "iter": int} or {}
     kept: List[str] = field(default_factory=list)  # checkpoint folders of the earlier run, oldest first
+    history: Dict[str, list] = field(default_factory=dict)  # {"loss"|"lr"|"mIoU": [[iter, value], ...]} up to iter
 
 
 def _rename_accumulators(opt_state: dict, names: dict) -> dict:
@@ -177,6 +179,7 @@ def save_checkpoint(
     best: dict = None,
     kept: List[str] = None,
     run: dict = None,
+    history: Dict[str, list] = None,
 ) -> str:
     """Write save_dir/name/{model.pdparams, model.pdopt, state.json} durably and atomically; returns the folder.
 
@@ -196,6 +199,7 @@ def save_checkpoint(
         "run": run,
         "config_sha256": config_hash(run),
         "model": run.get("resolved_model"),
+        "history": compact(history or {}),
     }
     with _staged(save_dir, name) as tmp:
         paddle.save(model.state_dict(), os.path.join(tmp, "model.pdparams"))
@@ -206,6 +210,12 @@ def save_checkpoint(
         for f in FILES:
             _fsync_file(os.path.join(tmp, f))
     return os.path.join(save_dir, name)
+
+
+def compact(history: Dict[str, list]) -> Dict[str, list]:
+    """The curves as [[iter, value], ...] with values to 7 significant digits (float32's precision, what the loss
+    and lr were computed in): a 160k-iteration run's loss and lr take ~3 MB of state.json instead of ~6."""
+    return {k: [[int(i), float(f"{v:.7g}")] for i, v in pairs] for k, pairs in history.items()}
 
 
 def _not_written(e: OSError, tmp: str, final: str, save_dir: str) -> OSError:
@@ -311,6 +321,21 @@ def check_run(path: str, saved: Dict[str, Any], run: Dict[str, Any], log=print) 
     for k in MAY_CHANGE:
         if k in saved and saved.get(k) != run.get(k):
             log(f"[RESUME] {k} changed: {saved.get(k)} -> {run.get(k)} (allowed)")
+    if saved.get("ranks") and run.get("ranks") and saved["ranks"] != run["ranks"]:
+        log(ranks_changed(saved["ranks"], run["ranks"], run.get("batch_size")))
+
+
+def ranks_changed(was: int, now: int, batch_size: Optional[int]) -> str:
+    """The warning of a resume on another number of ranks: what changes, as PaddleSeg's batch size is per card."""
+    b = batch_size or 0
+    return (
+        f"[RESUME] warning: ranks changed: {was} -> {now}. batch_size {b} is per rank (as in PaddleSeg), so the "
+        f"global batch changes from {b * was} to {b * now} images per iteration; the iteration count, the "
+        f"learning-rate schedule, the best mIoU and the checkpoints continue, but each iteration now averages the "
+        f"gradient of {b * now} images and the data order differs from a run on {was} ranks (each rank takes every "
+        f"{now}th sample of the seeded order; the epoch is iteration // batches per epoch on {now} ranks). "
+        f"Resume on {was} ranks to keep the run as it was."
+    )
 
 
 def load_checkpoint(path: str, model, optimizer, scheduler, scaler=None, run: dict = None) -> Resumed:
@@ -344,4 +369,5 @@ def load_checkpoint(path: str, model, optimizer, scheduler, scaler=None, run: di
     random.setstate((py[0], tuple(py[1]), py[2]))
     np_rng = state["np_rng"]
     np.random.set_state((np_rng[0], np.asarray(np_rng[1], dtype=np.uint32), *np_rng[2:]))
-    return Resumed(int(state["iter"]), dict(state.get("best") or {}), list(state.get("kept") or []))
+    history = {k: [(int(i), float(v)) for i, v in pairs] for k, pairs in (state.get("history") or {}).items()}
+    return Resumed(int(state["iter"]), dict(state.get("best") or {}), list(state.get("kept") or []), history)

@@ -16,6 +16,7 @@ from segmenter.engine.compiled import inference_model
 from segmenter.engine.infer import predict_probs, reverse_transform
 from segmenter.engine.metrics import confusion_matrix, metrics_from_confusion
 from segmenter.engine.progress import progress as progress_of
+from segmenter.engine.stops import collective
 
 
 def sample_label(s: dict) -> np.ndarray:
@@ -73,7 +74,8 @@ def evaluate(
                 cm[1] += confusion_matrix(plain.argmax(1)[0].numpy(), label, num_classes, ignore_index)
     if world > 1:
         t = paddle.to_tensor(cm)
-        dist.all_reduce(t)
+        with collective("evaluate: summing the confusion matrices of the ranks"):
+            dist.all_reduce(t)
         cm = t.numpy()
     model.train(was_training)
     out = metrics_from_confusion(cm[0])

@@ -1,10 +1,18 @@
-"""Prediction on image files: pseudo-colour masks and overlays written as PNG."""
+"""Prediction on image files: pseudo-colour masks and overlays written as PNG.
+
+A folder run keeps going past an image that does not decode (each is named, then the run ends non-zero), writes
+every output under a temporary name and renames it (a killed run leaves no half-written PNG, so `skip_existing`
+can trust what is there), and under `paddle.distributed.launch` each rank predicts its share of the sorted list
+(`segmenter.shards`). The loop keeps no state per image beyond the names of a few unreadable ones.
+"""
 
 import os
+import sys
 
 import cv2
 import numpy as np
 import paddle
+import paddle.distributed as dist
 from paddleseg.transforms import Compose
 from PIL import Image
 
@@ -16,9 +24,27 @@ from segmenter.engine.compiled import inference_model
 from segmenter.engine.infer import predict_probs, reverse_transform
 from segmenter.engine.progress import progress
 from segmenter.engine.run import class_names_of, inference_mode, load_model, test_kwargs
+from segmenter.engine.stops import collective
+from segmenter.shards import launched, share
 from segmenter.visualize.palette import legend, palette
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+NAMED = 5  # unreadable images a summary names (each is also named in its own line as it is met)
+
+
+class UnreadableImage(ValueError):
+    """An input image that does not decode (a damaged or truncated file)."""
+
+    def __init__(self, path: str, why: str):
+        self.path, self.why = path, why
+        super().__init__(
+            f"predict: cannot decode image {path}{f' ({why})' if why else ''}; replace it or remove it "
+            "from --image_path."
+        )
+
+
+class PredictIncomplete(ValueError):
+    """Some inputs could not be decoded; every other one was written."""
 
 
 def inside(path: str, folder: str) -> bool:
@@ -70,10 +96,7 @@ def read_image(path: str) -> np.ndarray:
     why = decode_error(path)  # cv2 decodes a truncated JPEG half grey, saying only "Premature end of JPEG file"
     img = None if why else cv2.imread(path, cv2.IMREAD_COLOR)
     if img is None:
-        raise ValueError(
-            f"predict: cannot decode image {path}{f' ({why})' if why else ''}; replace it or remove it "
-            "from --image_path."
-        )
+        raise UnreadableImage(path, why)
     return img[:, :, ::-1]  # BGR -> RGB
 
 
@@ -90,16 +113,63 @@ def preprocess(cfg, img: np.ndarray) -> tuple[np.ndarray, list]:
     return (img.transpose(2, 0, 1).astype(np.float32) / 255.0 - mean) / std, []  # [H, W, 3] -> [3, H, W]
 
 
-def run_predict(cfg, model_path: str, image_path: str, save_dir: str, recursive: bool = True, **overrides) -> list[str]:
+def write_png(arr: np.ndarray, dst: str) -> None:
+    """Write arr as the PNG dst under a temporary name in its folder, then rename it: a run killed at any moment
+    leaves dst whole or absent, never half-written."""
+    os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)
+    tmp = os.path.join(os.path.dirname(dst), f".{os.path.basename(dst)}.part")  # hidden; a rerun overwrites it
+    Image.fromarray(arr).save(tmp, format="PNG")
+    os.replace(tmp, dst)
+
+
+def outputs_of(save_dir: str, name: str) -> tuple[str, str]:
+    """(mask, overlay) paths of the output name."""
+    return os.path.join(save_dir, "pseudo_color", name), os.path.join(save_dir, "added", name)
+
+
+def gathered(row: np.ndarray, world: int) -> np.ndarray:
+    """[world, k]: every rank's row, on every rank."""
+    if world == 1:
+        return row[None]
+    rows = []
+    with collective("predict: gathering the ranks' counts"):
+        dist.all_gather(rows, paddle.to_tensor(row))
+    return np.stack([r.numpy() for r in rows])
+
+
+def run_predict(
+    cfg,
+    model_path: str,
+    image_path: str,
+    save_dir: str,
+    recursive: bool = True,
+    skip_existing: bool = False,
+    **overrides,
+) -> dict:
     """Write save_dir/pseudo_color/<rel>.png and save_dir/added/<rel>.png at each input's original size, <rel>
     being the input's path under image_path, and save_dir/legend.png naming the colours of the classes predicted;
-    returns the mask paths."""
+    returns {"written", "existing", "unreadable"} over all ranks.
+
+    In a folder, an image that does not decode is named on stderr and skipped; the others are written, then
+    PredictIncomplete says how many were not. skip_existing keeps the inputs whose two PNGs are already there
+    (each PNG is renamed into place only when complete). Under paddle.distributed.launch every rank takes its
+    share of the sorted inputs and rank 0 reports the job's totals."""
+    rank, world = launched()
+    if world > 1:
+        dist.init_parallel_env()
     model = load_model(cfg, model_path)
     kw = test_kwargs(cfg, overrides)
     net = inference_model(model, kw.pop("fast_path"))
     pal = palette(model.num_classes)
     files = list_images(image_path, save_dir, recursive)
+    mine = share(list(zip(files, output_names(files, image_path))), rank, world)
+    todo = [(f, n) for f, n in mine if not (skip_existing and all(map(os.path.isfile, outputs_of(save_dir, n))))]
     window = f", windows {kw['crop_size']} stride {kw['stride']}" if kw["is_slide"] else ""
+    facts = {}
+    if world > 1:
+        facts["ranks"] = f"{world}; rank {rank} predicts every {world}th image of the sorted list: {len(mine)}"
+    if skip_existing:
+        facts["skip_existing"] = f"{len(mine) - len(todo)} already written, {len(todo)} to predict"
     say(
         "predict",
         cfg,
@@ -107,26 +177,75 @@ def run_predict(cfg, model_path: str, image_path: str, save_dir: str, recursive:
         images=f"{len(files)} from {image_path}"
         f"{' and its sub-folders' if recursive and os.path.isdir(image_path) else ''}",
         inference=inference_mode(kw) + window,
+        **facts,
     )
-    out, present = [], set()
+    written, bad, named, present = 0, 0, [], np.zeros(model.num_classes, np.int64)
     with paddle.no_grad():
-        for f, name in progress(list(zip(files, output_names(files, image_path))), len(files), "predict"):
-            img = read_image(f)
+        for f, name in progress(todo, len(todo), "predict"):
+            try:
+                img = read_image(f)
+            except UnreadableImage as e:
+                if not os.path.isdir(image_path):
+                    raise
+                print(f"predict: cannot decode image {f} ({e.why or 'unknown format'}); skipped", file=sys.stderr)
+                bad += 1
+                named += [f] if len(named) < NAMED else []
+                continue
             x, trans_info = preprocess(cfg, img)
             probs = predict_probs(net, paddle.to_tensor(x[None]), **kw)
             pred = reverse_transform(probs, trans_info).argmax(1)[0].numpy().astype(np.uint8)
-            present.update(np.unique(pred).tolist())
+            present[np.unique(pred)] = 1
             color = pal[pred]
-            for d, arr in (("pseudo_color", color), ("added", (0.5 * img + 0.5 * color).astype(np.uint8))):
-                dst = os.path.join(save_dir, d, name)
-                os.makedirs(os.path.dirname(dst), exist_ok=True)
-                Image.fromarray(arr).save(dst)
-            out.append(os.path.join(save_dir, "pseudo_color", name))
-    names = class_names_of(cfg, model.num_classes)
-    Image.fromarray(legend(names, pal, 640, sorted(present), row_height=20)).save(os.path.join(save_dir, "legend.png"))
+            mask, added = outputs_of(save_dir, name)
+            write_png((0.5 * img + 0.5 * color).astype(np.uint8), added)
+            write_png(color, mask)  # the mask last: skip_existing wants both
+            written += 1
+    rows = gathered(np.concatenate([[written, len(mine) - len(todo), bad], present]).astype(np.int64), world)
+    total = dict(zip(("written", "existing", "unreadable"), rows[:, :3].sum(0).tolist()))
+    if rank == 0:
+        report(cfg, model.num_classes, pal, rows, total, len(files), save_dir)
+    if world > 1:  # every rank exits after rank 0 reported: the launcher stops the others at a first exit 1
+        with collective("predict: waiting for rank 0's report"):
+            dist.barrier()
+    if bad or (rank == 0 and total["unreadable"]):
+        raise PredictIncomplete(incomplete(rank, world, rows, bad, named, len(files), save_dir))
+    return total
+
+
+def report(cfg, num_classes: int, pal: np.ndarray, rows: np.ndarray, total: dict, n: int, save_dir: str) -> None:
+    """Rank 0's closing lines: the legend of the classes predicted, the totals of every rank and where they went."""
+    present = rows[:, 3:].any(0)
+    # masks kept by skip_existing were not read: their classes are unknown, so the legend names every class
+    shown = range(num_classes) if total["existing"] else np.flatnonzero(present).tolist()
+    names = class_names_of(cfg, num_classes)
+    write_png(legend(names, pal, 640, list(shown), row_height=20), os.path.join(save_dir, "legend.png"))
+    kept = f"; {total['existing']} already there were kept (--skip_existing)" if total["existing"] else ""
+    ranks = ""
+    if len(rows) > 1:
+        each = ", ".join(f"rank {r}: {w[0]}" for r, w in enumerate(rows.tolist()))
+        ranks = f" ({each}; each rank writes to --save_dir on its own node)"
     print(
-        f"predict: wrote {len(out)} masks to {os.path.join(save_dir, 'pseudo_color')} and overlays to "
-        f"{os.path.join(save_dir, 'added')}; legend {os.path.join(save_dir, 'legend.png')}",
+        f"predict: wrote {total['written']} of {n} images: masks to {os.path.join(save_dir, 'pseudo_color')} and "
+        f"overlays to {os.path.join(save_dir, 'added')}{ranks}{kept}; legend {os.path.join(save_dir, 'legend.png')}",
         flush=True,
     )
-    return out
+
+
+def incomplete(rank: int, world: int, rows: np.ndarray, bad: int, named: list, n: int, save_dir: str) -> str:
+    """The closing error of a run that met unreadable images: how many, which, and how to finish the run."""
+    finish = "replace or remove them, then rerun with --skip_existing to predict only what is missing."
+    if rank != 0:
+        return f"predict: rank {rank}: {bad} of its images could not be decoded (named above); {finish}"
+    total = int(rows[:, 2].sum())
+    where = (
+        "named above"
+        if world == 1
+        else "each named in the log of its rank: "
+        + ", ".join(f"rank {r}: {int(b)}" for r, b in enumerate(rows[:, 2]) if b)
+    )
+    first = f": {', '.join(named)}{', ...' if total > len(named) else ''}" if named else ""
+    done = int(rows[:, 0].sum() + rows[:, 1].sum())
+    return (
+        f"predict: {total} of {n} images could not be decoded ({where}){first}; the other {done} are in "
+        f"{save_dir}. {finish[0].upper()}{finish[1:]}"
+    )

@@ -286,7 +286,10 @@ def inference_mode(kw: dict) -> str:
 
 
 def run_val(cfg: Config, model_path: str, **overrides) -> dict:
-    """Evaluate a trained model on cfg's val_dataset and print the report."""
+    """Evaluate a trained model on cfg's val_dataset and print the report; under paddle.distributed.launch each
+    rank evaluates its share and the counts are summed (evaluate)."""
+    if dist.get_world_size() > 1:
+        dist.init_parallel_env()
     model = load_model(cfg, model_path)
     ds = Builder(cfg).val_dataset
     kw = test_kwargs(cfg, overrides)

@@ -11,6 +11,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import paddle
@@ -19,8 +20,9 @@ import paddle.distributed as dist
 from segmenter.datasets.checked import CheckedDataset
 from segmenter.engine.checkpoint import Resumed, copy_checkpoint, load_checkpoint, restore_best_model, save_checkpoint
 from segmenter.engine.evaluate import evaluate
-from segmenter.engine.stops import TrainingStopped, save_dir_lock, stop_signals
+from segmenter.engine.stops import TrainingStopped, end_notice, save_dir_lock, stop_signals
 from segmenter.engine.val_panels import log_panels, names_of
+from segmenter.engine.vdl import open_writer
 from segmenter.visualize.curves import plot_curves
 
 # paddle.seed(seed * SEED_STRIDE + iter) before each step: a prime above any iteration count, so distinct
@@ -129,7 +131,9 @@ class TrainState:
     best_iter: int = None  # the iteration that reached it
     saved: list = field(default_factory=list)  # iter_N folders kept, oldest first
     last_metrics: dict = field(default_factory=dict)
+    # (iter, value) from the run's first iteration on: a checkpoint records it, a resume continues it
     history: dict = field(default_factory=lambda: {"loss": [], "lr": [], "mIoU": []})
+    notice: Callable[[str], None] = lambda path: None  # told each complete checkpoint (stops.end_notice)
 
 
 def train(
@@ -177,6 +181,7 @@ def train(
         model = paddle.jit.to_static(model, full_graph=True)
     net = paddle.DataParallel(model) if world > 1 else model
     scaler = amp_scaler(precision)
+    run = {**run, "ranks": world} if run is not None else None  # a resume on other ranks warns (check_run)
     resumed = load_checkpoint(resume_model, model, optimizer, scheduler, scaler, run) if resume_model else None
     start = resumed.iter if resumed else 0
     if start > iters:  # (at start == iters a resume only finishes what a crash left: best_model)
@@ -184,15 +189,17 @@ def train(
             f"train: {resume_model} is at iteration {start}, past --iters {iters}; "
             f"pass --iters above {start} to continue it."
         )
-    writer = open_writer(save_dir) if use_vdl and rank == 0 else None
     if not batches(len(train_dataset), batch_size, seed, 0, rank, world):
         raise ValueError(f"train: {len(train_dataset)} samples give no batch of {batch_size} on {world} ranks.")
     state = resumed_state(resumed, resume_model, save_dir)
     data = CheckedDataset(train_dataset, num_classes if num_classes is not None else model.num_classes, seed)
     model.train()
     t0 = tr = time.time()
-    stream = closing(batch_stream(data, batch_size, seed, start, iters, rank, world, num_workers))
-    with save_dir_lock(save_dir, rank == 0), stop_signals() as stop, stream as stream:  # closing shuts workers down
+    stream = closing(batch_stream(data, batch_size, seed, start, iters, rank, world, num_workers))  # shuts workers
+    notice = end_notice(resume_model if resumed else None, rank == 0, world > 1)  # rank 0's last line if it dies
+    with save_dir_lock(save_dir, rank == 0), notice as state.notice, stop_signals() as stop, stream as stream:
+        # after the lock: a resume rewrites save_dir/vdl (vdl.open_writer)
+        writer = open_writer(save_dir, resume_model if resumed else None, start) if use_vdl and rank == 0 else None
         if rank == 0 and state.saved:  # resumed into its own save_dir: finish a best_model a crash left behind
             restore_best_model(save_dir, state.best_iter)
         if rank == 0 and config_text is not None:
@@ -223,7 +230,8 @@ def train(
         os.makedirs(save_dir, exist_ok=True)
         paddle.save(model.state_dict(), os.path.join(save_dir, f"rank_{rank}.pdparams"))
     if rank == 0:
-        plot_curves(state.history, os.path.join(save_dir, "curves.png"))
+        best = (state.best, state.best_iter) if state.best_iter is not None else None
+        plot_curves(state.history, os.path.join(save_dir, "curves.png"), best)
         say_done(state, save_dir, iters, time.time() - t0, config_text is not None)
     return state.last_metrics
 
@@ -242,13 +250,6 @@ def say_done(state: TrainState, save_dir: str, iters: int, seconds: float, wrote
         + (f"; config {os.path.join(save_dir, 'config.yml')}" if wrote_config else ""),
         flush=True,
     )
-
-
-def open_writer(save_dir: str):
-    """A VisualDL writer logging to save_dir/vdl."""
-    from visualdl import LogWriter
-
-    return LogWriter(os.path.join(save_dir, "vdl"))
 
 
 def train_step(
@@ -343,9 +344,20 @@ def checkpoint_step(
     best = {"mIoU": state.best, "iter": state.best_iter} if state.best_iter is not None else {}
     kept = [os.path.basename(p) for p in state.saved + [f"iter_{it}"]][-keep_k:]
     saved = save_checkpoint(
-        save_dir, f"iter_{it}", model, optimizer, scheduler, it, scaler=scaler, best=best, kept=kept, run=run
+        save_dir,
+        f"iter_{it}",
+        model,
+        optimizer,
+        scheduler,
+        it,
+        scaler=scaler,
+        best=best,
+        kept=kept,
+        run=run,
+        history=state.history,
     )
     state.saved.append(saved)
+    state.notice(saved)
     if improved:  # the same files: state.json already records this iteration as the best
         copy_checkpoint(saved, save_dir, "best_model")
     while len(state.saved) > keep_k:
@@ -372,11 +384,17 @@ def stop_step(
 
 
 def resumed_state(resumed: Resumed, resume_model: str, save_dir: str) -> TrainState:
-    """The loop state a resume continues: best mIoU (best_model is only replaced by a better one) and the kept
-    iter_N folders, when resuming into the save_dir that holds them."""
+    """The loop state a resume continues: best mIoU (best_model is only replaced by a better one), the curves up
+    to the checkpoint, and the kept iter_N folders, when resuming into the save_dir that holds them."""
     state = TrainState()
     if resumed is None:
         return state
+    for k, pairs in resumed.history.items():
+        state.history[k] = [(i, v) for i, v in pairs if i <= resumed.iter]
+    if not resumed.history and dist.get_rank() == 0:
+        print(
+            f"[RESUME] {resume_model} records no curves (an older checkpoint): curves.png starts at iter {resumed.iter}"
+        )
     if "mIoU" in resumed.best:
         state.best, state.best_iter = float(resumed.best["mIoU"]), resumed.best.get("iter")
     ckpt_dir = os.path.dirname(os.path.abspath(resume_model))

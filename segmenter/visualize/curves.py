@@ -1,13 +1,15 @@
 """Training curves (loss, learning rate, validation mIoU) as one PNG that explains its empty panels."""
 
 import os
+from typing import Optional, Tuple
 
 AXES = {"loss": "training loss", "lr": "learning rate", "mIoU": "validation mIoU"}
 
 
-def plot_curves(history: dict, path: str) -> dict:
+def plot_curves(history: dict, path: str, best: Optional[Tuple[float, int]] = None) -> dict:
     """history {"loss"|"lr"|"mIoU": [(iter, value), ...]} -> one PNG of three labelled panels; returns what each
-    panel shows: "curve" or the note written on an empty one."""
+    panel shows: "curve" or the note written on an empty one. best: (mIoU, iter) of the run's best_model, named in
+    the mIoU panel's title and marked on its curve (default: the curve's highest point)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -22,7 +24,10 @@ def plot_curves(history: dict, path: str) -> dict:
             shown[key] = "curve"
             if key == "mIoU":  # on its whole range, so that a dip of 0.002 looks like one, not like a cliff
                 ax.set_ylim(0, 1)
-                ax.set_title(f"{AXES[key]}\nlast {ys[-1]:.4f}, best {max(ys):.4f}")
+                b, at = best if best is not None else (max(ys), xs[ys.index(max(ys))])
+                ax.plot([at], [b], marker="*", markersize=12, color="tab:orange", linestyle="none")
+                whose = " (best_model)" if best is not None else ""
+                ax.set_title(f"{AXES[key]}\nlast {ys[-1]:.4f}, best {b:.4f} at iter {at}{whose}")
         else:
             why = "no evaluation ran:\ntrain with --do_eval" if key == "mIoU" else "no iteration logged"
             shown[key] = why
