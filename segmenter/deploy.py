@@ -5,6 +5,7 @@ interpolation of a data-dependent size), so the inference passes can fuse the wh
 """
 
 import contextlib
+import json
 import os
 import warnings
 from typing import Iterator, List, Optional, Sequence
@@ -15,8 +16,8 @@ import paddle.inference as paddle_infer
 import paddle.nn as nn
 
 from segmenter.models import layers
-from segmenter.quiet import quiet_export
-from segmenter.runtime import default_threads
+from segmenter.quiet import quiet_bf16, quiet_export
+from segmenter.runtime import PRECISIONS, check_precision, default_threads
 
 
 def export(
@@ -25,6 +26,7 @@ def export(
     input_size: Sequence[int],
     batch_size: Optional[int] = 1,
     fused_attention: bool = False,
+    precision: str = "fp32",
 ) -> str:
     """Trace `model` (returning `[logits]`) for inputs [batch_size, C, H, W] and save it with `paddle.jit.save`.
 
@@ -36,8 +38,14 @@ def export(
         fused_attention: trace attention as paddle's fused CPU kernel (`self_dp_attention`, AVX-512 only, no GPU
             kernel) where this CPU has it, for a predictor on this machine (engine/compiled.py); False (default)
             traces the explicit product, which runs on any device.
+        precision: the precision `create_predictor` runs the export at unless told otherwise, recorded in
+            `<prefix>.deploy.json`: "fp32" (default) or "bf16", which traces attention as transposed_attention
+            (models/layers.py: all of it in oneDNN's bf16 kernels; portable, and it takes the place of the fused
+            kernel). The weights stay fp32 in the file: oneDNN converts them when the predictor is built.
     Returns the prefix.
     """
+    if precision not in PRECISIONS:
+        raise ValueError(f"export: precision {precision!r} is not one of {', '.join(PRECISIONS)}.")
     if len(input_size) != 2:
         raise ValueError(f"export: input_size must be (H, W); got {list(input_size)}.")
     in_channels = model.backbone.in_channels if hasattr(model, "backbone") else 3
@@ -54,8 +62,11 @@ def export(
     try:
         # quiet_export: paddle's known chatter (segmenter/quiet.py)
         with fixed_pos_embed(model, input_size), layers.fused_attention(fused_attention), quiet_export():
-            static_model = paddle.jit.to_static(model, input_spec=[spec], full_graph=True)
-            paddle.jit.save(static_model, path_prefix)
+            with layers.bf16_graph(precision == "bf16"):
+                static_model = paddle.jit.to_static(model, input_spec=[spec], full_graph=True)
+                paddle.jit.save(static_model, path_prefix)
+        with open(path_prefix + DEPLOY_INFO, "w") as f:
+            json.dump({"precision": precision, "input": spec.shape}, f)
     finally:
         # to_static converts the layer in place; give the caller back the forward it had
         if isinstance(model.forward, StaticFunction):
@@ -110,6 +121,18 @@ def _model_file(path_prefix: str) -> str:
     )
 
 
+DEPLOY_INFO = ".deploy.json"  # beside <prefix>.json: {"precision": ..., "input": [B, C, H, W]} of the export
+
+
+def recorded_precision(path_prefix: str) -> str:
+    """The precision `export` recorded for this export ("fp32" for an export without the record)."""
+    try:
+        with open(path_prefix + DEPLOY_INFO) as f:
+            return str(json.load(f).get("precision", "fp32"))
+    except FileNotFoundError:
+        return "fp32"
+
+
 ONEDNN_CACHE = 4  # input shapes whose oneDNN primitives a predictor caches (paddle's default 0: no bound)
 # Paddle 3.3.1's matmul_elementwise_add_fuse_pass folds an add into the matmul before it; where the add's other
 # input is a conv output in oneDNN's channels-last layout, oneDNN runs that matmul on its reference kernel: UPerNet's
@@ -118,9 +141,15 @@ ONEDNN_CACHE = 4  # input shapes whose oneDNN primitives a predictor caches (pad
 ONEDNN_DELETED_PASSES = ("matmul_elementwise_add_fuse_pass",)
 
 
-def predictor_config(path_prefix: str, num_threads: Optional[int], use_onednn: bool) -> "paddle_infer.Config":
+def predictor_config(
+    path_prefix: str, num_threads: Optional[int], use_onednn: bool, precision: str = "fp32"
+) -> "paddle_infer.Config":
     """The CPU inference config of an export of `export()`: `num_threads` math threads (default: all cores), oneDNN
-    (with its shape cache bounded and ONEDNN_DELETED_PASSES deleted) or MKL, the inference passes on."""
+    (with its shape cache bounded and ONEDNN_DELETED_PASSES deleted) or MKL, the inference passes on; with precision
+    "bf16", oneDNN's bf16 passes: every op with a oneDNN bf16 kernel (matmul, fc, conv, softmax, layer_norm, gelu,
+    transpose...) computes in bf16 with fp32 accumulation, the graph's input and output stay fp32."""
+    if precision == "bf16" and not use_onednn:
+        raise ValueError(f"predictor of {path_prefix}: bf16 runs through oneDNN only; MKL (use_onednn=False) is fp32.")
     config = paddle_infer.Config(_model_file(path_prefix), path_prefix + ".pdiparams")
     config.disable_gpu()
     config.set_cpu_math_library_num_threads(default_threads() if num_threads is None else int(num_threads))
@@ -129,6 +158,9 @@ def predictor_config(path_prefix: str, num_threads: Optional[int], use_onednn: b
         config.set_onednn_cache_capacity(ONEDNN_CACHE)  # a slide batch and its remainder: 2 shapes
         for name in ONEDNN_DELETED_PASSES:
             config.delete_pass(name)
+        if precision == "bf16":
+            with quiet_bf16():
+                config.enable_onednn_bfloat16()
     else:
         config.disable_onednn()
     config.switch_ir_optim(True)
@@ -143,10 +175,25 @@ class Predictor:
     fails on graphs with an interpolation (logits grids above 128 take paddle's bilinear kernel; `export` bakes a
     resampled position embedding in as a constant). Where it runs, oneDNN was 15-20% faster than MKL on the
     2-core AMD machine and within the parity bounds of the eager model (BENCHMARKS.md).
+    precision: "fp32", "bf16" (oneDNN only, on a CPU with bf16 arithmetic: runtime.check_precision), or None
+    (default): the precision `export` recorded. A fall back to MKL runs fp32 (`self.precision` says which ran).
     """
 
-    def __init__(self, path_prefix: str, num_threads: Optional[int] = None, use_onednn: Optional[bool] = None):
+    def __init__(
+        self,
+        path_prefix: str,
+        num_threads: Optional[int] = None,
+        use_onednn: Optional[bool] = None,
+        precision: Optional[str] = None,
+    ):
+        _model_file(path_prefix)  # a missing export is named before its record is read
         self.path_prefix, self.num_threads = path_prefix, num_threads
+        recorded = precision is None
+        self.precision = recorded_precision(path_prefix) if recorded else precision
+        what = f"predictor of {path_prefix}: precision" + (f" (recorded in {path_prefix}{DEPLOY_INFO})" * recorded)
+        check_precision(self.precision, what)
+        if self.precision == "bf16" and use_onednn is False:
+            raise ValueError(f"{what} bf16 runs through oneDNN only; use_onednn=False (MKL) runs fp32.")
         self._may_fall_back = use_onednn is None  # until the first run succeeds
         try:
             self._load(True if use_onednn is None else bool(use_onednn))
@@ -158,14 +205,16 @@ class Predictor:
     def _fall_back(self, error: Exception) -> None:
         warnings.warn(
             f"deploy: paddle's oneDNN executor rejected {self.path_prefix} "
-            f"({str(error).strip().splitlines()[-1][:200]}); running with MKL instead.",
+            f"({str(error).strip().splitlines()[-1][:200]}); running with MKL instead"
+            f"{', in fp32 (MKL has no bf16 path)' if self.precision == 'bf16' else ''}.",
             stacklevel=2,
         )
         self._may_fall_back = False
+        self.precision = "fp32"
         self._load(False)
 
     def _load(self, use_onednn: bool) -> None:
-        config = predictor_config(self.path_prefix, self.num_threads, use_onednn)
+        config = predictor_config(self.path_prefix, self.num_threads, use_onednn, self.precision)
         config.disable_glog_info()
         self.use_onednn = use_onednn
         self.predictor = paddle_infer.create_predictor(config)
@@ -207,11 +256,14 @@ class Predictor:
 
 
 def create_predictor(
-    path_prefix: str, num_threads: Optional[int] = None, use_onednn: Optional[bool] = None
+    path_prefix: str,
+    num_threads: Optional[int] = None,
+    use_onednn: Optional[bool] = None,
+    precision: Optional[str] = None,
 ) -> Predictor:
     """Load an export of `export()` for CPU inference with `num_threads` (default: all cores); oneDNN where
-    paddle accepts the graph, else MKL (see `Predictor`)."""
-    return Predictor(path_prefix, num_threads, use_onednn)
+    paddle accepts the graph, else MKL; at `precision` (default: the one the export recorded; see `Predictor`)."""
+    return Predictor(path_prefix, num_threads, use_onednn, precision)
 
 
 ONNX_OPSET = 17

@@ -8,6 +8,8 @@
   export never asks for. `quiet_export()` drops these lines while the model is traced.
 - paddle2onnx's progress lines (`[Paddle2ONNX] ...`, `ONNX model saved in ...`): dropped by `quiet_export()` too;
   tools/export.py says itself what it wrote.
+- `Hardware support for BFLOAT16 is enabled`: a glog line paddle's analysis_config.cc writes to stderr at every
+  `enable_onednn_bfloat16()` (`disable_glog_info()` does not cover it); `quiet_bf16()` drops it.
 Any other line is passed through unchanged.
 """
 
@@ -66,3 +68,11 @@ def quiet_export():
         for message in EXPORT_WARNINGS:
             warnings.filterwarnings("ignore", message=message, category=UserWarning)
         yield
+
+
+BF16_LINES = re.compile(r"analysis_config\.cc:\d+\] Hardware support for BFLOAT16 is enabled$")
+
+
+def quiet_bf16():
+    """Around `paddle.inference.Config.enable_onednn_bfloat16()`: without its glog line (this module's docstring)."""
+    return filtered_fd(2, BF16_LINES)

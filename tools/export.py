@@ -27,6 +27,7 @@ def parse_args(argv=None):
         f"paddle2onnx, opset {ONNX_OPSET}",
     )
     p.add_argument("--save", required=True, help="output prefix (paddle) or .onnx path (onnx)")
+    cli.add_precision(p, "(default: fp32); recorded with a paddle export, whose predictor then runs at it")
     cli.add_common(p)
     return p.parse_args(argv)
 
@@ -34,7 +35,7 @@ def parse_args(argv=None):
 def main(args) -> None:
     cfg = load_config(args.config, args.opts, verbose=args.verbose)  # the same checks as train/val
     cli.apply_device(args.device)
-    run_export(cfg, args.model_path, args.save, args.size, args.batch_size, args.format)
+    run_export(cfg, args.model_path, args.save, args.size, args.batch_size, args.format, args.precision or "fp32")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from segmenter.engine.cli import say
 from segmenter.engine.compiled import inference_model
 from segmenter.engine.infer import predict_probs, reverse_transform
 from segmenter.engine.progress import progress
-from segmenter.engine.run import class_names_of, inference_mode, load_model, test_kwargs
+from segmenter.engine.run import class_names_of, inference_mode, load_model, precision_note, test_kwargs
 from segmenter.visualize.palette import legend, palette
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -96,7 +96,8 @@ def run_predict(cfg, model_path: str, image_path: str, save_dir: str, recursive:
     returns the mask paths."""
     model = load_model(cfg, model_path)
     kw = test_kwargs(cfg, overrides)
-    net = inference_model(model, kw.pop("fast_path"))
+    precision = kw.pop("precision")
+    net = inference_model(model, kw.pop("fast_path"), precision)
     pal = palette(model.num_classes)
     files = list_images(image_path, save_dir, recursive)
     window = f", windows {kw['crop_size']} stride {kw['stride']}" if kw["is_slide"] else ""
@@ -106,7 +107,7 @@ def run_predict(cfg, model_path: str, image_path: str, save_dir: str, recursive:
         weights=resolve_weights(model_path),
         images=f"{len(files)} from {image_path}"
         f"{' and its sub-folders' if recursive and os.path.isdir(image_path) else ''}",
-        inference=inference_mode(kw) + window,
+        inference=inference_mode(kw) + window + precision_note(precision),
     )
     out, present = [], set()
     with paddle.no_grad():
