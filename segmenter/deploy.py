@@ -167,6 +167,12 @@ def predictor_config(
     return config
 
 
+def error_line(error: Exception) -> str:
+    """The line of a paddle error that names it (`NotFoundError: The kernel ...`), else its last line."""
+    lines = [ln.strip() for ln in str(error).strip().splitlines() if ln.strip()] or [type(error).__name__]
+    return next((ln for ln in lines if "Error:" in ln), lines[-1])[:200]
+
+
 class Predictor:
     """A `paddle.inference` predictor with a numpy in, numpy out `__call__`.
 
@@ -176,7 +182,9 @@ class Predictor:
     resampled position embedding in as a constant). Where it runs, oneDNN was 15-20% faster than MKL on the
     2-core AMD machine and within the parity bounds of the eager model (BENCHMARKS.md).
     precision: "fp32", "bf16" (oneDNN only, on a CPU with bf16 arithmetic: runtime.check_precision), or None
-    (default): the precision `export` recorded. A fall back to MKL runs fp32 (`self.precision` says which ran).
+    (default): the precision `export` recorded. A bf16 graph paddle rejects falls back to oneDNN in fp32 (UPerNet's
+    pyramid pooling: pool2d has no bf16 kernel for its adaptive sizes), then to MKL as above; `self.precision` and
+    `self.use_onednn` say what runs.
     """
 
     def __init__(
@@ -189,49 +197,56 @@ class Predictor:
         _model_file(path_prefix)  # a missing export is named before its record is read
         self.path_prefix, self.num_threads = path_prefix, num_threads
         recorded = precision is None
-        self.precision = recorded_precision(path_prefix) if recorded else precision
+        precision = recorded_precision(path_prefix) if recorded else precision
         what = f"predictor of {path_prefix}: precision" + (f" (recorded in {path_prefix}{DEPLOY_INFO})" * recorded)
-        check_precision(self.precision, what)
-        if self.precision == "bf16" and use_onednn is False:
+        check_precision(precision, what)
+        if precision == "bf16" and use_onednn is False:
             raise ValueError(f"{what} bf16 runs through oneDNN only; use_onednn=False (MKL) runs fp32.")
-        self._may_fall_back = use_onednn is None  # until the first run succeeds
+        # what to try, in turn, until paddle accepts the graph at its first run: (use_onednn, precision)
+        self._steps = [(use_onednn is not False, precision)]
+        self._steps += [(True, "fp32")] if precision == "bf16" else []
+        self._steps += [(False, "fp32")] if use_onednn is None else []
         try:
-            self._load(True if use_onednn is None else bool(use_onednn))
-        except Exception as e:  # noqa: BLE001 (any rejection by the oneDNN executor means: use MKL)
-            if not self._may_fall_back:
-                raise
+            self._load(*self._steps[0])
+        except Exception as e:  # noqa: BLE001 (any rejection by the oneDNN executor means: the next step)
             self._fall_back(e)
 
     def _fall_back(self, error: Exception) -> None:
-        warnings.warn(
-            f"deploy: paddle's oneDNN executor rejected {self.path_prefix} "
-            f"({str(error).strip().splitlines()[-1][:200]}); running with MKL instead"
-            f"{', in fp32 (MKL has no bf16 path)' if self.precision == 'bf16' else ''}.",
-            stacklevel=2,
-        )
-        self._may_fall_back = False
-        self.precision = "fp32"
-        self._load(False)
+        """Load the next step, saying why; with none left, raise the error."""
+        while True:
+            if len(self._steps) < 2:
+                raise error
+            rejected = self._steps.pop(0)
+            use_onednn, precision = self._steps[0]
+            warnings.warn(
+                f"deploy: paddle's oneDNN executor rejected {self.path_prefix}"
+                f"{' in bf16' if rejected[1] == 'bf16' else ''} ({error_line(error)}); "
+                f"running with {'oneDNN' if use_onednn else 'MKL'}{' in fp32' * (rejected[1] != precision)} instead.",
+                stacklevel=4,
+            )
+            try:
+                return self._load(use_onednn, precision)
+            except Exception as e:  # noqa: BLE001
+                error = e
 
-    def _load(self, use_onednn: bool) -> None:
-        config = predictor_config(self.path_prefix, self.num_threads, use_onednn, self.precision)
+    def _load(self, use_onednn: bool, precision: str) -> None:
+        config = predictor_config(self.path_prefix, self.num_threads, use_onednn, precision)
         config.disable_glog_info()
-        self.use_onednn = use_onednn
+        self.use_onednn, self.precision = use_onednn, precision
         self.predictor = paddle_infer.create_predictor(config)
         self.input = self.predictor.get_input_handle(self.predictor.get_input_names()[0])
         self.outputs = [self.predictor.get_output_handle(n) for n in self.predictor.get_output_names()]
 
     def __call__(self, x: np.ndarray) -> List[np.ndarray]:
         """x float32 [B, C, H, W] -> [logits [B, n_cls, H, W]] as numpy arrays."""
-        if not (self._may_fall_back and self.use_onednn):
-            return self._run(x)
-        try:
-            out = self._run(x)
-        except Exception as e:  # noqa: BLE001 (the oneDNN executor can also reject the graph at its first run)
-            self._fall_back(e)
-            out = self._run(x)
-        self._may_fall_back = False
-        return out
+        while len(self._steps) > 1:  # the oneDNN executor can also reject the graph at its first run
+            try:
+                out = self._run(x)
+                self._steps = self._steps[:1]
+                return out
+            except Exception as e:  # noqa: BLE001
+                self._fall_back(e)
+        return self._run(x)
 
     def run_tensors(self, x: paddle.Tensor) -> List[paddle.Tensor]:
         """As __call__ on a float32 CPU tensor [B, C, H, W], returning paddle tensors the predictor made (no copies

@@ -140,6 +140,30 @@ def test_bf16_compiles_each_size_on_first_sight():
             assert np.array_equal(got, m(y)[0].numpy()), f"{hw}: not the dygraph model's logits"
 
 
+@needs_bf16
+def test_a_graph_paddle_rejects_in_bf16_runs_onednn_in_fp32(tmp_path):
+    """UPerNet's pyramid pooling has no oneDNN bf16 kernel (pool2d at adaptive sizes): its bf16 predictor says so in
+    one warning and runs oneDNN in fp32 (not MKL, 0.9x slower on UPerNet), equal to the dygraph model."""
+    from segmenter.engine.builder import Builder
+    from segmenter.engine.run import load_config
+    from tests.demo_helpers import tiny_config
+
+    paddle.seed(0)
+    m = Builder(load_config(tiny_config(tmp_path, "upernet"))).model
+    m.eval()
+    net = CompiledModel(m, precision="bf16")
+    x = paddle.to_tensor(np.random.RandomState(0).rand(1, 3, 64, 96).astype("float32"))
+    said = r"rejected .* in bf16 \(NotFoundError: .*pool2d.*oneDNN in fp32"
+    with paddle.no_grad(), pytest.warns(UserWarning, match=said):
+        out = net(x)[0].numpy()
+    pred = net.predictors[(3, 64, 96)]
+    assert (pred.use_onednn, pred.precision) == (True, "fp32"), (pred.use_onednn, pred.precision)
+    with paddle.no_grad():
+        ref = m(x)[0].numpy()
+        d = max(float(np.abs(o - ref).max()) for o in (out, net(x)[0].numpy()))
+    assert d <= 1e-5, f"max|diff| {d:.2e} against the dygraph model"
+
+
 ONEDNN_RUN = """
 import sys
 import numpy as np

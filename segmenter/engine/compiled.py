@@ -194,21 +194,28 @@ class CompiledModel:
                     precision=self.precision,
                 )
                 release_freed_memory()
-                # the predictor reads the files: they may go once it exists; MKL has no bf16: bf16 tries oneDNN only
-                for use_onednn in (None,) if bf16 else (None, False):
-                    pred = deploy.create_predictor(prefix, self.num_threads, use_onednn, self.precision)
+                # the predictor reads the files: they may go once it exists. A predictor off from the dygraph model
+                # makes way for the next: bf16 (oneDNN only: MKL has no bf16), oneDNN in fp32, MKL
+                tries = ([(None, "bf16"), (True, "fp32")] if bf16 else [(None, "fp32")]) + [(False, "fp32")]
+                for i, (use_onednn, precision) in enumerate(tries):
+                    pred = deploy.create_predictor(prefix, self.num_threads, use_onednn, precision)
                     out = pred(x.numpy())
                     pred.release()
                     diff = max_abs_diff(out[0], ref)
-                    if diff <= (BF16_CHECK_TOL if bf16 else CHECK_TOL) * (1.0 + max_abs(ref)):
+                    tol = BF16_CHECK_TOL if pred.precision == "bf16" else CHECK_TOL
+                    if diff <= tol * (1.0 + max_abs(ref)):
                         self.predictors[key] = pred
                         # in bf16 the call that compiles answers in bf16 too: a single image is one call
-                        return [as_tensor(o) for o in out] if bf16 else ref_out
-                    last = not pred.use_onednn or bf16
-                    then = f"running the {'fp32 ' * bf16}dygraph model" if last else "trying MKL"
+                        return [as_tensor(o) for o in out] if pred.precision == "bf16" else ref_out
+                    after = tries[i + 1] if i + 1 < len(tries) else None
+                    then = (
+                        f"trying {'oneDNN' if after[0] is not False else 'MKL'}{' in fp32' * bf16}"
+                        if after
+                        else f"running the {'fp32 ' * bf16}dygraph model"
+                    )
                     warnings.warn(
-                        f"fast path: the {'oneDNN' if pred.use_onednn else 'MKL'} predictor of {name} "
-                        f"is off by max|diff| {diff:.2e} from the dygraph model; {then}.",
+                        f"fast path: the {'oneDNN' if pred.use_onednn else 'MKL'}{f' {pred.precision}' * bf16} "
+                        f"predictor of {name} is off by max|diff| {diff:.2e} from the dygraph model; {then}.",
                         stacklevel=3,
                     )
                     del pred, out
