@@ -281,21 +281,20 @@ def test_bf16_needs_the_compiled_path(monkeypatch):
 
 @needs_bf16
 def test_the_twin_runs_bf16_under_autocast(trained):
-    """The twin's Inferencer at bf16 (torch.autocast): its probabilities move off fp32's by bf16's rounding, its
-    classes stay (>= 99% of the pixels), and they agree with the Paddle bf16 predictor's as well."""
-    from segmenter import Inferencer
+    """The twin's Inferencer at bf16 (torch.autocast): its probabilities move off fp32's by bf16's rounding, and its
+    classes stay (>= 99% of the pixels), as the Paddle predictor's do."""
     from segmenter.pytorch.inference import Inferencer as TwinInferencer
 
-    cfg, _, ds = loaded(trained)
+    ds = loaded(trained)[2]
     images = [ds.sample(i)[0] for i in range(len(ds))]
-    twin32, twin16 = (TwinInferencer(*trained, precision=p) for p in ("fp32", "bf16"))
-    paddle16 = Inferencer(*trained, precision="bf16")
-    a, b, c = (seg(images, return_probs=True) for seg in (twin32, twin16, paddle16))
+    twin = TwinInferencer(*trained, precision="bf16")
+    b = twin(images, return_probs=True)
+    twin.precision = "fp32"
+    a = twin(images, return_probs=True)
     moved = max(float(np.abs(x.probs - y.probs).max()) for x, y in zip(a, b))
-    assert moved > 0, "the twin's bf16 probabilities equal its fp32 ones: autocast did not run"
-    for other, name in ((b, "twin bf16"), (c, "paddle bf16")):
-        agree = np.mean([np.mean(x.pred == y.pred) for x, y in zip(a, other)])
-        assert agree >= 0.99, f"{name} against the twin's fp32: argmax agreement {100 * agree:.2f}%"
+    assert moved > 1e-4, f"the twin's bf16 probabilities are within {moved:.1e} of fp32's: autocast did not run"
+    agree = np.mean([np.mean(x.pred == y.pred) for x, y in zip(a, b)])
+    assert agree >= 0.99, f"the twin's bf16 against its fp32: argmax agreement {100 * agree:.2f}%"
 
 
 @needs_bf16
