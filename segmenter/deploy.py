@@ -5,6 +5,7 @@ interpolation of a data-dependent size), so the inference passes can fuse the wh
 """
 
 import contextlib
+import json
 import os
 import warnings
 from typing import Iterator, List, Optional, Sequence
@@ -15,8 +16,8 @@ import paddle.inference as paddle_infer
 import paddle.nn as nn
 
 from segmenter.models import layers
-from segmenter.quiet import quiet_export
-from segmenter.runtime import default_threads
+from segmenter.quiet import quiet_bf16, quiet_export
+from segmenter.runtime import PRECISIONS, check_precision, default_threads
 
 
 def export(
@@ -25,6 +26,7 @@ def export(
     input_size: Sequence[int],
     batch_size: Optional[int] = 1,
     fused_attention: bool = False,
+    precision: str = "fp32",
 ) -> str:
     """Trace `model` (returning `[logits]`) for inputs [batch_size, C, H, W] and save it with `paddle.jit.save`.
 
@@ -36,8 +38,14 @@ def export(
         fused_attention: trace attention as paddle's fused CPU kernel (`self_dp_attention`, AVX-512 only, no GPU
             kernel) where this CPU has it, for a predictor on this machine (engine/compiled.py); False (default)
             traces the explicit product, which runs on any device.
+        precision: the precision `create_predictor` runs the export at unless told otherwise, recorded in
+            `<prefix>.deploy.json`: "fp32" (default) or "bf16", which traces attention as transposed_attention
+            (models/layers.py: all of it in oneDNN's bf16 kernels; portable, and it takes the place of the fused
+            kernel). The weights stay fp32 in the file: oneDNN converts them when the predictor is built.
     Returns the prefix.
     """
+    if precision not in PRECISIONS:
+        raise ValueError(f"export: precision {precision!r} is not one of {', '.join(PRECISIONS)}.")
     if len(input_size) != 2:
         raise ValueError(f"export: input_size must be (H, W); got {list(input_size)}.")
     in_channels = model.backbone.in_channels if hasattr(model, "backbone") else 3
@@ -54,8 +62,11 @@ def export(
     try:
         # quiet_export: paddle's known chatter (segmenter/quiet.py)
         with fixed_pos_embed(model, input_size), layers.fused_attention(fused_attention), quiet_export():
-            static_model = paddle.jit.to_static(model, input_spec=[spec], full_graph=True)
-            paddle.jit.save(static_model, path_prefix)
+            with layers.bf16_graph(precision == "bf16"):
+                static_model = paddle.jit.to_static(model, input_spec=[spec], full_graph=True)
+                paddle.jit.save(static_model, path_prefix)
+        with open(path_prefix + DEPLOY_INFO, "w") as f:
+            json.dump({"precision": precision, "input": spec.shape}, f)
     finally:
         # to_static converts the layer in place; give the caller back the forward it had
         if isinstance(model.forward, StaticFunction):
@@ -115,7 +126,7 @@ def exported_files(path_prefix: str) -> List[str]:
     (`.pdiparams`, with `.pdiparams.info` where paddle writes one)."""
     return [
         path_prefix + ext
-        for ext in (".json", ".pdmodel", ".pdiparams", ".pdiparams.info")
+        for ext in (".json", ".pdmodel", ".pdiparams", ".pdiparams.info", DEPLOY_INFO)
         if os.path.isfile(path_prefix + ext)
     ]
 
@@ -153,6 +164,18 @@ def read_model_card(save: str) -> dict:
     )
 
 
+DEPLOY_INFO = ".deploy.json"  # beside <prefix>.json: {"precision": ..., "input": [B, C, H, W]} of the export
+
+
+def recorded_precision(path_prefix: str) -> str:
+    """The precision `export` recorded for this export ("fp32" for an export without the record)."""
+    try:
+        with open(path_prefix + DEPLOY_INFO) as f:
+            return str(json.load(f).get("precision", "fp32"))
+    except FileNotFoundError:
+        return "fp32"
+
+
 ONEDNN_CACHE = 4  # input shapes whose oneDNN primitives a predictor caches (paddle's default 0: no bound)
 # Paddle 3.3.1's matmul_elementwise_add_fuse_pass folds an add into the matmul before it; where the add's other
 # input is a conv output in oneDNN's channels-last layout, oneDNN runs that matmul on its reference kernel: UPerNet's
@@ -161,9 +184,15 @@ ONEDNN_CACHE = 4  # input shapes whose oneDNN primitives a predictor caches (pad
 ONEDNN_DELETED_PASSES = ("matmul_elementwise_add_fuse_pass",)
 
 
-def predictor_config(path_prefix: str, num_threads: Optional[int], use_onednn: bool) -> "paddle_infer.Config":
+def predictor_config(
+    path_prefix: str, num_threads: Optional[int], use_onednn: bool, precision: str = "fp32"
+) -> "paddle_infer.Config":
     """The CPU inference config of an export of `export()`: `num_threads` math threads (default: all cores), oneDNN
-    (with its shape cache bounded and ONEDNN_DELETED_PASSES deleted) or MKL, the inference passes on."""
+    (with its shape cache bounded and ONEDNN_DELETED_PASSES deleted) or MKL, the inference passes on; with precision
+    "bf16", oneDNN's bf16 passes: every op with a oneDNN bf16 kernel (matmul, fc, conv, softmax, layer_norm, gelu,
+    transpose...) computes in bf16 with fp32 accumulation, the graph's input and output stay fp32."""
+    if precision == "bf16" and not use_onednn:
+        raise ValueError(f"predictor of {path_prefix}: bf16 runs through oneDNN only; MKL (use_onednn=False) is fp32.")
     config = paddle_infer.Config(_model_file(path_prefix), path_prefix + ".pdiparams")
     config.disable_gpu()
     config.set_cpu_math_library_num_threads(default_threads() if num_threads is None else int(num_threads))
@@ -172,10 +201,19 @@ def predictor_config(path_prefix: str, num_threads: Optional[int], use_onednn: b
         config.set_onednn_cache_capacity(ONEDNN_CACHE)  # a slide batch and its remainder: 2 shapes
         for name in ONEDNN_DELETED_PASSES:
             config.delete_pass(name)
+        if precision == "bf16":
+            with quiet_bf16():
+                config.enable_onednn_bfloat16()
     else:
         config.disable_onednn()
     config.switch_ir_optim(True)
     return config
+
+
+def error_line(error: Exception) -> str:
+    """The line of a paddle error that names it (`NotFoundError: The kernel ...`), else its last line."""
+    lines = [ln.strip() for ln in str(error).strip().splitlines() if ln.strip()] or [type(error).__name__]
+    return next((ln for ln in lines if "Error:" in ln), lines[-1])[:200]
 
 
 class Predictor:
@@ -186,46 +224,72 @@ class Predictor:
     fails on graphs with an interpolation (logits grids above 128 take paddle's bilinear kernel; `export` bakes a
     resampled position embedding in as a constant). Where it runs, oneDNN was 15-20% faster than MKL on the
     2-core AMD machine and within the parity bounds of the eager model (BENCHMARKS.md).
+    precision: "fp32", "bf16" (oneDNN only, on a CPU with bf16 arithmetic: runtime.check_precision), or None
+    (default): the precision `export` recorded. A bf16 graph paddle rejects falls back to oneDNN in fp32 (UPerNet's
+    pyramid pooling: pool2d has no bf16 kernel for its adaptive sizes), then to MKL as above; `self.precision` and
+    `self.use_onednn` say what runs.
     """
 
-    def __init__(self, path_prefix: str, num_threads: Optional[int] = None, use_onednn: Optional[bool] = None):
+    def __init__(
+        self,
+        path_prefix: str,
+        num_threads: Optional[int] = None,
+        use_onednn: Optional[bool] = None,
+        precision: Optional[str] = None,
+    ):
+        _model_file(path_prefix)  # a missing export is named before its record is read
         self.path_prefix, self.num_threads = path_prefix, num_threads
-        self._may_fall_back = use_onednn is None  # until the first run succeeds
+        recorded = precision is None
+        precision = recorded_precision(path_prefix) if recorded else precision
+        what = f"predictor of {path_prefix}: precision" + (f" (recorded in {path_prefix}{DEPLOY_INFO})" * recorded)
+        check_precision(precision, what)
+        if precision == "bf16" and use_onednn is False:
+            raise ValueError(f"{what} bf16 runs through oneDNN only; use_onednn=False (MKL) runs fp32.")
+        # what to try, in turn, until paddle accepts the graph at its first run: (use_onednn, precision)
+        self._steps = [(use_onednn is not False, precision)]
+        self._steps += [(True, "fp32")] if precision == "bf16" else []
+        self._steps += [(False, "fp32")] if use_onednn is None else []
         try:
-            self._load(True if use_onednn is None else bool(use_onednn))
-        except Exception as e:  # noqa: BLE001 (any rejection by the oneDNN executor means: use MKL)
-            if not self._may_fall_back:
-                raise
+            self._load(*self._steps[0])
+        except Exception as e:  # noqa: BLE001 (any rejection by the oneDNN executor means: the next step)
             self._fall_back(e)
 
     def _fall_back(self, error: Exception) -> None:
-        warnings.warn(
-            f"deploy: paddle's oneDNN executor rejected {self.path_prefix} "
-            f"({str(error).strip().splitlines()[-1][:200]}); running with MKL instead.",
-            stacklevel=2,
-        )
-        self._may_fall_back = False
-        self._load(False)
+        """Load the next step, saying why; with none left, raise the error."""
+        while True:
+            if len(self._steps) < 2:
+                raise error
+            rejected = self._steps.pop(0)
+            use_onednn, precision = self._steps[0]
+            warnings.warn(
+                f"deploy: paddle's oneDNN executor rejected {self.path_prefix}"
+                f"{' in bf16' if rejected[1] == 'bf16' else ''} ({error_line(error)}); "
+                f"running with {'oneDNN' if use_onednn else 'MKL'}{' in fp32' * (rejected[1] != precision)} instead.",
+                stacklevel=4,
+            )
+            try:
+                return self._load(use_onednn, precision)
+            except Exception as e:  # noqa: BLE001
+                error = e
 
-    def _load(self, use_onednn: bool) -> None:
-        config = predictor_config(self.path_prefix, self.num_threads, use_onednn)
+    def _load(self, use_onednn: bool, precision: str) -> None:
+        config = predictor_config(self.path_prefix, self.num_threads, use_onednn, precision)
         config.disable_glog_info()
-        self.use_onednn = use_onednn
+        self.use_onednn, self.precision = use_onednn, precision
         self.predictor = paddle_infer.create_predictor(config)
         self.input = self.predictor.get_input_handle(self.predictor.get_input_names()[0])
         self.outputs = [self.predictor.get_output_handle(n) for n in self.predictor.get_output_names()]
 
     def __call__(self, x: np.ndarray) -> List[np.ndarray]:
         """x float32 [B, C, H, W] -> [logits [B, n_cls, H, W]] as numpy arrays."""
-        if not (self._may_fall_back and self.use_onednn):
-            return self._run(x)
-        try:
-            out = self._run(x)
-        except Exception as e:  # noqa: BLE001 (the oneDNN executor can also reject the graph at its first run)
-            self._fall_back(e)
-            out = self._run(x)
-        self._may_fall_back = False
-        return out
+        while len(self._steps) > 1:  # the oneDNN executor can also reject the graph at its first run
+            try:
+                out = self._run(x)
+                self._steps = self._steps[:1]
+                return out
+            except Exception as e:  # noqa: BLE001
+                self._fall_back(e)
+        return self._run(x)
 
     def run_tensors(self, x: paddle.Tensor) -> List[paddle.Tensor]:
         """As __call__ on a float32 CPU tensor [B, C, H, W], returning paddle tensors the predictor made (no copies
@@ -250,11 +314,14 @@ class Predictor:
 
 
 def create_predictor(
-    path_prefix: str, num_threads: Optional[int] = None, use_onednn: Optional[bool] = None
+    path_prefix: str,
+    num_threads: Optional[int] = None,
+    use_onednn: Optional[bool] = None,
+    precision: Optional[str] = None,
 ) -> Predictor:
     """Load an export of `export()` for CPU inference with `num_threads` (default: all cores); oneDNN where
-    paddle accepts the graph, else MKL (see `Predictor`)."""
-    return Predictor(path_prefix, num_threads, use_onednn)
+    paddle accepts the graph, else MKL; at `precision` (default: the one the export recorded; see `Predictor`)."""
+    return Predictor(path_prefix, num_threads, use_onednn, precision)
 
 
 ONNX_OPSET = 17

@@ -208,7 +208,9 @@ class Inferencer(BaseInferencer):
         **overrides: is_slide, crop_size, stride, window_batch_size, flip_horizontal, scales, fast_path (default
             None: test_config.fast_path, else on: each repeated input size of 512x512 and up compiled once, as
             segmenter.engine.compiled explains, so changing `self.model`'s weights afterwards needs a new
-            Inferencer; False: the dygraph model throughout).
+            Inferencer; False: the dygraph model throughout), precision (default None: test_config.precision, else
+            "fp32"; "bf16": every input size through a oneDNN bf16 predictor, on a CPU with bf16 arithmetic;
+            `self.precision` may be switched afterwards, as the demo page's toggle does).
     """
 
     def __init__(
@@ -226,11 +228,12 @@ class Inferencer(BaseInferencer):
 
         cfg = load_config(config, opts, verbose=verbose)
         self.cfg = cfg
+        kw = test_kwargs(cfg, overrides)  # an option's mistake is said before the model is built
         self.model = load_model(cfg, weights) if weights else Builder(cfg).model
         self.model.eval()
         train_type = (cfg.train_dataset_cfg or {}).get("type")
-        kw = test_kwargs(cfg, overrides)
-        self.net = inference_model(self.model, kw.pop("fast_path"))
+        self.fast_path, self.precision = kw.pop("fast_path"), kw.pop("precision")
+        self.nets = {self.precision: inference_model(self.model, self.fast_path, self.precision)}
         super().__init__(
             cfg.val_dataset_cfg or {},
             kw,
@@ -239,6 +242,17 @@ class Inferencer(BaseInferencer):
             names=class_names_of(cfg, self.model.num_classes),
             batch_size=batch_size,
         )
+
+    @property
+    def net(self):
+        """What runs the model at `self.precision`: its CompiledModel (built on first use), or the model itself."""
+        if self.precision not in self.nets:
+            from segmenter.engine.compiled import inference_model
+            from segmenter.runtime import check_precision
+
+            check_precision(self.precision, "Inferencer: precision")
+            self.nets[self.precision] = inference_model(self.model, self.fast_path, self.precision)
+        return self.nets[self.precision]
 
     def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, list]:
         from segmenter.engine.predict import preprocess

@@ -14,6 +14,8 @@
   `quiet_export()` drops these lines while the model is traced.
 - paddle2onnx's progress lines (`[Paddle2ONNX] ...`, `ONNX model saved in ...`): dropped by `quiet_export()` too;
   tools/export.py says itself what it wrote.
+- `Hardware support for BFLOAT16 is enabled`: a glog line paddle's analysis_config.cc writes to stderr at every
+  `enable_onednn_bfloat16()` (`disable_glog_info()` does not cover it); `quiet_bf16()` drops it.
 Any other line is passed through unchanged.
 """
 
@@ -75,3 +77,11 @@ def quiet_export():
     """Run a paddle.jit / paddle2onnx export without the lines listed in this module's docstring."""
     with filtered_fd(1, EXPORT_LINES), filtered_fd(2, EXPORT_LINES):
         yield
+
+
+BF16_LINES = re.compile(r"analysis_config\.cc:\d+\] Hardware support for BFLOAT16 is enabled$")
+
+
+def quiet_bf16():
+    """Around `paddle.inference.Config.enable_onednn_bfloat16()`: without its glog line (this module's docstring)."""
+    return filtered_fd(2, BF16_LINES)

@@ -30,7 +30,7 @@ import ctypes
 import gc
 import os
 import sys
-from typing import Dict, Optional, Union
+from typing import Dict, Optional, Tuple, Union
 
 _STATE: Dict[str, Union[int, str, bool, None]] = {}
 # `import paddle` writes OMP_NUM_THREADS=1 into os.environ when it is unset (paddle/base/__init__.py), so the
@@ -39,16 +39,54 @@ _STATE: Dict[str, Union[int, str, bool, None]] = {}
 _USER_OMP_NUM_THREADS = None if "paddle" in sys.modules else os.environ.get("OMP_NUM_THREADS")
 
 
-def cpu_vendor() -> str:
-    """The `vendor_id` of /proc/cpuinfo (`AuthenticAMD`, `GenuineIntel`), or '' where it can't be read."""
+CPUINFO = "/proc/cpuinfo"
+# The CPU flags of bf16 arithmetic: AVX-512 BF16 (a dot product of bf16 pairs into fp32, Cooper Lake, Zen 4 and
+# later) or AMX's bf16 tiles (Sapphire Rapids and later). oneDNN runs its bf16 kernels on them; elsewhere it emulates
+# bf16 through fp32 (slower than fp32 itself) or has no bf16 kernel at all.
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+PRECISIONS = ("fp32", "bf16")  # inference precisions; bf16 runs through oneDNN's predictor (engine/compiled.py)
+
+
+def cpuinfo_field(name: str) -> str:
+    """The first `name` line's value in /proc/cpuinfo (`vendor_id`, `model name`, `flags`), '' where absent."""
     try:
-        with open("/proc/cpuinfo") as f:
+        with open(CPUINFO) as f:
             for line in f:
-                if line.startswith("vendor_id"):
+                if line.split(":", 1)[0].strip() == name:
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
     return ""
+
+
+def cpu_vendor() -> str:
+    """The `vendor_id` of /proc/cpuinfo (`AuthenticAMD`, `GenuineIntel`), or '' where it can't be read."""
+    return cpuinfo_field("vendor_id")
+
+
+def bf16_flags() -> Tuple[str, ...]:
+    """Which of BF16_FLAGS this CPU reports (empty where /proc/cpuinfo cannot be read: not Linux)."""
+    flags = set(cpuinfo_field("flags").split())
+    return tuple(f for f in BF16_FLAGS if f in flags)
+
+
+def check_precision(precision: str, what: str = "precision") -> str:
+    """`precision` if this machine runs inference at it, else a ValueError in one line naming `what` (the option or
+    key the value came from) and what to use instead. fp16 has no CPU kernels in paddle; bf16 needs BF16_FLAGS."""
+    if precision == "fp16":
+        raise ValueError(
+            f"{what} fp16: there is no fp16 inference on the CPU (paddle's fp16 kernels are CUDA-only); use bf16 on "
+            f"a CPU with {' or '.join(BF16_FLAGS)}, or fp32."
+        )
+    if precision not in PRECISIONS:
+        raise ValueError(f"{what} {precision!r} is not one of {', '.join(PRECISIONS)}.")
+    if precision == "bf16" and not bf16_flags():
+        cpu = cpuinfo_field("model name") or "this CPU"
+        raise ValueError(
+            f"{what} bf16 needs a CPU with bf16 arithmetic ({' or '.join(BF16_FLAGS)} in {CPUINFO}); {cpu} has "
+            f"neither, and oneDNN would emulate bf16 slower than fp32: use fp32."
+        )
+    return precision
 
 
 def available_cores() -> int:

@@ -154,9 +154,9 @@ def test_inferencer_flag(tmp_path, monkeypatch):
     made = []
     real = compiled.inference_model
 
-    def spy(model, fast_path=None):
+    def spy(model, fast_path=None, precision="fp32"):
         made.append(fast_path)
-        return real(model, fast_path)
+        return real(model, fast_path, precision)
 
     monkeypatch.setattr(compiled, "inference_model", spy)
     monkeypatch.setattr(compiled, "MIN_TOKENS", 0)  # the tiny config's images compile

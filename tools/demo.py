@@ -39,6 +39,7 @@ def main(a: argparse.Namespace) -> None:
         int(a.max_mb * 2**20),
         a.max_tokens,
         int(a.max_attn_gb * 2**30),
+        a.precision or "fp32",
     )
     serve(demo, a.host, a.port)
 

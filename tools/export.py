@@ -35,6 +35,7 @@ def parse_args(argv=None):
         "(a .onnx file) via paddle2onnx; both with <save>.model_card.json (the model section)",
     )
     p.add_argument("--save", required=True, help="output prefix (paddle) or .onnx path (onnx)")
+    cli.add_precision(p, "(default: fp32); recorded with a paddle export, whose predictor then runs at it")
     cli.add_common(p)
     return p.parse_args(argv)
 
@@ -45,7 +46,7 @@ def main(args) -> None:
     cfg = load_config(args.config, args.opts, verbose=args.verbose)  # the same checks as train/val
     cli.apply_device(args.device)
     size, batch = cli.export_input(args.size, args.input_shape, args.batch_size, cfg.model_cfg)  # (H, W)
-    run_export(cfg, args.model_path, args.save, size, batch, args.format)
+    run_export(cfg, args.model_path, args.save, size, batch, args.format, args.precision or "fp32")
 
 
 if __name__ == "__main__":

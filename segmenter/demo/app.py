@@ -75,6 +75,8 @@ class Demo:
         max_tokens: tokens of one forward (whole image, or a slice window). Default: 8192 (2048x1024 at patch 16).
         max_attn_bytes: memory of the attention weights one click computes (layers x heads x tokens^2 x 4 bytes).
             Default: 2 GiB.
+        precision: "fp32" or "bf16", where the page's bf16 toggle starts (the Inferencer's precision, available on
+            a CPU with bf16 arithmetic). Default: "fp32".
     """
 
     def __init__(
@@ -86,15 +88,17 @@ class Demo:
         max_bytes: int = 32 << 20,
         max_tokens: int = 8192,
         max_attn_bytes: int = 2 << 30,
+        precision: str = "fp32",
     ):
         if framework == "torch":
             from segmenter.pytorch.inference import Inferencer
 
-            self.seg = Inferencer(config, weights)
+            self.seg = Inferencer(config, weights, precision=precision)
         else:
             from segmenter.inference import Inferencer
 
-            self.seg = Inferencer(config, weights)
+            self.seg = Inferencer(config, weights, precision=precision)
+        self.precision = self.seg.precision  # the toggle's start; a request may ask for the other one
         self.config, self.weights, self.framework = config, weights, framework
         self.model = self.seg.model
         self.vit = self.model.backbone
@@ -109,6 +113,7 @@ class Demo:
             max_tokens,
             max_attn_bytes,
         )
+        self.bf16_why = self.bf16_unavailable()
         self.samples = {name: draw() for name, draw in SAMPLES.items()}
         self.images: "OrderedDict[str, Dict[str, Any]]" = OrderedDict()  # the last few uploads, for clicks
         self.lock = threading.Lock()  # one model call at a time; the page's server has a thread per request
@@ -145,9 +150,24 @@ class Demo:
                 "stride": kw.get("stride"),
             },
             "flip": {"default": bool(kw.get("flip_horizontal"))},
+            "bf16": {"available": not self.bf16_why, "default": self.precision == "bf16", "why": self.bf16_why},
             "limits": {"max_side": self.max_side, "max_bytes": self.max_bytes, "max_tokens": self.max_tokens},
             "samples": [{"name": k, "size": list(v.shape[:2])} for k, v in self.samples.items()],
         }
+
+    def bf16_unavailable(self) -> str:
+        """Why this machine cannot run the model in bf16 ('' where it can): the CPU, or paddle's device / fast path."""
+        from segmenter.runtime import check_precision
+
+        try:
+            check_precision("bf16", "the bf16 toggle:")
+            if self.framework != "torch":
+                from segmenter.engine.compiled import inference_model
+
+                inference_model(self.model, self.seg.fast_path, "bf16")  # the device and the fast path
+        except ValueError as e:
+            return str(e)
+        return ""
 
     def has_class_masks(self) -> bool:
         return type(getattr(self.model, "decoder", None)).__name__ == "MaskTransformer"
@@ -203,7 +223,12 @@ class Demo:
             )
 
     def predict(
-        self, data: bytes, slide: Optional[bool] = None, flip: Optional[bool] = None, name: str = "the upload"
+        self,
+        data: bytes,
+        slide: Optional[bool] = None,
+        flip: Optional[bool] = None,
+        name: str = "the upload",
+        bf16: Optional[bool] = None,
     ) -> Dict[str, Any]:
         """Class map, overlay, per-class area and timings of one uploaded file."""
         t = [time.perf_counter()]
@@ -211,15 +236,20 @@ class Demo:
         t.append(time.perf_counter())
         slide = self.base_kwargs["is_slide"] if slide is None else (slide and self.can_slide)
         flip = self.base_kwargs["flip_horizontal"] if flip is None else flip
+        precision = self.precision if bf16 is None else ("bf16" if bf16 else "fp32")
+        if precision == "bf16" and self.bf16_why:
+            raise DemoError(self.bf16_why)
         with self.lock:
             x, trans_info = self.seg.preprocess(image)  # [3, h, w]: the config's val transforms
             self.check_tokens(x.shape[1], x.shape[2], slide)
             t.append(time.perf_counter())
             self.seg.infer_kwargs = {**self.base_kwargs, "is_slide": slide, "flip_horizontal": flip}
+            self.seg.precision = precision
             try:
                 probs = self.seg._probs(x[None])[0]  # [C, h, w]
             finally:
                 self.seg.infer_kwargs = dict(self.base_kwargs)
+                self.seg.precision = self.precision
             t.append(time.perf_counter())
             pred = self.seg.restore(probs, trans_info).argmax(0)  # [H, W] at the image's size
             t.append(time.perf_counter())
@@ -245,6 +275,7 @@ class Demo:
             "size": [int(image.shape[0]), int(image.shape[1])],
             "slide": slide,
             "flip": flip,
+            "precision": precision,
             "image": png_data_url(image),
             "overlay": png_data_url(overlay(image, pred, self.palette, 0.5)),
             "mask": png_data_url(pred),

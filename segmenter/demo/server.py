@@ -3,7 +3,8 @@
     GET  /                      the page (static/index.html, demo.js, demo.css: nothing fetched from elsewhere)
     GET  /api/info              the model, its classes and colours, the toggles the config allows, the limits
     GET  /samples/<name>.png    a bundled sample image
-    POST /api/predict?slide=0|1&flip=0|1&name=N   body: the image file's bytes -> overlay, class map, areas, timings
+    POST /api/predict?slide=0|1&flip=0|1&bf16=0|1&name=N   body: the image file's bytes -> overlay, class map,
+                                areas, timings
     POST /api/attention         body: {"id", "y", "x", "layer"} -> per-head maps (+ class attention and masks)
 
 A user's mistake answers 400 with {"error": sentence}; anything else 500 with a one-line message (the traceback
@@ -74,13 +75,17 @@ class Handler(BaseHTTPRequestHandler):
         if method == "POST" and url.path == "/api/predict":
             flag = {"1": True, "0": False}
             out = demo.predict(
-                self.body(), flag.get(q.get("slide", "")), flag.get(q.get("flip", "")), q.get("name") or "the upload"
+                self.body(),
+                flag.get(q.get("slide", "")),
+                flag.get(q.get("flip", "")),
+                q.get("name") or "the upload",
+                flag.get(q.get("bf16", "")),
             )
             h, w = out["size"]
             print(
                 f"predicted {q.get('name') or 'an upload'} ({w}x{h}, slice {'on' if out['slide'] else 'off'}, flip "
-                f"{'on' if out['flip'] else 'off'}): model {out['timings_ms']['model']:.0f} ms, server total "
-                f"{out['timings_ms']['server total']:.0f} ms",
+                f"{'on' if out['flip'] else 'off'}, {out['precision']}): model {out['timings_ms']['model']:.0f} ms, "
+                f"server total {out['timings_ms']['server total']:.0f} ms",
                 flush=True,
             )
             return 200, json.dumps(out).encode(), "application/json"

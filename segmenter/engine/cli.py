@@ -185,6 +185,7 @@ def inference_overrides(args: argparse.Namespace, aug: bool) -> dict:
         flip_horizontal=aug and args.flip_horizontal or None,
         scales=tuple(args.scales) if aug and args.scales else None,
         fast_path=False if args.no_fast_path else None,
+        precision=getattr(args, "precision", None),
     )
 
 
@@ -281,17 +282,37 @@ def add_data_format(p: argparse.ArgumentParser) -> None:
     )
 
 
+def precision_type(value: str) -> str:
+    """An argparse type: fp32, or bf16 where this CPU has bf16 arithmetic (runtime.check_precision says why not)."""
+    from segmenter.runtime import check_precision
+
+    try:
+        return check_precision(value, "")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).strip()) from None
+
+
+precision_type.__name__ = "precision"  # argparse names the type in its "invalid ... value" message
+
+
+def add_precision(p: argparse.ArgumentParser, default: str) -> None:
+    """--precision as PaddleSeg's deploy scripts spell it: fp32, or bf16 through oneDNN's bf16 predictor."""
+    p.add_argument(
+        "--precision",
+        default=None,
+        type=precision_type,
+        metavar="{fp32,bf16}",
+        help="fp32, or bf16: every input size through oneDNN's bf16 predictor, on a CPU with avx512_bf16 or AMX "
+        f"(docs/deployment.md; fp16 has no CPU kernels) {default}",
+    )
+
+
 def add_paddleseg_eval(p: argparse.ArgumentParser, tool: str) -> None:
     """val.py's and predict.py's PaddleSeg flags: accepted where their meaning holds here, else answered in one
     line saying what to use."""
-    p.add_argument(
-        "--precision",
-        default="fp32",
-        type=choice("precision", ("fp32",), {"fp16": "evaluation and prediction run in fp32; drop the flag."}),
-        help="as PaddleSeg's; fp32 only",
-    )
+    add_precision(p, "(default: the config's test_config.precision, else fp32)")
     add_data_format(p)
-    refuse(p, "--amp_level", "evaluation and prediction run in fp32 here; drop the flag.")
+    refuse(p, "--amp_level", "evaluation and prediction run in fp32 or bf16 (--precision) here; drop the flag.")
     refuse(p, "--flip_vertical", f"only horizontal flips are averaged; use --{tool} --flip_horizontal.", 0)
 
 

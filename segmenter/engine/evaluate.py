@@ -38,16 +38,17 @@ def evaluate(
     ignore_index: int = 255,
     progress: bool = True,
     fast_path: Optional[bool] = None,
+    precision: str = "fp32",
 ) -> dict:
     """Metrics of model on dataset; with several ranks each takes every world_size-th image and counts are summed.
     With flip or scales, out["plain"] holds the metrics of the same run's unaugmented (scale 1.0, no flip) pass,
     so one evaluation gives both columns of the published tables ("slice" and "flip"). The model's train/eval
     mode is restored afterwards. fast_path (default None: on unless SEGMENTER_FAST_PATH=0): run each repeated input
     size of 512x512 and up through a predictor compiled from the current weights (engine/compiled.py); False: the
-    dygraph model."""
+    dygraph model. precision "bf16": every size through a bf16 predictor (engine/compiled.py)."""
     was_training = model.training
     model.eval()
-    net = inference_model(model, fast_path)
+    net = inference_model(model, fast_path, precision)
     rank, world = dist.get_rank(), dist.get_world_size()
     data = CheckedDataset(dataset, num_classes)
     augmented = flip_horizontal or tuple(scales) != (1.0,)

@@ -23,7 +23,7 @@ from segmenter.engine.cli import say
 from segmenter.engine.compiled import inference_model
 from segmenter.engine.infer import predict_probs, reverse_transform
 from segmenter.engine.progress import progress
-from segmenter.engine.run import class_names_of, inference_mode, load_model, test_kwargs
+from segmenter.engine.run import class_names_of, inference_mode, load_model, precision_note, test_kwargs
 from segmenter.engine.stops import collective
 from segmenter.shards import launched, share
 from segmenter.visualize.palette import legend, palette
@@ -159,7 +159,8 @@ def run_predict(
         dist.init_parallel_env()
     model = load_model(cfg, model_path)
     kw = test_kwargs(cfg, overrides)
-    net = inference_model(model, kw.pop("fast_path"))
+    precision = kw.pop("precision")
+    net = inference_model(model, kw.pop("fast_path"), precision)
     pal = palette(model.num_classes)
     files = list_images(image_path, save_dir, recursive)
     mine = share(list(zip(files, output_names(files, image_path))), rank, world)
@@ -176,7 +177,7 @@ def run_predict(
         weights=resolve_weights(model_path),
         images=f"{len(files)} from {image_path}"
         f"{' and its sub-folders' if recursive and os.path.isdir(image_path) else ''}",
-        inference=inference_mode(kw) + window,
+        inference=inference_mode(kw) + window + precision_note(precision),
         **facts,
     )
     written, bad, named, present = 0, 0, [], np.zeros(model.num_classes, np.int64)

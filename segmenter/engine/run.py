@@ -35,6 +35,7 @@ from segmenter.engine.safe_load import model_section_of, read_weights
 from segmenter.engine.train import train
 from segmenter.engine.val_panels import save_extreme_panels
 from segmenter.models.weights import load_state_dict_strict, read_state_dict
+from segmenter.runtime import check_precision
 from segmenter.visualize.palette import class_names
 
 
@@ -102,7 +103,8 @@ def class_names_of(cfg: Config, num_classes: int) -> list:
 def test_kwargs(cfg: Config, overrides: dict) -> dict:
     """Evaluation options: test_config from the YAML, then any non-None command-line override. `fast_path`
     (test_config.fast_path; default None: on, unless SEGMENTER_FAST_PATH=0) selects the compiled inference path
-    (engine/compiled.py); false keeps the dygraph model."""
+    (engine/compiled.py); false keeps the dygraph model. `precision` (test_config.precision; default fp32): bf16
+    runs the compiled path's predictors in bf16, on a CPU with bf16 arithmetic (checked here, one line if not)."""
     tc = dict(cfg.test_config or {})
     kw = {
         "is_slide": tc.get("is_slide", False),
@@ -112,11 +114,14 @@ def test_kwargs(cfg: Config, overrides: dict) -> dict:
         "flip_horizontal": False,
         "scales": (1.0,),
         "fast_path": tc.get("fast_path"),
+        "precision": tc.get("precision", "fp32"),
     }
     unknown = sorted(set(overrides) - set(kw))
     if unknown:
         raise TypeError(f"unknown inference option(s) {unknown}; the options are {sorted(kw)}.")
     kw.update({k: v for k, v in overrides.items() if v is not None})
+    where = "precision" if overrides.get("precision") is not None else "test_config.precision"
+    check_precision(kw["precision"], where if where == "precision" else f"config {getattr(cfg, 'path', '')}: {where}")
     if kw["is_slide"] and (not kw["crop_size"] or not kw["stride"]):
         raise ValueError(
             f"slide inference needs crop_size and stride (got {kw['crop_size']}, {kw['stride']}); "
@@ -285,6 +290,11 @@ def inference_mode(kw: dict) -> str:
     )
 
 
+def precision_note(precision: str) -> str:
+    """', in bf16 (...)' for the header line of val and predict; '' in fp32."""
+    return "" if precision == "fp32" else f", in {precision} (oneDNN's {precision} predictor, one per input size)"
+
+
 def run_val(cfg: Config, model_path: str, **overrides) -> dict:
     """Evaluate a trained model on cfg's val_dataset and print the report; under paddle.distributed.launch each
     rank evaluates its share and the counts are summed (evaluate)."""
@@ -300,7 +310,7 @@ def run_val(cfg: Config, model_path: str, **overrides) -> dict:
         cfg,
         weights=resolve_weights(model_path),
         val_set=f"{len(ds)} images ({cfg.val_dataset_cfg.get('type')})",
-        inference=mode + window,
+        inference=mode + window + precision_note(kw["precision"]),
     )
     m = evaluate(model, ds, model.num_classes, **kw)
     rows = ([(base, m["plain"])] if "plain" in m else []) + [(mode, m)]
@@ -324,14 +334,22 @@ def class_table(names: list, m: dict, mode: str) -> str:
     return "\n".join(rows)
 
 
-def run_export(cfg: Config, weights: str, save: str, size, batch_size: int = 0, fmt: str = "paddle") -> str:
+def run_export(
+    cfg: Config, weights: str, save: str, size, batch_size: int = 0, fmt: str = "paddle", precision: str = "fp32"
+) -> str:
     """tools/export.py: the model of cfg with weights (a file or a checkpoint folder; None: random init) traced at
     size [H, W] for paddle.inference (<save>.json/.pdiparams) or ONNX (<save>, a .onnx file), with its model card
-    (<save>.model_card.json); one line per file written."""
+    (<save>.model_card.json); one line per file written. precision "bf16" (paddle only): recorded for the predictor
+    (<save>.deploy.json), which is checked against fp32 on this CPU."""
     from segmenter import deploy
 
     if fmt == "onnx" and not save.endswith(".onnx"):
         raise ValueError(f"--save {save}: with --format onnx give the file to write, ending in .onnx.")
+    if fmt == "onnx" and precision != "fp32":
+        raise ValueError(
+            f"--precision {precision} is the paddle predictor's (oneDNN's {precision} passes); an ONNX file runs at "
+            "the precision its runtime chooses: drop --precision, or use --format paddle."
+        )
     model = Builder(cfg).model
     if weights:
         weights = resolve_weights(weights, "--weights")
@@ -341,24 +359,46 @@ def run_export(cfg: Config, weights: str, save: str, size, batch_size: int = 0, 
         cfg,
         weights=weights or "random initialisation",
         input=f"width {size[1]}, height {size[0]}, batch {batch_size or 'variable'}",
-        format=f"ONNX opset {deploy.ONNX_OPSET}" if fmt == "onnx" else "paddle.inference",
+        format=f"ONNX opset {deploy.ONNX_OPSET}" if fmt == "onnx" else f"paddle.inference, {precision}",
     )
     if fmt == "onnx":
         deploy.export_onnx(model, save, size, batch_size=batch_size or None)
         written = [(save, f"the model, ONNX opset {deploy.ONNX_OPSET}")]
     else:
-        deploy.export(model, save, size, batch_size=batch_size or None)
+        deploy.export(model, save, size, batch_size=batch_size or None, precision=precision)
         what = {
             ".json": f"the program, paddle {paddle.__version__}",
             ".pdmodel": "the program",
             ".pdiparams": "the weights",
+            deploy.DEPLOY_INFO: f"the precision ({precision}) and input it was exported for",
         }
-        written = [(f, what.get(os.path.splitext(f)[1], "")) for f in deploy.exported_files(save)]
+        written = [
+            (f, what[deploy.DEPLOY_INFO] if f.endswith(deploy.DEPLOY_INFO) else what.get(os.path.splitext(f)[1], ""))
+            for f in deploy.exported_files(save)
+        ]
+        if precision != "fp32":
+            print(f"export: {precision_check(save, model.backbone.in_channels, size, batch_size)}", flush=True)
     card = deploy.write_model_card(save, {**cfg.model_cfg, "num_classes": model.num_classes})
     written.append((card, "the model card: the model section of the config it was built from"))
     for path, what in written:
         print(f"export: wrote {path}" + (f" ({what})" if what else ""), flush=True)
     return save
+
+
+def precision_check(prefix: str, in_channels: int, size, batch_size: int = 0) -> str:
+    """One line comparing the export's recorded-precision predictor with its fp32 predictor on a random input."""
+    from segmenter import deploy
+
+    x = np.random.RandomState(0).uniform(-1, 1, (batch_size or 1, in_channels, *size)).astype("float32")
+    ref = deploy.create_predictor(prefix, precision="fp32")(x)[0]  # [B, n_cls, H, W]
+    pred = deploy.create_predictor(prefix)
+    out = pred(x)[0]
+    agree = float((out.argmax(1) == ref.argmax(1)).mean())
+    return (
+        f"the {pred.precision} predictor on this CPU, a random input: max|logits - fp32| "
+        f"{float(np.abs(out - ref).max()):.3g} (max|fp32| {float(np.abs(ref).max()):.3g}), argmax agreement "
+        f"{100 * agree:.2f}%"
+    )
 
 
 def run_save_panels(cfg: Config, model_path: str, n: int, save_dir: str, **overrides) -> list[str]:

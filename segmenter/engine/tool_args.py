@@ -198,4 +198,5 @@ def demo(doc: str, argv=None) -> argparse.Namespace:
     p.add_argument(
         "--max_attn_gb", type=float, default=2.0, help="memory of the attention weights of one click, GiB (default: 2)"
     )
+    cli.add_precision(p, "(default: fp32); where the page's bf16 toggle starts")
     return p.parse_args(argv)

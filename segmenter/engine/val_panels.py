@@ -39,7 +39,8 @@ def sample_panel(
     """(panel, prediction, label) of dataset[idx] predicted as evaluate() does: the probabilities are brought back
     to the label's (original) size through the sample's trans_info, and the picture is resized to it."""
     s = dataset[idx]
-    kw = {k: v for k, v in infer_kwargs.items() if k != "fast_path"}  # a few images: not worth compiling
+    # a few images: not worth compiling (nor, then, bf16: the predictor is where bf16 runs)
+    kw = {k: v for k, v in infer_kwargs.items() if k not in ("fast_path", "precision")}
     with paddle.no_grad():
         probs = predict_probs(model, paddle.to_tensor(np.asarray(s["img"], np.float32)[None]), **kw)
     pred = reverse_transform(probs, s.get("trans_info")).argmax(1)[0].numpy()  # [1, C, H, W] -> [H, W]

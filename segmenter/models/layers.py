@@ -111,6 +111,33 @@ def fused_attention_applies(x: paddle.Tensor) -> bool:
     )
 
 
+# A graph traced for oneDNN's bf16 predictor (deploy.export(precision="bf16")) splits the heads by reshape/transpose:
+# paddle's oneDNN passes fold those transposes into the matmuls, and matmul and softmax have oneDNN bf16 kernels,
+# where `stack` (the explicit product's split) and the fused kernel have none and keep attention in fp32, the larger
+# part of the bf16 forward's time at 512x512 (docs/deployment.md, "bf16 inference").
+_BF16_GRAPH = {"on": False}
+
+
+@contextlib.contextmanager
+def bf16_graph(on: bool) -> Iterator[None]:
+    """Within it (`on`), graphs traced by paddle.jit.to_static attend with transposed_attention."""
+    prev = _BF16_GRAPH["on"]
+    _BF16_GRAPH["on"] = bool(on)
+    try:
+        yield
+    finally:
+        _BF16_GRAPH["on"] = prev
+
+
+def transposed_attention(qkv: paddle.Tensor, num_heads: int, scale: float) -> paddle.Tensor:
+    """softmax(q k^T * scale) v from the qkv projection [B, N, 3C], the heads split by reshape/transpose (q scaled
+    first, as in the explicit product); returns [B, N, C]. For traced graphs only (see bf16_graph)."""
+    c = qkv.shape[-1] // 3
+    t = qkv.reshape([0, 0, 3, num_heads, c // num_heads]).transpose([2, 0, 3, 1, 4])  # -> [3, B, heads, N, hd]
+    attn = F.softmax(paddle.matmul(t[0] * scale, t[1], transpose_y=True), axis=-1)  # [B, heads, N, N]
+    return paddle.matmul(attn, t[2]).transpose([0, 2, 1, 3]).reshape([0, 0, c])  # [B, heads, N, hd] -> [B, N, C]
+
+
 def fused_self_attention(qkv: paddle.Tensor, num_heads: int, scale: float) -> paddle.Tensor:
     """softmax(q k^T * scale) v from the qkv projection [B, N, 3C] (q, k, v each heads x hd, as the explicit path
     splits them) by paddle's fused CPU kernel; returns [B, N, C]."""
@@ -150,6 +177,8 @@ class Attention(nn.Layer):
         # 20x slower (q@k^T 30 vs 19 ms at batch 2), and indexing a [3, B, heads, N, hd] view wrote a
         # zero-filled full-size gradient per index in the backward (BENCHMARKS.md, "Where the time goes").
         h = self.num_heads
+        if not (return_attn or self.training) and _BF16_GRAPH["on"] and not paddle.in_dynamic_mode():
+            return self.proj_drop(self.proj(transposed_attention(self.qkv(x), h, self.scale)))
         if not (return_attn or self.training) and fused_attention_applies(x):
             return self.proj_drop(self.proj(fused_self_attention(self.qkv(x), h, self.scale)))
         parts = self.qkv(x).chunk(3 * h, axis=-1)  # [B, N, 3C] -> 3 * heads x [B, N, hd]

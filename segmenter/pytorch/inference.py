@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from segmenter.class_names import read_names
 from segmenter.inference import BaseInferencer
 from segmenter.pytorch.config import build_model, load_config
+from segmenter.runtime import check_precision
 from segmenter.windows import window_starts
 
 
@@ -76,18 +77,23 @@ class Inferencer(BaseInferencer):
         weights: any weights file segmenter.convert reads (ours .pdparams, official, PaddleSeg, timm) or a
             checkpoint folder holding model.pdparams; None keeps the random init.
         batch_size: images of one size run together, this many at a time. Default: 4.
-        **overrides: is_slide, crop_size, stride, window_batch_size, flip_horizontal, scales.
+        **overrides: is_slide, crop_size, stride, window_batch_size, flip_horizontal, scales, precision (default
+            None: test_config.precision, else "fp32"; "bf16": the forward under torch.autocast("cpu", bfloat16),
+            so the two frameworks can be compared at bf16; a CPU with bf16 arithmetic, as the Paddle Inferencer).
     """
 
     def __init__(self, config: str, weights: Optional[str] = None, batch_size: int = 4, **overrides: Any):
         from segmenter.pytorch.weights import load_pretrained
 
         cfg = load_config(config)
+        tc = dict(cfg.get("test_config") or {})
+        precision = overrides.pop("precision", None)
+        where = "precision" if precision is not None else f"config {config}: test_config.precision"
+        self.precision = check_precision(tc.get("precision", "fp32") if precision is None else precision, where)
         self.model = build_model(cfg)
         if weights:
             load_pretrained(self.model, weights)  # a file or a checkpoint folder (convert.files.resolve_weights)
         self.model.eval()
-        tc = dict(cfg.get("test_config") or {})
         kw = {
             "is_slide": tc.get("is_slide", False),
             "crop_size": tc.get("crop_size"),
@@ -126,5 +132,6 @@ class Inferencer(BaseInferencer):
         )
 
     def _probs(self, x: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return predict_probs(self.model, torch.from_numpy(x), **self.infer_kwargs).numpy()
+        # bf16: autocast runs the matmuls, convs and SDPA in bf16 and keeps softmax, LayerNorm and the sums in fp32
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            return predict_probs(self.model, torch.from_numpy(x), **self.infer_kwargs).float().numpy()

@@ -64,6 +64,13 @@ async function init() {
     : "the config's test_config gives no crop_size / stride for sliding windows";
   if (!info.slide.available) slide.parentElement.dataset.disabled = "";
   $("flip").checked = info.flip.default;
+  const bf16 = $("bf16");
+  bf16.checked = info.bf16.available && info.bf16.default;
+  bf16.disabled = !info.bf16.available;
+  if (!info.bf16.available) {
+    bf16.parentElement.title = info.bf16.why;
+    bf16.parentElement.dataset.disabled = "";
+  }
   for (let k = 0; k < info.depth; k++) $("layer").append(el("option", { value: k, textContent: k }));
   $("layer").value = info.depth - 1;
   for (const s of info.samples) {
@@ -84,7 +91,8 @@ async function run(blob, name) {
   state.blob = blob;
   state.name = name;
   setState("running", `segmenting ${name} ...`);
-  const q = `slide=${$("slide").checked ? 1 : 0}&flip=${$("flip").checked ? 1 : 0}&name=${encodeURIComponent(name)}`;
+  const on = (id) => ($(id).checked ? 1 : 0);
+  const q = `slide=${on("slide")}&flip=${on("flip")}&bf16=${on("bf16")}&name=${encodeURIComponent(name)}`;
   let out;
   try {
     out = await askJSON(`/api/predict?${q}`, { method: "POST", body: blob });
@@ -123,7 +131,7 @@ async function run(blob, name) {
   $("attn-heads").replaceChildren();
   $("attn-classes").replaceChildren();
   const [h, w] = out.size;
-  setState("done", `${name}: ${w}x${h} px, slice ${out.slide ? "on" : "off"}, flip ${out.flip ? "on" : "off"}`);
+  setState("done", `${name}: ${w}x${h} px, slice ${out.slide ? "on" : "off"}, flip ${out.flip ? "on" : "off"}, ${out.precision}`);
 }
 
 function showTimings() {
@@ -202,7 +210,7 @@ $("sample").addEventListener("change", async () => {
     setState("error", "the demo server did not answer (is tools/demo.py still running?)", true);
   }
 });
-for (const id of ["slide", "flip"]) $(id).addEventListener("change", () => { if (state.blob) run(state.blob, state.name); });
+for (const id of ["slide", "flip", "bf16"]) $(id).addEventListener("change", () => { if (state.blob) run(state.blob, state.name); });
 $("layer").addEventListener("change", attend);
 $("overlay").addEventListener("click", onClick);
 $("image").addEventListener("click", onClick);
