@@ -7,6 +7,7 @@ import io
 import json
 import os
 import re
+import socket
 import struct
 import subprocess
 import sys
@@ -21,7 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segmenter.demo import Demo, DemoError, DemoServer
+from segmenter.demo import Demo, DemoError, DemoServer, serve
 from segmenter.demo.browser import data_url_image, free_port
 from segmenter.demo.server import STATIC
 from segmenter.visualize.attention import attention_maps
@@ -465,3 +466,13 @@ def test_the_model_process_trims_its_heap_past_the_threshold_and_when_idle(demos
     assert trims and max(trims) <= 500 + 2 * 40 and rss["mb"] == 500.0, (
         f"trimmed at {trims} MB, {rss['mb']} MB left after the last upload and an idle while (threshold 564 MB)"
     )
+
+
+def test_a_busy_port_is_one_sentence(demos):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        msg = rf"cannot listen on 127.0.0.1:{port} \(Address already in use\); pick another --port"
+        with pytest.raises(OSError, match=msg):
+            serve(demos("linear"), "127.0.0.1", port)

@@ -110,6 +110,14 @@ class DemoServer:
 
     def __init__(self, demo: Any, host: str = "127.0.0.1", port: int = 7860, max_waiting: int = MAX_WAITING):
         self.demo = demo
+        hello = {
+            "host": host,
+            "port": port,
+            "info": json.dumps(demo.info()).encode(),
+            "samples": {name: demo.sample_png(name) for name in demo.samples},
+            "max_bytes": demo.max_bytes,
+            "max_waiting": max_waiting,
+        }
         ours, theirs = socket.socketpair()
         self.page = subprocess.Popen(
             [sys.executable, "-I", os.path.abspath(__file__), str(theirs.fileno())],
@@ -121,14 +129,6 @@ class DemoServer:
         self.conn = Connection(ours.detach())
         self._stop, self._stopped = threading.Event(), threading.Event()
         self._stopped.set()
-        hello = {
-            "host": host,
-            "port": port,
-            "info": json.dumps(demo.info()).encode(),
-            "samples": {name: demo.sample_png(name) for name in demo.samples},
-            "max_bytes": demo.max_bytes,
-            "max_waiting": max_waiting,
-        }
         try:
             self.conn.send(hello)
             if not self.conn.poll(START_TIMEOUT_S):
