@@ -32,13 +32,21 @@ from benchmarks import ROOT
 
 CONFIG = os.path.join(ROOT, "configs", "quickstart", "segmenter_tiny_shapes_64.yml")
 CASES = ("demo", "inferencer", "val", "predict")
+PADDLE_CALLS = 20000  # tensors made from numpy per way, for the leak paddle_tensors measures
 SMALL, LARGE = 480, 20  # pictures on disk: the small ones for every run, the large ones for the Inferencer's
 SMALL_SIZES, LARGE_SIZES = (32, 96), (256, 288)  # px a side, multiples of 8 (sizes repeat)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="tools/benchmark.py long_runs", description=__doc__.splitlines()[0])
-    p.add_argument("--cases", nargs="+", choices=CASES, default=list(CASES), help="runs to measure (default: all)")
+    p.add_argument(
+        "--cases",
+        nargs="+",
+        choices=CASES + ("paddle_tensors",),
+        default=list(CASES),
+        help="runs to measure (default: the four runs; paddle_tensors: the bytes paddle 3.3.1 keeps per tensor made "
+        "from numpy, the slope of the runs' curves)",
+    )
     p.add_argument("--requests", type=int, default=3000, help="demo: requests (default: 3000)")
     p.add_argument("--clients", type=int, default=8, help="demo: concurrent clients (default: 8)")
     p.add_argument("--images", type=int, default=10000, help="Inferencer and predict: images (default: 10000)")
@@ -191,6 +199,36 @@ def run_case(case: str, paths: Dict[str, str], a: argparse.Namespace) -> Dict:
     return {"curve": follow(cmd, log, max(1, n // 100)), "warmup": n // 10}
 
 
+def paddle_tensors() -> Dict[str, float]:
+    """Resident bytes left per call by each way of making a paddle tensor from a numpy array (after a warm-up).
+    Paddle 3.3.1's eager Tensor constructor keeps one Python list per call (its keyword names: 'value', 'place',
+    ...), which to_tensor and from_dlpack both go through; assign does not."""
+    import gc
+
+    import paddle
+
+    from segmenter.runtime import resident_mb
+
+    a = np.zeros((1, 4, 96, 96), np.float32)
+    ways = {
+        "paddle.to_tensor": lambda: paddle.to_tensor(a),
+        "paddle.utils.dlpack.from_dlpack": lambda: paddle.utils.dlpack.from_dlpack(a),
+        "paddle.assign": lambda: paddle.assign(a),
+    }
+    out = {}
+    for name, make in ways.items():
+        for _ in range(1000):
+            make()
+        gc.collect()
+        before = resident_mb()
+        for _ in range(PADDLE_CALLS):
+            make()
+        gc.collect()
+        out[name] = round((resident_mb() - before) * 2**20 / PADDLE_CALLS, 1)
+        print(f"{name}: {out[name]:.0f} bytes kept per call over {PADDLE_CALLS}", flush=True)
+    return out
+
+
 # -- the report -----------------------------------------------------------------------------------------------------
 def growth(result: Dict) -> Tuple[float, float, float]:
     """(RSS at the end of the warm-up, the largest RSS after it, their difference), MB."""
@@ -231,7 +269,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     a.json = a.json or os.path.join(a.out, "long_runs.json")
     a.png = a.png or os.path.join(a.out, "long_runs.png")
     print(f"long_runs: {', '.join(a.cases)}; images, outputs and logs in {a.out}", flush=True)
-    paths = make_data(a.out)
+    leaks = paddle_tensors() if "paddle_tensors" in a.cases else None
+    a.cases = [c for c in a.cases if c != "paddle_tensors"]
+    paths = make_data(a.out) if a.cases else {}
     load_before = os.getloadavg()[0]
     results = {}
     for case in a.cases:
@@ -248,14 +288,16 @@ def main(argv: Optional[List[str]] = None) -> int:
             flush=True,
         )
     load = f"{load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
-    print("\n| run | count | seconds | RSS at warm-up end, MB | largest after, MB | growth, MB |")
-    print("|---|---|---|---|---|---|")
-    for case, r in results.items():
-        base, top, grew = growth(r)
-        print(f"| {case} | {r['curve'][-1][0]} | {r['seconds']:.0f} | {base:.0f} | {top:.0f} | {grew:+.0f} |")
-    print(f"load average: {load}")
+    if results:
+        print("\n| run | count | seconds | RSS at warm-up end, MB | largest after, MB | growth, MB |")
+        print("|---|---|---|---|---|---|")
+        for case, r in results.items():
+            base, top, grew = growth(r)
+            print(f"| {case} | {r['curve'][-1][0]} | {r['seconds']:.0f} | {base:.0f} | {top:.0f} | {grew:+.0f} |")
+        print(f"load average: {load}")
     with open(a.json, "w") as f:
-        json.dump({"load": load, "results": results}, f, indent=1)
-    plot(results, a.png, load)
-    print(f"curves written to {a.json} and {a.png}")
+        json.dump({"load": load, "results": results, "paddle_tensor_bytes_per_call": leaks}, f, indent=1)
+    if results:
+        plot(results, a.png, load)
+    print(f"curves written to {a.json}" + (f" and {a.png}" if results else ""))
     return 0

@@ -23,3 +23,41 @@ def test_the_compiled_model_forgets_the_oldest_sizes_past_its_cap(monkeypatch):
     assert list(net.seen) == sizes[-8:], f"counted {len(net.seen)} sizes: {list(net.seen)[:3]}..."
     net(paddle.zeros([1, *sizes[-1]]))
     assert net.seen[sizes[-1]] == 2 and len(net.seen) == 8, dict(net.seen)
+
+
+def test_the_long_run_figures_are_the_committed_runs():
+    """docs/benchmarks.md's long-run and demo-latency tables state what the committed JSONs of those runs hold."""
+    import json
+    import os
+    import re
+
+    from benchmarks.long_runs import growth
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    page = open(os.path.join(root, "docs", "benchmarks.md")).read()
+    runs = json.load(open(os.path.join(root, "docs", "benchmarks", "long_runs.json")))["results"]
+    rows = re.findall(
+        r"^\| [^|]+ \| ([\d,]+) (?:requests|images|files) \| (\d+) \| (\d+) MB \| (\d+) MB \| \+(\d+) MB \|$",
+        page,
+        re.M,
+    )
+    want = [
+        (f"{r['curve'][-1][0]:,}", f"{r['seconds']:.0f}", *(f"{abs(v):.0f}" for v in growth(r))) for r in runs.values()
+    ]
+    assert rows == want, f"page {rows}, JSON {want}"
+    latency = json.load(open(os.path.join(root, "docs", "benchmarks", "demo_latency.json")))["rows"]
+    rows = re.findall(
+        r"^\| [^|]+ \| (\d) \| ([\d.]+) s \| ([\d.]+) s \| ([\d.]+) s \| ([\d.]+) s \| ([\d.]+) \| (\d+) ms \|$",
+        page,
+        re.M,
+    )
+    want = [
+        (
+            str(r["clients"]),
+            *(f"{r[k] / 1000:.2f}" for k in ("p50_ms", "p99_ms", "model_p50_ms", "queued_p50_ms")),
+            f"{r['per_s']:.2f}",
+            f"{r['probe_max_ms']:.0f}",
+        )
+        for r in latency
+    ]
+    assert rows == want, f"page {rows}, JSON {want}"
