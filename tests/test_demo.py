@@ -373,9 +373,9 @@ def test_a_slow_inference_blocks_neither_the_info_nor_the_page(demos, tmp_path, 
     assert run.returncode == 0, run.stderr[-2000:]
     out = json.loads(run.stdout)
     assert out["post"]["status"] == 200 and out["post"]["end"] >= held["end"], (out["post"], held)
-    during = [(p, code, b - a) for p, code, a, b in out["gets"] if held["start"] <= a and a + 0.5 <= held["end"]]
+    during = [(p, code, b - a) for p, code, a, b in out["gets"] if held["start"] <= a and a + 1.0 <= held["end"]]
     slowest = max(during, key=lambda g: g[2], default=None)
-    assert slowest and all(code == 200 for _, code, _ in during) and slowest[2] < 0.5, (
+    assert slowest and all(code == 200 for _, code, _ in during) and slowest[2] < 1.0, (
         f"{slowest[0]} took {slowest[2]:.2f} s while an inference was in flight: {during}" if slowest else out
     )
     assert len(during) >= 3 and {p for p, _, _ in during} == {"/api/info", "/"}, (
@@ -396,7 +396,7 @@ def test_requests_past_the_queue_cap_are_refused_at_once(demos, monkeypatch):
         posts = [threading.Thread(target=lambda: answers.append(ask(base + "/api/predict", data))) for _ in range(2)]
         for t in posts:  # one in the model, one waiting
             t.start()
-            time.sleep(0.3)
+            time.sleep(0.5)
         t0 = time.perf_counter()
         code, body = ask(base + "/api/predict", data)
         took = time.perf_counter() - t0
