@@ -2,12 +2,17 @@
 prediction equals the Inferencer's, the attention equals attention_maps, bad uploads get one clear sentence, the
 HTTP answers never carry a traceback, and the page loads nothing from outside."""
 
+import ctypes
 import io
 import json
 import os
 import re
+import socket
 import struct
+import subprocess
+import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 import zlib
@@ -17,11 +22,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segmenter.demo import Demo, DemoError, DemoServer
+from segmenter.demo import Demo, DemoError, DemoServer, serve
 from segmenter.demo.browser import data_url_image, free_port
 from segmenter.demo.server import STATIC
 from segmenter.visualize.attention import attention_maps
-from tests.demo_helpers import ROOT, odd_image, random_weights, tiny_config
+from tests.demo_helpers import ROOT, MixedLoad, odd_image, process_tree_mb, random_weights, tiny_config
 
 
 def png_bytes(img: np.ndarray) -> bytes:
@@ -256,3 +261,218 @@ def test_front_door(made, monkeypatch, capsys):
     assert "warning: --host 0.0.0.0 serves the demo to other machines too" in capsys.readouterr().err
     assert tool.run_cli(tool.main, tool.parse_args(["--config", "nope.yml", "--weights", "none"])) == 1
     assert "error: config nope.yml does not exist" in capsys.readouterr().err
+
+
+@pytest.fixture()
+def fresh(made):
+    """A linear model's Demo of its own (nothing uploaded yet)."""
+    return Demo(*made["linear"])
+
+
+def test_clicks_reach_the_newest_uploads_and_the_oldest_go(fresh, monkeypatch):
+    """The server keeps the newest KEEP_IMAGES uploads for clicks, evicting the oldest; each id clicks its own."""
+    from segmenter.demo import app
+
+    d = fresh
+    n = app.KEEP_IMAGES + 2
+    ids = [d.predict(png_bytes(odd_image(40 + k, 50, seed=k)), False, False)["id"] for k in range(n)]
+    held = [i for i in ids if i in d.images]
+    assert held == ids[2:], f"held {held} of the uploads {ids}: expected all but the two oldest"
+    for k in (0, 1):
+        with pytest.raises(DemoError, match=f"no longer held by the server \\(it keeps the last {app.KEEP_IMAGES}"):
+            d.attention(ids[k], 5, 5)
+    for k in range(2, n):  # the last row of upload k: outside every older (shorter) upload
+        out = d.attention(ids[k], 39 + k, 49)
+        assert out["box"] == [0, 0, 40 + k, 50], f"upload {k} (id {ids[k]}) clicked on an image of {out['box']}"
+    # past KEEP_MB the oldest go too, and the newest stays even when it alone is larger
+    monkeypatch.setattr(app, "KEEP_MB", 3 * 60 * 70 * 3 / 2**20)  # three 60x70 uploads
+    ids = [d.predict(png_bytes(odd_image(60, 70, seed=k)), False, False)["id"] for k in range(5)]
+    held = [i for i in ids if i in d.images]
+    assert held == ids[-3:], f"held {held} of {ids}, expected the newest three"
+    big = d.predict(png_bytes(odd_image(100, 120)), False, False)["id"]
+    assert list(d.images) == [big], f"held {list(d.images)}, expected only the newest {big}"
+
+
+def test_a_click_is_scaled_by_its_own_axis(made, tmp_path):
+    """Val transforms that change the aspect ratio (Resize to 96x48): a click at image pixel (y, x) queries the
+    network-input pixel (y * h / H, x * w / W), each axis by its own ratio."""
+    cfg = tmp_path / "squashed.yml"
+    cfg.write_text(
+        f"_base_: {made['mask'][0]}\nval_dataset:\n  transforms:\n    - {{type: Resize, target_size: [96, 48]}}\n"
+        "    - {type: Normalize, mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5]}\n"
+    )
+    d = Demo(str(cfg), made["mask"][1])
+    img = odd_image(75, 103, seed=4)  # H 75 -> h 48 (0.64), W 103 -> w 96 (0.93)
+    out = d.predict(png_bytes(img), False, False)
+    x, _ = d.seg.preprocess(img)
+    assert x.shape[1:] == (48, 96), x.shape
+    for y, xx in ((70, 20), (10, 100)):
+        want = (y * 48 // 75, xx * 96 // 103)  # (44, 18) and (6, 93)
+        got = d.attention(out["id"], y, xx, 0)
+        m = attention_maps(d.model, x, 0, want)
+        assert got["pixel"] == list(want) and got["query"] == list(m.query), (
+            f"click (y {y}, x {xx}) queried network pixel {got['pixel']} patch {got['query']}, expected {want} "
+            f"patch {m.query}"
+        )
+        assert abs(got["heads"][0]["max"] - float(m.heads[0].max())) <= 1e-6, (got["heads"][0], m.heads[0].max())
+
+
+HOLD_GIL = """
+import json, sys, threading, time, urllib.request
+base, png, seconds = sys.argv[1], open(sys.argv[2], "rb").read(), float(sys.argv[3])
+post = {}
+def upload():
+    t = time.time()
+    with urllib.request.urlopen(urllib.request.Request(base + "/api/predict", data=png), timeout=120) as r:
+        post.update(status=r.status, start=t, end=time.time())
+threading.Thread(target=upload).start()
+gets, end = [], time.time() + seconds
+while time.time() < end:  # the info and the page, in turn, while the upload is in flight
+    path = "/api/info" if len(gets) % 2 == 0 else "/"
+    t = time.time()
+    with urllib.request.urlopen(base + path, timeout=120) as r:
+        r.read()
+        gets.append((path, r.status, t, time.time()))
+    time.sleep(0.1)
+while not post:
+    time.sleep(0.05)
+print(json.dumps({"post": post, "gets": gets}))
+"""
+
+
+def test_a_slow_inference_blocks_neither_the_info_nor_the_page(demos, tmp_path, monkeypatch):
+    """While the model runs a forward that holds Python's GIL (as paddle's inference predictor does for its whole
+    run), /api/info and the page answer at once: they are served by another process than the model's. The client
+    is a process of its own too (this one is the model's)."""
+    demo = demos("linear")
+    hold_s, held = 2.0, {}
+    usleep = ctypes.PyDLL(None).usleep  # a C call that keeps the GIL, as predictor.run does
+    probs = demo.seg._probs
+
+    def slow_probs(x):
+        held["start"] = time.time()
+        usleep(int(hold_s * 1e6))
+        held["end"] = time.time()
+        return probs(x)
+
+    monkeypatch.setattr(demo.seg, "_probs", slow_probs)
+    server = DemoServer(demo, "127.0.0.1", free_port())
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        (tmp_path / "up.png").write_bytes(png_bytes(odd_image(40, 50)))
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        run = subprocess.run(
+            [sys.executable, "-I", "-c", HOLD_GIL, base, str(tmp_path / "up.png"), str(hold_s + 0.5)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert run.returncode == 0, run.stderr[-2000:]
+    out = json.loads(run.stdout)
+    assert out["post"]["status"] == 200 and out["post"]["end"] >= held["end"], (out["post"], held)
+    during = [(p, code, b - a) for p, code, a, b in out["gets"] if held["start"] <= a and a + 1.0 <= held["end"]]
+    slowest = max(during, key=lambda g: g[2], default=None)
+    assert slowest and all(code == 200 for _, code, _ in during) and slowest[2] < 1.0, (
+        f"{slowest[0]} took {slowest[2]:.2f} s while an inference was in flight: {during}" if slowest else out
+    )
+    assert len(during) >= 3 and {p for p, _, _ in during} == {"/api/info", "/"}, (
+        f"{len(during)} requests for the info or the page started while the model held the GIL for {hold_s} s "
+        f"({out['gets']}, held {held})"
+    )
+
+
+def test_requests_past_the_queue_cap_are_refused_at_once(demos, monkeypatch):
+    """More than max_waiting requests queued for the model: the next is answered 503 with a sentence, at once."""
+    demo = demos("linear")
+    probs, gate = demo.seg._probs, threading.Event()
+    monkeypatch.setattr(demo.seg, "_probs", lambda x: (gate.wait(20), probs(x))[1])  # busy until the gate opens
+    server = DemoServer(demo, "127.0.0.1", free_port(), max_waiting=1)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base, data, answers = f"http://127.0.0.1:{server.server_address[1]}", png_bytes(odd_image(40, 50)), []
+    try:
+        posts = [threading.Thread(target=lambda: answers.append(ask(base + "/api/predict", data))) for _ in range(2)]
+        for t in posts:  # one in the model, one waiting
+            t.start()
+            time.sleep(0.5)
+        t0 = time.perf_counter()
+        code, body = ask(base + "/api/predict", data)
+        took = time.perf_counter() - t0
+        gate.set()
+        for t in posts:
+            t.join(60)
+    finally:
+        gate.set()
+        server.shutdown()
+        server.server_close()
+    assert code == 503 and "1 requests are waiting" in json.loads(body)["error"] and took < 2, (code, body, took)
+    assert sorted(c for c, _ in answers) == [200, 200], [c for c, _ in answers]
+    assert server.page.poll() is not None, "the page's process outlived server_close()"
+
+
+@pytest.mark.slow
+def test_memory_stays_flat_under_a_long_mixed_load(demos):
+    """A small version of benchmarks/long_runs.py's demo case: 8 clients, 240 requests of every kind (uploads of
+    random sizes with slice and flip on or off, clicks, garbage, truncated JPEGs, empty bodies, unknown ids);
+    every answer right, and the resident memory of the server (this process holding the model, and the page's)
+    grows at most 40 MB over the second half (main grew 107 MB: a model call on each request's own thread)."""
+    server = DemoServer(demos("linear"), "127.0.0.1", free_port())
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        # up to 250 px a side: 976 patches at most, under the compiled path's 1024, whose predictors (up to 4) are
+        # live memory, not growth
+        load = MixedLoad(base, process_tree_mb, 240, clients=8, every=20, deadline_s=240, sizes=(40, 250)).run()
+    finally:
+        server.shutdown()
+        server.server_close()
+    half = len(load.curve) // 2
+    first, second = max(v for _, v in load.curve[: half + 1]), max(v for _, v in load.curve[half + 1 :])
+    curve = ", ".join(f"{k}: {v:.0f}" for k, v in load.curve)
+    assert second - first <= 40, (
+        f"the server grew {second - first:.0f} MB over the second half (MB by request: {curve})"
+    )
+    assert load.counts["click"] > 30 and load.counts["truncated"] > 5, load.counts
+
+
+def test_the_model_process_trims_its_heap_past_the_threshold_and_when_idle(demos, monkeypatch):
+    """Freed memory stays in the heap for reuse until the resident memory is TRIM_ABOVE_MB over what it was after the
+    last trim, or the server goes idle after answering (a meter that adds 40 MB per upload and a trim that gives it
+    all back stand in for the heap)."""
+    from segmenter import runtime
+    from segmenter.demo import server as demo_server
+
+    monkeypatch.setattr(demo_server, "TRIM_ABOVE_MB", 64)
+    rss, trims = {"mb": 500.0}, []
+    monkeypatch.setattr(runtime, "resident_mb", lambda: rss["mb"])
+    monkeypatch.setattr(
+        runtime, "release_freed_memory", lambda collect=True: (trims.append(rss["mb"]), rss.update(mb=500.0))
+    )
+    demo = demos("linear")
+    predict = demo.predict
+    monkeypatch.setattr(demo, "predict", lambda *a: (rss.update(mb=rss["mb"] + 40), predict(*a))[1])
+    server = DemoServer(demo, "127.0.0.1", free_port())
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.3}, daemon=True).start()
+    try:
+        base, data = f"http://127.0.0.1:{server.server_address[1]}", png_bytes(odd_image(40, 50))
+        for _ in range(5):
+            assert ask(base + "/api/predict", data)[0] == 200
+        time.sleep(1.0)  # idle: one more trim
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert trims and max(trims) <= 500 + 2 * 40 and rss["mb"] == 500.0, (
+        f"trimmed at {trims} MB, {rss['mb']} MB left after the last upload and an idle while (threshold 564 MB)"
+    )
+
+
+def test_a_busy_port_is_one_sentence(demos):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        msg = rf"cannot listen on 127.0.0.1:{port} \(Address already in use\); pick another --port"
+        with pytest.raises(OSError, match=msg):
+            serve(demos("linear"), "127.0.0.1", port)

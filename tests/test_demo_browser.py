@@ -6,6 +6,7 @@ attention_maps, toggles flip, and sends bad uploads; for each model family and t
 The `demo` tier (about 2 minutes): python -m pytest -m demo tests/test_demo_browser.py
 """
 
+import io
 import os
 
 import numpy as np
@@ -57,6 +58,42 @@ def text(driver, css):
     return [e.text for e in driver.find_elements("css selector", css)]
 
 
+def visible(driver, css):
+    """The elements matching css that the page shows."""
+    return [e for e in driver.find_elements("css selector", css) if e.is_displayed()]
+
+
+def check_query_marker_and_captions(driver):
+    """The attention row's window shows the query patch boxed in red, at least 10 px on screen wherever the patch
+    lands (a 512 px image in a 150 px tile shrinks a patch of 8 to 2 px); every head's caption fits its tile."""
+    att = driver.execute_script("return window.demo.attention")
+    bw, (r, c), p = att["box"][3], att["query"], att["patch"]
+    figs = driver.find_elements("css selector", "#attn-heads figure.window")
+    markers = [m for f in figs for m in f.find_elements("css selector", ".query") if m.is_displayed()]
+    assert len(figs) == 1 and len(markers) == 1, f"{len(markers)} query markers shown in the attention row"
+    img = figs[0].find_element("tag name", "img")
+    rect = "const r = arguments[0].getBoundingClientRect(); return [r.left, r.top, r.width, r.height]"
+    il, it, iw, ih = driver.execute_script(rect, img)
+    ml, mt, mw, mh = driver.execute_script(rect, markers[0])
+    s = iw / bw
+    cx, cy = il + (c * p + p / 2) * s, it + (r * p + p / 2) * s  # the patch's centre on screen
+    assert abs(ml + mw / 2 - cx) <= 1.5 and abs(mt + mh / 2 - cy) <= 1.5 and min(mw, mh) >= 9.5, (
+        f"marker at ({ml:.1f}, {mt:.1f}) {mw:.1f}x{mh:.1f} px; patch ({r}, {c}) of {p} px is centred at "
+        f"({cx:.1f}, {cy:.1f}) in the {iw:.0f} px tile"
+    )
+    shot = np.asarray(Image.open(io.BytesIO(figs[0].screenshot_as_png)).convert("RGB")).astype(int)
+    red = int(((shot[..., 0] > 200) & (shot[..., 1] < 60) & (shot[..., 2] < 60)).sum())
+    assert red >= 30, f"{red} red pixels in the screenshot of the query's tile"
+    fits = driver.execute_script(
+        "return [...document.querySelectorAll('#attn-heads figure.head')].map(f => {"
+        " const c = f.querySelector('figcaption'), i = f.querySelector('img');"
+        " return [c.textContent, c.getBoundingClientRect().right - i.getBoundingClientRect().right,"
+        " c.scrollWidth - c.clientWidth]; })"
+    )
+    over = [f for f in fits if f[1] > 0.5 or f[2] > 0]
+    assert fits and not over, f"head captions past their tiles (caption, px past the tile, px overflowing): {over}"
+
+
 @pytest.mark.parametrize(
     "name,framework", [("linear", "paddle"), ("mask", "paddle"), ("upernet", "paddle"), ("mask", "torch")]
 )
@@ -69,6 +106,10 @@ def test_upload_overlay_click_attention(driver, made, tmp_path, name, framework)
         driver.get(server.url)
         assert wait_state(driver, ("ready", "error")) == "ready", driver.find_element("id", "message").text
         info = driver.execute_script("return window.demo.info")
+        stray = [
+            e.text or e.get_attribute("id") for e in visible(driver, "#results, #results *, #timings, #attention *")
+        ]
+        assert stray == [], f"the page shows results before any image: {stray}"
         state = upload(driver, str(tmp_path / "upload.png"))
         assert state == "done", driver.find_element("id", "message").text
 
@@ -135,11 +176,23 @@ def test_upload_overlay_click_attention(driver, made, tmp_path, name, framework)
         want = inferencer(framework, cfg, weights, flip_horizontal=True)(SAMPLES["shapes_96"]()).pred
         assert np.array_equal(got, want), f"sample: {int((got != want).sum())} pixels differ from the Inferencer"
 
+        # whole-image mode on a 512 px sample: the query patch is boxed in the attention row, the captions fit
+        driver.execute_script("document.body.dataset.state = 'toggling'")
+        driver.find_element("id", "slide").click()
+        assert wait_state(driver) == "done" and not driver.execute_script("return window.demo.last.slide")
+        driver.execute_script("document.body.dataset.state = 'picking'")
+        Select(driver.find_element("id", "sample")).select_by_value("shapes_512")
+        assert wait_state(driver) == "done", driver.find_element("id", "message").text
+        assert click_pixel(driver, 341, 269) == "done", driver.find_element("id", "message").text
+        check_query_marker_and_captions(driver)
+
         # bad uploads: one sentence on the page, never a traceback
         (tmp_path / "notes.png").write_text("not an image at all")
         Image.fromarray(np.zeros((2, 5000, 3), np.uint8)).save(tmp_path / "wide.png")
         assert upload(driver, str(tmp_path / "notes.png")) == "error"
         assert "notes.png is not an image PIL can read" in driver.find_element("id", "message").text
+        left = [e.get_attribute("id") or e.text for e in visible(driver, "#results *, #timings, #attention *")]
+        assert left == [], f"the previous image's results stay under the error: {left}"
         assert upload(driver, str(tmp_path / "wide.png")) == "error"
         msg = driver.find_element("id", "message").text
         assert "wide.png is 5000x2 px; the limit is 4096 px on the longest side" in msg, msg

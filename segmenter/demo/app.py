@@ -19,22 +19,15 @@ import numpy as np
 from PIL import Image
 
 from segmenter.demo.samples import SAMPLES
+from segmenter.demo.server import DemoError, size_text
 from segmenter.visualize.attention import attention_maps, patch_grid
 from segmenter.visualize.palette import overlay, palette
 
 MAX_CLASS_PANELS = 8  # class attention / mask panels of a mask-transformer: the classes covering the most pixels
-
-
-def size_text(n: float) -> str:
-    """Bytes as a person reads them: 512.0 KiB, 32.0 MiB, 1.5 GiB."""
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n / 1024:.1f} KiB"
-
-
-class DemoError(ValueError):
-    """A bad upload or request; its message is what the page shows."""
+# The uploads kept for clicks: the newest KEEP_IMAGES, and fewer when their pixels pass KEEP_MB (the newest is always
+# kept); past either cap the oldest goes first. A click on an evicted upload asks to upload it again.
+KEEP_IMAGES = 8
+KEEP_MB = 256  # RGB uint8: 8 uploads of 3000x3500, or 5 of 4096x4096 (48 MB each)
 
 
 def png_data_url(rgb: np.ndarray) -> str:
@@ -255,9 +248,7 @@ class Demo:
             t.append(time.perf_counter())
             self.runs += 1
             image_id = str(self.runs)
-            self.images[image_id] = {"image": image, "x": x, "slide": slide}
-            while len(self.images) > 8:
-                self.images.popitem(last=False)
+            self.keep(image_id, image, slide)
         counts = np.bincount(pred.ravel(), minlength=len(self.names))
         areas = [
             {
@@ -287,15 +278,25 @@ class Demo:
         out["timings_ms"]["server total"] = round(1000 * (t[-1] - t[0]), 1)
         return out
 
+    def keep(self, image_id: str, image: np.ndarray, slide: bool) -> None:
+        """Hold an upload for clicks (the picture only: a click preprocesses it again); evict as KEEP_* say."""
+        self.images[image_id] = {"image": image, "slide": slide}
+        held = lambda: sum(v["image"].nbytes for v in self.images.values()) / 2**20  # noqa: E731
+        while len(self.images) > 1 and (len(self.images) > KEEP_IMAGES or held() > KEEP_MB):
+            self.images.popitem(last=False)  # the oldest
+
     # -- a click -> attention ------------------------------------------------------------------------------------
     def attention(self, image_id: str, y: int, x: int, layer: int = -1) -> Dict[str, Any]:
         """Per-head attention of the patch under pixel (y, x) of the image (original pixels) in encoder `layer`,
         and for a mask transformer each class's attention and mask, over the window the prediction used."""
         t0 = time.perf_counter()
         if image_id not in self.images:
-            raise DemoError("that image is no longer held by the server (it keeps the last 8): upload it again.")
+            raise DemoError(
+                f"that image is no longer held by the server (it keeps the last {KEEP_IMAGES}): upload it again."
+            )
         held = self.images[image_id]
-        image, xin = held["image"], held["x"]
+        image = held["image"]
+        xin, _ = self.seg.preprocess(image)  # [3, h, w]: the network input of the prediction, made again
         H, W = image.shape[:2]
         h, w = xin.shape[1:]
         if not (0 <= y < H and 0 <= x < W):
@@ -323,19 +324,14 @@ class Demo:
             m = attention_maps(self.model, xin, layer, (py, px), crop, stride)
         y0, x0, bh, bw = m.box
         shown = image if (h, w) == (H, W) else np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
-        win = shown[y0 : y0 + bh, x0 : x0 + bw].copy()
-        ps = m.patch_size
-        r0, c0 = m.query[0] * ps, m.query[1] * ps
-        box = win[r0 : r0 + ps, c0 : c0 + ps]  # the query patch outlined in red (a view: drawn in place)
-        box[[0, -1], :] = (255, 0, 0)
-        box[:, [0, -1]] = (255, 0, 0)
+        win = shown[y0 : y0 + bh, x0 : x0 + bw]  # the page boxes the query patch on it (at least 10 px on screen)
         out = {
             "layer": m.layer,
             "query": list(m.query),
             "pixel": [py, px],
             "box": [y0, x0, bh, bw],
-            "patch": ps,
-            "window": png_data_url(win),
+            "patch": m.patch_size,
+            "window": png_data_url(np.ascontiguousarray(win)),
             "heads": [
                 {"head": k, "min": float(a.min()), "max": float(a.max()), "png": png_data_url(colormap(a, "viridis"))}
                 for k, a in enumerate(m.heads)

@@ -48,6 +48,9 @@ from segmenter.runtime import PeakRSS, available_mb, check_precision, release_fr
 
 COMPILE_AFTER = 2  # calls at one size before it is compiled (~2-5 s for ViT-S: about 5 forwards at 512)
 MAX_SIZES = 4  # predictors kept per model; each holds its own copy of the weights
+# Input sizes counted towards COMPILE_AFTER: past this many the oldest count is forgotten (a size seen again starts
+# from one), so a server fed every size there is (the demo page) keeps a bounded table.
+MAX_SEEN = 4096
 # Fewer tokens per image stay in dygraph: ViT-S at 256x256 (256 tokens) ran as fast in dygraph as through the
 # predictor, at 384x384 (576) 10% slower, at 512x512 (1024) 1.3-2x slower (docs/benchmarks.md).
 MIN_TOKENS = 1024  # a 512x512 window at patch 16
@@ -113,6 +116,8 @@ class CompiledModel:
             pred.release()
             return out
         self.seen[key] = self.seen.get(key, 0) + 1
+        if len(self.seen) > MAX_SEEN:
+            del self.seen[next(iter(self.seen))]  # the oldest size first seen (dicts keep insertion order)
         if self.worth_compiling(key):
             return self._compile(key, x)
         if self.precision != "fp32":

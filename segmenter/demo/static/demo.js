@@ -81,11 +81,36 @@ async function init() {
   setState("ready", "Upload an image or pick a sample.");
 }
 
+function clearAttention() {
+  $("attn-title").textContent = "Attention: click a pixel of the prediction";
+  $("attn-heads").replaceChildren();
+  $("attn-classes").replaceChildren();
+  state.attention = null;
+}
+
+function clearResults() {  // under an error nothing of an earlier image stays: the results hide until the next one
+  delete document.body.dataset.shown;
+  for (const id of ["image", "overlay"]) $(id).removeAttribute("src");
+  $("marker").style.display = "none";
+  $("legend").replaceChildren();
+  $("areas").tBodies[0].replaceChildren();
+  $("mask-link").removeAttribute("href");
+  $("mask-link").style.display = "none";
+  $("timings").textContent = "";
+  clearAttention();
+  Object.assign(state, { id: null, last: null, click: null });
+}
+
+function fail(message) {
+  clearResults();
+  setState("error", message, true);
+}
+
 async function run(blob, name) {
   const t0 = performance.now();
   const lim = state.info.limits;
   if (blob.size > lim.max_bytes) {
-    setState("error", `${name} is ${(blob.size / 2 ** 20).toFixed(1)} MiB; the limit is ${(lim.max_bytes / 2 ** 20).toFixed(0)} MiB: upload a smaller file.`, true);
+    fail(`${name} is ${(blob.size / 2 ** 20).toFixed(1)} MiB; the limit is ${(lim.max_bytes / 2 ** 20).toFixed(0)} MiB: upload a smaller file.`);
     return;
   }
   state.blob = blob;
@@ -100,9 +125,10 @@ async function run(blob, name) {
     for (const id of ["image", "overlay"]) $(id).style.width = `${Math.round(w * scale)}px`;
     await Promise.all([loaded($("image"), out.image), loaded($("overlay"), out.overlay)]);
   } catch (e) {
-    setState("error", e.message, true);
+    fail(e.message);
     return;
   }
+  document.body.dataset.shown = "";
   state.uploadToOverlayMs = performance.now() - t0;
   state.id = out.id;
   state.last = out;
@@ -127,9 +153,7 @@ async function run(blob, name) {
   }
   $("areas").tBodies[0].replaceChildren(...rows);
   showTimings();
-  $("attn-title").textContent = "Attention: click a pixel of the prediction";
-  $("attn-heads").replaceChildren();
-  $("attn-classes").replaceChildren();
+  clearAttention();
   const [h, w] = out.size;
   setState("done", `${name}: ${w}x${h} px, slice ${out.slide ? "on" : "off"}, flip ${out.flip ? "on" : "off"}, ${out.precision}`);
 }
@@ -142,12 +166,27 @@ function showTimings() {
   $("timings").textContent = "last run: " + parts.join(" · ");
 }
 
-function range(lo, hi) {  // a map's min-max, to two significant digits (attention weights can be 1e-5)
-  return `${lo.toPrecision(2)}–${hi.toPrecision(2)}`;
+function num(v) {  // two significant digits in at most 6 characters: 0.23, 0.012, 2.2e-4 (over a whole image: 1e-5)
+  return v !== 0 && Math.abs(v) < 0.01 ? v.toExponential(1) : v.toPrecision(2);
 }
 
-function figure(src, caption, cls) {
-  return el("figure", { className: cls }, [el("img", { src: src, alt: caption }), el("figcaption", { textContent: caption })]);
+function range(lo, hi) {  // a map's min-max
+  return `${num(lo)}–${num(hi)}`;
+}
+
+function figure(src, caption, cls, marker) {
+  const img = el("img", { src: src, alt: caption });
+  return el("figure", { className: cls }, [marker ? el("div", { className: "frame" }, [img, marker]) : img,
+    el("figcaption", { textContent: caption })]);
+}
+
+function queryMarker(out) {  // the query patch on the window, placed in % so it follows the shown size
+  const [, , bh, bw] = out.box, p = out.patch, [r, c] = out.query;
+  const pct = (v, total) => `${(100 * v / total).toFixed(3)}%`;
+  const m = el("div", { className: "query" });
+  Object.assign(m.style, { left: pct(c * p + p / 2, bw), top: pct(r * p + p / 2, bh),
+    width: pct(Math.min(p, bw - c * p), bw), height: pct(Math.min(p, bh - r * p), bh) });
+  return m;
 }
 
 async function attend() {
@@ -159,6 +198,7 @@ async function attend() {
     out = await askJSON("/api/attention", { method: "POST", headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ id: state.id, y: y, x: x, layer: Number($("layer").value) }) });
   } catch (e) {
+    clearAttention();
     setState("error", e.message, true);
     return;
   }
@@ -168,7 +208,7 @@ async function attend() {
   const where = (bh === H && bw === W) ? "the whole image" : `the ${bw}x${bh} window at (y ${y0}, x ${x0})`;
   $("attn-title").textContent = `Attention of encoder layer ${out.layer}, patch (row ${out.query[0]}, col ${out.query[1]}) ` +
     `under pixel (y ${y}, x ${x}), over ${where}; each map scaled from its min to its max`;
-  $("attn-heads").replaceChildren(figure(out.window, "query patch (red)", "window"),
+  $("attn-heads").replaceChildren(figure(out.window, "query patch (red)", "window", queryMarker(out)),
     ...out.heads.map((hd) => figure(hd.png, `head ${hd.head} · ${range(hd.min, hd.max)}`, "head")));
   const classes = $("attn-classes");
   classes.replaceChildren();
@@ -207,7 +247,7 @@ $("sample").addEventListener("change", async () => {
     const res = await fetch(`/samples/${name}.png`);
     run(await res.blob(), name);
   } catch (e) {
-    setState("error", "the demo server did not answer (is tools/demo.py still running?)", true);
+    fail("the demo server did not answer (is tools/demo.py still running?)");
   }
 });
 for (const id of ["slide", "flip", "bf16"]) $(id).addEventListener("change", () => { if (state.blob) run(state.blob, state.name); });
