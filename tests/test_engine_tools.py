@@ -39,7 +39,10 @@ def trained(tmp_path_factory):
     return cfg_path, str(tmp / "run" / "iter_6")
 
 
-def test_val_tool_prints_the_in_process_figures(trained, capsys):
+def test_val_tool_prints_the_in_process_figures(trained, capsys, tmp_path):
+    """Printed and written with --json: each row's mIoU equals the in-process evaluation, classes by name."""
+    import json
+
     cfg_path, ckpt = trained
     out = tool(
         capsys,
@@ -59,7 +62,11 @@ def test_val_tool_prints_the_in_process_figures(trained, capsys):
         "3",
         "--aug_eval",
         "--flip_horizontal",
+        "--json",
+        str(tmp_path / "m" / "metrics.json"),
     )
+    written = json.loads((tmp_path / "m" / "metrics.json").read_text())["rows"]
+    assert f"metrics written to {tmp_path / 'm' / 'metrics.json'}" in out, out[-500:]
     cfg = load_config(cfg_path)
     for label, flip in (("slice", False), ("slice + flip", True)):  # the published tables' two columns
         line = next((ln for ln in out.splitlines() if ln.startswith(f"[EVAL] {label}:")), None)
@@ -76,7 +83,11 @@ def test_val_tool_prints_the_in_process_figures(trained, capsys):
             progress=False,
         )["mIoU"]
         assert abs(got - want) < 5e-5, f"val.py {label} mIoU {got} != in-process {want:.4f}"
+        assert abs(written[label]["mIoU"] - want) < 1e-6, f"--json {label} mIoU {written[label]['mIoU']} != {want}"
     from segmenter.datasets.shapes import SHAPES
+
+    assert list(written) == ["slice", "slice + flip"], list(written)
+    assert list(written["slice + flip"]["class_iou"]) == list(SHAPES), written["slice + flip"]["class_iou"]
 
     rows = re.findall(r"^\s+(\d+)\s+(\S.*?)\s+(\d\.\d{4})\s+(\d\.\d{4})$", out, re.M)
     assert [name for _, name, _, _ in rows] == list(SHAPES), f"the per-class table does not name {SHAPES}:\n{out}"

@@ -24,6 +24,12 @@ def parse_args(argv=None):
         help="also write image | truth | prediction PNGs of the N worst and N best images by mIoU (default: 0, none)",
     )
     p.add_argument("--save_dir", default="output/panels", help="where --save_panels writes")
+    p.add_argument(
+        "--json",
+        metavar="PATH",
+        help="also write the metrics to PATH as JSON: each row's mIoU, Acc, Kappa, Dice and per-class IoU and "
+        "precision by class name (default: none)",
+    )
     cli.add_common(p)
     cli.add_paddleseg_eval(p, "aug_eval")
     cli.refuse(p, "--num_workers", "val reads its images in the evaluating process; drop the flag.")
@@ -31,12 +37,14 @@ def parse_args(argv=None):
 
 
 def main(args) -> None:
-    from segmenter.engine.run import load_config, run_save_panels, run_val
+    from segmenter.engine.run import load_config, run_save_panels, run_val, write_metrics
 
     cfg = load_config(args.config, args.opts, verbose=args.verbose)
     cli.apply_device(args.device)
     kw = cli.inference_overrides(args, args.aug_eval)
-    run_val(cfg, args.model_path, **kw)
+    metrics = run_val(cfg, args.model_path, **kw)
+    if args.json:
+        print(f"[EVAL] metrics written to {write_metrics(args.json, cfg, metrics, kw)}")
     if args.save_panels:
         for path in run_save_panels(cfg, args.model_path, args.save_panels, args.save_dir, **kw):
             print(f"[PANEL] {path}")

@@ -303,7 +303,7 @@ def run_val(cfg: Config, model_path: str, **overrides) -> dict:
     model = load_model(cfg, model_path)
     ds = Builder(cfg).val_dataset
     kw = test_kwargs(cfg, overrides)
-    base, mode = "slice" if kw["is_slide"] else "whole", inference_mode(kw)
+    mode = inference_mode(kw)
     window = f", windows {kw['crop_size']} stride {kw['stride']}" if kw["is_slide"] else ""
     say(
         "val",
@@ -313,14 +313,44 @@ def run_val(cfg: Config, model_path: str, **overrides) -> dict:
         inference=mode + window + precision_note(kw["precision"]),
     )
     m = evaluate(model, ds, model.num_classes, **kw)
-    rows = ([(base, m["plain"])] if "plain" in m else []) + [(mode, m)]
-    for name, r in rows:  # the published tables' columns: "slice", then "flip"
+    for name, r in metrics_rows(m, kw):  # the published tables' columns: "slice", then "flip"
         print(
             f"[EVAL] {name}: {len(ds)} images  mIoU {r['mIoU']:.4f}  Acc {r['Acc']:.4f}  Kappa {r['Kappa']:.4f}  "
             f"Dice {r['Dice']:.4f}"
         )
     print(class_table(class_names_of(cfg, model.num_classes), m, mode))
     return m
+
+
+def metrics_rows(m: dict, kw: dict) -> list:
+    """(row name, metrics) in the order run_val prints them: "slice"/"whole", then the augmented row if any."""
+    base, mode = "slice" if kw["is_slide"] else "whole", inference_mode(kw)
+    return ([(base, m["plain"])] if "plain" in m else []) + [(mode, m)]
+
+
+def write_metrics(path: str, cfg: Config, m: dict, overrides: dict) -> str:
+    """The metrics of run_val as JSON at path (written whole or not at all): per row, mIoU, Acc, Kappa, Dice and each
+    class's IoU and precision under its name. Returns path."""
+    import json
+
+    kw = test_kwargs(cfg, overrides)
+    names = class_names_of(cfg, len(m["class_iou"]))
+    out = {
+        "config": getattr(cfg, "path", None),
+        "rows": {
+            name: {
+                **{k: round(float(r[k]), 6) for k in ("mIoU", "Acc", "Kappa", "Dice")},
+                "class_iou": {n: round(float(v), 6) for n, v in zip(names, r["class_iou"])},
+                "class_precision": {n: round(float(v), 6) for n, v in zip(names, r["class_precision"])},
+            }
+            for name, r in metrics_rows(m, kw)
+        },
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".partial", "w") as f:
+        json.dump(out, f, indent=1)
+    os.replace(path + ".partial", path)
+    return path
 
 
 def class_table(names: list, m: dict, mode: str) -> str:
