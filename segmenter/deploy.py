@@ -223,7 +223,7 @@ class Predictor:
     paddle rejects the graph when loading it or at the first run: paddle 3.3.1's PIR oneDNN executor
     fails on graphs with an interpolation (logits grids above 128 take paddle's bilinear kernel; `export` bakes a
     resampled position embedding in as a constant). Where it runs, oneDNN was 15-20% faster than MKL on the
-    2-core AMD machine and within the parity bounds of the eager model (BENCHMARKS.md).
+    2-core AMD machine and within the parity bounds of the eager model (docs/benchmarks/history.md).
     precision: "fp32", "bf16" (oneDNN only, on a CPU with bf16 arithmetic: runtime.check_precision), or None
     (default): the precision `export` recorded. A bf16 graph paddle rejects falls back to oneDNN in fp32 (UPerNet's
     pyramid pooling: pool2d has no bf16 kernel for its adaptive sizes), then to MKL as above; `self.precision` and

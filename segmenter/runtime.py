@@ -1,6 +1,6 @@
 """CPU runtime settings for Paddle: thread count and MKL's code path on AMD processors.
 
-Why this exists (measured on a 2-core AMD EPYC, paddlepaddle 3.3.1, see BENCHMARKS.md):
+Why this exists (measured on a 2-core AMD EPYC, paddlepaddle 3.3.1, see docs/benchmarks/history.md):
 
 1. Paddle's dense matmul on CPU calls `cblas_sgemm` from the MKLML library it ships (libmklml_intel.so).
    That MKL picks its kernels by CPU vendor: on a non-Intel processor it takes a generic SSE path unless

@@ -123,7 +123,7 @@ class SegmenterCrossEntropyLoss(paddle.nn.Layer):
         label = label.astype("int64")
         valid = (label != self.ignore_index).astype("float32")
         # Class axis last: paddle 3.3's CPU log_softmax over axis 1 of [2, 150, 512, 512] took 57 s, the fused
-        # softmax-cross-entropy on the channels-last copy 0.5 s (BENCHMARKS.md, "Where the time goes").
+        # softmax-cross-entropy on the channels-last copy 0.5 s (docs/benchmarks/history.md, "Where the time goes").
         logits = logits.transpose([0, 2, 3, 1])  # [B, C, H, W] -> [B, H, W, C]
         # reduction="none" gives 0 at ignored pixels; the mean is taken over valid pixels below
         nll = F.cross_entropy(logits, label, ignore_index=self.ignore_index, reduction="none", axis=-1)

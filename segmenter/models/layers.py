@@ -68,9 +68,10 @@ def chunked_attention(q: paddle.Tensor, k: paddle.Tensor, v: paddle.Tensor, chun
 
 # Paddle's fused CPU attention kernel (`self_dp_attention`: qkv [B, N, 3, heads, hd] -> [B, N, heads, hd]): blocks of
 # 512 queries x 512 keys with an online softmax (the flash-attention scheme), so no [N, N] map is ever held, and
-# 3.8-4x faster than the explicit product on ViT-S's shapes (1025 and 2305 tokens, one thread; BENCHMARKS.md). It
-# has no backward and no GPU kernel, and its inner loops are AVX-512, so it runs only at inference (no gradient
-# asked), on the CPU, in float32, on a CPU with avx512f. SEGMENTER_FUSED_ATTENTION=0 turns it off.
+# 3.8-4x faster than the explicit product on ViT-S's shapes (1025 and 2305 tokens, one thread;
+# docs/benchmarks/history.md). It has no backward and no GPU kernel, and its inner loops are AVX-512, so it runs
+# only at inference (no gradient asked), on the CPU, in float32, on a CPU with avx512f. SEGMENTER_FUSED_ATTENTION=0
+# turns it off.
 _FUSED = {"dygraph": None, "static": False}  # None: decided on first use; static graphs opt in (fused_attention)
 
 
@@ -175,7 +176,7 @@ class Attention(nn.Layer):
         # Heads are split and stacked into contiguous tensors rather than reshaped and transposed into views:
         # with batch > 1 paddle 3.3's CPU kernels on such 4-D strided views (scale, matmul, reshape) ran up to
         # 20x slower (q@k^T 30 vs 19 ms at batch 2), and indexing a [3, B, heads, N, hd] view wrote a
-        # zero-filled full-size gradient per index in the backward (BENCHMARKS.md, "Where the time goes").
+        # zero-filled full-size gradient per index in the backward (docs/benchmarks/history.md, "Where the time goes").
         h = self.num_heads
         if not (return_attn or self.training) and _BF16_GRAPH["on"] and not paddle.in_dynamic_mode():
             return self.proj_drop(self.proj(transposed_attention(self.qkv(x), h, self.scale)))

@@ -24,8 +24,8 @@ def upsample_bilinear(x: paddle.Tensor, size: List[int]) -> paddle.Tensor:
     """F.interpolate(x, size, mode="bilinear", align_corners=False), as two small matmuls on a coarse grid.
 
     Paddle 3.3's CPU bilinear kernel took 155 ms forward and ~1.2 s forward+backward to take 2x150 logits
-    from 32x32 to 512x512; the separable product takes 28 ms and 0.17 s (BENCHMARKS.md). It costs 2 * (h + w)
-    multiply-adds per output pixel instead of 4, so grids above MAX_PRODUCT_GRID take the kernel.
+    from 32x32 to 512x512; the separable product takes 28 ms and 0.17 s (docs/benchmarks/history.md). It costs
+    2 * (h + w) multiply-adds per output pixel instead of 4, so grids above MAX_PRODUCT_GRID take the kernel.
     """
     h, w = x.shape[2], x.shape[3]
     if max(h, w) > MAX_PRODUCT_GRID:

@@ -74,7 +74,7 @@ class Attention(nn.Module):
         # Heads are split and stacked into contiguous tensors rather than reshaped and transposed into views:
         # with batch > 1 paddle 3.3's CPU kernels on such 4-D strided views (scale, matmul, reshape) ran up to
         # 20x slower (q@k^T 30 vs 19 ms at batch 2), and indexing a [3, B, heads, N, hd] view wrote a
-        # zero-filled full-size gradient per index in the backward (BENCHMARKS.md, "Where the time goes").
+        # zero-filled full-size gradient per index in the backward (docs/benchmarks/history.md, "Where the time goes").
         h = self.num_heads
         parts = self.qkv(x).chunk(3 * h, dim=-1)  # [B, N, 3C] -> 3 * heads x [B, N, hd]
         q, k, v = (torch.stack(parts[i * h : (i + 1) * h], dim=1) for i in range(3))  # 3 x [B, heads, N, hd]

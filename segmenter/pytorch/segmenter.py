@@ -23,7 +23,7 @@ def upsample_bilinear(x: torch.Tensor, size: List[int]) -> torch.Tensor:
     """F.interpolate(x, size, mode="bilinear", align_corners=False), as two small matmuls on a coarse grid.
 
     Mirrors the Paddle twin, where the kernel is slow; here the product is as fast forward (59 vs 55 ms) and
-    faster forward+backward (0.24 vs 0.42 s) for 2x150 logits from 32x32 to 512x512 (BENCHMARKS.md).
+    faster forward+backward (0.24 vs 0.42 s) for 2x150 logits from 32x32 to 512x512 (docs/benchmarks/history.md).
     It costs 2 * (h + w) multiply-adds per output pixel instead of 4, so grids above MAX_PRODUCT_GRID take the
     kernel.
     """
