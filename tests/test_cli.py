@@ -744,7 +744,7 @@ def test_default_output_is_short_and_free_of_known_noise(trained, tmp_path):
         ):
             assert noise not in text, f"{name} printed {noise!r}:\n{text}"
         assert f"{name.replace('onnx', 'export')}: running on cpu" in text, text
-    assert "predict: wrote 1 masks to output/result/pseudo_color" in outs["predict"].stdout, outs["predict"].stdout
+    assert "predict: wrote 1 of 1 images: masks to output/result/pseudo_color" in outs["predict"].stdout, outs["predict"].stdout
     assert os.path.isfile(tmp_path / "output" / "result" / "pseudo_color" / "img.png")
     assert f"export: wrote {tmp_path / 'm.onnx'} (the model, ONNX opset" in outs["onnx"].stdout, outs["onnx"].stdout
     # each file on its line, named for what it is: the card is no second `model.json` beside the program
