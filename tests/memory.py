@@ -8,9 +8,19 @@ collector seldom reaches because they are few large objects. After any test that
 test) this runs `segmenter.runtime.release_freed_memory` (gc, then `malloc_trim(0)`), so the process's peak is the
 heaviest test's, not the sum of them (docs/development.md, Memory).
 
+Each of those collections walks every object the interpreter tracks, and the imports alone (Paddle, PyTorch, timm,
+MMSeg and the test modules) make ~600k of them: 0.3-0.8 s a collection, paid after each file, each tool run, each
+compile and each heavy test. Once collection has imported every test module, `pytest_collection_finish` collects
+and then freezes what is left (`gc.freeze`: the survivors move to a generation no collection walks), and so does
+the hand-back after each file (its module fixtures are gone by then): a later collection walks only what the tests
+made since. What is frozen is what the imports made, alive for good anyway; only a reference cycle that is alive at
+a file's end and dropped later (none of the tests keep one: no session or package fixtures) would stay unfreed.
+
 segmenter is imported inside the functions: this plugin loads before conftest.py's pytest_configure sets each
 worker's OMP_NUM_THREADS, which `import segmenter` reads.
 """
+
+import gc
 
 import pytest
 
@@ -34,8 +44,22 @@ def hand_back() -> None:
     _LEFT[0] = resident_mb()
 
 
+@pytest.hookimpl(trylast=True)  # after every plugin's collection: the test modules and what they import are loaded
+def pytest_collection_finish(session):
+    """Freeze the survivors of the imports, so the collections after the tests' hand-backs skip them."""
+    try:  # imported first: its entry-point plugins (trio's register_random) look for referrers with
+        import hypothesis  # noqa: F401  gc.get_referrers, which does not see frozen objects, and would warn
+    except ImportError:
+        pass
+    gc.collect()
+    gc.freeze()
+
+
 @pytest.hookimpl(trylast=True)  # after pytest's own teardown: the test's (and a file's module) fixtures are gone
 def pytest_runtest_teardown(item, nextitem):
     now = resident_mb()
-    if nextitem is None or nextitem.path != item.path or now > max(TRIM_ABOVE_MB, _LEFT[0] + GROWTH_MB):
+    last_of_file = nextitem is None or nextitem.path != item.path
+    if last_of_file or now > max(TRIM_ABOVE_MB, _LEFT[0] + GROWTH_MB):
         hand_back()
+    if last_of_file:  # what the file's tests imported (MMSeg's models, Paddle's to_static, ...) is frozen too
+        gc.freeze()
