@@ -21,6 +21,21 @@ def tiered(values: Iterable[Any], fast: Iterable[Any]) -> List[Any]:
     ]
 
 
+# Shipped configs (under configs/, without .yml) that equal another but for `iters` once their bases and defaults are
+# resolved: the 80k and 160k schedules of one recipe, and ViT-B and DeiT-B with LN and MLN (one recipe started from
+# other weights, which no test loads). A test that runs each config with its own `iters` (or none) runs the twin
+# instead; tests/test_registry_and_configs.py::test_config_twins_differ_only_in_iters holds each pair to it.
+CONFIG_TWINS = {
+    "upernet_vit/upernet_deit_b16_ade20k_512x512_80k": "upernet_vit/upernet_deit_b16_ade20k_512x512_160k",
+    "upernet_vit/upernet_deit_b16_v013_ade20k_512x512_160k": "upernet_vit/upernet_deit_b16_v013_ade20k_512x512_80k",
+    "upernet_vit/upernet_deit_s16_ade20k_512x512_80k": "upernet_vit/upernet_deit_s16_ade20k_512x512_160k",
+    "upernet_vit/upernet_deit_s16_v013_ade20k_512x512_160k": "upernet_vit/upernet_deit_s16_v013_ade20k_512x512_80k",
+    "upernet_vit/upernet_vit_b16_ln_mln_ade20k_512x512_160k": "upernet_vit/upernet_deit_b16_ln_mln_ade20k_512x512_160k",
+    "upernet_vit/upernet_vit_b16_mln_ade20k_512x512_160k": "upernet_vit/upernet_vit_b16_mln_ade20k_512x512_80k",
+    "upernet_vit/upernet_vit_b16_v013_ade20k_512x512_160k": "upernet_vit/upernet_vit_b16_v013_ade20k_512x512_80k",
+}
+
+
 def tiny_vit(preset: str = "tiny", depth: int = 1, patch_size: int = 16, img_size: int = 32, **kw: Any) -> SegmenterViT:
     """A preset's width and heads with few blocks, so tests stay fast."""
     embed_dim, _, num_heads = VIT_PRESETS[preset]

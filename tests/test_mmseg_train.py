@@ -2,9 +2,8 @@
 shipped config with its backbone cut to one block per UPerNet feature map (4; 2 for the Segmenter rows and the
 one-map v0.13 rows, so that the drop-path rates, linear in depth from 0, are not all 0), a small crop and UPerNet heads
 of HEAD_CHANNELS channels (backbone widths, heads, losses as shipped; the head widths are checked in
-parity_tests/test_mmseg_configs.py). A row whose config equals another's in everything but `iters` (TWINS) trains
-the same model the same way once `iters` is 2, so only the other trains; test_twins_differ_only_in_iters holds
-each pair to that.
+parity_tests/test_mmseg_configs.py). A row whose config equals another's in everything but `iters`
+(tests.helpers.CONFIG_TWINS) trains the same model the same way once `iters` is 2, so only the other trains.
 Each row's model, optimizer and loader sit in reference cycles, so they are collected after the row: without
 that and with the shipped 512/256-channel heads, one process grew to 8.4 GB over the rows (now 2.3 GB)."""
 
@@ -17,7 +16,7 @@ import yaml
 from PIL import Image
 
 from segmenter.engine.run import load_config, run_train
-from tests.helpers import tiered
+from tests.helpers import CONFIG_TWINS, tiered
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MIN_DEPTH = 2  # blocks kept: one per UPerNet feature map, at least this many
@@ -29,18 +28,7 @@ ROWS = sorted(
     for name in os.listdir(os.path.join(ROOT, "configs", family))
     if name.endswith(".yml")
 )
-# row -> the row it equals but for `iters`: the 80k and 160k schedules of one recipe, and ViT-B and DeiT-B with LN
-# and MLN (the same recipe, started from other weights, which these runs do not load). Not trained here.
-TWINS = {
-    "upernet_vit/upernet_deit_b16_ade20k_512x512_80k": "upernet_vit/upernet_deit_b16_ade20k_512x512_160k",
-    "upernet_vit/upernet_deit_b16_v013_ade20k_512x512_160k": "upernet_vit/upernet_deit_b16_v013_ade20k_512x512_80k",
-    "upernet_vit/upernet_deit_s16_ade20k_512x512_80k": "upernet_vit/upernet_deit_s16_ade20k_512x512_160k",
-    "upernet_vit/upernet_deit_s16_v013_ade20k_512x512_160k": "upernet_vit/upernet_deit_s16_v013_ade20k_512x512_80k",
-    "upernet_vit/upernet_vit_b16_ln_mln_ade20k_512x512_160k": "upernet_vit/upernet_deit_b16_ln_mln_ade20k_512x512_160k",
-    "upernet_vit/upernet_vit_b16_mln_ade20k_512x512_160k": "upernet_vit/upernet_vit_b16_mln_ade20k_512x512_80k",
-    "upernet_vit/upernet_vit_b16_v013_ade20k_512x512_160k": "upernet_vit/upernet_vit_b16_v013_ade20k_512x512_80k",
-}
-TRAINED = [r for r in ROWS if r not in TWINS]
+TRAINED = [r for r in ROWS if r not in CONFIG_TWINS]  # the twins train the same model the same way
 
 
 @pytest.fixture(scope="module")
@@ -86,15 +74,6 @@ def _config(row, ade20k, tmp_path) -> str:
     path = tmp_path / "row.yml"
     path.write_text(yaml.safe_dump(over))
     return str(path)
-
-
-def test_twins_differ_only_in_iters():
-    """Each row left untrained resolves (bases, defaults) to its twin's config but for `iters`, and the twin trains."""
-    for row, twin in TWINS.items():
-        a, b = (load_config(os.path.join(ROOT, "configs", r + ".yml")).dic for r in (row, twin))
-        differ = sorted(k for k in set(a) | set(b) if k != "iters" and a.get(k) != b.get(k))
-        assert not differ, f"{row} differs from its twin {twin} in {differ}: train it (remove it from TWINS)"
-        assert twin in TRAINED, f"{row}'s twin {twin} is not trained"
 
 
 # The fast tier trains one row of each kind (Segmenter linear and mask, UPerNet, UPerNet v0.13); the suite the 15
