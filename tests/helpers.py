@@ -1,5 +1,6 @@
 """Small shared builders for the tests."""
 
+import subprocess
 from typing import Any, Dict, Iterable, List
 
 import pytest
@@ -77,6 +78,15 @@ def tool_exit_code(name: str, argv: list) -> int:
     finally:
         sys.argv = old
         hand_back()
+
+
+def tool_result(name: str, argv: list, capsys) -> subprocess.CompletedProcess:
+    """tools/<name> run in this process (`tool_exit_code`), as `subprocess.run(..., capture_output=True, text=True)`
+    would report it: its exit status and what it printed to stdout and stderr (read through pytest's capsys)."""
+    capsys.readouterr()
+    code = tool_exit_code(name, argv)
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess([name, *argv], code, out, err)
 
 
 def run_tool_in_process(name: str, argv: list) -> None:
