@@ -1,5 +1,6 @@
 """Small shared builders for the tests."""
 
+import subprocess
 from typing import Any, Dict, Iterable, List
 
 import pytest
@@ -19,6 +20,21 @@ def tiered(values: Iterable[Any], fast: Iterable[Any]) -> List[Any]:
         v if v in fast else pytest.param(*v, marks=slow) if isinstance(v, tuple) else pytest.param(v, marks=slow)
         for v in values
     ]
+
+
+# Shipped configs (under configs/, without .yml) that equal another but for `iters` once their bases and defaults are
+# resolved: the 80k and 160k schedules of one recipe, and ViT-B and DeiT-B with LN and MLN (one recipe started from
+# other weights, which no test loads). A test that runs each config with its own `iters` (or none) runs the twin
+# instead; tests/test_registry_and_configs.py::test_config_twins_differ_only_in_iters holds each pair to it.
+CONFIG_TWINS = {
+    "upernet_vit/upernet_deit_b16_ade20k_512x512_80k": "upernet_vit/upernet_deit_b16_ade20k_512x512_160k",
+    "upernet_vit/upernet_deit_b16_v013_ade20k_512x512_160k": "upernet_vit/upernet_deit_b16_v013_ade20k_512x512_80k",
+    "upernet_vit/upernet_deit_s16_ade20k_512x512_80k": "upernet_vit/upernet_deit_s16_ade20k_512x512_160k",
+    "upernet_vit/upernet_deit_s16_v013_ade20k_512x512_160k": "upernet_vit/upernet_deit_s16_v013_ade20k_512x512_80k",
+    "upernet_vit/upernet_vit_b16_ln_mln_ade20k_512x512_160k": "upernet_vit/upernet_deit_b16_ln_mln_ade20k_512x512_160k",
+    "upernet_vit/upernet_vit_b16_mln_ade20k_512x512_160k": "upernet_vit/upernet_vit_b16_mln_ade20k_512x512_80k",
+    "upernet_vit/upernet_vit_b16_v013_ade20k_512x512_160k": "upernet_vit/upernet_vit_b16_v013_ade20k_512x512_80k",
+}
 
 
 def tiny_vit(preset: str = "tiny", depth: int = 1, patch_size: int = 16, img_size: int = 32, **kw: Any) -> SegmenterViT:
@@ -62,6 +78,15 @@ def tool_exit_code(name: str, argv: list) -> int:
     finally:
         sys.argv = old
         hand_back()
+
+
+def tool_result(name: str, argv: list, capsys) -> subprocess.CompletedProcess:
+    """tools/<name> run in this process (`tool_exit_code`), as `subprocess.run(..., capture_output=True, text=True)`
+    would report it: its exit status and what it printed to stdout and stderr (read through pytest's capsys)."""
+    capsys.readouterr()
+    code = tool_exit_code(name, argv)
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess([name, *argv], code, out, err)
 
 
 def run_tool_in_process(name: str, argv: list) -> None:

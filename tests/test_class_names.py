@@ -5,7 +5,6 @@ panels and the attention figure use); a wrong count is one error line naming the
 import os
 import re
 import subprocess
-import sys
 
 import paddle
 import pytest
@@ -16,10 +15,9 @@ import segmenter  # noqa: F401
 from segmenter.class_names import BUILT_IN
 from segmenter.engine.run import load_config, run_train
 from tests import layouts
-from tests.helpers import tiered
+from tests.helpers import tiered, tool_result
 from tests.test_data_errors import dataset_yaml
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NAMES = ["sky", "road", "parked car", "tree", "person", "house"]
 
 
@@ -34,27 +32,21 @@ def named_config(tmp_path, **keys) -> str:
     return str(path)
 
 
-def val_tool(cfg: str, tmp_path) -> subprocess.CompletedProcess:
+def val_tool(cfg: str, tmp_path, capsys) -> subprocess.CompletedProcess:
+    """tools/val.py on random weights, in this process (tests.helpers.tool_result: no ~4 s of imports)."""
     weights = str(tmp_path / "w.pdparams")
     if not os.path.exists(weights):
         paddle.seed(0)
         paddle.save(SegBuilder(load_config(cfg)).model.state_dict(), weights)
-    return subprocess.run(
-        [sys.executable, os.path.join(ROOT, "tools", "val.py"), "--config", cfg, "--model_path", weights],
-        cwd=ROOT,
-        env=dict(os.environ, PYTHONPATH=ROOT),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return tool_result("val.py", ["--config", cfg, "--model_path", weights], capsys)
 
 
 @pytest.mark.parametrize("how", tiered(["class_names", "class_names_file"], ["class_names"]))
-def test_val_table_names_the_classes(how, tmp_path):
+def test_val_table_names_the_classes(how, tmp_path, capsys):
     file = tmp_path / "names.txt"
     file.write_text("\n".join(NAMES) + "\n")
     cfg = named_config(tmp_path, val_dataset={how: NAMES if how == "class_names" else str(file)})
-    r = val_tool(cfg, tmp_path)
+    r = val_tool(cfg, tmp_path, capsys)
     assert r.returncode == 0, r.stderr[-2000:]
     rows = {
         m.group(2).strip(): (int(m.group(1)), float(m.group(3)), float(m.group(4)))
@@ -66,19 +58,14 @@ def test_val_table_names_the_classes(how, tmp_path):
 
 
 @pytest.mark.parametrize("how, count", tiered([("class_names", 5), ("class_names_file", 7)], [("class_names", 5)]))
-def test_wrong_count_is_one_line_naming_the_key(how, count, tmp_path):
+def test_wrong_count_is_one_line_naming_the_key(how, count, tmp_path, capsys):
+    """In this process (tests.helpers.tool_result): an exception escaping the tool, which a process would print as
+    a traceback, fails the test here; tests/test_cli.py runs each tool's first mistake as a real process."""
     names = [f"c{i}" for i in range(count)]
     file = tmp_path / "names.txt"
     file.write_text("\n".join(names) + "\n")
     cfg = named_config(tmp_path, train_dataset={how: names if how == "class_names" else str(file)})
-    r = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "tools", "val.py"), "--config", cfg, "--model_path", "unused"],
-        cwd=ROOT,
-        env=dict(os.environ, PYTHONPATH=ROOT),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    r = tool_result("val.py", ["--config", cfg, "--model_path", "unused"], capsys)
     last = r.stderr.strip().splitlines()[-1]
     assert r.returncode == 1 and f"train_dataset.{how} has {count} names but num_classes is 6" in last, (
         f"exit {r.returncode}: {r.stderr[-1500:]}"
@@ -123,7 +110,7 @@ def test_vdl_scalars_and_inferencer_legend_use_the_names(tmp_path):
     assert TorchInferencer(cfg).names == NAMES, "the PyTorch Inferencer does not read class_names"
 
 
-def test_predict_tool_writes_a_legend_with_the_names(tmp_path):
+def test_predict_tool_writes_a_legend_with_the_names(tmp_path, capsys):
     import numpy as np
     from PIL import Image
 
@@ -134,24 +121,10 @@ def test_predict_tool_writes_a_legend_with_the_names(tmp_path):
     paddle.seed(0)
     paddle.save(SegBuilder(load_config(cfg)).model.state_dict(), weights)
     images = os.path.join(os.path.dirname(cfg), "my_data", "images")
-    r = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(ROOT, "tools", "predict.py"),
-            "--config",
-            cfg,
-            "--model_path",
-            weights,
-            "--image_path",
-            images,
-            "--save_dir",
-            str(tmp_path / "out"),
-        ],
-        cwd=ROOT,
-        env=dict(os.environ, PYTHONPATH=ROOT),
-        capture_output=True,
-        text=True,
-        timeout=300,
+    r = tool_result(  # in this process: no ~4 s of imports
+        "predict.py",
+        ["--config", cfg, "--model_path", weights, "--image_path", images, "--save_dir", str(tmp_path / "out")],
+        capsys,
     )
     assert r.returncode == 0, r.stderr[-2000:]
     pal = palette(6)

@@ -2,11 +2,15 @@
 --do_eval, then tools/val.py --aug_eval --flip_horizontal) on stand-ins of the real ADE20K / Cityscapes / Pascal
 Context layouts, changing only the dataset root, the depth (1 block; the hybrid's ResNet stem one bottleneck per
 stage) and the batch size (1), to fit the CI budget: at its full stem the R50 row alone took the test process to
-4.0 GB. The other rows evaluate through the default path, which compiles their 512x512 (ADE20K) windows."""
+4.0 GB. The other rows' val.py runs evaluate through the default path, which compiles their 512x512 (ADE20K) windows
+and checks each predictor against the dygraph model: a failed export or a predictor off from dygraph, which the
+tool survives (it warns and runs dygraph), fails the row. The evaluation during training runs in dygraph: the same
+compile of the same weights at the same size again cost 1-5 s of an ADE20K ViT row (one math thread)."""
 
 import glob
 import os
 import re
+import warnings
 
 import pytest
 
@@ -19,9 +23,21 @@ LAYOUT = {"ade20k": layouts.ade20k, "cityscapes": layouts.cityscapes, "pascal_co
 
 
 def run_tool(name: str, argv: list[str], capsys) -> str:
-    """Run tools/<name> in this process exactly as its command line would; returns what it printed."""
+    """Run tools/<name> in this process exactly as its command line would; returns what it printed. A warning of
+    the fast path that says it fell back to dygraph (an export that failed, a predictor off from the dygraph
+    model) fails the run; one that says the memory is not there to compile is only a warning."""
     capsys.readouterr()
-    run_tool_in_process(name, argv)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run_tool_in_process(name, argv)
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)  # shown in pytest's summary as before
+    fell_back = [
+        str(w.message)
+        for w in caught
+        if re.match(r"fast path: (paddle could not export|the .* is off by)", str(w.message))
+    ]
+    assert not fell_back, f"tools/{name}: the compiled path fell back to dygraph: {fell_back}"
     return capsys.readouterr().out
 
 
@@ -71,6 +87,7 @@ def test_shipped_config_trains_and_evaluates(config, roots, tmp_path, capsys):
             "--save_dir",
             save,
             *opts,
+            *([] if "_r50_" in config else ["test_config.fast_path=False"]),  # val.py compiles these weights
         ],
         capsys,
     )

@@ -10,8 +10,9 @@ from paddleseg.cvlibs import Config, SegBuilder, manager
 from paddleseg.cvlibs.config import parse_from_yaml
 
 import segmenter  # noqa: F401
+from segmenter.engine.run import load_config
 from segmenter.models import Segmenter, SegmenterViT
-from tests.helpers import tiered
+from tests.helpers import CONFIG_TWINS, tiered
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "**", "*.yml"), recursive=True))
@@ -33,6 +34,23 @@ def test_config_list_is_not_empty():
     assert len(CONFIGS) >= 8, f"found only {len(CONFIGS)} configs: {CONFIGS}"
 
 
+def name(path: str) -> str:
+    """configs/<family>/<name>.yml -> <family>/<name> (the keys of tests.helpers.CONFIG_TWINS)."""
+    return os.path.relpath(path, os.path.join(ROOT, "configs"))[: -len(".yml")]
+
+
+def test_config_twins_differ_only_in_iters():
+    """Each config of CONFIG_TWINS resolves (bases, defaults: load_config, as the tools read it) to its twin's config
+    but for `iters`, and the twin is not itself left out: the tests that build, train and evaluate configs run
+    the twin in its place."""
+    assert set(CONFIG_TWINS) <= {name(c) for c in CONFIGS}, sorted(set(CONFIG_TWINS) - {name(c) for c in CONFIGS})
+    for row, twin in CONFIG_TWINS.items():
+        a, b = (load_config(os.path.join(ROOT, "configs", r + ".yml")).dic for r in (row, twin))
+        differ = sorted(k for k in set(a) | set(b) if k != "iters" and a.get(k) != b.get(k))
+        assert not differ, f"{row} differs from its twin {twin} in {differ}: remove it from CONFIG_TWINS"
+        assert twin not in CONFIG_TWINS, f"{row}'s twin {twin} is itself left out"
+
+
 def shallow(path: str, tmp_path) -> str:
     """The config with a shallow backbone (depth 2, or one block per out_indices entry, taken in order) and narrow
     UPerNet heads (32 channels), everything else as the file says: the depth only repeats a block, and the
@@ -52,11 +70,13 @@ def shallow(path: str, tmp_path) -> str:
     return str(out)
 
 
-# The fast tier builds the first config of each folder (segmenter, segmenter_mmseg, upernet_vit, ...); the suite all.
-FAST_CONFIGS = [c for c in CONFIGS if c == min(d for d in CONFIGS if os.path.dirname(d) == os.path.dirname(c))]
+# The fast tier builds the first config of each folder (segmenter, segmenter_mmseg, upernet_vit, ...); the suite
+# every config but the twins of another (tests.helpers.CONFIG_TWINS: they build the same model).
+BUILT = [c for c in CONFIGS if name(c) not in CONFIG_TWINS]
+FAST_CONFIGS = [c for c in BUILT if c == min(d for d in BUILT if os.path.dirname(d) == os.path.dirname(c))]
 
 
-@pytest.mark.parametrize("path", tiered(CONFIGS, FAST_CONFIGS), ids=[os.path.relpath(c, ROOT) for c in CONFIGS])
+@pytest.mark.parametrize("path", tiered(BUILT, FAST_CONFIGS), ids=[os.path.relpath(c, ROOT) for c in BUILT])
 def test_every_config_builds_and_runs(path, tmp_path):
     cfg = Config(shallow(path, tmp_path))
     model = SegBuilder(cfg).model
