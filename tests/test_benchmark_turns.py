@@ -1,0 +1,58 @@
+"""The fair-benchmark harness (benchmarks/_turns.py): each contender in its own process, taking turns rep by rep with
+a pause before every turn, the order rotating each round; its outputs compared from the files the workers save."""
+
+import json
+import os
+import time
+
+import numpy as np
+
+from benchmarks._turns import Contender, compare, run_turns
+
+
+def stamped(log: str, value: float):
+    """A contender for the harness (built in the worker): each rep appends (pid, start, end) to `log`, returns a
+    [1, 2, 2, 2] array of `value`."""
+
+    def run():
+        t0 = time.time()
+        time.sleep(0.05)
+        with open(log, "a") as f:
+            f.write(json.dumps([os.getpid(), t0, time.time()]) + "\n")
+        return np.full((1, 2, 2, 2), value, np.float32)
+
+    return run, {"value": value}
+
+
+def test_contenders_take_turns_in_their_own_processes(tmp_path):
+    logs = [str(tmp_path / f"{k}.log") for k in "ab"]
+    cs = [
+        Contender(k, "tests.test_benchmark_turns:stamped", {"log": log, "value": v})
+        for k, log, v in zip("ab", logs, (1.0, 3.0))
+    ]
+    res = run_turns(cs, repeats=3, pause=0.3, save_dir=str(tmp_path), progress=lambda s: None)
+    reps = sorted((t0, t1, pid, k) for k, log in zip("ab", logs) for pid, t0, t1 in map(json.loads, open(log)))
+    pids = {k: {r[2] for r in reps if r[3] == k} for k in "ab"}
+    assert all(len(p) == 1 for p in pids.values()) and pids["a"] != pids["b"], f"pids {pids}"
+    assert os.getpid() not in pids["a"] | pids["b"], "a contender ran in the driver's process"
+    timed = [r for r in reps if r[0] > min(t for t, _, _, k in reps if k == "b")]  # after both warm-ups
+    assert [r[3] for r in timed] == list("abbaab"), f"turn order {[r[3] for r in timed]} (should rotate each round)"
+    gaps = [b[0] - a[1] for a, b in zip(timed, timed[1:])]
+    assert min(gaps) >= 0.27, f"gaps between turns {[round(g, 3) for g in gaps]} s (pause 0.3 s)"
+    assert [len(res[k]["runs"]) for k in "ab"] == [3, 3] and all(0.04 < t < 0.5 for t in res["a"]["runs"]), res
+    d, scale, agree = compare(res["a"]["output"], res["b"]["output"])
+    assert (d, scale, agree) == (2.0, 3.0, 1.0), (d, scale, agree)
+
+
+def failing(**_):
+    raise RuntimeError("cannot build this one")
+
+
+def test_a_contender_that_fails_to_build_is_reported(tmp_path):
+    cs = [
+        Contender("bad", "tests.test_benchmark_turns:failing"),
+        Contender("good", "tests.test_benchmark_turns:stamped", {"log": str(tmp_path / "g.log"), "value": 1.0}),
+    ]
+    res = run_turns(cs, repeats=1, pause=0.0, progress=lambda s: None)
+    assert "cannot build this one" in res["bad"]["error"], res["bad"]
+    assert len(res["good"]["runs"]) == 1, res["good"]
