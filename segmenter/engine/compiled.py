@@ -148,9 +148,9 @@ class CompiledModel:
                 release_freed_memory()
                 for use_onednn in (None, False):  # the predictor reads the files: they may go once it exists
                     pred = deploy.create_predictor(prefix, self.num_threads, use_onednn)
-                    out = pred(x.numpy())
+                    out = first_run(pred, x)
                     pred.release()
-                    diff = max_abs_diff(out[0], ref)
+                    diff = max_abs_diff(as_array(out), ref)
                     if diff <= CHECK_TOL * (1.0 + max_abs(ref)):
                         self.predictors[key] = pred
                         return ref_out
@@ -173,6 +173,16 @@ class CompiledModel:
                 stacklevel=3,
             )
         return ref_out
+
+
+def first_run(pred, x: paddle.Tensor) -> paddle.Tensor:
+    """The logits of a new predictor's first run on x, as the predictor's own tensor: no copy to numpy beside the
+    reference (157 MB for ViT-S at 512). Where oneDNN rejects the graph at that run, Predictor.__call__ falls back to
+    MKL and runs again."""
+    try:
+        return pred.run_tensors(x)[0]
+    except Exception:  # noqa: BLE001 (the oneDNN executor's rejection; __call__ handles it)
+        return as_tensor(pred(x.numpy())[0])
 
 
 def as_tensor(a: np.ndarray) -> paddle.Tensor:
