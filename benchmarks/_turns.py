@@ -42,6 +42,7 @@ class Contender:
     target: str
     kwargs: dict = field(default_factory=dict)
     env: Dict[str, str] = field(default_factory=dict)  # extra environment of its process
+    root: str = ROOT  # the checkout it runs from (its working directory, first on its path): A/B of two versions
 
 
 class Worker:
@@ -50,7 +51,7 @@ class Worker:
     def __init__(self, c: Contender, log_dir: str):
         self.c = c
         self.log = os.path.join(log_dir, f"{len(os.listdir(log_dir))}.log")
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [c.root, os.environ.get("PYTHONPATH")])))
         env.update(c.env)
         self.err = open(self.log, "w")
         self.p = subprocess.Popen(
@@ -60,6 +61,7 @@ class Worker:
             stderr=self.err,
             text=True,
             env=env,
+            cwd=c.root,
         )
         self.info: dict = {}
         self.failed: Optional[str] = None
@@ -108,8 +110,9 @@ def run_turns(
     progress: Callable[[str], None] = print,
 ) -> Dict[str, dict]:
     """Start every contender (one at a time), then `repeats` rounds in which each runs one rep in turn (the order
-    rotates by one each round). Returns name -> {'runs': [s, ...], 'median': s, 'info': {...}, 'peak_mb': MB} or
-    {'error': why}. With `save_dir`, each worker saves its first rep's output there as <index>.npy ('output')."""
+    rotates by one each round). Returns name -> {'runs': [s, ...], 'median': s, 'cpu_runs': [CPU s, ...],
+    'cpu_median': CPU s, 'info': {...}, 'peak_mb': MB} or {'error': why}. With `save_dir`, each worker saves its
+    first rep's output there as <index>.npy ('output')."""
     log_dir = tempfile.mkdtemp(prefix="segmenter_turns_")
     workers: List[Worker] = []
     out: Dict[str, dict] = {}
@@ -131,6 +134,7 @@ def run_turns(
                 w.info["output"] = save
             progress(f"  {c.name}: ready in {time.perf_counter() - t0:.0f} s {json.dumps(r.get('info', {}))}")
         times: Dict[str, List[float]] = {w.c.name: [] for w in workers}
+        cpu: Dict[str, List[float]] = {w.c.name: [] for w in workers}
         live = [w for w in workers if not w.failed]
         for r in range(repeats):
             for w in live[r % len(live) :] + live[: r % len(live)] if live else []:
@@ -140,6 +144,7 @@ def run_turns(
                 got = w.ask("run")
                 if "seconds" in got:
                     times[w.c.name].append(got["seconds"])
+                    cpu[w.c.name].append(got["cpu"])
             progress(f"  round {r + 1}/{repeats}: " + ", ".join(f"{k} {v[-1]:.3f}" for k, v in times.items() if v))
         for w in workers:
             last = w.close()
@@ -150,6 +155,8 @@ def run_turns(
             out[w.c.name] = {
                 "runs": ts,
                 "median": statistics.median(ts) if ts else None,
+                "cpu_runs": cpu[w.c.name],  # CPU seconds of the process (all its threads) in each rep
+                "cpu_median": statistics.median(cpu[w.c.name]) if ts else None,
                 "info": w.info.get("info", {}),
                 "output": w.info.get("output"),
                 "peak_mb": last.get("peak_mb"),
@@ -182,9 +189,9 @@ def serve(target: str, kwargs: dict) -> None:
     for line in sys.stdin:
         cmd, _, arg = line.strip().partition(" ")
         if cmd == "run":
-            t = time.perf_counter()
+            c, t = time.process_time(), time.perf_counter()
             run()
-            print(TAG + json.dumps({"seconds": time.perf_counter() - t}), flush=True)
+            print(TAG + json.dumps({"seconds": time.perf_counter() - t, "cpu": time.process_time() - c}), flush=True)
         elif cmd == "save":
             if first is not None:
                 np.save(arg, as_numpy(first))
@@ -220,7 +227,6 @@ def compare(a_path: str, b_path: str) -> Tuple[float, float, float]:
 def main(argv: Optional[List[str]] = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if len(argv) == 3 and argv[0] == "--worker":
-        sys.path.insert(0, ROOT)
         serve(argv[1], json.loads(argv[2]))
         return
     raise SystemExit("benchmarks.turns is the worker of versus and upernet: python -m benchmarks._turns --worker ...")

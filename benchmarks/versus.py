@@ -442,23 +442,29 @@ def report(title: str, res: Dict[str, dict], table: dict, flops: float, referenc
     print(f"\n{title}")
     for prec, f in floors.items():
         print(f"{prec} floor: {flops / 1e9:.1f} GFLOP at {f['gflops']:.0f} GFLOP/s ({f['by']}) = {f['seconds']:.3f} s")
-    print("| path | s (median) | / " + reference + " | x floor | peak MB | runs |\n|---|---|---|---|---|---|")
+    print(
+        f"| path | s (median) | / {reference} | x floor | CPU s (median) | CPU / {reference} | peak MB | runs |\n"
+        "|---|---|---|---|---|---|---|---|"
+    )
     ref = res.get(reference, {}).get("median")
+    ref_cpu = res.get(reference, {}).get("cpu_median")
     rows = {}
     for k, r in res.items():
         if k in GEMMS:
             continue
         if not r.get("median"):
-            print(f"| {k} | failed: {r.get('error', 'no runs')} | | | | |")
+            print(f"| {k} | failed: {r.get('error', 'no runs')} | | | | | | |")
             rows[k] = {"error": r.get("error")}
             continue
         floor = floors.get(table[k][2], {}).get("seconds")
         rel = r["median"] / ref if ref else None
         xf = r["median"] / floor if floor else None
-        rows[k] = dict(r, vs_reference=rel, x_floor=xf, floor=table[k][2])
+        cpu_rel = r["cpu_median"] / ref_cpu if ref_cpu else None
+        rows[k] = dict(r, vs_reference=rel, cpu_vs_reference=cpu_rel, x_floor=xf, floor=table[k][2])
         print(
             f"| {k} | {r['median']:.3f} | {'-' if rel is None else f'{rel:.2f}'} | {'-' if xf is None else f'{xf:.2f}'}"
-            f" | {r.get('peak_mb') or 0:.0f} | {', '.join(f'{t:.3f}' for t in r['runs'])} |"
+            f" | {r['cpu_median']:.3f} | {'-' if cpu_rel is None else f'{cpu_rel:.2f}'} | {r.get('peak_mb') or 0:.0f}"
+            f" | {', '.join(f'{t:.3f}' for t in r['runs'])} |"
         )
     for k, g in rates.items():
         print(f"  {k}: {g:.0f} GFLOP/s (runs {', '.join(f'{t / GEMM_REPS:.3f}' for t in res[k]['runs'])} s)")
