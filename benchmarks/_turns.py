@@ -32,6 +32,10 @@ from benchmarks import ROOT
 
 TAG = "TURNS "  # prefix of the protocol's lines on a worker's stdout (libraries print there too)
 PAUSE_S = 0.3
+# `import paddle` writes OMP_NUM_THREADS=1 into os.environ when it is unset; a worker started from a driver that had
+# imported paddle would inherit it, and torch, numpy's OpenBLAS, onnxruntime and segmenter.runtime all read it: every
+# contender on one thread. The user's own value is read here, before the driver imports paddle (or is unknown).
+_USER_OMP = os.environ.get("OMP_NUM_THREADS") if "paddle" not in sys.modules else None
 
 
 @dataclass
@@ -52,6 +56,9 @@ class Worker:
         self.c = c
         self.log = os.path.join(log_dir, f"{len(os.listdir(log_dir))}.log")
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [c.root, os.environ.get("PYTHONPATH")])))
+        env.pop("OMP_NUM_THREADS", None)  # every core, unless the user set it (see _USER_OMP)
+        if _USER_OMP is not None:
+            env["OMP_NUM_THREADS"] = _USER_OMP
         env.update(c.env)
         self.err = open(self.log, "w")
         self.p = subprocess.Popen(
@@ -170,6 +177,26 @@ def run_turns(
     return out
 
 
+def threads() -> Dict[str, int]:
+    """The math threads of the runtimes this worker loaded (what its contender runs on)."""
+    out = {}
+    if "torch" in sys.modules:
+        out["torch"] = sys.modules["torch"].get_num_threads()
+    if "segmenter.runtime" in sys.modules:
+        n = sys.modules["segmenter.runtime"].cpu_settings().get("num_threads")
+        if n:
+            out["paddle"] = n
+    try:
+        from threadpoolctl import threadpool_info
+
+        for p in threadpool_info():
+            if p["internal_api"] in ("openblas", "mkl", "blis"):
+                out[p["internal_api"]] = max(out.get(p["internal_api"], 0), p["num_threads"])
+    except ImportError:
+        pass
+    return out
+
+
 def peak_mb() -> float:
     """This process's peak resident memory so far (MB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -185,6 +212,7 @@ def serve(target: str, kwargs: dict) -> None:
         msg = str(e).strip().splitlines()
         print(TAG + json.dumps({"error": f"{type(e).__name__}: {msg[-1][:300] if msg else ''}"}), flush=True)
         raise
+    info = dict(info, threads=threads())
     print(TAG + json.dumps({"info": info, "pid": os.getpid(), "built_mb": round(peak_mb(), 1)}), flush=True)
     for line in sys.stdin:
         cmd, _, arg = line.strip().partition(" ")

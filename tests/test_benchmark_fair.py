@@ -45,6 +45,25 @@ def test_contenders_take_turns_in_their_own_processes(tmp_path):
     assert (d, scale, agree) == (2.0, 3.0, 1.0), (d, scale, agree)
 
 
+def environment(**_):
+    return (lambda: None), {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}
+
+
+def test_workers_get_every_core_after_the_driver_imported_paddle(monkeypatch):
+    """`import paddle` writes OMP_NUM_THREADS=1 into the driver's environment (here, pytest imported it): a worker
+    must not inherit it (torch, OpenBLAS, onnxruntime and segmenter.runtime would all run one thread), unless the
+    user had set it before."""
+    import paddle  # noqa: F401
+
+    from benchmarks import _turns
+
+    assert os.environ.get("OMP_NUM_THREADS") == "1", "paddle no longer writes OMP_NUM_THREADS: rethink _USER_OMP"
+    for user, want in ((None, None), ("3", "3")):
+        monkeypatch.setattr(_turns, "_USER_OMP", user)
+        res = run_turns([Contender("env", "tests.test_benchmark_fair:environment")], 1, 0.0, progress=lambda s: None)
+        assert res["env"]["info"]["OMP_NUM_THREADS"] == want, (user, res["env"]["info"])
+
+
 def failing(**_):
     raise RuntimeError("cannot build this one")
 
