@@ -251,3 +251,42 @@ def test_deploy_onednn_where_paddle_accepts_the_graph(tmp_path):
         assert fell_back == (not want_onednn), f"size {size}: fallback warning {fell_back}"
         diff = max(float(np.abs(out - ref).max()), float(np.abs(pred(x)[0] - ref).max()))
         assert diff < 1e-5, f"size {size} (oneDNN {pred.use_onednn}): max|diff| {diff:.2e} against eager"
+
+
+def test_linear_backward_by_products_matches_autograd():
+    """The Paddle twin's Linear in CPU dygraph training runs its own backward (the bias gradient a product with a row
+    of ones); its gradients to the input, the weight and the bias equal paddle's own backward of F.linear and torch's,
+    on tokens [B, N, in]. In evaluation, or without a gradient, it is F.linear."""
+    import torch
+
+    from segmenter.models.layers import Linear
+
+    rs = np.random.RandomState(0)
+    x, g = rs.randn(2, 37, 24).astype("float32"), rs.randn(2, 37, 40).astype("float32")
+    paddle.seed(0)
+    lin = Linear(24, 40)
+    lin.train()
+
+    def paddle_grads(fn):
+        t = paddle.to_tensor(x, stop_gradient=False)
+        y = fn(t)
+        paddle.autograd.backward([y], [paddle.to_tensor(g)])
+        out = [y.numpy(), t.grad.numpy(), lin.weight.grad.numpy(), lin.bias.grad.numpy()]
+        lin.clear_gradients()
+        return out, y.grad_fn.name()
+
+    got, node = paddle_grads(lin)
+    assert node.startswith("GradNodePyLayer"), f"training Linear ran {node}"
+    ref, ref_node = paddle_grads(lambda t: paddle.nn.functional.linear(t, lin.weight, lin.bias))
+    tx = torch.from_numpy(x).requires_grad_()
+    tw = torch.from_numpy(lin.weight.numpy().T.copy()).requires_grad_()  # torch keeps [out, in]
+    tb = torch.from_numpy(lin.bias.numpy()).requires_grad_()
+    ty = torch.nn.functional.linear(tx, tw, tb)
+    ty.backward(torch.from_numpy(g))
+    torch_ref = [ty.detach().numpy(), tx.grad.numpy(), tw.grad.numpy().T, tb.grad.numpy()]
+    for name, a, b, c in zip(("output", "input grad", "weight grad", "bias grad"), got, ref, torch_ref):
+        for who, r in ((ref_node, b), ("torch", c)):
+            d = float(np.abs(a - r).max() / (np.abs(r).max() + 1e-12))
+            assert a.shape == r.shape and d <= 1e-6, f"{name} against {who}: max|diff| / max = {d:.2e}"
+    lin.eval()
+    assert lin(paddle.to_tensor(x, stop_gradient=False)).grad_fn.name() == "AddGradNode", "eval Linear is F.linear"
