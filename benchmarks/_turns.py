@@ -197,6 +197,14 @@ def threads() -> Dict[str, int]:
     return out
 
 
+def torch_only() -> None:
+    """Keep paddle out of a PyTorch contender's process (our twin's `import segmenter` would load it, and with it a
+    second OpenMP runtime): `import paddle` then fails, which segmenter tolerates (a PyTorch-only install)."""
+    if "paddle" not in sys.modules:
+        sys.modules["paddle"] = None
+        sys.modules["paddleseg"] = None
+
+
 def peak_mb() -> float:
     """This process's peak resident memory so far (MB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

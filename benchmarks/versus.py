@@ -120,6 +120,10 @@ def build_ours(size: int, name: str = MODEL):
 
 
 def build_twin(size: int, name: str = MODEL):
+    """Our PyTorch twin, in a process without paddle (benchmarks._turns.torch_only)."""
+    from benchmarks._turns import torch_only
+
+    torch_only()
     import torch
 
     from benchmarks.paths import decoder_cfg
