@@ -32,6 +32,7 @@ from benchmarks import ROOT
 
 TAG = "TURNS "  # prefix of the protocol's lines on a worker's stdout (libraries print there too)
 PAUSE_S = 0.3
+MIN_FREE_MB = 2048.0  # a worker starts only with this much memory available (the machine is shared)
 # `import paddle` writes OMP_NUM_THREADS=1 into os.environ when it is unset; a worker started from a driver that had
 # imported paddle would inherit it, and torch, numpy's OpenBLAS, onnxruntime and segmenter.runtime all read it: every
 # contender on one thread. The user's own value is read here, before the driver imports paddle (or is unknown).
@@ -115,16 +116,23 @@ def run_turns(
     pause: float = PAUSE_S,
     save_dir: Optional[str] = None,
     progress: Callable[[str], None] = print,
+    min_free_mb: float = MIN_FREE_MB,
 ) -> Dict[str, dict]:
     """Start every contender (one at a time), then `repeats` rounds in which each runs one rep in turn (the order
     rotates by one each round). Returns name -> {'runs': [s, ...], 'median': s, 'cpu_runs': [CPU s, ...],
     'cpu_median': CPU s, 'info': {...}, 'peak_mb': MB} or {'error': why}. With `save_dir`, each worker saves its
-    first rep's output there as <index>.npy ('output')."""
+    first rep's output there as <index>.npy ('output'). A contender is not started while less than `min_free_mb` is
+    available (the others keep their memory until the end): its row says so."""
     log_dir = tempfile.mkdtemp(prefix="segmenter_turns_")
     workers: List[Worker] = []
     out: Dict[str, dict] = {}
     try:
         for i, c in enumerate(contenders):
+            room = available_mb()
+            if room is not None and room < min_free_mb:
+                out[c.name] = {"error": f"not started: {room:.0f} MB available, under --min-free-mb {min_free_mb:.0f}"}
+                progress(f"  {c.name}: {out[c.name]['error']}")
+                continue
             t0 = time.perf_counter()
             w = Worker(c, log_dir)
             workers.append(w)
@@ -174,7 +182,7 @@ def run_turns(
         for w in workers:
             if w.p.poll() is None:
                 w.p.kill()
-    return out
+    return {c.name: out[c.name] for c in contenders if c.name in out}  # in the contenders' order
 
 
 def threads() -> Dict[str, int]:
@@ -195,6 +203,16 @@ def threads() -> Dict[str, int]:
     except ImportError:
         pass
     return out
+
+
+def available_mb() -> Optional[float]:
+    """MemAvailable of /proc/meminfo in MB (None where it cannot be read). The driver imports no framework, so not
+    segmenter.runtime's (which would load paddle)."""
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) / 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return None
 
 
 def torch_only() -> None:

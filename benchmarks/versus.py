@@ -264,18 +264,17 @@ def official_onnx(size: int, root: str):
     import onnxruntime as ort
     import torch
 
-    from segmenter.runtime import default_threads
-
     m = build_official(root, size).eval()
     x = image(size)
     path = os.path.join(tempfile.mkdtemp(prefix="segmenter_official_onnx_"), "official.onnx")
     with torch.no_grad():
         torch.onnx.export(m, (torch.from_numpy(x),), path, opset_version=17, input_names=["x"], dynamo=False)
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = default_threads()
+    opts.intra_op_num_threads = len(os.sched_getaffinity(0))  # every core (segmenter.runtime would load paddle)
     opts.log_severity_level = 3
     sess = ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
-    return (lambda: sess.run(None, {"x": x})[0]), {"onnxruntime": ort.__version__}
+    info = {"onnxruntime": ort.__version__, "ort_threads": opts.intra_op_num_threads}
+    return (lambda: sess.run(None, {"x": x})[0]), info
 
 
 def gemm(lib: str, dtype: str, n: int = MATMUL_N, reps: int = GEMM_REPS):
@@ -519,6 +518,12 @@ def main(argv: Optional[List[str]] = None) -> None:
     )
     ap.add_argument("--pause", type=float, default=0.3, help="seconds before each turn (default: 0.3)")
     ap.add_argument(
+        "--min-free-mb",
+        type=float,
+        default=2048.0,
+        help="start a contender only with this much memory available (default: 2048); its row says if it was not",
+    )
+    ap.add_argument(
         "--device", choices=("cpu", "gpu"), default="cpu", help="cpu (default); gpu needs a CUDA build of PaddlePaddle"
     )
     ap.add_argument("--json", default=None, help="also write the figures here (default: none)")
@@ -547,7 +552,9 @@ def main(argv: Optional[List[str]] = None) -> None:
         cs = contenders(names, table, size, a.official_root, a.device) + gemm_contenders(gemms)
         with tempfile.TemporaryDirectory(prefix="segmenter_versus_") as tmp:
             print(f"{size}x{size}: starting {len(cs)} processes")
-            res = run_turns(cs, a.repeats, a.pause, save_dir=tmp if a.mode == "forward" else None)
+            res = run_turns(
+                cs, a.repeats, a.pause, save_dir=tmp if a.mode == "forward" else None, min_free_mb=a.min_free_mb
+            )
             title = (
                 f"{MODEL} {a.mode} {size}x{size}"
                 + (f", batch {TRAIN_BATCH}" if a.mode == "train" else ", batch 1")

@@ -90,3 +90,12 @@ def test_scaling_measures_our_forward_alone():
     logits_mb = 150 * 256 * 256 * 4 / 2**20
     assert r.get("added_mb") and r["added_mb"] <= 1.5 * logits_mb, f"forward added {r.get('added_mb')} MB: {r}"
     assert r["added_with_host_copy_mb"] >= r["added_mb"] + 0.8 * logits_mb, f"paddle's .numpy() copies: {r}"
+
+
+def test_a_contender_waits_for_memory(tmp_path):
+    """On the shared machine a contender is not started while less than min_free_mb is available: its row says so
+    and it never runs."""
+    log = str(tmp_path / "m.log")
+    cs = [Contender("big", "tests.test_benchmark_fair:stamped", {"log": log, "value": 1.0})]
+    res = run_turns(cs, repeats=1, pause=0.0, progress=lambda s: None, min_free_mb=1e9)
+    assert "not started" in res["big"]["error"] and not os.path.exists(log), res
