@@ -94,9 +94,10 @@ def image(size: int, batch: int = 1) -> np.ndarray:
 def ours_worker(size: int, folder: str, path: str = "default", batch: int = 1):
     """Our Paddle UPerNetViT: `default` (the compiled path, compiled on the first call), `dygraph`, or `mkl` (the
     same export on the MKL predictor)."""
-    import paddle
+    from benchmarks.versus import paddle_runtime
 
-    import segmenter  # noqa: F401  (runtime settings)
+    paddle_runtime()
+    import paddle
 
     m = _ours(folder, "paddle")
     paddle.set_grad_enabled(False)
@@ -176,6 +177,8 @@ def cpu_turns(args) -> int:
                     dict(kw, path="mkl"),
                 ),
             )
+        for c in cs if args.threads else []:
+            c.env["OMP_NUM_THREADS"] = str(args.threads)
         print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; every model in its own process")
         res = run_turns(cs, args.repeats, args.pause, save_dir=folder)
         print(
@@ -227,7 +230,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "--threads",
         type=int,
         default=None,
-        help="on cuda: torch's CPU threads (default: one per core); the CPU comparison gives every process every core",
+        help="math threads of each model's process (OMP_NUM_THREADS; on cuda torch's CPU threads); default: every core",
     )
     p.add_argument("--pause", type=float, default=0.3, help="on cpu: seconds before each turn (default: 0.3)")
     args = p.parse_args(argv)

@@ -106,11 +106,17 @@ def build_official(root: str, size: Union[int, Tuple[int, int]], name: str = MOD
     return Segmenter(enc, decoder, N_CLS)
 
 
+def paddle_runtime() -> None:
+    """Call first in a paddle contender's process: segmenter's runtime settings on the threads the driver gave it.
+    segmenter reads OMP_NUM_THREADS only when imported before paddle (whose import sets it to 1 when unset)."""
+    import segmenter.runtime  # noqa: F401  (the package: runtime first, then paddle, then configure_at_import)
+
+
 def build_ours(size: int, name: str = MODEL):
     """Our Segmenter as the shipped ADE20K config builds it, its img_size at `size`."""
+    paddle_runtime()
     import paddle
 
-    import segmenter  # noqa: F401  (runtime settings, as every user of the package gets them)
     from benchmarks.paths import decoder_cfg
     from segmenter.models import Segmenter, SegmenterViT
 
@@ -143,6 +149,7 @@ def image(size: int, batch: int = 1) -> np.ndarray:
 
 def ours_default(size: int, **_):
     """Our default path: the compiled oneDNN predictor (engine/compiled.py), compiled on the first call."""
+    paddle_runtime()
     import paddle
 
     from segmenter.engine.compiled import CompiledModel
@@ -182,6 +189,7 @@ def bf16_predictor(model, size: int, prefix: str):
 
 
 def ours_bf16(size: int, **_):
+    paddle_runtime()
     import paddle
 
     m = build_ours(size)
@@ -202,6 +210,7 @@ def cpu_has(flag: str) -> bool:
 
 
 def ours_onnx(size: int, **_):
+    paddle_runtime()
     from segmenter import deploy
 
     m = build_ours(size)
@@ -214,6 +223,7 @@ def ours_onnx(size: int, **_):
 
 def ours_dygraph(size: int, device: str = "cpu", **_):
     """Our model in dygraph; on a GPU build with device "gpu", on the GPU (each rep ends copying to the host)."""
+    paddle_runtime()
     import paddle
 
     if device == "gpu":
@@ -288,10 +298,10 @@ def gemm(lib: str, dtype: str, n: int = MATMUL_N, reps: int = GEMM_REPS):
         t = torch.from_numpy(a).to(torch.bfloat16 if dtype == "bf16" else torch.float32)
         run = lambda: t @ t  # noqa: E731
     else:  # oneDNN's inner product / matmul through a paddle predictor of one matmul, as the model's fc runs it
+        paddle_runtime()
         import paddle
         import paddle.inference as paddle_infer
 
-        import segmenter  # noqa: F401
         from segmenter import deploy
 
         class MatMul(paddle.nn.Layer):
@@ -333,6 +343,7 @@ def batch(size: int):
 def ours_train(size: int, static: bool = False, **_):
     """One step of engine.train.train_step on our model: the shipped configs' loss and optimizer (SGD momentum 0.9),
     dygraph, or through paddle.jit.to_static as `to_static_training: True` runs it."""
+    paddle_runtime()
     import paddle
 
     from segmenter.engine.losses import CrossEntropyLoss
@@ -526,6 +537,13 @@ def main(argv: Optional[List[str]] = None) -> None:
     ap.add_argument(
         "--device", choices=("cpu", "gpu"), default="cpu", help="cpu (default); gpu needs a CUDA build of PaddlePaddle"
     )
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="math threads of every contender (OMP_NUM_THREADS in its process; default: every core). One thread each "
+        "is the load-robust check: on a loaded machine torch's two-thread regions spin while a core is taken",
+    )
     ap.add_argument("--json", default=None, help="also write the figures here (default: none)")
     a = ap.parse_args(argv)
     if a.device == "gpu":  # (paddle is imported by the workers, not here: see benchmarks._turns._USER_OMP)
@@ -546,10 +564,12 @@ def main(argv: Optional[List[str]] = None) -> None:
         reference = names[0]
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; every contender in its own process")
     d, depth, _, dec = MODELS[MODEL]
-    out = {"load_average_start": os.getloadavg()[0], "mode": a.mode}
+    out = {"load_average_start": os.getloadavg()[0], "mode": a.mode, "threads": a.threads or "every core"}
     for size in a.sizes if a.mode == "forward" else a.sizes[:1]:
         flops = model_flops(d, depth, dec, size) * (TRAIN_BATCH * TRAIN_FLOP_FACTOR if a.mode == "train" else 1)
         cs = contenders(names, table, size, a.official_root, a.device) + gemm_contenders(gemms)
+        for c in cs if a.threads else []:
+            c.env["OMP_NUM_THREADS"] = str(a.threads)
         with tempfile.TemporaryDirectory(prefix="segmenter_versus_") as tmp:
             print(f"{size}x{size}: starting {len(cs)} processes")
             res = run_turns(

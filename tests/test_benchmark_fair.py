@@ -99,3 +99,18 @@ def test_a_contender_waits_for_memory(tmp_path):
     cs = [Contender("big", "tests.test_benchmark_fair:stamped", {"log": log, "value": 1.0})]
     res = run_turns(cs, repeats=1, pause=0.0, progress=lambda s: None, min_free_mb=1e9)
     assert "not started" in res["big"].get("error", "") and not os.path.exists(log), f"started anyway: {res}"
+
+
+@pytest.mark.slow  # two fresh interpreters that import Paddle (~10 s)
+def test_paddle_contenders_run_on_the_threads_they_are_given():
+    """`versus --threads 1` gives every contender OMP_NUM_THREADS=1; our paddle contenders read it through segmenter's
+    runtime, which reads it only when imported before paddle (paddle's import sets it when unset)."""
+    kw = {"lib": "onednn", "dtype": "fp32", "n": 64, "reps": 1}
+    cs = [
+        Contender("one", "benchmarks.versus:gemm", kw, env={"OMP_NUM_THREADS": "1"}),
+        Contender("all", "benchmarks.versus:gemm", kw),
+    ]
+    res = run_turns(cs, repeats=1, pause=0.0, progress=lambda s: None)
+    cores = len(os.sched_getaffinity(0))
+    got = {k: res[k].get("info", {}).get("threads", {}).get("paddle") for k in ("one", "all")}
+    assert got == {"one": 1, "all": cores}, f"paddle threads {got} (errors: {[r.get('error') for r in res.values()]})"
