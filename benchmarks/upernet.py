@@ -203,6 +203,13 @@ def cpu_turns(args) -> int:
                     f"{c.name}: ratio to MMSeg {r['median'] / ref['median']:.2f} (CPU {cpu:.2f}), "
                     f"logits max|diff| {d:.1e}, arg-max agreement {100 * agree:.2f}%"
                 )
+                r.update(vs_mmseg=r["median"] / ref["median"], cpu_vs_mmseg=cpu, max_abs_diff=d, argmax_agree=agree)
+        if args.json:
+            import json
+
+            with open(args.json, "w") as f:
+                json.dump({"threads": args.threads or "every core", "rows": res}, f, indent=1, default=str)
+            print(f"wrote {args.json}")
     return 0
 
 
@@ -233,6 +240,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         help="math threads of each model's process (OMP_NUM_THREADS; on cuda torch's CPU threads); default: every core",
     )
     p.add_argument("--pause", type=float, default=0.3, help="on cpu: seconds before each turn (default: 0.3)")
+    p.add_argument("--json", default=None, help="on cpu: also write the figures here (default: none)")
     args = p.parse_args(argv)
     if args.device == "cpu":
         return cpu_turns(args)
