@@ -47,7 +47,7 @@ class Contender:
     target: str
     kwargs: dict = field(default_factory=dict)
     env: Dict[str, str] = field(default_factory=dict)  # extra environment of its process
-    root: str = ROOT  # the checkout it runs from (its working directory, first on its path): A/B of two versions
+    root: str = ROOT  # the checkout whose `segmenter` it imports (the harness and topics are this one's): A/B
 
 
 class Worker:
@@ -56,7 +56,8 @@ class Worker:
     def __init__(self, c: Contender, log_dir: str):
         self.c = c
         self.log = os.path.join(log_dir, f"{len(os.listdir(log_dir))}.log")
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [c.root, os.environ.get("PYTHONPATH")])))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
+        env["SEGMENTER_CHECKOUT"] = os.path.abspath(c.root)
         env.pop("OMP_NUM_THREADS", None)  # every core, unless the user set it (see _USER_OMP)
         if _USER_OMP is not None:
             env["OMP_NUM_THREADS"] = _USER_OMP
@@ -69,7 +70,7 @@ class Worker:
             stderr=self.err,
             text=True,
             env=env,
-            cwd=c.root,
+            cwd=ROOT,
         )
         self.info: dict = {}
         self.failed: Optional[str] = None
@@ -229,7 +230,9 @@ def peak_mb() -> float:
 
 
 def serve(target: str, kwargs: dict) -> None:
-    """The worker: build the contender, warm it up, then answer 'run', 'save PATH' and 'quit' on stdin."""
+    """The worker: build the contender, warm it up, then answer 'run', 'save PATH' and 'quit' on stdin. `segmenter`
+    comes from the checkout the driver named (SEGMENTER_CHECKOUT), the topics from this one (already imported)."""
+    sys.path.insert(0, os.environ.get("SEGMENTER_CHECKOUT", ROOT))
     module, _, name = target.partition(":")
     try:
         run, info = getattr(importlib.import_module(module), name)(**kwargs)

@@ -544,6 +544,12 @@ def main(argv: Optional[List[str]] = None) -> None:
         help="math threads of every contender (OMP_NUM_THREADS in its process; default: every core). One thread each "
         "is the load-robust check: on a loaded machine torch's two-thread regions spin while a core is taken",
     )
+    ap.add_argument(
+        "--baseline-root",
+        default=None,
+        help="another checkout of this project (e.g. a git worktree of an older commit): each of our rows runs from "
+        "it too, as '<row> @baseline', taking turns with the rest (default: none)",
+    )
     ap.add_argument("--json", default=None, help="also write the figures here (default: none)")
     a = ap.parse_args(argv)
     if a.device == "gpu":  # (paddle is imported by the workers, not here: see benchmarks._turns._USER_OMP)
@@ -567,7 +573,13 @@ def main(argv: Optional[List[str]] = None) -> None:
     out = {"load_average_start": os.getloadavg()[0], "mode": a.mode, "threads": a.threads or "every core"}
     for size in a.sizes if a.mode == "forward" else a.sizes[:1]:
         flops = model_flops(d, depth, dec, size) * (TRAIN_BATCH * TRAIN_FLOP_FACTOR if a.mode == "train" else 1)
-        cs = contenders(names, table, size, a.official_root, a.device) + gemm_contenders(gemms)
+        cs = contenders(names, table, size, a.official_root, a.device)
+        if a.baseline_root:  # the same rows of ours from the other checkout
+            root = os.path.abspath(a.baseline_root)
+            ours = [c for c in cs if "root" not in c.kwargs]  # (the official rows take the official checkout)
+            cs += [Contender(f"{c.name} @baseline", c.target, c.kwargs, root=root) for c in ours]
+            table = {**table, **{f"{k} @baseline": v for k, v in table.items()}}
+        cs += gemm_contenders(gemms)
         for c in cs if a.threads else []:
             c.env["OMP_NUM_THREADS"] = str(a.threads)
         with tempfile.TemporaryDirectory(prefix="segmenter_versus_") as tmp:

@@ -114,3 +114,24 @@ def test_paddle_contenders_run_on_the_threads_they_are_given():
     cores = len(os.sched_getaffinity(0))
     got = {k: res[k].get("info", {}).get("threads", {}).get("paddle") for k in ("one", "all")}
     assert got == {"one": 1, "all": cores}, f"paddle threads {got} (errors: {[r.get('error') for r in res.values()]})"
+
+
+def which_segmenter(**_):
+    import segmenter
+
+    return (lambda: None), {"segmenter": segmenter.__file__}
+
+
+def test_a_contender_imports_segmenter_from_its_checkout(tmp_path):
+    """`versus --baseline-root DIR`: a contender with root=DIR imports `segmenter` from DIR (an older commit's
+    worktree) while the harness and the topics stay this checkout's (an older commit may predate them)."""
+    (tmp_path / "segmenter").mkdir()
+    (tmp_path / "segmenter" / "__init__.py").write_text("")
+    cs = [
+        Contender("baseline", "tests.test_benchmark_fair:which_segmenter", root=str(tmp_path)),
+        Contender("this", "tests.test_benchmark_fair:which_segmenter"),
+    ]
+    res = run_turns(cs, repeats=1, pause=0.0, progress=lambda s: None)
+    got = {k: res[k].get("info", {}).get("segmenter") or res[k].get("error") for k in ("baseline", "this")}
+    assert got["baseline"] == str(tmp_path / "segmenter" / "__init__.py"), got
+    assert got["this"] == os.path.join(os.path.dirname(os.path.dirname(__file__)), "segmenter", "__init__.py"), got
