@@ -135,3 +135,14 @@ def test_a_contender_imports_segmenter_from_its_checkout(tmp_path):
     got = {k: res[k].get("info", {}).get("segmenter") or res[k].get("error") for k in ("baseline", "this")}
     assert got["baseline"] == str(tmp_path / "segmenter" / "__init__.py"), got
     assert got["this"] == os.path.join(os.path.dirname(os.path.dirname(__file__)), "segmenter", "__init__.py"), got
+
+
+@pytest.mark.slow  # four fresh interpreters (~15 s)
+def test_conv3x3_forms_compute_the_conv(capsys):
+    """`tools/benchmark.py conv3x3`: paddle's conv2d, the GEMM over the nine taps and Winograd F(2x2, 3x3), each in a
+    oneDNN predictor, give torch's conv2d (the docs compare their speeds as the same product)."""
+    from benchmarks import conv3x3
+
+    res = conv3x3.main(["--cin", "8", "--cout", "4", "--size", "8", "--repeats", "1"])
+    diffs = {k: r.get("max_abs_diff", r.get("error")) for k, r in res.items()}
+    assert all(isinstance(d, float) and d <= 1e-5 for d in diffs.values()), diffs
