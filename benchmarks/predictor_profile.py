@@ -1,6 +1,6 @@
 """Where the default path's forward goes: paddle's own per-op profile of the compiled ViT-S/16 linear predictor.
 
-    python tools/benchmark.py predictor_profile [--size 512] [--threads 1] [--runs 4]
+    python tools/benchmark.py predictor_profile [--size 512] [--threads 1] [--runs 4] [--bf16]
     python tools/benchmark.py predictor_profile --upsample [--size 512] [--threads 1] [--runs 7]
 
 Exports the model as the default path does (`deploy.export(fused_attention=True)`, the fused attention kernel in
@@ -75,6 +75,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     ap.add_argument("--threads", type=int, default=1, help="math threads (default: 1)")
     ap.add_argument("--runs", type=int, default=4, help="predictor runs, the first a warm-up (default: 4)")
     ap.add_argument("--upsample", action="store_true", help="time the logits' upsampling alone, two product orders")
+    ap.add_argument(
+        "--bf16", action="store_true", help="profile the oneDNN bf16 predictor (--precision bf16's config)"
+    )
     a = ap.parse_args(argv)
     if a.upsample:
         from segmenter.runtime import configure_cpu
@@ -92,7 +95,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     model.eval()
     with tempfile.TemporaryDirectory(prefix="segmenter_profile_") as tmp:
         prefix = deploy.export(model, os.path.join(tmp, "m"), (a.size, a.size), batch_size=None, fused_attention=True)
-        config = deploy.predictor_config(prefix, a.threads, use_onednn=True)  # the default path's predictor
+        # the default path's predictor, at bf16 as --precision bf16 makes it
+        config = deploy.predictor_config(prefix, a.threads, use_onednn=True, precision="bf16" if a.bf16 else "fp32")
         config.enable_profile()
         predictor = paddle_infer.create_predictor(config)
         handle = predictor.get_input_handle(predictor.get_input_names()[0])
@@ -101,7 +105,10 @@ def main(argv: Optional[List[str]] = None) -> None:
             handle.reshape(list(x.shape))
             handle.copy_from_cpu(x)
             predictor.run()
-        print(f"ViT-S/16 linear at {a.size}x{a.size}, {a.threads} thread(s), {a.runs} runs; paddle's table follows")
+        print(
+            f"ViT-S/16 linear at {a.size}x{a.size}{', bf16' if a.bf16 else ''}, {a.threads} thread(s), {a.runs} runs; "
+            "paddle's table follows"
+        )
         del predictor  # paddle prints the profile as the predictor goes
 
 

@@ -1,5 +1,7 @@
 """ViT-B/16 UPerNet (MultiLevelNeck, MMSeg's `vit_vit-b16_mln_upernet` row) at 512x512: one forward of our Paddle
-model and our PyTorch twin against MMSeg's own PyTorch model, the same weights (converted), measured in one run.
+model (default path and dygraph) and our PyTorch twin against MMSeg's own PyTorch model, the same weights
+(converted). On the CPU each model runs in its own process with every core, the processes taking turns rep by rep
+(benchmarks/_turns.py); on cuda the two PyTorch models take turns in one process.
 
     python -m benchmarks.upernet [--repeats 3] [--size 512] [--mkl]
 """
@@ -52,6 +54,165 @@ def build_mmseg(size: int):
     return mmlab.build_mmseg(cfg, seed=0)
 
 
+def prepare(size: int, folder: str) -> Tuple[str, str]:
+    """MMSeg's model with random weights, its state dict (torch.save) and ours converted (the model section as JSON,
+    the canonical arrays as .npz) written into `folder`: what each contender's process loads."""
+    import json
+
+    import torch
+
+    from segmenter.convert import model_config
+    from segmenter.convert.core import to_canonical
+
+    ref = build_mmseg(size)
+    torch.save(ref.state_dict(), os.path.join(folder, "mmseg.pt"))
+    conv = to_canonical({k: v.numpy() for k, v in ref.state_dict().items()}, "mmseg", ROW)
+    with open(os.path.join(folder, "model.json"), "w") as f:
+        json.dump(model_config(conv.arch, None), f)
+    np.savez(os.path.join(folder, "state.npz"), **conv.state)
+    return torch.__version__, __import__("mmseg").__version__
+
+
+def _ours(folder: str, framework: str):
+    import json
+
+    from segmenter.parity import build_model, load_into_paddle, load_into_torch
+
+    with open(os.path.join(folder, "model.json")) as f:
+        cfg = json.load(f)
+    state = dict(np.load(os.path.join(folder, "state.npz")))
+    m = build_model(cfg, framework)
+    (load_into_paddle if framework == "paddle" else load_into_torch)(m, state)
+    m.eval()
+    return m
+
+
+def image(size: int, batch: int = 1) -> np.ndarray:
+    return np.random.RandomState(0).randn(batch, 3, size, size).astype(np.float32)
+
+
+def ours_worker(size: int, folder: str, path: str = "default", batch: int = 1):
+    """Our Paddle UPerNetViT: `default` (the compiled path, compiled on the first call), `dygraph`, or `mkl` (the
+    same export on the MKL predictor)."""
+    from benchmarks.versus import paddle_runtime
+
+    paddle_runtime()
+    import paddle
+
+    m = _ours(folder, "paddle")
+    paddle.set_grad_enabled(False)
+    x = image(size, batch)
+    px = paddle.to_tensor(x)
+    if path == "dygraph":
+        return (lambda: m(px)[0]), {}
+    if path == "mkl":
+        from segmenter import deploy
+
+        tmp = tempfile.mkdtemp(prefix="segmenter_upernet_")
+        prefix = deploy.export(m, os.path.join(tmp, "model"), (size, size), batch_size=None)
+        mkl = deploy.create_predictor(prefix, None, use_onednn=False)
+
+        def run_mkl():
+            out = mkl(x)[0]
+            mkl.release()
+            return out
+
+        return run_mkl, {"predictor": "MKL"}
+    from segmenter.engine.compiled import CompiledModel
+
+    fast = CompiledModel(m, compile_after=1)
+    fast(px)
+    if not fast.predictors:
+        raise RuntimeError(f"the default path did not compile: {fast.failed or 'out of the token range or memory'}")
+    return (lambda: fast(px)[0]), {"predictor": ["oneDNN" if p.use_onednn else "MKL" for p in fast.predictors.values()]}
+
+
+def twin_worker(size: int, folder: str, batch: int = 1):
+    from benchmarks._turns import torch_only
+
+    torch_only()
+    import torch
+
+    m = _ours(folder, "torch")
+    torch.set_grad_enabled(False)
+    x = torch.from_numpy(image(size, batch))
+    return (lambda: m(x)[0]), {}
+
+
+def mmseg_worker(size: int, folder: str, batch: int = 1):
+    import torch
+
+    sys.path.insert(0, ROOT)
+    from parity_tests import mmlab
+
+    ref = build_mmseg(size)
+    ref.load_state_dict(torch.load(os.path.join(folder, "mmseg.pt")))
+    x = torch.from_numpy(image(size, batch))
+    return (lambda: mmlab.mmseg_logits(ref, x)), {}
+
+
+def cpu_turns(args) -> int:
+    """The CPU comparison: each model in its own process, taking turns (benchmarks/_turns.py)."""
+    from benchmarks._turns import Contender, compare, run_turns
+
+    with tempfile.TemporaryDirectory(prefix="segmenter_upernet_") as folder:
+        versions = prepare(args.size, folder)
+        kw = {"size": args.size, "folder": folder, "batch": args.batch}
+        cs = [
+            Contender("ours, Paddle default path (compiled UPerNetViT)", "benchmarks.upernet:ours_worker", kw),
+            Contender("ours, Paddle dygraph (UPerNetViT)", "benchmarks.upernet:ours_worker", dict(kw, path="dygraph")),
+            Contender("our PyTorch twin", "benchmarks.upernet:twin_worker", kw),
+            Contender(
+                f"MMSeg {versions[1]} `EncoderDecoder.inference`, PyTorch {versions[0]}",
+                "benchmarks.upernet:mmseg_worker",
+                kw,
+            ),
+        ]
+        if args.mkl:
+            cs.insert(
+                1,
+                Contender(
+                    "ours, Paddle compiled, MKL predictor (UPerNetViT)",
+                    "benchmarks.upernet:ours_worker",
+                    dict(kw, path="mkl"),
+                ),
+            )
+        for c in cs if args.threads else []:
+            c.env["OMP_NUM_THREADS"] = str(args.threads)
+        print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; every model in its own process")
+        res = run_turns(cs, args.repeats, args.pause, save_dir=folder)
+        print(
+            f"\nViT-B/16 UPerNet + MLN, {args.size}x{args.size}, batch {args.batch}, cpu ({os.cpu_count()} CPUs, every "
+            f"core per process); median of {args.repeats} after one warm-up, the processes taking turns; load average "
+            f"{os.getloadavg()[0]:.1f} at the end"
+        )
+        print("| model | s / forward (median) | images / s | CPU s (median) | runs |\n|---|---|---|---|---|")
+        for name, r in res.items():
+            if not r.get("median"):
+                print(f"| {name} | failed: {r.get('error')} | | | |")
+                continue
+            runs = ", ".join(f"{t:.4f}" for t in r["runs"])
+            print(f"| {name} | {r['median']:.4f} | {args.batch / r['median']:.2f} | {r['cpu_median']:.3f} | {runs} |")
+        ref = res[cs[-1].name]
+        for c in cs[:-1]:
+            r = res[c.name]
+            if r.get("median") and ref.get("median"):
+                d, _, agree = compare(r["output"], ref["output"])
+                cpu = r["cpu_median"] / ref["cpu_median"]
+                print(
+                    f"{c.name}: ratio to MMSeg {r['median'] / ref['median']:.2f} (CPU {cpu:.2f}), "
+                    f"logits max|diff| {d:.1e}, arg-max agreement {100 * agree:.2f}%"
+                )
+                r.update(vs_mmseg=r["median"] / ref["median"], cpu_vs_mmseg=cpu, max_abs_diff=d, argmax_agree=agree)
+        if args.json:
+            import json
+
+            with open(args.json, "w") as f:
+                json.dump({"threads": args.threads or "every core", "rows": res}, f, indent=1, default=str)
+            print(f"wrote {args.json}")
+    return 0
+
+
 def numpy_of(out) -> np.ndarray:
     """A torch tensor (on any device) or a numpy array, as numpy."""
     return out.cpu().numpy() if hasattr(out, "cpu") else np.asarray(out)
@@ -73,18 +234,20 @@ def main(argv: Optional[List[str]] = None) -> int:
         "--mkl", action="store_true", help="on cpu: also time the compiled export on the MKL predictor (default: off)"
     )
     p.add_argument(
-        "--threads", type=int, default=None, help="math threads of both frameworks on the CPU (default: one per core)"
+        "--threads",
+        type=int,
+        default=None,
+        help="math threads of each model's process (OMP_NUM_THREADS; on cuda torch's CPU threads); default: every core",
     )
+    p.add_argument("--pause", type=float, default=0.3, help="on cpu: seconds before each turn (default: 0.3)")
+    p.add_argument("--json", default=None, help="on cpu: also write the figures here (default: none)")
     args = p.parse_args(argv)
+    if args.device == "cpu":
+        return cpu_turns(args)
 
     import torch
 
-    import segmenter  # noqa: F401  (our runtime settings, as every user of the package gets them)
-
     if args.threads:
-        from segmenter.runtime import configure_cpu
-
-        configure_cpu(num_threads=args.threads)
         torch.set_num_threads(args.threads)
     from segmenter.convert import model_config
     from segmenter.convert.core import to_canonical
@@ -95,25 +258,19 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     from parity_tests import mmlab
 
-    cuda = args.device == "cuda"
-    if cuda:
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32
     ref = build_mmseg(args.size)
     conv = to_canonical({k: v.numpy() for k, v in ref.state_dict().items()}, "mmseg", ROW)
-    model_cfg = model_config(conv.arch, None)
-    twin = build_model(model_cfg, "torch")
+    twin = build_model(model_config(conv.arch, None), "torch")
     load_into_torch(twin, conv.state)
     ref, twin = ref.to(args.device), twin.to(args.device)
-
-    x = np.random.RandomState(0).randn(args.batch, 3, args.size, args.size).astype(np.float32)
-    xt = torch.from_numpy(x).to(args.device)
+    xt = torch.from_numpy(image(args.size, args.batch)).to(args.device)
 
     def synced(fn):
         def run():
             with torch.no_grad():
                 out = fn()
-            if cuda:
-                torch.cuda.synchronize()
+            torch.cuda.synchronize()
             return out
 
         return run
@@ -124,61 +281,13 @@ def main(argv: Optional[List[str]] = None) -> int:
             lambda: mmlab.mmseg_logits(ref, xt)
         ),
     }
-    if not cuda:  # Paddle runs on the CPU here (a paddlepaddle CPU build)
-        import paddle
-
-        from segmenter.parity import load_into_paddle
-
-        ours = build_model(model_cfg, "paddle")
-        load_into_paddle(ours, conv.state)
-        xp = paddle.to_tensor(x)
-
-        from segmenter.engine.compiled import CompiledModel
-
-        ours.eval()
-        fast = CompiledModel(ours, compile_after=1, num_threads=args.threads)
-
-        def run_ours():
-            with paddle.no_grad():
-                return ours(xp)[0].numpy()
-
-        def run_fast():
-            with paddle.no_grad():
-                return fast(xp)[0].numpy()
-
-        runs = {
-            "ours, Paddle default path (compiled UPerNetViT)": run_fast,
-            "ours, Paddle dygraph (UPerNetViT)": run_ours,
-            **runs,
-        }
-        if args.mkl:  # the same export on the MKL predictor (the compiled path's fallback), for oneDNN's share
-            from segmenter import deploy
-
-            tmp = tempfile.TemporaryDirectory(prefix="segmenter_upernet_")
-            prefix = deploy.export(ours, os.path.join(tmp.name, "model"), (args.size, args.size), batch_size=None)
-            mkl = deploy.create_predictor(prefix, args.threads, use_onednn=False)
-
-            def run_mkl():
-                out = mkl(x)[0]
-                mkl.release()
-                return out
-
-            runs = {"ours, Paddle compiled, MKL predictor (UPerNetViT)": run_mkl, **runs}
-
     all_times, firsts = timed(list(runs.values()), args.repeats)
-    if not cuda:
-        print(
-            f"default path: compiled {[list(k) for k in fast.predictors]}, oneDNN "
-            f"{[p.use_onednn for p in fast.predictors.values()]}{', failed: ' + fast.failed if fast.failed else ''}"
-        )
     times = dict(zip(runs, all_times))
     outs = {name: numpy_of(out) for name, out in zip(runs, firsts)}
     mm_name = list(runs)[-1]
-    where = torch.cuda.get_device_name() if cuda else f"{os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads"
     print(
-        f"ViT-B/16 UPerNet + MLN, {args.size}x{args.size}, batch {args.batch}, {args.device} ({where}"
-        f"{', TF32' if cuda and args.tf32 else ', fp32' if cuda else ''}); median of {args.repeats} after one "
-        f"warm-up, the models taking turns"
+        f"ViT-B/16 UPerNet + MLN, {args.size}x{args.size}, batch {args.batch}, cuda ({torch.cuda.get_device_name()}"
+        f"{', TF32' if args.tf32 else ', fp32'}); median of {args.repeats} after one warm-up, the models taking turns"
     )
     print("| model | s / forward (median) | images / s | runs |")
     print("|---|---|---|---|")

@@ -345,14 +345,17 @@ def test_a_wrong_predictor_is_caught(monkeypatch):
     from segmenter import deploy
 
     m = tiny(DECODERS[0])
-    real = deploy.Predictor._run
     bad = {"onednn": True, "mkl": False}
 
-    def skewed(self, x):
-        out = real(self, x)
-        return [o + 1.0 for o in out] if bad["onednn" if self.use_onednn else "mkl"] else out
+    def skewed(real):  # the predictor's numpy runs and its tensor runs (the compile check reads the latter)
+        def run(self, x):
+            out = real(self, x)
+            return [o + 1.0 for o in out] if bad["onednn" if self.use_onednn else "mkl"] else out
 
-    monkeypatch.setattr(deploy.Predictor, "_run", skewed)
+        return run
+
+    monkeypatch.setattr(deploy.Predictor, "_run", skewed(deploy.Predictor._run))
+    monkeypatch.setattr(deploy.Predictor, "run_tensors", skewed(deploy.Predictor.run_tensors))
     x = paddle.to_tensor(np.random.rand(1, 3, 64, 64).astype("float32"))
     with paddle.no_grad():
         ref = m(x)[0].numpy()
@@ -432,10 +435,11 @@ def test_sizes_past_the_token_budget_stay_in_dygraph():
 
 @pytest.mark.slow  # two processes (~9 s)
 def test_first_compiled_call_memory_is_bounded():
-    """The first call at a size (dygraph reference, export, predictor, check) adds at most 2.2x the resident memory
+    """The first call at a size (dygraph reference, export, predictor, check) adds at most 1.8x the resident memory
     a dygraph forward adds, on a logits-dominated model (150 classes at 384x384: 88 MB of logits), each measured in
-    its own process by a thread sampling /proc/self/statm (benchmarks/compile_memory.py). Measured: 1.87x;
-    the old order (export, then the reference, full-size differences, the predictor run twice) 2.6x."""
+    its own process by a thread sampling /proc/self/statm (benchmarks/compile_memory.py). Measured: 1.69x with the
+    check reading the predictor's own output tensor; 1.88x when it copied that output to numpy; the old order
+    (export, then the reference, full-size differences, the predictor run twice) 2.6x."""
     from benchmarks.compile_memory import run_child
 
     dy = run_child("dygraph", "tiny", "384", 1, 1, 3000)
@@ -443,7 +447,7 @@ def test_first_compiled_call_memory_is_bounded():
     assert dy.get("peak_mb") and co.get("first_mb"), (dy, co)
     assert co["compiled"] == ["oneDNN"], co["compiled"]
     ratio = co["first_mb"] / dy["peak_mb"]
-    assert ratio <= 2.2, f"first compiled call +{co['first_mb']:.0f} MB, dygraph forward +{dy['peak_mb']:.0f} MB"
+    assert ratio <= 1.8, f"first compiled call +{co['first_mb']:.0f} MB, dygraph forward +{dy['peak_mb']:.0f} MB"
 
 
 def small_upernet(tmp_path) -> "paddle.nn.Layer":

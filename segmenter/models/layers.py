@@ -10,6 +10,7 @@ from typing import Iterator, Optional, Tuple, Union
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
+from paddle.autograd import PyLayer
 
 
 def drop_path(x: paddle.Tensor, drop_prob: float, training: bool) -> paddle.Tensor:
@@ -36,14 +37,56 @@ class DropPath(nn.Layer):
         return f"drop_prob={self.drop_prob}"
 
 
+class _LinearCPU(PyLayer):
+    """F.linear with the backward written out: three products, the bias gradient among them ([1, M] ones x dy)."""
+
+    @staticmethod
+    def forward(ctx, x: paddle.Tensor, weight: paddle.Tensor, bias: paddle.Tensor) -> paddle.Tensor:
+        ctx.save_for_backward(x, weight)
+        # paddle wants None for an input that asks no gradient (a frozen layer, the first layer's image input)
+        ctx.wants = (not x.stop_gradient, not weight.stop_gradient, not bias.stop_gradient)
+        return F.linear(x, weight, bias)  # [..., in] -> [..., out]
+
+    @staticmethod
+    def backward(ctx, dy: paddle.Tensor) -> Tuple[Optional[paddle.Tensor], ...]:
+        x, weight = ctx.saved_tensor()
+        want_x, want_w, want_b = ctx.wants
+        dy2 = dy.reshape([-1, dy.shape[-1]])  # [M, out], M = the rows of every leading axis
+        dx = paddle.matmul(dy, weight, transpose_y=True) if want_x else None  # [..., in]
+        dw = paddle.matmul(x.reshape([-1, x.shape[-1]]), dy2, transpose_x=True) if want_w else None  # [in, out]
+        db = paddle.matmul(paddle.ones([1, dy2.shape[0]], dy.dtype), dy2).reshape([-1]) if want_b else None
+        return dx, dw, db  # db: [1, M] x [M, out]
+
+
+class Linear(nn.Linear):
+    """nn.Linear (the same parameters and values) whose backward in CPU dygraph training is three matrix products.
+
+    Paddle 3.3's CPU backward of F.linear reduced the bias gradient over the rows with a single-threaded sum kernel:
+    27 ms of CPU for the fc1 bias of ViT-S at 512x512, batch 2 ([2050, 1536] -> [1536]), 0.4 ms as a product with a
+    row of ones, about 0.4 s of a training step's 6 s of CPU (docs/benchmarks.md). Elsewhere (inference, static
+    graphs, other devices, no bias) it is nn.Linear.
+    """
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        if (
+            self.bias is None
+            or not self.training
+            or not paddle.in_dynamic_mode()
+            or not paddle.is_grad_enabled()
+            or not x.place.is_cpu_place()
+        ):
+            return super().forward(x)
+        return _LinearCPU.apply(x, self.weight, self.bias)
+
+
 class Mlp(nn.Layer):
     """fc1 -> exact GELU -> dropout -> fc2 -> dropout, as in the official FeedForward."""
 
     def __init__(self, dim: int, hidden_dim: int, dropout: float = 0.0):
         super().__init__()
-        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.fc1 = Linear(dim, hidden_dim)
         self.act = nn.GELU()  # erf GELU, not the tanh approximation
-        self.fc2 = nn.Linear(hidden_dim, dim)
+        self.fc2 = Linear(hidden_dim, dim)
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
@@ -164,9 +207,9 @@ class Attention(nn.Layer):
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.scale = self.head_dim**-0.5
-        self.qkv = nn.Linear(dim, dim * 3, bias_attr=None if qkv_bias else False)
+        self.qkv = Linear(dim, dim * 3, bias_attr=None if qkv_bias else False)
         self.attn_drop = nn.Dropout(attn_drop)
-        self.proj = nn.Linear(dim, dim)
+        self.proj = Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(

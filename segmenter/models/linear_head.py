@@ -5,6 +5,7 @@ from typing import Tuple
 import paddle
 import paddle.nn as nn
 
+from segmenter.models.layers import Linear
 from segmenter.models.vit import init_weights
 
 
@@ -20,7 +21,7 @@ class DecoderLinear(nn.Layer):
     def __init__(self, num_classes: int, d_encoder: int):
         super().__init__()
         self.num_classes = num_classes
-        self.head = nn.Linear(d_encoder, num_classes)
+        self.head = Linear(d_encoder, num_classes)
         self.apply(init_weights)
 
     def forward(self, x: paddle.Tensor, grid: Tuple[int, int]) -> paddle.Tensor:

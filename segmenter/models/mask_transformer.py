@@ -6,7 +6,7 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 
-from segmenter.models.layers import Block, run_block
+from segmenter.models.layers import Block, Linear, run_block
 from segmenter.models.vit import init_weights
 
 
@@ -53,7 +53,7 @@ class MaskTransformer(nn.Layer):
         self.cls_emb = self.create_parameter(
             [1, num_classes, d_model], default_initializer=nn.initializer.TruncatedNormal(std=0.02)
         )
-        self.proj_dec = nn.Linear(d_encoder, d_model)
+        self.proj_dec = Linear(d_encoder, d_model)
         self.proj_patch = self.create_parameter(
             [d_model, d_model], default_initializer=nn.initializer.Normal(std=self.scale)
         )

@@ -34,14 +34,19 @@ class DropPath(nn.Module):
         return f"drop_prob={self.drop_prob}"
 
 
+class Linear(nn.Linear):
+    """nn.Linear. The Paddle twin's Linear writes its CPU training backward out as three products (paddle's bias
+    gradient was a single-threaded sum); torch's own backward computes the bias gradient that way already."""
+
+
 class Mlp(nn.Module):
     """fc1 -> exact GELU -> dropout -> fc2 -> dropout, as in the official FeedForward."""
 
     def __init__(self, dim: int, hidden_dim: int, dropout: float = 0.0):
         super().__init__()
-        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.fc1 = Linear(dim, hidden_dim)
         self.act = nn.GELU()  # erf GELU, not the tanh approximation
-        self.fc2 = nn.Linear(hidden_dim, dim)
+        self.fc2 = Linear(hidden_dim, dim)
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -62,9 +67,9 @@ class Attention(nn.Module):
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.scale = self.head_dim**-0.5
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.qkv = Linear(dim, dim * 3, bias=qkv_bias)
         self.attn_drop = nn.Dropout(attn_drop)
-        self.proj = nn.Linear(dim, dim)
+        self.proj = Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(

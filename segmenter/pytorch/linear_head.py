@@ -5,6 +5,7 @@ from typing import Tuple
 import torch
 import torch.nn as nn
 
+from segmenter.pytorch.layers import Linear
 from segmenter.pytorch.vit import init_weights
 
 
@@ -20,7 +21,7 @@ class DecoderLinear(nn.Module):
     def __init__(self, num_classes: int, d_encoder: int):
         super().__init__()
         self.num_classes = num_classes
-        self.head = nn.Linear(d_encoder, num_classes)
+        self.head = Linear(d_encoder, num_classes)
         self.apply(init_weights)
 
     def forward(self, x: torch.Tensor, grid: Tuple[int, int]) -> torch.Tensor:

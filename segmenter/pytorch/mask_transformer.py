@@ -6,7 +6,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from segmenter.pytorch.layers import Block, run_block
+from segmenter.pytorch.layers import Block, Linear, run_block
 from segmenter.pytorch.vit import _trunc_normal, init_weights
 
 
@@ -52,7 +52,7 @@ class MaskTransformer(nn.Module):
         )
         self.cls_emb = nn.Parameter(torch.zeros(1, num_classes, d_model))
         _trunc_normal(self.cls_emb)
-        self.proj_dec = nn.Linear(d_encoder, d_model)
+        self.proj_dec = Linear(d_encoder, d_model)
         self.proj_patch = nn.Parameter(self.scale * torch.randn(d_model, d_model))
         self.proj_classes = nn.Parameter(self.scale * torch.randn(d_model, d_model))
         self.decoder_norm = nn.LayerNorm(d_model, eps=norm_eps)

@@ -48,6 +48,23 @@ def separable_product(x: torch.Tensor, a_h: torch.Tensor, a_w: torch.Tensor) -> 
     return x * a_w.t() if w == 1 else torch.matmul(x, a_w.t())  # [B, C, H, W]
 
 
+def upsample_bilinear_nhwc(x: torch.Tensor, size: List[int]) -> torch.Tensor:
+    """upsample_bilinear on channels-last maps: x [B, h, w, C] -> [B, H, W, C], the same products taken over W first
+    (one small product per row) and then over H (one [H, h] x [h, W * C] product per image).
+
+    Mirrors the Paddle twin, whose training forward hands the loss a view of channels-last logits (paddle's CPU
+    cross entropy reads them 3.8x faster than the strided view of NCHW ones).
+    """
+    B, h, w, C = x.shape
+    if max(h, w) > MAX_PRODUCT_GRID:
+        return F.interpolate(x.permute(0, 3, 1, 2), size=size, mode="bilinear", align_corners=False).permute(0, 2, 3, 1)
+    a_h = torch.from_numpy(bilinear_weights(h, size[0])).to(x.device, x.dtype)  # [H, h]
+    a_w = torch.from_numpy(bilinear_weights(w, size[1])).to(x.device, x.dtype)  # [W, w]
+    x = torch.matmul(a_w, x.reshape(-1, w, C))  # [B * h, w, C] -> [B * h, W, C]
+    x = torch.matmul(a_h, x.reshape(-1, h, size[1] * C))  # [B, h, W * C] -> [B, H, W * C]
+    return x.reshape(-1, size[0], size[1], C)  # [B, H, W, C]
+
+
 def build_decoder(cfg: Dict[str, Any], num_classes: int, d_encoder: int, who: str = "Segmenter") -> nn.Module:
     """Build a decoder from its config dict `{name: linear|mask_transformer, <its arguments>}`."""
     cfg = dict(cfg or {})
@@ -117,7 +134,9 @@ class Segmenter(nn.Module):
         tokens = self.backbone(x)  # [B, prefix + N, D]
         tokens = tokens[:, self.backbone.num_prefix_tokens :]  # [B, N, D]
         masks = self.decoder(tokens, (Hp // self.patch_size, Wp // self.patch_size))  # [B, n_cls, gh, gw]
-        if self.logits_resize == "stretch":
-            return [upsample_bilinear(masks, [H, W])]
-        masks = upsample_bilinear(masks, [Hp, Wp])
-        return [masks[:, :, :H, :W]]
+        size = [H, W] if self.logits_resize == "stretch" else [Hp, Wp]
+        if self.training:  # channels-last logits for the loss (upsample_bilinear_nhwc)
+            masks = upsample_bilinear_nhwc(masks.permute(0, 2, 3, 1), size).permute(0, 3, 1, 2)  # views
+        else:
+            masks = upsample_bilinear(masks, size)
+        return [masks[:, :, :H, :W]]  # (stretch: already H x W)
