@@ -81,7 +81,7 @@ class OhemCrossEntropyLoss(paddleseg_losses.OhemCrossEntropyLoss):
             label = label * valid
         label = (label + (1 - valid) * self.ignore_index).reshape((n, 1, h, w))  # [B*H*W] -> [B, 1, H, W]
         mask = valid.reshape((n, 1, h, w)).astype("float32")
-        loss = F.softmax_with_cross_entropy(logit, label, ignore_index=self.ignore_index, axis=1) * mask
+        loss = F.cross_entropy(logit, label, ignore_index=self.ignore_index, axis=1, reduction="none") * mask
         return paddle.mean(loss) / (paddle.mean(mask) + self.EPS)
 
 
