@@ -75,9 +75,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     ap.add_argument("--threads", type=int, default=1, help="math threads (default: 1)")
     ap.add_argument("--runs", type=int, default=4, help="predictor runs, the first a warm-up (default: 4)")
     ap.add_argument("--upsample", action="store_true", help="time the logits' upsampling alone, two product orders")
-    ap.add_argument(
-        "--bf16", action="store_true", help="profile the oneDNN bf16 predictor (--precision bf16's config)"
-    )
+    ap.add_argument("--bf16", action="store_true", help="profile the oneDNN bf16 predictor (--precision bf16's config)")
     a = ap.parse_args(argv)
     if a.upsample:
         from segmenter.runtime import configure_cpu

@@ -495,7 +495,8 @@ def test_image_sizes_are_width_then_height_on_every_tool(trained, tmp_path, caps
     paddle.save(model.state_dict(), str(tmp_path / "wide.pdparams"))
     argv = [str(tmp_path / "wide.pdparams"), str(tmp_path / "c.pdparams"), "--img-size", "32", "16"]
     with pytest.warns(UserWarning, match="has neither a .model.json nor a state.json beside it"):  # a bare file
-        code = tool_exit_code("convert.py", [*argv, "--base-config", t["cfg"], "--save-config", str(tmp_path / "c.yml")])
+        argv += ["--base-config", t["cfg"], "--save-config", str(tmp_path / "c.yml")]
+        code = tool_exit_code("convert.py", argv)
     assert code == 0
     got = yaml.safe_load(open(tmp_path / "c.yml"))["model"]["backbone"]["img_size"]
     assert got == [16, 32], f"--img-size 32 16 wrote backbone.img_size {got}, want [16, 32] ([H, W])"
@@ -744,7 +745,8 @@ def test_default_output_is_short_and_free_of_known_noise(trained, tmp_path):
         ):
             assert noise not in text, f"{name} printed {noise!r}:\n{text}"
         assert f"{name.replace('onnx', 'export')}: running on cpu" in text, text
-    assert "predict: wrote 1 of 1 images: masks to output/result/pseudo_color" in outs["predict"].stdout, outs["predict"].stdout
+    summary = "predict: wrote 1 of 1 images: masks to output/result/pseudo_color"
+    assert summary in outs["predict"].stdout, outs["predict"].stdout
     assert os.path.isfile(tmp_path / "output" / "result" / "pseudo_color" / "img.png")
     assert f"export: wrote {tmp_path / 'm.onnx'} (the model, ONNX opset" in outs["onnx"].stdout, outs["onnx"].stdout
     # each file on its line, named for what it is: the card is no second `model.json` beside the program
