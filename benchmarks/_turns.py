@@ -17,7 +17,6 @@ a dict the driver reports (what compiled, which kernel). This module is also the
 import importlib
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -225,8 +224,10 @@ def torch_only() -> None:
 
 
 def peak_mb() -> float:
-    """This process's peak resident memory so far (MB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak resident memory so far (MB; VmHWM, not ru_maxrss, which a child inherits from its parent)."""
+    from segmenter.runtime import peak_resident_mb
+
+    return peak_resident_mb()
 
 
 def serve(target: str, kwargs: dict) -> None:

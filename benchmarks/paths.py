@@ -1,6 +1,6 @@
 """Benchmark: forward/deploy/peer/twin per model, sliding windows, train step, matmul floor, peak memory.
 
-Each measurement runs in its own subprocess (peak RSS from resource.ru_maxrss). Prints a table and writes JSON.
+Each measurement runs in its own subprocess (peak RSS: /proc/self/status VmHWM). Prints a table and writes JSON.
     python tools/benchmark.py [--repeats 3] [--models vit_s_linear ...] [--json benchmark.json]
     python -m benchmarks.paths [same arguments]
 """
@@ -9,7 +9,6 @@ import argparse
 import json
 import math
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -17,6 +16,7 @@ import time
 from typing import List, Optional
 
 from benchmarks import ROOT
+from segmenter.runtime import peak_resident_mb
 
 MODELS = {  # name -> (embed_dim, depth, heads, decoder)
     "vit_s_linear": (384, 12, 6, "linear"),
@@ -236,7 +236,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         return bench.run(["versus", "--device", "gpu", "--repeats", str(a.repeats)])
     if a.child:
         res = child(a.child, a.models[0], a.repeats)
-        res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        res["peak_rss_mb"] = peak_resident_mb()
         print("RESULT " + json.dumps(res))
         return
     from tqdm import tqdm

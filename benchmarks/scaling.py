@@ -6,7 +6,7 @@ official code and PaddleSeg's own model, each (path, size) in its own subprocess
 
 ViT-S/16 linear, 150 classes, random weights, batch 1, every model built for the input size (no position-embedding
 resampling anywhere). Each child imports one framework (torch's allocator beside paddle's left ~150 MB more of
-paddle's heap resident at 512x512), and the forward's memory is the process's peak RSS (ru_maxrss) less its RSS once
+paddle's heap resident at 512x512), and the forward's memory is the process's peak RSS (VmHWM) less its RSS once
 the model is built while the forward's output is held as the framework's own tensor: what the forward (and, on the
 default path, the export and predictor) added. `MB + host copy` repeats it with the logits taken to numpy as a user
 would: `tensor.numpy()` copies in paddle (157 MB at 512x512), and shares the memory in torch. `HxW` sizes are
@@ -16,7 +16,6 @@ height x width.
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -27,7 +26,7 @@ import numpy as np
 
 from benchmarks import ROOT
 from benchmarks.paths import MODELS, N_CLS, PATCH
-from segmenter.runtime import resident_mb
+from segmenter.runtime import peak_resident_mb, resident_mb
 
 MODEL = "vit_s_linear"
 PATHS = ("dygraph", "default", "twin", "official", "peer")
@@ -131,10 +130,10 @@ def child(path: str, size: Tuple[int, int], repeats: int, official_root: Optiona
             out = fn()
             ts.append(time.perf_counter() - t0)
             del out
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak = peak_resident_mb()
         host = fn().numpy()  # the logits as numpy, as a user takes them
         del host
-    peak_host = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_host = peak_resident_mb()
     out = {
         "seconds": statistics.median(ts),
         "first_call": first,
