@@ -224,10 +224,21 @@ def torch_only() -> None:
 
 
 def peak_mb() -> float:
-    """This process's peak resident memory so far (MB; VmHWM, not ru_maxrss, which a child inherits from its parent)."""
-    from segmenter.runtime import peak_resident_mb
+    """This process's peak resident memory so far in MB: /proc/self/status's VmHWM, which belongs to this program's own
+    address space. `getrusage(RUSAGE_SELF).ru_maxrss` is not that: Linux carries the parent's high-water mark into a
+    child across vfork+exec (Python's subprocess), so a child of a 3 GB pytest worker read 3 GB before it started.
+    ru_maxrss only where /proc cannot be read (not Linux). No `segmenter` import: a contender's worker may run an
+    older checkout (`--baseline-root`)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    import resource
 
-    return peak_resident_mb()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 1024)
 
 
 def serve(target: str, kwargs: dict) -> None:

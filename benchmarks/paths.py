@@ -16,7 +16,7 @@ import time
 from typing import List, Optional
 
 from benchmarks import ROOT
-from segmenter.runtime import peak_resident_mb
+from benchmarks._turns import peak_mb
 
 MODELS = {  # name -> (embed_dim, depth, heads, decoder)
     "vit_s_linear": (384, 12, 6, "linear"),
@@ -236,7 +236,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         return bench.run(["versus", "--device", "gpu", "--repeats", str(a.repeats)])
     if a.child:
         res = child(a.child, a.models[0], a.repeats)
-        res["peak_rss_mb"] = peak_resident_mb()
+        res["peak_rss_mb"] = peak_mb()
         print("RESULT " + json.dumps(res))
         return
     from tqdm import tqdm

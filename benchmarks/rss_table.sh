@@ -11,6 +11,7 @@ suite=0
 if [ "${1:-}" = "--suite" ]; then suite=1; shift; fi
 out="${1:-output/rss_table.tsv}"
 shift || true
+mkdir -p "$(dirname "$out")"
 rm -f "$out" "$out.tests" "$out.rows" "$out.rows.tests"
 if [ "$suite" = 1 ]; then
     SEGMENTER_RSS_TABLE="$out" python -m pytest -q "$@" > "$out.log" || echo "FAILED: see $out.log" >&2

@@ -25,8 +25,9 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from benchmarks import ROOT
+from benchmarks._turns import peak_mb
 from benchmarks.paths import MODELS, N_CLS, PATCH
-from segmenter.runtime import peak_resident_mb, resident_mb
+from segmenter.runtime import resident_mb
 
 MODEL = "vit_s_linear"
 PATHS = ("dygraph", "default", "twin", "official", "peer")
@@ -130,10 +131,10 @@ def child(path: str, size: Tuple[int, int], repeats: int, official_root: Optiona
             out = fn()
             ts.append(time.perf_counter() - t0)
             del out
-        peak = peak_resident_mb()
+        peak = peak_mb()
         host = fn().numpy()  # the logits as numpy, as a user takes them
         del host
-    peak_host = peak_resident_mb()
+    peak_host = peak_mb()
     out = {
         "seconds": statistics.median(ts),
         "first_call": first,

@@ -155,23 +155,6 @@ def resident_mb() -> float:
         return 0.0
 
 
-def peak_resident_mb() -> float:
-    """This process's peak resident memory in MB: /proc/self/status's VmHWM, which belongs to this program's own
-    address space. `getrusage(RUSAGE_SELF).ru_maxrss` is not that: Linux carries the parent's high-water mark into a
-    child across vfork+exec (Python's subprocess), so a child of a 3 GB pytest worker reads 3 GB before it starts.
-    Falls back to ru_maxrss where /proc cannot be read (not Linux)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform != "darwin" else 2**20)
-
-
 def available_mb() -> Optional[float]:
     """Memory this process could still take, in MB: /proc/meminfo's MemAvailable, lowered to the room left under a
     cgroup v2 limit (a container's) where there is one; None where neither can be read (not Linux)."""

@@ -85,7 +85,7 @@ def test_scaling_measures_our_forward_alone():
     """`scaling`'s memory of our dygraph forward: paddle alone in its process, the logits held as paddle's tensor,
     measured against the same model in torch alone (the twin, the official code's architecture; the official clone is
     not on CI). With torch loaded beside paddle and the logits copied to numpy it read 130 MB at 256x256 (the 508 MB at
-    512 of the issue); alone, ours added 53.9-57.4 MB and the twin 53.0-53.4 over four runs, the logits (37.5 MB) and
+    512 of the issue); alone, ours added 53.9-57.4 MB and the twin 48.0-53.4 over five runs, the logits (37.5 MB) and
     the allocators' working set. The peak is the child's own (VmHWM): ru_maxrss, which this read before, carries the
     parent's high-water mark into a subprocess, so under a 3 GB pytest worker it read 2467 MB (CI, 2026-12-07)."""
     from benchmarks.scaling import run_child
@@ -93,7 +93,10 @@ def test_scaling_measures_our_forward_alone():
     ours, twin = run_child("dygraph", "256", 1, None, None), run_child("twin", "256", 1, None, None)
     logits_mb = 150 * 256 * 256 * 4 / 2**20
     assert ours.get("added_mb") and twin.get("added_mb"), (ours, twin)
-    assert ours["added_mb"] <= 1.15 * twin["added_mb"], f"ours added {ours['added_mb']} MB, the twin {twin['added_mb']}"
+    # the broken measurements add >= 0.8x the logits (the numpy copy) or ~75 MB (torch's allocator beside paddle's)
+    # to ours; ours and the twin alone differ by the allocators' working sets, 0.5-7.3 MB in five runs
+    gap = ours["added_mb"] - twin["added_mb"]
+    assert gap <= 0.5 * logits_mb, f"ours added {ours['added_mb']:.1f} MB, the twin {twin['added_mb']:.1f}: {ours}"
     assert ours["added_with_host_copy_mb"] >= ours["added_mb"] + 0.8 * logits_mb, f"paddle's .numpy() copies: {ours}"
 
 
@@ -104,11 +107,7 @@ def test_child_peak_is_its_own(tmp_path):
 
     ballast = bytearray(600 * 2**20)
     ballast[::4096] = b"x" * len(ballast[::4096])  # touch every page: resident
-    # runtime.py alone, without `import segmenter` (which loads Paddle, hundreds of MB of its own)
-    code = (
-        "import importlib.util as u; s = u.spec_from_file_location('rt', 'segmenter/runtime.py'); "
-        "m = u.module_from_spec(s); s.loader.exec_module(m); print(m.peak_resident_mb())"
-    )
+    code = "from benchmarks._turns import peak_mb; print(peak_mb())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     del ballast
     assert out.returncode == 0, out.stderr
@@ -125,9 +124,14 @@ def test_a_contender_waits_for_memory(tmp_path):
 
 
 @pytest.mark.slow  # two fresh interpreters that import Paddle (~10 s)
-def test_paddle_contenders_run_on_the_threads_they_are_given():
+def test_paddle_contenders_run_on_the_threads_they_are_given(monkeypatch):
     """`versus --threads 1` gives every contender OMP_NUM_THREADS=1; our paddle contenders read it through segmenter's
-    runtime, which reads it only when imported before paddle (paddle's import sets it when unset)."""
+    runtime, which reads it only when imported before paddle (paddle's import sets it when unset). The driver passes
+    on a user's own OMP_NUM_THREADS; under xdist the suite's conftest sets one per worker, which the driver read as
+    the user's when it was imported before paddle in that worker (the 'all' contender then got 1 thread): unset here."""
+    import benchmarks._turns as turns
+
+    monkeypatch.setattr(turns, "_USER_OMP", None)
     kw = {"lib": "onednn", "dtype": "fp32", "n": 64, "reps": 1}
     cs = [
         Contender("one", "benchmarks.versus:gemm", kw, env={"OMP_NUM_THREADS": "1"}),

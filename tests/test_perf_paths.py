@@ -193,7 +193,7 @@ def test_training_logits_are_channels_last(resize):
     assert train.permute(0, 2, 3, 1).is_contiguous(), f"torch training logits: strides {train.stride()}"
     t.eval()
     ev = t(torch.from_numpy(x))[0]
-    d = float((train - ev).abs().max())
+    d = float((train - ev).detach().abs().max())
     assert ev.is_contiguous() and d <= 1e-6, f"torch training vs evaluation logits: max|diff|={d:.2e}"
 
 
