@@ -30,9 +30,9 @@ def ours_forward(size: int, precision: str = "bf16", threads: Optional[int] = No
     """Ours through the default inference path at `precision` ("fp32" or "bf16"), ViT-S/16 linear with 150 classes
     at size x size, compiled and checked before it returns: each call runs one forward of a fixed random image
     [1, 3, size, size] and returns its logits [1, 150, size, size]. Call it in the process that times it."""
+    import segmenter  # noqa: F401, I001  (runtime settings; first, so paddle's import warnings are filtered)
     import paddle
 
-    import segmenter  # noqa: F401  (runtime settings)
     from benchmarks.versus import build_ours
     from segmenter.engine.compiled import CompiledModel
 

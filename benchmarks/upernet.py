@@ -181,9 +181,10 @@ def cpu_turns(args) -> int:
             c.env["OMP_NUM_THREADS"] = str(args.threads)
         print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; every model in its own process")
         res = run_turns(cs, args.repeats, args.pause, save_dir=folder)
+        per = f"{args.threads} thread{'s' * (args.threads > 1)}" if args.threads else "every core"
         print(
-            f"\nViT-B/16 UPerNet + MLN, {args.size}x{args.size}, batch {args.batch}, cpu ({os.cpu_count()} CPUs, every "
-            f"core per process); median of {args.repeats} after one warm-up, the processes taking turns; load average "
+            f"\nViT-B/16 UPerNet + MLN, {args.size}x{args.size}, batch {args.batch}, cpu ({os.cpu_count()} CPUs, {per} "
+            f"per process); median of {args.repeats} after one warm-up, the processes taking turns; load average "
             f"{os.getloadavg()[0]:.1f} at the end"
         )
         print("| model | s / forward (median) | images / s | CPU s (median) | runs |\n|---|---|---|---|---|")

@@ -137,6 +137,55 @@ def test_benchmark_figures_equal_committed_json():
         assert sec in deployment, f"docs/deployment.md should quote the ViT-S/16 {path} forward as in the JSON: {sec}"
 
 
+def test_issue29_figures_equal_committed_json():
+    """docs/benchmarks.md's fair-benchmark tables (forward at 512 and 768, training step, UPerNet, bf16) state what the
+    committed JSON of each command holds, at the printed precision."""
+    page = read(os.path.join(ROOT, "docs", "benchmarks.md"))
+    load = lambda name: json.load(open(os.path.join(ROOT, "docs", "benchmarks", name)))  # noqa: E731
+    for size in (512, 768):
+        rows = load(f"versus_fair_{size}.json")[f"forward {size}"]["rows"]
+        for name, r in rows.items():
+            line = (
+                f"| {name} | {r['median']:.3f} | {r['vs_reference']:.2f} | {r['x_floor']:.2f} ({r['floor']}) | "
+                f"{r['cpu_median']:.2f} | {r['cpu_vs_reference']:.2f} | {r['peak_mb']:.0f} |"
+            )
+            assert line in page, f"docs/benchmarks.md should have the {size} row: {line}"
+    for name, label in (("versus_fair_train.json", "every core"), ("versus_fair_train_1t.json", "one thread each")):
+        r = load(name)["train 512"]["rows"]
+        o, t, off = r["ours dygraph"], r["twin (PyTorch)"], r["official"]
+        line = (
+            f"| {label} (`{name}`) | {o['median']:.3f} | {t['median']:.3f} | {off['median']:.3f} | "
+            f"**{o['vs_reference']:.2f}** | {o['cpu_vs_reference']:.2f} | {o['x_floor']:.2f} |"
+        )
+        assert line in page, f"docs/benchmarks.md should have the training row: {line}"
+    for name, label in (("upernet.json", "every core"), ("upernet_1t.json", "one thread each")):
+        r = list(load(name)["rows"].values())  # default path, dygraph, twin, MMSeg
+        line = f"| {label} (`{name}`) | " + " | ".join(f"{x['median']:.3f}" for x in r)
+        line += f" | **{r[0]['vs_mmseg']:.2f}** ("
+        assert line in page, f"docs/benchmarks.md should have the UPerNet row: {line}"
+    for size, r in load("bf16.json")["rows"].items():
+        line = f"| {size}x{size} | 2 (every core) | {r['seconds']['fp32']:.3f} | {r['seconds']['bf16']:.3f} | "
+        line += f"**{r['ratio']:.2f}** |"
+        assert line in page, f"docs/benchmarks.md should have the bf16 row: {line}"
+
+
+def test_quickstart_figures_equal_committed_json():
+    """docs/training.md's quickstart table states what tools/quickstart.sh wrote (docs/benchmarks/quickstart.json):
+    the timers, each evaluation row's mIoU, Acc, Kappa and Dice, and the augmented row's class IoU by name."""
+    page = read(os.path.join(ROOT, "docs", "training.md"))
+    data = json.load(open(os.path.join(ROOT, "docs", "benchmarks", "quickstart.json")))
+    section = page.split("## Quickstart figures", 1)[1].split("\n## ", 1)[0]
+    assert f"| train, then evaluation (the script's own timer) | {data['train_s']} s, {data['eval_s']} s |" in section
+    assert f"`{data['commit']}`" in section and data["checkpoint"] in section, "the commit and checkpoint"
+    for name, r in data["rows"].items():
+        want = ", ".join(f"{k} {r[k]:.4f}" for k in ("mIoU", "Acc", "Kappa", "Dice"))
+        assert f"| final, {name} | {want} |" in section, f"training.md's row '{name}' should read: {want}"
+    name, r = list(data["rows"].items())[-1]
+    classes = ", ".join(r["class_iou"])
+    ious = ", ".join(f"{v:.4f}" for v in r["class_iou"].values())
+    assert f"| class IoU, {name} ({classes}) | {ious} |" in section, f"training.md's class row should read: {ious}"
+
+
 def data_row(data: dict, model: str, path: str) -> dict:
     return next(r for r in data["rows"] if (r["model"], r["path"]) == (model, path))
 

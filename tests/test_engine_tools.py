@@ -84,6 +84,9 @@ def test_val_tool_prints_the_in_process_figures(trained, capsys, tmp_path):
         )["mIoU"]
         assert abs(got - want) < 5e-5, f"val.py {label} mIoU {got} != in-process {want:.4f}"
         assert abs(written[label]["mIoU"] - want) < 1e-6, f"--json {label} mIoU {written[label]['mIoU']} != {want}"
+        # unrounded: a page that quotes the JSON at 4 digits says what val.py printed (6-digit rounding first had
+        # turned the quickstart's 0.8161495, printed 0.8161, into 0.8162)
+        assert f"{written[label]['mIoU']:.4f}" == re.search(r"mIoU (\S+)", line).group(1), (written[label], line)
     from segmenter.datasets.shapes import SHAPES
 
     assert list(written) == ["slice", "slice + flip"], list(written)
