@@ -135,6 +135,26 @@ MISTAKES = (
         ),
         # bad values
         ("train", ["--config", "{cfg}", "--iters", "ten"], "--iters"),
+        # counts below 1 (--iters -3 reached the resume check as "None is at iteration 0, past --iters -3"; --iters 0
+        # and --batch_size 0 fell back to the config's values without a word)
+        (
+            "train",
+            ["--config", "{cfg}", "--iters", "-3"],
+            "argument --iters: takes a whole number of at least 1, got -3",
+        ),
+        ("train", ["--config", "{cfg}", "--iters", "0"], "argument --iters: takes a whole number of at least 1, got 0"),
+        (
+            "train",
+            ["--config", "{cfg}", "--batch_size", "0"],
+            "argument --batch_size: takes a whole number of at least 1",
+        ),
+        ("train", ["--config", "{cfg}", "--opts", "iters=-3"], "iters is -3; set iters: N (N >= 1)"),
+        # a training set smaller than a batch: the size that fits
+        (
+            "train",
+            ["--config", "{cfg}", "--batch_size", "1000", "--save_dir", "{tmp}/b"],
+            "too few for a batch of 1000: pass --batch_size",
+        ),
         # a resume past the schedule's end (it used to "finish" and name an older iter_N as the last checkpoint)
         (
             "train",

@@ -87,3 +87,21 @@ def test_every_option_takes_the_equals_form(tool):
             dest = next(a.dest for a in p._actions if name in a.option_strings)
             assert getattr(p.parse_args(REQUIRED[tool]), dest) == value, f"tools/{tool}.py {req}"
     assert tried or tool == "parity", f"tools/{tool}.py: no single-valued option was tried"
+
+
+@pytest.mark.parametrize("script", ["quickstart.sh", "run_tests.sh"])
+def test_the_two_scripts_answer_help_without_installing(script, tmp_path):
+    """`bash tools/X.sh --help` prints its usage and exits: it passed --help on to the install and the run (a newcomer
+    started the whole test pipeline that way). `python` and `pip` are stubs here that leave a mark if called."""
+    import stat
+    import subprocess
+
+    for name in ("python", "pip"):
+        stub = tmp_path / name
+        stub.write_text(f"#!/bin/sh\ntouch {tmp_path}/called_{name}\n")
+        stub.chmod(stub.stat().st_mode | stat.S_IEXEC)
+    env = dict(os.environ, PATH=f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    for flag in ("--help", "-h"):
+        r = subprocess.run(["bash", os.path.join(ROOT, "tools", script), flag], capture_output=True, text=True, env=env)
+        assert r.returncode == 0 and r.stdout.startswith(f"usage: bash tools/{script}"), (r.returncode, r.stdout)
+    assert not list(tmp_path.glob("called_*")), f"{script} --help ran {[p.name for p in tmp_path.glob('called_*')]}"

@@ -203,6 +203,23 @@ def test_curves_draw_miou_on_its_whole_range(tmp_path, monkeypatch):
     assert "last 0.6125" in ax.get_title() and "best 0.6125" in ax.get_title(), ax.get_title()
 
 
+def test_curves_titles_stay_inside_the_figure(tmp_path, monkeypatch):
+    """The mIoU panel's title with a best_model of a long run fits the PNG (it ran past the right edge:
+    '... best 0.9832 at iter 300 (best_mo')."""
+    import matplotlib.pyplot as plt
+
+    figs = []
+    monkeypatch.setattr(plt, "close", lambda fig=None: figs.append(fig))
+    curve = [(i, 0.5 + i / 400_000) for i in range(8000, 160_001, 8000)]
+    plot_curves({"loss": [(1, 2.0)], "lr": [(1, 0.1)], "mIoU": curve}, str(tmp_path / "c.png"), best=(0.9832, 152000))
+    fig = figs[-1]
+    fig.canvas.draw()
+    edge = fig.bbox
+    for ax in fig.axes:
+        box = ax.title.get_window_extent()
+        assert edge.x0 <= box.x0 and box.x1 <= edge.x1 and box.y1 <= edge.y1, (ax.get_title(), box, edge)
+
+
 def test_attention_figure_is_readable(tmp_path, monkeypatch):
     """4 columns are at least 1200 px wide; every row has a colour bar (one scale for its maps); no title touches
     the images of the row above."""

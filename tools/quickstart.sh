@@ -5,6 +5,14 @@
 # committed copy, docs/benchmarks/quickstart.json, and tests/test_docs.py checks that the page says what it holds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+case "${1:-}" in -h|--help)
+    echo "usage: bash tools/quickstart.sh [TRAIN_ARGS ...]"
+    echo "  installs requirements.txt and this package (-e .) into the active Python, trains"
+    echo "  configs/quickstart/segmenter_tiny_shapes_64.yml, evaluates its last checkpoint with slice + flip and"
+    echo "  writes the figures to \$QUICKSTART_DIR/quickstart.json (default output/quickstart); TRAIN_ARGS go to"
+    echo "  tools/train.py (e.g. --iters 300 for a smoke run; python tools/train.py --help lists them)."
+    exit 0;;
+esac
 python -m pip install -q -r requirements.txt
 python -m pip install -q --no-deps -e .
 CFG=configs/quickstart/segmenter_tiny_shapes_64.yml

@@ -3,6 +3,13 @@
 # test command.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+case "${1:-}" in -h|--help)
+    echo "usage: bash tools/run_tests.sh [PYTEST_ARGS ...]"
+    echo "  installs requirements.txt, MMSeg/mmpretrain and this package (-e .[demo]) into the active Python,"
+    echo "  Debian's chromium for the demo tier where missing, then runs ruff and pytest on tests/ and parity_tests/;"
+    echo "  PYTEST_ARGS go to pytest (e.g. -m \"not slow\" for the fast tier, -x, -k NAME)."
+    exit 0;;
+esac
 python -m pip install -q -r requirements.txt
 python -m pip install -q --no-deps mmsegmentation==1.2.2 mmpretrain==1.2.0  # their deps are in requirements.txt
 python -m pip install -q -e ".[demo]"  # the demo extra: selenium, for the demo tier (deps already met above)

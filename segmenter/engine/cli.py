@@ -96,6 +96,23 @@ def choice(flag: str, allowed: Sequence[str], refused: dict, hint: str = ""):
     return parse
 
 
+def at_least(minimum: int):
+    """An argparse type: a whole number >= minimum (PaddleSeg's flags took 0 or -3 and the run failed later, or
+    `--iters 0` fell back to the config's value without a word)."""
+
+    def parse(value: str) -> int:
+        try:
+            n = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"takes a whole number, got {value!r}") from None
+        if n < minimum:
+            raise argparse.ArgumentTypeError(f"takes a whole number of at least {minimum}, got {n}")
+        return n
+
+    parse.__name__ = "int"
+    return parse
+
+
 def add_config(p: argparse.ArgumentParser, required: bool = True, default: Optional[str] = None) -> None:
     """--config and --opts."""
     p.add_argument(

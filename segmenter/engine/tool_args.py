@@ -13,13 +13,15 @@ def train(doc: str, argv=None) -> argparse.Namespace:
     """tools/train.py's options."""
     p = Parser(doc)
     cli.add_config(p)
-    p.add_argument("--iters", type=int, help="training iterations (default: the config's iters)")
-    p.add_argument("--batch_size", type=int, help="images per iteration and rank (default: the config's)")
+    p.add_argument("--iters", type=cli.at_least(1), help="training iterations (default: the config's iters)")
+    p.add_argument("--batch_size", type=cli.at_least(1), help="images per iteration and rank (default: the config's)")
     p.add_argument("--learning_rate", type=float, help="base learning rate (default: the config's)")
     p.add_argument("--save_dir", default="output", help="checkpoints, config.yml, curves.png and VisualDL logs")
-    p.add_argument("--save_interval", type=int, default=1000, help="iterations between checkpoints (and evals)")
-    p.add_argument("--keep_checkpoint_max", type=int, default=2, help="iter_N folders kept")
-    p.add_argument("--log_iters", type=int, default=10, help="iterations between [TRAIN] lines")
+    p.add_argument(
+        "--save_interval", type=cli.at_least(1), default=1000, help="iterations between checkpoints (and evals)"
+    )
+    p.add_argument("--keep_checkpoint_max", type=cli.at_least(1), default=2, help="iter_N folders kept")
+    p.add_argument("--log_iters", type=cli.at_least(1), default=10, help="iterations between [TRAIN] lines")
     p.add_argument(
         "--do_eval", action="store_true", help="evaluate at every checkpoint and keep best_model (default: off)"
     )
@@ -27,7 +29,7 @@ def train(doc: str, argv=None) -> argparse.Namespace:
     p.add_argument("--resume_model", help="continue from a checkpoint folder save_dir/iter_N (default: start anew)")
     p.add_argument(
         "--num_workers",
-        type=int,
+        type=cli.at_least(0),
         default=0,
         help="data-loading worker processes (0: read in the training process); never changes the batches",
     )

@@ -184,13 +184,22 @@ def train(
     run = {**run, "ranks": world} if run is not None else None  # a resume on other ranks warns (check_run)
     resumed = load_checkpoint(resume_model, model, optimizer, scheduler, scaler, run) if resume_model else None
     start = resumed.iter if resumed else 0
+    if iters < 1:  # the config's (--iters takes 1 and up)
+        raise ValueError(f"train: iters is {iters}; set iters: N (N >= 1) in the config or pass --iters N.")
     if start > iters:  # (at start == iters a resume only finishes what a crash left: best_model)
         raise ValueError(
             f"train: {resume_model} is at iteration {start}, past --iters {iters}; "
             f"pass --iters above {start} to continue it."
         )
     if not batches(len(train_dataset), batch_size, seed, 0, rank, world):
-        raise ValueError(f"train: {len(train_dataset)} samples give no batch of {batch_size} on {world} ranks.")
+        n, fit = len(train_dataset), len(train_dataset) // world  # fit: the smallest rank's share
+        head = f"train: the training set has {n} samples"
+        if not fit:
+            raise ValueError(f"{head}, fewer than the {world} ranks: add samples or use fewer ranks.")
+        on, per = (f" on each of {world} ranks", " (per rank)") if world > 1 else ("", "")
+        raise ValueError(
+            f"{head}, too few for a batch of {batch_size}{on}: pass --batch_size {fit} or less{per}, or add samples."
+        )
     state = resumed_state(resumed, resume_model, save_dir)
     data = CheckedDataset(train_dataset, num_classes if num_classes is not None else model.num_classes, seed)
     model.train()

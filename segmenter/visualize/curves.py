@@ -27,7 +27,8 @@ def plot_curves(history: dict, path: str, best: Optional[Tuple[float, int]] = No
                 b, at = best if best is not None else (max(ys), xs[ys.index(max(ys))])
                 ax.plot([at], [b], marker="*", markersize=12, color="tab:orange", linestyle="none")
                 whose = " (best_model)" if best is not None else ""
-                ax.set_title(f"{AXES[key]}\nlast {ys[-1]:.4f}, best {b:.4f} at iter {at}{whose}")
+                # three short lines: on one, "... at iter 300 (best_model)" ran past the figure's right edge
+                ax.set_title(f"{AXES[key]}\nlast {ys[-1]:.4f}, best {b:.4f}\nat iter {at}{whose}", fontsize=10)
         else:
             why = "no evaluation ran:\ntrain with --do_eval" if key == "mIoU" else "no iteration logged"
             shown[key] = why
