@@ -54,11 +54,9 @@ def gap(a: np.ndarray, b: np.ndarray, chunk: int = 1 << 22) -> Gap:
         for r in range(0, a4.shape[2], rows):
             a64, b64 = a4[i, :, r : r + rows].astype(np.float64), b4[i, :, r : r + rows].astype(np.float64)
             d = a64 - b64
-            max_abs, sq_diff, sq_a = (
-                max(max_abs, float(np.abs(d).max(initial=0.0))),
-                sq_diff + (d * d).sum(),
-                sq_a + (a64 * a64).sum(),
-            )
+            max_abs = max(max_abs, float(np.abs(d).max(initial=0.0)))
+            sq_diff += float((d * d).sum())
+            sq_a += float((a64 * a64).sum())
             if a.ndim == 4:
                 differ = a4[i, :, r : r + rows].argmax(0) != b4[i, :, r : r + rows].argmax(0)  # [rows, W]
                 if differ.any():
