@@ -101,17 +101,17 @@ def test_scaling_measures_our_forward_alone():
 
 
 def test_child_peak_is_its_own(tmp_path):
-    """A subprocess's peak memory is its own, not its parent's: the parent holds 600 MB when it starts the child (with
-    ru_maxrss the child read 620 MB)."""
+    """A subprocess's peak memory is its own, not its parent's: the parent holds 300 MB more when it starts the
+    child (with ru_maxrss a child of a 1 GB pytest process read 1053 MB)."""
     from benchmarks.scaling import ROOT
 
-    ballast = bytearray(600 * 2**20)
+    ballast = bytearray(300 * 2**20)
     ballast[::4096] = b"x" * len(ballast[::4096])  # touch every page: resident
     code = "from benchmarks._turns import peak_mb; print(peak_mb())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     del ballast
     assert out.returncode == 0, out.stderr
-    assert float(out.stdout.split()[-1]) < 400, out.stdout
+    assert float(out.stdout.split()[-1]) < 200, out.stdout  # python and numpy: ~40 MB
 
 
 def test_a_contender_waits_for_memory(tmp_path):
