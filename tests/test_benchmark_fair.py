@@ -103,7 +103,7 @@ def test_scaling_measures_our_forward_alone():
 def test_child_peak_is_its_own(tmp_path):
     """A subprocess's peak memory is its own, not its parent's: the parent holds 300 MB more when it starts the
     child (with ru_maxrss a child of a 1 GB pytest process read 1053 MB)."""
-    from benchmarks.scaling import ROOT
+    from benchmarks import ROOT
 
     ballast = bytearray(300 * 2**20)
     ballast[::4096] = b"x" * len(ballast[::4096])  # touch every page: resident

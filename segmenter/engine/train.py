@@ -172,6 +172,8 @@ def train(
     to_static (the config's `to_static_training: True`, as in PaddleSeg): the model's forward and backward run as
     a static graph (paddle.jit.to_static converts the model in place, for this process); the loss stays dygraph.
     """
+    if iters < 1:  # the config's (--iters takes 1 and up); before any checkpoint is read
+        raise ValueError(f"train: iters is {iters}; set iters: N (N >= 1) in the config or pass --iters N.")
     rank, world = dist.get_rank(), dist.get_world_size()
     if to_static:
         # Dropout and drop path draw from one generator; paddle's multi-threaded executor runs them in a varying
@@ -184,8 +186,6 @@ def train(
     run = {**run, "ranks": world} if run is not None else None  # a resume on other ranks warns (check_run)
     resumed = load_checkpoint(resume_model, model, optimizer, scheduler, scaler, run) if resume_model else None
     start = resumed.iter if resumed else 0
-    if iters < 1:  # the config's (--iters takes 1 and up)
-        raise ValueError(f"train: iters is {iters}; set iters: N (N >= 1) in the config or pass --iters N.")
     if start > iters:  # (at start == iters a resume only finishes what a crash left: best_model)
         raise ValueError(
             f"train: {resume_model} is at iteration {start}, past --iters {iters}; "
